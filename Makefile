@@ -1,0 +1,69 @@
+# Thin wrappers over uv. On a machine with only python3 and make, the first target
+# installs uv into .tools/ and everything else into .venv/ from the lock file.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --locked
+PYTEST_ARGS ?=
+
+.PHONY: help install test test-fast lint format demo faults plan synth deploy-shared \
+	deploy-orchestrator deploy-worker bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+.venv/.synced: uv.lock pyproject.toml $(wildcard */*/pyproject.toml) tools/pyproject.toml | $(UV)
+	$(UV) sync --locked --all-packages
+	@touch $@
+
+install: .venv/.synced  ## install uv (if missing) and the locked environment
+
+test: install  ## the whole test suite (unit, moto, CDK, end to end)
+	$(RUN) pytest $(PYTEST_ARGS)
+
+test-fast: install  ## unit tests only (no subprocesses, no end-to-end)
+	$(RUN) pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
+lint: install  ## ruff, ruff format --check, mypy --strict on source, hadolint
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy libs/common/src services/orchestrator/src services/worker/src infra/cdk/src tools/src
+	$(RUN) hadolint docker/orchestrator.Dockerfile docker/worker.Dockerfile
+
+format: install  ## apply ruff fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+demo: install  ## local stack + simulator + 1 orchestrator + 2 workers, one real export
+	$(RUN) exportpipe demo
+
+faults: install  ## fault-injection run with the loss ledger (SEED=n to reproduce)
+	$(RUN) python -m bench.faults $(if $(SEED),--seed $(SEED),)
+
+plan: install  ## capacity and cost planner for a production day
+	$(RUN) exportpipe plan
+
+bench: install  ## data-path and fan-out benchmarks (prints figures)
+	$(RUN) python -m bench.orchestrator_fanout
+	$(RUN) python -m bench.worker_datapath
+
+synth: install  ## synthesize the CDK app into infra/cdk/cdk.out
+	cd infra/cdk && $(RUN) python app.py
+
+deploy-shared: synth  ## deploy the shared (stateful) stack
+	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeShared --app cdk.out
+
+deploy-orchestrator: synth  ## deploy the orchestrator (IMAGE_TAG=...)
+	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeOrchestrator --app cdk.out \
+		--parameters ExportPipeOrchestrator:ImageTag=$(IMAGE_TAG)
+
+deploy-worker: synth  ## deploy the worker (IMAGE_TAG=...)
+	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeWorker --app cdk.out \
+		--parameters ExportPipeWorker:ImageTag=$(IMAGE_TAG)
+
+clean:  ## remove the environment and generated files
+	rm -rf .venv .tools infra/cdk/cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,181 @@
+"""Sizing, queue timing and scaling policy: the one source of truth.
+
+The CDK stacks (``exportpipe.infra``) build task definitions, queues and autoscaling
+from these values, the services take their runtime defaults from them, and the capacity
+planner (``exportpipe plan``) simulates exactly this policy. Change a number here and
+all three move together.
+
+The worker scales on *backlog per task*: ``(visible + in-flight messages on SQS 2) /
+max(running tasks, 1)``, divided by ``jobs_per_task`` to give a load ratio (1.0 means
+every job slot busy and nothing waiting). Counting in-flight messages is what keeps the
+fleet from scaling in while tasks are still busy with hour-long jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DEFAULT_DEPLOYMENT",
+    "Deployment",
+    "QueueTiming",
+    "ScalingStep",
+    "ServiceSizing",
+    "WorkerScaling",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSizing:
+    """One ECS service's task size and placement.
+
+    Attributes:
+        cpu_units: Fargate CPU units (1024 = 1 vCPU).
+        memory_mib: task memory; must be a valid Fargate pair with ``cpu_units``.
+        ephemeral_storage_gib: task scratch disk (20 is Fargate's free default).
+        min_tasks / max_tasks: service autoscaling bounds.
+        spot: run on FARGATE_SPOT (with ``on_demand_base`` tasks on FARGATE first).
+        on_demand_base: tasks always placed on on-demand FARGATE before any Spot.
+        stop_timeout_seconds: grace between SIGTERM and SIGKILL (Fargate max 120).
+        concurrency: jobs one task runs at once.
+    """
+
+    cpu_units: int
+    memory_mib: int
+    ephemeral_storage_gib: int = 20
+    min_tasks: int
+    max_tasks: int
+    spot: bool = False
+    on_demand_base: int = 0
+    stop_timeout_seconds: int = 30
+    concurrency: int = 1
+
+    @property
+    def vcpu(self) -> float:
+        """vCPUs, as the price table counts them."""
+        return self.cpu_units / 1024
+
+    @property
+    def memory_gib(self) -> float:
+        """GiB of memory, as the price table counts them."""
+        return self.memory_mib / 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueTiming:
+    """A queue's timing, consistent with the consumer's heartbeat.
+
+    Attributes:
+        visibility_timeout_seconds: the queue's default, also what each heartbeat
+            extends a running job's visibility to.
+        heartbeat_seconds: how often the heartbeat extends visibility; a third of the
+            timeout, so two missed beats still leave the job covered.
+        max_receive_count: receives before SQS's redrive policy dead-letters a message.
+        retention_days / dlq_retention_days: message retention.
+        wait_time_seconds: long-poll wait.
+    """
+
+    visibility_timeout_seconds: int
+    heartbeat_seconds: int
+    max_receive_count: int
+    retention_days: int = 4
+    dlq_retention_days: int = 14
+    wait_time_seconds: int = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScalingStep:
+    """One step of a step-scaling policy on the load ratio.
+
+    Applies when ``lower <= ratio < upper`` (``upper=None``: no upper bound). The fleet
+    changes by ``percent`` of its current size, at least ``min_change`` tasks (ECS
+    PercentChangeInCapacity with MinAdjustmentMagnitude).
+    """
+
+    lower: float
+    upper: float | None
+    percent: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerScaling:
+    """The worker's autoscaling policy on SQS 2 backlog per task.
+
+    Attributes:
+        metric_period_seconds: CloudWatch period of the backlog metrics.
+        metric_delay_seconds: how late SQS metrics reach CloudWatch alarms (the
+            planner models it; SQS publishes at 1-minute granularity, a few minutes late).
+        scale_out_steps: steps on the load ratio; fast (one period) and aggressive.
+        scale_out_evaluation_periods / scale_out_cooldown_seconds: how quickly it reacts.
+        scale_out_min_change: smallest scale-out in tasks.
+        activation_tasks: tasks started when the fleet is at zero and a message arrives.
+        scale_in_below_ratio / scale_in_evaluation_periods: scale in only after the ratio
+            stayed below this for this many periods (slow, so bursts do not thrash).
+        scale_in_percent / scale_in_cooldown_seconds: how much and how often.
+        task_startup_seconds: from scale-out decision to a task polling (planner input).
+        protection_minutes: ECS task scale-in protection a busy worker holds, renewed
+            while busy (1..2880).
+    """
+
+    metric_period_seconds: int = 60
+    metric_delay_seconds: int = 120
+    scale_out_steps: tuple[ScalingStep, ...] = (
+        ScalingStep(lower=1.2, upper=2.0, percent=25),
+        ScalingStep(lower=2.0, upper=4.0, percent=100),
+        ScalingStep(lower=4.0, upper=None, percent=300),
+    )
+    scale_out_evaluation_periods: int = 1
+    scale_out_cooldown_seconds: int = 60
+    scale_out_min_change: int = 2
+    activation_tasks: int = 1
+    scale_in_below_ratio: float = 0.5
+    scale_in_evaluation_periods: int = 15
+    scale_in_percent: int = -10
+    scale_in_cooldown_seconds: int = 300
+    task_startup_seconds: int = 60
+    protection_minutes: int = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """Everything sizing- and scaling-related for one deployment."""
+
+    orchestrator: ServiceSizing = field(
+        # 0.5 vCPU needs at least 1 GiB on Fargate (512 MB is only valid with 0.25 vCPU);
+        # the orchestrator is still held to a 512 MB memory budget (see ADR 0006).
+        default_factory=lambda: ServiceSizing(
+            cpu_units=512, memory_mib=1024, min_tasks=1, max_tasks=2, concurrency=8
+        )
+    )
+    worker: ServiceSizing = field(
+        default_factory=lambda: ServiceSizing(
+            cpu_units=2048,
+            memory_mib=4096,
+            ephemeral_storage_gib=50,
+            min_tasks=0,
+            max_tasks=100,
+            spot=True,
+            on_demand_base=1,
+            stop_timeout_seconds=120,
+            concurrency=4,
+        )
+    )
+    requests_queue: QueueTiming = field(
+        default_factory=lambda: QueueTiming(
+            visibility_timeout_seconds=120, heartbeat_seconds=40, max_receive_count=5
+        )
+    )
+    jobs_queue: QueueTiming = field(
+        # Spot reclaims release jobs and each release costs a receive, hence 10.
+        default_factory=lambda: QueueTiming(
+            visibility_timeout_seconds=180, heartbeat_seconds=60, max_receive_count=10
+        )
+    )
+    worker_scaling: WorkerScaling = field(default_factory=WorkerScaling)
+    orchestrator_scale_out_backlog: int = 100
+    """Visible SQS 1 messages above which the orchestrator adds its second task."""
+    shutdown_grace_seconds: int = 90
+    """How long a stopping task lets short jobs finish; inside the 120 s stop timeout."""
+
+
+DEFAULT_DEPLOYMENT = Deployment()
