@@ -85,8 +85,9 @@ def get_logger(service: str, *, level: str = "INFO") -> Logger:
     AWS SDK loggers are held at WARNING whatever our own level is.
     """
     logger = Logger(service=service, level=level, log_uncaught_exceptions=True)
-    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-        logger.addFilter(RedactingFilter())
+    handler = logger.registered_handler
+    if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+        handler.addFilter(RedactingFilter())
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     return logger
@@ -105,15 +106,13 @@ class Metrics:
         self._service = service
         self._flush_seconds = flush_seconds
         self._lock = threading.Lock()
-        self._sums: dict[tuple[tuple[str, str], ...], dict[tuple[str, str], float]] = (
-            defaultdict(lambda: defaultdict(float))
+        self._sums: dict[tuple[tuple[str, str], ...], dict[tuple[str, str], float]] = defaultdict(
+            lambda: defaultdict(float)
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(
-        self, name: str, value: float = 1.0, unit: str = "Count", **dimensions: str
-    ) -> None:
+    def add(self, name: str, value: float = 1.0, unit: str = "Count", **dimensions: str) -> None:
         """Add ``value`` to metric ``name`` (summed until the next flush)."""
         key = tuple(sorted(dimensions.items()))
         with self._lock:
@@ -134,10 +133,10 @@ class Metrics:
             pending, self._sums = self._sums, defaultdict(lambda: defaultdict(float))
         for dims, metrics in pending.items():
             emf = _PowertoolsMetrics(namespace=self._namespace, service=self._service)
-            for key, value in dims:
-                emf.add_dimension(name=key, value=value)
-            for (name, unit), value in metrics.items():
-                emf.add_metric(name=name, unit=MetricUnit(unit), value=value)
+            for key, dim in dims:
+                emf.add_dimension(name=key, value=dim)
+            for (name, unit), total in metrics.items():
+                emf.add_metric(name=name, unit=MetricUnit(unit), value=total)
             emf.flush_metrics()
 
     def start(self) -> None:

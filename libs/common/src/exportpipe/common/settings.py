@@ -87,7 +87,7 @@ def load_settings(kind: type[S]) -> S:
             raise SettingsError(f"{ENV_PREFIX}ENV_FILE: no such file: {path}")
         _export_aws_lines(path)
     try:
-        return kind(_env_file=env_file)  # type: ignore[call-arg]
+        return kind(_env_file=env_file)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
