@@ -5,5 +5,6 @@ suites and the end-to-end suite start the same moto server the same way.
 """
 
 from exportpipe.common.testing.moto import MotoServer, create_queue_pair, free_port
+from exportpipe.common.testing.proxy import Fault, FaultProxy, Request
 
-__all__ = ["MotoServer", "create_queue_pair", "free_port"]
+__all__ = ["Fault", "FaultProxy", "MotoServer", "Request", "create_queue_pair", "free_port"]

@@ -1,0 +1,223 @@
+"""A fault-injecting HTTP proxy to put between boto3 and the moto server.
+
+Tests and benchmarks point ``AWS_ENDPOINT_URL`` at the proxy instead of moto. Each
+request is forwarded unchanged unless a rule intervenes: a rule sees the request's
+operation (``X-Amz-Target`` for SQS/DynamoDB JSON calls, ``METHOD /path`` otherwise)
+and may add latency, answer with an error, reset the connection, or rewrite the JSON
+body of a SendMessageBatch to report some entries as failed (those entries are *not*
+forwarded, so a retry is not a duplicate).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["Fault", "FaultProxy", "Request"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a rule sees of a request."""
+
+    method: str
+    path: str
+    operation: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What a rule asks for. All fields optional; an empty Fault forwards untouched."""
+
+    delay: float = 0.0
+    status: int | None = None
+    error_code: str = "InternalError"
+    reset: bool = False
+    fail_batch_entries: int = 0
+
+
+Rule = Callable[[Request], Fault | None]
+
+
+@dataclass
+class FaultProxy:
+    """Forwarding proxy on 127.0.0.1 with pluggable fault rules.
+
+    Attributes:
+        upstream: the moto server endpoint (``http://127.0.0.1:PORT``).
+        delay: fixed latency added to every request (stands in for a real AWS round trip).
+        rules: consulted in order; the first that returns a :class:`Fault` applies.
+        seed: for rules that draw random numbers through :attr:`rng`.
+    """
+
+    upstream: str
+    delay: float = 0.0
+    rules: list[Rule] = field(default_factory=list)
+    seed: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        parts = urlsplit(self.upstream)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    @property
+    def endpoint(self) -> str:
+        """The proxy's URL, to use as ``AWS_ENDPOINT_URL``."""
+        assert self._server is not None, "proxy not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FaultProxy:
+        """Serve in a daemon thread."""
+        proxy = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+            def _handle(self) -> None:
+                proxy._serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ internals
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        target = h.headers.get("X-Amz-Target", "")
+        operation = target.rsplit(".", 1)[-1] if target else f"{h.command} {h.path.split('?')[0]}"
+        request = Request(h.command, h.path, operation, dict(h.headers.items()), body)
+        with self._lock:
+            self.counts[operation] += 1
+            fault = next((f for rule in self.rules if (f := rule(request)) is not None), None)
+        if self.delay:
+            time.sleep(self.delay)
+        if fault is not None:
+            self.faults[self._fault_kind(fault)] += 1
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.reset:
+                h.close_connection = True
+                h.connection.shutdown(2)
+                return
+            if fault.status is not None:
+                self._reply_error(h, fault, bool(target))
+                return
+            if fault.fail_batch_entries and target:
+                body, failed = self._drop_entries(body, fault.fail_batch_entries)
+                self._forward(h, body, failed=failed)
+                return
+        self._forward(h, body)
+
+    @staticmethod
+    def _fault_kind(fault: Fault) -> str:
+        if fault.reset:
+            return "reset"
+        if fault.status is not None:
+            return f"{fault.status}:{fault.error_code}"
+        if fault.fail_batch_entries:
+            return "batch_partial_failure"
+        return "delay"
+
+    @staticmethod
+    def _drop_entries(body: bytes, n: int) -> tuple[bytes, list[str]]:
+        data = json.loads(body)
+        entries = data.get("Entries", [])
+        failed = [e["Id"] for e in entries[:n]]
+        data["Entries"] = entries[n:]
+        return json.dumps(data).encode(), failed
+
+    def _forward(
+        self, h: BaseHTTPRequestHandler, body: bytes, failed: list[str] | None = None
+    ) -> None:
+        headers = {
+            k: v for k, v in h.headers.items() if k.lower() not in {"host", "content-length"}
+        }
+        if failed is not None and not json.loads(body).get("Entries"):
+            status, out, resp_headers = (
+                200,
+                b'{"Successful": []}',
+                {"Content-Type": "application/x-amz-json-1.0"},
+            )
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=120)
+            try:
+                conn.request(h.command, h.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                out = resp.read()
+                status = resp.status
+                resp_headers = {
+                    k: v
+                    for k, v in resp.getheaders()
+                    if k.lower() not in {"content-length", "transfer-encoding", "connection"}
+                }
+            finally:
+                conn.close()
+        if failed:
+            data = json.loads(out or b"{}")
+            data.setdefault("Failed", []).extend(
+                {"Id": i, "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+                for i in failed
+            )
+            out = json.dumps(data).encode()
+        h.send_response(status)
+        for k, v in resp_headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(out)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(out)
+
+    @staticmethod
+    def _reply_error(h: BaseHTTPRequestHandler, fault: Fault, json_protocol: bool) -> None:
+        assert fault.status is not None
+        if json_protocol:
+            payload = json.dumps({"__type": fault.error_code, "message": "injected fault"}).encode()
+            ctype = "application/x-amz-json-1.0"
+        else:
+            payload = (
+                f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{fault.error_code}</Code>"
+                "<Message>injected fault</Message></Error>"
+            ).encode()
+            ctype = "application/xml"
+        h.send_response(fault.status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("x-amzn-query-error", f"{fault.error_code};Sender")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
