@@ -18,7 +18,6 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from exportpipe.common.errors import AwsTransientError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -26,6 +25,8 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+
+from exportpipe.common.errors import AwsTransientError
 
 __all__ = ["aws_client", "call_aws", "is_transient_aws_error"]
 

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import orjson
-from exportpipe.common.errors import MalformedMessage, UnsupportedSchemaVersion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from exportpipe.common.errors import MalformedMessage, UnsupportedSchemaVersion
 
 __all__ = [
     "Compression",

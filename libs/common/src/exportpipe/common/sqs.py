@@ -37,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 from aws_lambda_powertools import Logger
+
 from exportpipe.common.errors import (
     ExportPipeError,
     JobDeadlineExceeded,
