@@ -73,6 +73,8 @@ class QueueTiming:
         max_receive_count: receives before SQS's redrive policy dead-letters a message.
         retention_days / dlq_retention_days: message retention.
         wait_time_seconds: long-poll wait.
+        oldest_message_alarm_seconds: the queue's oldest-message-age alarm threshold:
+            a message waiting this long means consumers are missing or far behind.
     """
 
     visibility_timeout_seconds: int
@@ -81,6 +83,7 @@ class QueueTiming:
     retention_days: int = 4
     dlq_retention_days: int = 14
     wait_time_seconds: int = 20
+    oldest_message_alarm_seconds: int = 900
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,12 +171,24 @@ class Deployment:
     jobs_queue: QueueTiming = field(
         # Spot reclaims release jobs and each release costs a receive, hence 10.
         default_factory=lambda: QueueTiming(
-            visibility_timeout_seconds=180, heartbeat_seconds=60, max_receive_count=10
+            visibility_timeout_seconds=180,
+            heartbeat_seconds=60,
+            max_receive_count=10,
+            # A burst is meant to queue while the fleet scales out; an hour of waiting is not.
+            oldest_message_alarm_seconds=3600,
         )
     )
     worker_scaling: WorkerScaling = field(default_factory=WorkerScaling)
     orchestrator_scale_out_backlog: int = 100
     """Visible SQS 1 messages above which the orchestrator adds its second task."""
+    orchestrator_scale_in_evaluation_periods: int = 15
+    """Metric periods SQS 1 must stay empty before the orchestrator drops a task.
+
+    The orchestrator reuses the worker's metric period and cooldowns
+    (``worker_scaling.metric_period_seconds``, ``scale_out_cooldown_seconds``,
+    ``scale_in_cooldown_seconds``) and scales out after one period above
+    ``orchestrator_scale_out_backlog``.
+    """
     shutdown_grace_seconds: int = 90
     """How long a stopping task lets short jobs finish; inside the 120 s stop timeout."""
 
