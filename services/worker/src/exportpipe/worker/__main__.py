@@ -1,0 +1,68 @@
+"""``exportpipe-worker``: consume SQS 2 and run each download job until SIGTERM."""
+
+from __future__ import annotations
+
+import sys
+
+from exportpipe.common.observability import Metrics, get_logger
+from exportpipe.common.retry import aws_client
+from exportpipe.common.settings import load_settings
+from exportpipe.common.sqs import ConsumerConfig, QueueConsumer, run_consumer
+from exportpipe.worker.handler import JobHandler
+from exportpipe.worker.pipeline import Pipeline
+from exportpipe.worker.protection import TaskProtection
+from exportpipe.worker.settings import WorkerSettings
+
+__all__ = ["build_consumer", "main"]
+
+
+def build_consumer(
+    settings: WorkerSettings, *, logger: object, metrics: Metrics, protection: TaskProtection
+) -> QueueConsumer:
+    """The SQS 2 consumer wired to the pipeline, with scale-in protection on busy."""
+    sqs = aws_client("sqs")
+    s3 = aws_client(
+        "s3", max_pool_connections=settings.concurrency * (settings.upload_parts_in_flight + 2)
+    )
+    pipeline = Pipeline(settings, s3=s3, logger=logger)
+    if settings.jobs_dlq_url is None:
+        raise SystemExit("EXPORTPIPE_JOBS_DLQ_URL: required to dead-letter refused jobs")
+    config = ConsumerConfig(
+        queue_url=settings.jobs_queue_url,
+        dlq_url=settings.jobs_dlq_url,
+        concurrency=settings.concurrency,
+        wait_time_seconds=settings.wait_time_seconds,
+        visibility_timeout=settings.visibility_timeout_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        max_receive_count=settings.max_receive_count,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+    )
+    return QueueConsumer(
+        sqs,
+        config,
+        JobHandler(pipeline, logger=logger, metrics=metrics),
+        logger=logger,  # type: ignore[arg-type]
+        metrics=metrics,
+        on_busy_change=protection.on_busy_change,
+    )
+
+
+def main() -> int:
+    """Load settings, consume until SIGTERM/SIGINT, return the exit code."""
+    settings = load_settings(WorkerSettings)
+    logger = get_logger("worker", level=settings.log_level)
+    metrics = Metrics(
+        namespace=settings.metrics_namespace,
+        service="worker",
+        flush_seconds=settings.metrics_flush_seconds,
+    )
+    protection = TaskProtection.from_env(minutes=settings.protection_minutes, logger=logger)
+    consumer = build_consumer(settings, logger=logger, metrics=metrics, protection=protection)
+    try:
+        return run_consumer(consumer, metrics=metrics)
+    finally:
+        protection.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,558 @@
+"""Streamed, verified downloads over HTTP(S) or from S3.
+
+:func:`open_source` returns a :class:`Source`: a file-like object whose ``read(n)``
+streams the file's bytes while hashing them. When the last byte has been read it checks
+the size and sha256 the job promised and raises :class:`IntegrityError` if they differ,
+so a consumer that reads to EOF before committing anything never commits a bad file.
+
+HTTP specifics:
+
+* connections go through :mod:`exportpipe.worker.safety` (address pinning per
+  connection); redirects are followed here, one checked hop at a time;
+* ``Accept-Encoding: identity`` and raw reads: the body is never decoded by urllib3;
+* transient failures (connect errors, resets, 5xx, truncated bodies) are retried with
+  tenacity, and a body cut short resumes with ``Range`` (``If-Range`` on the first
+  response's validator) instead of starting over;
+* nothing logged or raised here carries the URL's query string.
+
+:class:`Prefetcher` moves the network reads to their own thread with a bounded queue of
+chunks in between, so downloading overlaps decompression and validation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import queue
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from urllib3 import BaseHTTPResponse, PoolManager, Timeout
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from exportpipe.common.errors import (
+    ExportPipeError,
+    IntegrityError,
+    JobReleased,
+    RateLimited,
+    UnsafeSource,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from exportpipe.common.observability import redact_url
+from exportpipe.worker.safety import AddressGuard, UnsafeAddressError, check_url
+
+__all__ = [
+    "HttpSource",
+    "Prefetcher",
+    "Readable",
+    "S3Source",
+    "Source",
+    "open_source",
+]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_MAX_RESUMES = 50
+
+
+class Readable(Protocol):
+    """The minimal file-like interface the data path passes around."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at end of stream."""
+        ...
+
+
+class Source:
+    """Base of verified sources: hashing, size accounting, checks at EOF.
+
+    Attributes:
+        display_url: the URL without query string, safe to log and record.
+        bytes_read: bytes delivered so far.
+    """
+
+    def __init__(
+        self,
+        display_url: str,
+        *,
+        expected_size: int | None,
+        expected_sha256: str | None,
+        cancelled: threading.Event | None = None,
+    ) -> None:
+        self.display_url = display_url
+        self.expected_size = expected_size
+        self.expected_sha256 = expected_sha256
+        self.bytes_read = 0
+        self._hash = hashlib.sha256()
+        self._cancelled = cancelled
+        self._done = False
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of the bytes read so far (of the whole file once at EOF)."""
+        return self._hash.hexdigest()
+
+    @property
+    def finished(self) -> bool:
+        """True once EOF was reached and verified."""
+        return self._done
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Read up to ``size`` bytes (``-1``: one chunk); verifies at EOF.
+
+        Raises:
+            IntegrityError: more bytes than expected, or size/sha256 mismatch at EOF.
+            JobReleased: the job was cancelled.
+        """
+        if self._done:
+            return b""
+        if self._cancelled is not None and self._cancelled.is_set():
+            raise JobReleased("download cancelled")
+        data = self._read_raw(size if size and size > 0 else 1 << 20)
+        if not data:
+            self._verify()
+            self._done = True
+            return b""
+        self._hash.update(data)
+        self.bytes_read += len(data)
+        if self.expected_size is not None and self.bytes_read > self.expected_size:
+            raise IntegrityError(
+                f"{self.display_url}: more than the expected {self.expected_size} bytes",
+                reason="size_mismatch",
+            )
+        return data
+
+    def finish(self) -> None:
+        """Read (and discard) whatever is left, so the checks at EOF run."""
+        while self.read(1 << 20):
+            pass
+
+    def close(self) -> None:
+        """Release the underlying connection."""
+
+    def _read_raw(self, size: int) -> bytes:
+        raise NotImplementedError
+
+    def _verify(self) -> None:
+        if self.expected_size is not None and self.bytes_read != self.expected_size:
+            raise IntegrityError(
+                f"{self.display_url}: got {self.bytes_read} bytes, expected {self.expected_size}",
+                reason="size_mismatch",
+            )
+        if self.expected_sha256 is not None and self.sha256 != self.expected_sha256:
+            raise IntegrityError(
+                f"{self.display_url}: sha256 {self.sha256} does not match the expected "
+                f"{self.expected_sha256}",
+                reason="sha256_mismatch",
+            )
+
+
+def _classify_status(status: int, headers: Any, display_url: str) -> ExportPipeError:
+    if status == 429 or (status == 503 and headers.get("Retry-After")):
+        retry_after: float | None = None
+        try:
+            retry_after = float(headers.get("Retry-After", ""))
+        except ValueError:
+            retry_after = None
+        return RateLimited(f"{display_url}: HTTP {status}", retry_after=retry_after)
+    if status >= 500 or status == 408:
+        return UpstreamUnavailable(f"{display_url}: HTTP {status}", reason=f"http_{status}")
+    return UpstreamRejected(f"{display_url}: HTTP {status}", reason=f"http_{status}")
+
+
+def _find_unsafe(exc: BaseException) -> UnsafeSource | None:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, UnsafeAddressError):
+            return cur.unsafe
+        if isinstance(cur, UnsafeSource):
+            return cur
+        todo.extend([cur.__cause__, cur.__context__, getattr(cur, "reason", None)])
+        todo.extend(a for a in cur.args if isinstance(a, BaseException))
+    return None
+
+
+class HttpSource(Source):
+    """An HTTP(S) download with checked redirects, retries and ``Range`` resume."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        manager: PoolManager,
+        guard: AddressGuard,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+        max_redirects: int = 3,
+        attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        cancelled: threading.Event | None = None,
+        max_wait_seconds: float = 10.0,
+    ) -> None:
+        super().__init__(
+            redact_url(url),
+            expected_size=expected_size,
+            expected_sha256=expected_sha256,
+            cancelled=cancelled,
+        )
+        check_url(url, guard)
+        self._url = url
+        self._manager = manager
+        self._guard = guard
+        self._max_redirects = max_redirects
+        self._attempts = attempts
+        self._timeout = Timeout(connect=connect_timeout, read=read_timeout)
+        self._max_wait = max_wait_seconds
+        self._resp: BaseHTTPResponse | None = None
+        self._validator: str | None = None  # ETag or Last-Modified of the first response
+        self._total: int | None = None  # the full length, from the first response
+        self._resumes = 0
+        self.resumed = 0  # reads resumed after an interruption, for metrics and tests
+        self.retries = 0  # request attempts retried
+
+    # -- opening ------------------------------------------------------------
+
+    def _request(self, offset: int) -> BaseHTTPResponse:
+        """GET from ``offset``, following checked redirects; return a 200/206 response."""
+        headers = {"Accept-Encoding": "identity", "User-Agent": "exportpipe-worker"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if self._validator:
+                headers["If-Range"] = self._validator
+        url = self._url
+        for _hop in range(self._max_redirects + 1):
+            check_url(url, self._guard)
+            try:
+                resp = self._manager.request(
+                    "GET",
+                    url,
+                    headers=headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=False,
+                    timeout=self._timeout,
+                )
+            except Urllib3HTTPError as exc:
+                unsafe = _find_unsafe(exc)
+                if unsafe is not None:
+                    raise unsafe from None
+                raise UpstreamUnavailable(
+                    f"{redact_url(url)}: {type(exc).__name__}", reason="connection_failed"
+                ) from None
+            except OSError as exc:
+                raise UpstreamUnavailable(
+                    f"{redact_url(url)}: {type(exc).__name__}", reason="connection_failed"
+                ) from None
+            if resp.status in _REDIRECTS:
+                location = resp.headers.get("Location")
+                resp.drain_conn()
+                resp.release_conn()
+                if not location:
+                    raise UpstreamRejected(
+                        f"{redact_url(url)}: redirect without Location", reason="bad_redirect"
+                    )
+                url = urljoin(url, location)
+                continue
+            if resp.status in (200, 206):
+                return resp
+            error = _classify_status(resp.status, resp.headers, redact_url(url))
+            resp.drain_conn()
+            resp.release_conn()
+            raise error
+        raise UnsafeSource(
+            f"{self.display_url}: more than {self._max_redirects} redirects",
+            reason="too_many_redirects",
+        )
+
+    def _open_at(self, offset: int) -> BaseHTTPResponse:
+        resp = self._request(offset)
+        length = resp.headers.get("Content-Length")
+        if resp.status == 206:
+            match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+            if not match or int(match.group(1)) != offset:
+                resp.release_conn()
+                raise UpstreamUnavailable(
+                    f"{self.display_url}: unusable Content-Range in a resume", reason="bad_range"
+                )
+            return resp
+        # A full body: the first response, or a server that ignored Range/If-Range.
+        validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        if offset == 0:
+            self._validator = validator
+            if length is not None:
+                self._total = int(length)
+                if self.expected_size is not None and self._total != self.expected_size:
+                    resp.release_conn()
+                    raise IntegrityError(
+                        f"{self.display_url}: Content-Length {self._total} differs from the "
+                        f"expected size {self.expected_size}",
+                        reason="size_mismatch",
+                    )
+            return resp
+        if self._validator and validator and validator != self._validator:
+            resp.release_conn()
+            raise IntegrityError(
+                f"{self.display_url}: the file changed during the download", reason="source_changed"
+            )
+        self._skip(resp, offset)
+        return resp
+
+    @staticmethod
+    def _skip(resp: BaseHTTPResponse, count: int) -> None:
+        """Discard ``count`` bytes (a server without Range support: start over, quietly)."""
+        while count > 0:
+            data = resp.read(min(count, 1 << 20), decode_content=False)
+            if not data:
+                raise UpstreamUnavailable("body ended while skipping to the resume offset")
+            count -= len(data)
+
+    def _open_with_retry(self, offset: int) -> BaseHTTPResponse:
+        def _sleep(seconds: float) -> None:
+            if self._cancelled is not None and self._cancelled.wait(seconds):
+                raise JobReleased("download cancelled")
+            if self._cancelled is None:
+                threading.Event().wait(seconds)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(UpstreamUnavailable),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=self._max_wait),
+            sleep=_sleep,
+            reraise=True,
+            before_sleep=self._note_retry,
+        )
+        return retrying(self._open_at, offset)
+
+    def _note_retry(self, state: RetryCallState) -> None:
+        # Deliberately no logging of the exception text here: tenacity's own
+        # before_sleep_log would print URLs; callers see the final error instead.
+        self.retries += 1
+
+    # -- reading ------------------------------------------------------------
+
+    def _read_raw(self, size: int) -> bytes:
+        while True:
+            if self._resp is None:
+                self._resp = self._open_with_retry(self.bytes_read)
+            try:
+                data = self._resp.read(size, decode_content=False)
+            except (Urllib3HTTPError, OSError) as exc:
+                self._drop_response()
+                self._resumes += 1
+                if self._resumes > _MAX_RESUMES:
+                    raise UpstreamUnavailable(
+                        f"{self.display_url}: gave up after {_MAX_RESUMES} interrupted reads "
+                        f"({type(exc).__name__})",
+                        reason="download_interrupted",
+                    ) from None
+                self.resumed += 1
+                continue
+            if data:
+                return data
+            if self._total is not None and self.bytes_read < self._total:
+                # Closed early without urllib3 noticing (no Content-Length enforcement).
+                self._drop_response()
+                self._resumes += 1
+                self.resumed += 1
+                continue
+            self._drop_response()
+            return b""
+
+    def _drop_response(self) -> None:
+        if self._resp is not None:
+            # A connection that failed mid-body cannot be reused: close, then release.
+            with contextlib.suppress(Exception):
+                self._resp.close()
+                self._resp.release_conn()
+            self._resp = None
+
+    def close(self) -> None:
+        """Release the connection (the download may be abandoned midway)."""
+        self._drop_response()
+
+
+class S3Source(Source):
+    """An ``s3://bucket/key`` source read through smart-open, with the same checks."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        s3_client: Any,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> None:
+        super().__init__(
+            redact_url(url),
+            expected_size=expected_size,
+            expected_sha256=expected_sha256,
+            cancelled=cancelled,
+        )
+        parts = urlsplit(url)
+        if not parts.netloc or not parts.path.strip("/"):
+            raise UpstreamRejected(
+                f"{self.display_url}: not an s3://bucket/key URL", reason="bad_url"
+            )
+        import smart_open
+        from botocore.exceptions import ClientError
+
+        uri = f"s3://{parts.netloc}{parts.path}"
+        try:
+            self._fh = smart_open.open(
+                uri, "rb", compression="disable", transport_params={"client": s3_client}
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise UpstreamRejected(
+                f"{self.display_url}: {code}", reason="s3_source_error"
+            ) from None
+        except OSError as exc:
+            raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
+
+    def _read_raw(self, size: int) -> bytes:
+        try:
+            return bytes(self._fh.read(size))
+        except OSError as exc:
+            raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        """Close the smart-open reader."""
+        self._fh.close()
+
+
+def open_source(
+    url: str,
+    *,
+    manager: PoolManager,
+    guard: AddressGuard,
+    s3_client_factory: Callable[[], Any],
+    expected_size: int | None,
+    expected_sha256: str | None,
+    max_redirects: int = 3,
+    attempts: int = 5,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    cancelled: threading.Event | None = None,
+) -> Source:
+    """Open ``url`` (http, https or s3) as a verified :class:`Source`.
+
+    Raises:
+        UnsafeSource: the URL is refused by the safety rules.
+        UpstreamRejected: the URL cannot be used (bad form, 4xx).
+    """
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "s3":
+        return S3Source(
+            url,
+            s3_client=s3_client_factory(),
+            expected_size=expected_size,
+            expected_sha256=expected_sha256,
+            cancelled=cancelled,
+        )
+    return HttpSource(
+        url,
+        manager=manager,
+        guard=guard,
+        expected_size=expected_size,
+        expected_sha256=expected_sha256,
+        max_redirects=max_redirects,
+        attempts=attempts,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        cancelled=cancelled,
+    )
+
+
+_EOF = object()
+
+
+class Prefetcher:
+    """Reads ``source`` in a background thread into a bounded queue of chunks.
+
+    ``read(n)`` hands out the prefetched bytes. Errors raised by the source (including
+    the integrity checks at EOF) are re-raised in the reading thread. At most
+    ``depth`` chunks of ``chunk_size`` are buffered.
+    """
+
+    def __init__(self, source: Source, *, chunk_size: int, depth: int) -> None:
+        self.source = source
+        self._chunk = chunk_size
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._pending = memoryview(b"")
+        self._eof = False
+        self._thread = threading.Thread(target=self._run, name="download", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self.source.read(self._chunk)
+                if not data:
+                    self._put(_EOF)
+                    return
+                if not self._put(data):
+                    return
+        except BaseException as exc:
+            self._put(exc)
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes (``-1``: the next chunk); ``b""`` once the source is done."""
+        if not self._pending:
+            if self._eof:
+                return b""
+            item = self._queue.get()
+            if item is _EOF:
+                self._eof = True
+                return b""
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if not isinstance(item, bytes):
+                raise TypeError(f"unexpected item {type(item).__name__} in the download queue")
+            if size < 0 or len(item) <= size:
+                return item
+            self._pending = memoryview(item)
+        if size < 0:
+            size = len(self._pending)
+        out, self._pending = self._pending[:size], self._pending[size:]
+        return bytes(out)
+
+    def finish(self) -> None:
+        """Read to the end (discarding), so the source's checks at EOF have run."""
+        while self.read(1 << 20):
+            pass
+
+    def close(self) -> None:
+        """Stop the background reader and close the source."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.source.close()

@@ -1,0 +1,433 @@
+"""One download job, end to end: idempotency check, stream, verify, commit, manifest.
+
+For a job with export ``E``, file ``F`` and destination ``s3://B/P`` (``P`` is the
+export's root, normally ``{output_prefix}{E}/``)::
+
+    P data/F/{member_path}      the validated members
+    P manifests/F.json          the commit marker, written last
+    P rejected/F.json           why the file was refused (written instead of a manifest)
+
+The sequence:
+
+1. If the manifest exists and describes the same source (sha256 and size, as far as the
+   job states them), the job is a duplicate: acknowledge it without work.
+2. Stream download → decompress/extract → validate → multipart upload through bounded
+   buffers (a download thread, this thread, a pool of part uploaders).
+3. Read the source to its end so the size/sha256 checks run; only then commit each
+   member with ``If-None-Match: *`` and write the manifest, also conditionally.
+4. On any failure, abort every multipart upload; a permanent failure also writes the
+   rejection record. Nothing under ``data/`` is committed before step 3, so a refused
+   file leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from botocore.exceptions import ClientError
+from urllib3 import PoolManager
+
+from exportpipe.common.errors import (
+    ExportPipeError,
+    IntegrityError,
+    JobReleased,
+    MalformedMessage,
+    PermanentError,
+)
+from exportpipe.common.observability import redact_url
+from exportpipe.common.retry import call_aws
+from exportpipe.common.schemas import DownloadJob
+from exportpipe.worker.download import Prefetcher, open_source
+from exportpipe.worker.extract import ExtractLimits, iter_members
+from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
+from exportpipe.worker.settings import WorkerSettings
+from exportpipe.worker.upload import CommitConflict, ObjectUpload, Uploader
+from exportpipe.worker.validate import validator_for
+
+__all__ = ["JobKeys", "JobResult", "MemberResult", "Pipeline"]
+
+MANIFEST_SCHEMA = "exportpipe.FileManifest"
+REJECTION_SCHEMA = "exportpipe.FileRejected"
+_READ = 1 << 20
+_CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
+
+
+@dataclass(frozen=True)
+class JobKeys:
+    """The S3 keys a job writes."""
+
+    root: str
+    data_prefix: str
+    manifest: str
+    rejected: str
+
+    @classmethod
+    def for_job(cls, job: DownloadJob) -> JobKeys:
+        """Keys under ``job.destination.prefix``.
+
+        Raises:
+            MalformedMessage: the destination prefix is not a safe relative prefix.
+        """
+        root = job.destination.prefix
+        if root and not root.endswith("/"):
+            root += "/"
+        if root.startswith("/") or "\\" in root or ".." in root.split("/"):
+            raise MalformedMessage(
+                f"destination prefix {root!r} is not a relative key prefix",
+                reason="bad_destination",
+            )
+        return cls(
+            root=root,
+            data_prefix=f"{root}data/{job.file_id}/",
+            manifest=f"{root}manifests/{job.file_id}.json",
+            rejected=f"{root}rejected/{job.file_id}.json",
+        )
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    """One committed output object."""
+
+    path: str
+    key: str
+    size: int
+    sha256: str
+    records: int | None
+
+
+@dataclass
+class JobResult:
+    """What a job did.
+
+    Attributes:
+        status: ``"done"`` (committed now) or ``"duplicate"`` (already committed).
+        manifest_key: the manifest's key.
+        source_bytes: compressed bytes downloaded.
+        members: the committed members (empty for a duplicate).
+    """
+
+    status: Literal["done", "duplicate"]
+    manifest_key: str
+    source_bytes: int = 0
+    members: list[MemberResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def output_bytes(self) -> int:
+        """Uncompressed bytes committed."""
+        return sum(m.size for m in self.members)
+
+    @property
+    def records(self) -> int:
+        """Records validated across members (0 for binary content)."""
+        return sum(m.records or 0 for m in self.members)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _same_source(job: DownloadJob, manifest: dict[str, Any]) -> bool:
+    source = manifest.get("source", {})
+    if job.sha256 is not None and source.get("sha256") != job.sha256:
+        return False
+    return job.size_bytes is None or source.get("size") == job.size_bytes
+
+
+class Pipeline:
+    """Runs download jobs with shared connection pools (thread-safe across jobs)."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        s3: Any,
+        manager: PoolManager | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.s3 = s3
+        self.guard = AddressGuard(settings.download_allowed_hosts)
+        self.manager = manager or pinned_pool_manager(
+            self.guard, num_pools=16, maxsize=max(settings.concurrency, 2)
+        )
+        self._log = logger
+        self.limits = ExtractLimits(
+            max_members=settings.max_members,
+            max_total_output_bytes=settings.max_total_output_bytes,
+            max_compression_ratio=settings.max_compression_ratio,
+            ratio_check_after_bytes=settings.ratio_check_after_bytes,
+            spool_dir=settings.spool_dir,
+        )
+
+    # -- helpers ------------------------------------------------------------
+
+    def _warn(self, message: str, extra: dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.warning(message, extra=extra)
+
+    def _read_json(self, bucket: str, key: str) -> dict[str, Any] | None:
+        try:
+            body = call_aws(self.s3.get_object, Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        value = orjson.loads(body)
+        return value if isinstance(value, dict) else None
+
+    def _check_destination(self, job: DownloadJob) -> None:
+        if job.destination.bucket != self.settings.bucket:
+            raise MalformedMessage(
+                f"destination bucket {job.destination.bucket!r} is not this worker's bucket "
+                f"({self.settings.bucket!r})",
+                reason="destination_not_allowed",
+            )
+
+    # -- the job --------------------------------------------------------------
+
+    def run(
+        self,
+        job: DownloadJob,
+        *,
+        cancelled: threading.Event | None = None,
+        set_eta: Callable[[float | None], None] | None = None,
+    ) -> JobResult:
+        """Run ``job`` to a committed manifest, or raise why not.
+
+        Raises:
+            PermanentError: the file was refused (a rejection record was written).
+            RetryableError: try again later (nothing was committed, uploads aborted).
+        """
+        started = time.monotonic()
+        self._check_destination(job)
+        keys = JobKeys.for_job(job)
+        bucket = job.destination.bucket
+        existing = self._read_json(bucket, keys.manifest)
+        if existing is not None:
+            return self._duplicate(job, keys, existing, started)
+        cancelled = cancelled or threading.Event()
+        uploader = Uploader(
+            self.s3,
+            bucket,
+            part_size=self.settings.part_size_bytes,
+            parts_in_flight=self.settings.upload_parts_in_flight,
+            checksum_algorithm=self.settings.checksum_algorithm,
+            stale_commit_seconds=self.settings.stale_commit_seconds,
+            cancelled=cancelled,
+            on_warning=self._warn,
+        )
+        try:
+            result = self._stream_and_commit(
+                job=job,
+                keys=keys,
+                uploader=uploader,
+                cancelled=cancelled,
+                set_eta=set_eta,
+                started=started,
+            )
+        except CommitConflict:
+            uploader.abort_all()
+            # A concurrent attempt may have committed meanwhile: then we are a duplicate.
+            existing = self._read_json(bucket, keys.manifest)
+            if existing is not None and _same_source(job, existing):
+                return self._duplicate(job, keys, existing, started)
+            raise
+        except PermanentError as exc:
+            uploader.abort_all()
+            self._reject(job, keys, exc)
+            raise
+        except BaseException:
+            uploader.abort_all()
+            raise
+        finally:
+            uploader.close()
+        return result
+
+    def _duplicate(
+        self, job: DownloadJob, keys: JobKeys, manifest: dict[str, Any], started: float
+    ) -> JobResult:
+        if not _same_source(job, manifest):
+            raise IntegrityError(
+                f"{keys.manifest} already commits a different source (sha256/size differ); "
+                "remove it to re-import this file",
+                reason="manifest_conflict",
+            )
+        Uploader(
+            self.s3, job.destination.bucket, part_size=1, parts_in_flight=1
+        ).abort_foreign_uploads(keys.data_prefix)
+        return JobResult(
+            status="duplicate",
+            manifest_key=keys.manifest,
+            source_bytes=int(manifest.get("source", {}).get("size") or 0),
+            seconds=time.monotonic() - started,
+        )
+
+    def _stream_and_commit(
+        self,
+        *,
+        job: DownloadJob,
+        keys: JobKeys,
+        uploader: Uploader,
+        cancelled: threading.Event,
+        set_eta: Callable[[float | None], None] | None,
+        started: float,
+    ) -> JobResult:
+        settings = self.settings
+        source = open_source(
+            job.url,
+            manager=self.manager,
+            guard=self.guard,
+            s3_client_factory=lambda: self.s3,
+            expected_size=job.size_bytes,
+            expected_sha256=job.sha256,
+            max_redirects=settings.max_redirects,
+            attempts=settings.download_attempts,
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            cancelled=cancelled,
+        )
+        prefetch = Prefetcher(
+            source, chunk_size=settings.download_chunk_bytes, depth=settings.download_buffer_chunks
+        )
+        pending: list[tuple[ObjectUpload, int | None, str]] = []
+        last_eta = 0.0
+        try:
+            members = iter_members(
+                prefetch, compression=job.compression, file_name=job.file_name, limits=self.limits
+            )
+            for member in members:
+                if cancelled.is_set():
+                    raise JobReleased("job released")
+                obj = uploader.open(
+                    keys.data_prefix + member.path,
+                    content_type=_CONTENT_TYPES.get(job.format, "application/octet-stream"),
+                )
+                validator = validator_for(
+                    job.format, what=member.path, max_line_bytes=settings.max_line_bytes
+                )
+                read, feed, write = member.stream.read, validator.feed, obj.write
+                while True:
+                    chunk = read(_READ)
+                    if not chunk:
+                        break
+                    feed(chunk)
+                    write(chunk)
+                    if cancelled.is_set():
+                        raise JobReleased("job released")
+                    now = time.monotonic()
+                    if set_eta is not None and now - last_eta > 5:
+                        last_eta = now
+                        set_eta(self._eta(source.bytes_read, job.size_bytes, now - started))
+                records = validator.finish()
+                obj.close()
+                pending.append((obj, records, member.path))
+            # Everything is read and validated; the source checks run at its EOF.
+            prefetch.finish()
+        finally:
+            prefetch.close()
+        if not pending:
+            raise _empty_archive(job)
+        if set_eta is not None:
+            set_eta(30.0)
+        members_out: list[MemberResult] = []
+        for obj, records, path in pending:
+            obj.commit()
+            members_out.append(MemberResult(path, obj.key, obj.size, obj.sha256, records))
+        manifest = self._manifest(job, source.bytes_read, source.sha256, members_out)
+        if not uploader.put_if_absent(
+            keys.manifest,
+            orjson.dumps(manifest, option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        ):
+            existing = self._read_json(job.destination.bucket, keys.manifest) or {}
+            if existing.get("source", {}).get("sha256") != source.sha256:
+                raise CommitConflict(
+                    f"{keys.manifest} was committed concurrently for a different source"
+                )
+            return self._duplicate(job, keys, existing, started)
+        self._after_commit(job, keys, uploader)
+        return JobResult(
+            status="done",
+            manifest_key=keys.manifest,
+            source_bytes=source.bytes_read,
+            members=members_out,
+            seconds=time.monotonic() - started,
+        )
+
+    @staticmethod
+    def _eta(done: int, total: int | None, elapsed: float) -> float | None:
+        if not total or done <= 0 or elapsed <= 0:
+            return None
+        return max(0.0, (total - done) / (done / elapsed)) + 30.0
+
+    def _after_commit(self, job: DownloadJob, keys: JobKeys, uploader: Uploader) -> None:
+        """Housekeeping once committed: other attempts' uploads, an old rejection."""
+        try:
+            uploader.abort_foreign_uploads(keys.data_prefix)
+            call_aws(self.s3.delete_object, Bucket=job.destination.bucket, Key=keys.rejected)
+        except Exception as exc:  # the commit stands; this only tidies up
+            self._warn("post-commit cleanup failed", {"error": type(exc).__name__})
+
+    def _manifest(
+        self, job: DownloadJob, size: int, sha256: str, members: list[MemberResult]
+    ) -> dict[str, Any]:
+        return {
+            "schema": MANIFEST_SCHEMA,
+            "version": 1,
+            "job_id": job.job_id,
+            "export_id": job.export_id,
+            "file_id": job.file_id,
+            "file_name": job.file_name,
+            "format": job.format,
+            "compression": job.compression,
+            "source": {"url": redact_url(job.url), "size": size, "sha256": sha256},
+            "members": [
+                {
+                    "path": m.path,
+                    "key": m.key,
+                    "size": m.size,
+                    "sha256": m.sha256,
+                    "records": m.records,
+                }
+                for m in members
+            ],
+            "completed_at": _now(),
+        }
+
+    def _reject(self, job: DownloadJob, keys: JobKeys, exc: ExportPipeError) -> None:
+        record = {
+            "schema": REJECTION_SCHEMA,
+            "version": 1,
+            "job_id": job.job_id,
+            "export_id": job.export_id,
+            "file_id": job.file_id,
+            "file_name": job.file_name,
+            "source": {"url": redact_url(job.url)},
+            "error": type(exc).__name__,
+            "reason": exc.reason,
+            "message": exc.message,
+            "rejected_at": _now(),
+        }
+        try:
+            call_aws(
+                self.s3.put_object,
+                Bucket=job.destination.bucket,
+                Key=keys.rejected,
+                Body=orjson.dumps(record, option=orjson.OPT_INDENT_2),
+                ContentType="application/json",
+            )
+        except Exception as exc2:  # the dead letter still carries the reason
+            self._warn("could not write the rejection record", {"error": type(exc2).__name__})
+
+
+def _empty_archive(job: DownloadJob) -> PermanentError:
+    from exportpipe.common.errors import ArchiveRejected
+
+    return ArchiveRejected(f"{job.file_name}: the archive has no files", reason="empty_archive")

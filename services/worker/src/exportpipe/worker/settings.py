@@ -1,0 +1,92 @@
+"""The worker's settings, loaded once at start-up from ``EXPORTPIPE_*`` variables.
+
+Defaults are sized for the worker task of :data:`exportpipe.common.sizing.DEFAULT_DEPLOYMENT`
+(2 vCPU / 4 GiB, 50 GiB ephemeral storage). Memory per job is roughly
+``(upload_parts_in_flight + 1) * part_size_bytes + download_buffer_chunks * download_chunk_bytes``
+plus the decompressor's window, so the defaults keep four concurrent jobs well under
+the task's memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from exportpipe.common.settings import CommonSettings
+from exportpipe.common.sizing import DEFAULT_DEPLOYMENT
+
+__all__ = ["WorkerSettings"]
+
+_MIB = 1024 * 1024
+_JOBS = DEFAULT_DEPLOYMENT.jobs_queue
+
+
+class WorkerSettings(CommonSettings):
+    """Everything the worker reads from its environment.
+
+    Attributes:
+        jobs_queue_url: SQS 2, where ``DownloadJob`` messages arrive.
+        jobs_dlq_url: SQS 2's dead-letter queue (permanent failures go there with reason).
+        concurrency: jobs one process runs at once.
+        download_allowed_hosts: when set (comma-separated), the only hosts downloads may
+            reach, and the hosts allowed to resolve to private/loopback addresses. An
+            entry starting with ``.`` matches every subdomain of it.
+        max_redirects: redirect hops followed per request.
+        connect_timeout_seconds / read_timeout_seconds: per-connection timeouts.
+        download_attempts: tries per request (first request or a ``Range`` resume).
+        download_chunk_bytes / download_buffer_chunks: read size and the bounded queue
+            between the network and the decompressor.
+        max_members: archive members allowed in one file.
+        max_total_output_bytes: cap on the uncompressed bytes of one file.
+        max_compression_ratio / ratio_check_after_bytes: refuse output/input beyond the
+            ratio once this much output was produced (zip bombs).
+        max_line_bytes: longest JSONL line or CSV record accepted.
+        spool_dir: where zip files are spooled (needs their central directory).
+        part_size_bytes: multipart part size (S3 minimum 5 MiB; 10,000 parts maximum).
+        upload_parts_in_flight: parts uploading at once per job (and held in memory).
+        checksum_algorithm: the S3 checksum sent with every part and object.
+        stale_commit_seconds: an object left by an attempt that never wrote its manifest
+            is replaced once it is this old (the committing phase of a job lasts seconds).
+        protection_minutes: ECS task scale-in protection held while busy.
+    """
+
+    jobs_queue_url: str = Field(min_length=1)
+    jobs_dlq_url: str | None = None
+    concurrency: int = Field(default=DEFAULT_DEPLOYMENT.worker.concurrency, ge=1, le=64)
+    visibility_timeout_seconds: int = Field(default=_JOBS.visibility_timeout_seconds, ge=30)
+    heartbeat_seconds: int = Field(default=_JOBS.heartbeat_seconds, ge=5)
+    max_receive_count: int = Field(default=_JOBS.max_receive_count, ge=1)
+
+    download_allowed_hosts: Annotated[frozenset[str], NoDecode] = frozenset()
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    read_timeout_seconds: float = Field(default=60.0, gt=0)
+    download_attempts: int = Field(default=5, ge=1, le=20)
+    download_chunk_bytes: int = Field(default=1 * _MIB, ge=16 * 1024)
+    download_buffer_chunks: int = Field(default=8, ge=1, le=256)
+
+    max_members: int = Field(default=10_000, ge=1)
+    max_total_output_bytes: int = Field(default=200 * 1024 * _MIB, ge=1)
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+    ratio_check_after_bytes: int = Field(default=16 * _MIB, ge=0)
+    max_line_bytes: int = Field(default=8 * _MIB, ge=1024)
+    spool_dir: Path = Path("/tmp")  # noqa: S108 - the task's ephemeral storage
+
+    part_size_bytes: int = Field(default=16 * _MIB, ge=5 * _MIB, le=5 * 1024 * _MIB)
+    upload_parts_in_flight: int = Field(default=4, ge=1, le=32)
+    checksum_algorithm: Literal["CRC32", "CRC32C", "SHA256"] = "CRC32"
+    stale_commit_seconds: float = Field(default=900.0, ge=0)
+
+    protection_minutes: int = Field(
+        default=DEFAULT_DEPLOYMENT.worker_scaling.protection_minutes, ge=1, le=2880
+    )
+
+    @field_validator("download_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
+        return value

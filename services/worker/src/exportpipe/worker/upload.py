@@ -1,0 +1,362 @@
+"""Streamed multipart uploads that commit only when told, with conditional writes.
+
+An :class:`Uploader` serves one job. :meth:`Uploader.open` starts a multipart upload
+for one output object; :meth:`ObjectUpload.write` cuts the stream into fixed-size parts
+and uploads them on a small thread pool while the caller keeps producing. Memory is
+bounded: at most ``parts_in_flight`` parts are uploading and one is filling, per job.
+
+Nothing is visible in S3 until :meth:`ObjectUpload.commit`, which the pipeline calls
+only after the whole source was downloaded, verified and validated. Commits use
+``If-None-Match: *``, so two workers racing on one job can never overwrite each other's
+object; a commit that finds the key taken compares the existing object's ETag with the
+one its own parts produce (parts are cut at the same boundaries by every worker, so the
+same bytes give the same ETag) and treats an identical object as its own. Every upload
+not committed is aborted on every failure path (:meth:`Uploader.abort_all`).
+
+Each part carries an S3 checksum (CRC32 by default) and the commit lists the parts'
+checksums, as real S3 requires once the upload was created with an algorithm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from exportpipe.common.errors import JobReleased, RetryableError
+from exportpipe.common.retry import call_aws
+
+__all__ = ["CommitConflict", "ObjectUpload", "PartRecord", "Uploader"]
+
+_CHECKSUM_KEY = {"CRC32": "ChecksumCRC32", "CRC32C": "ChecksumCRC32C", "SHA256": "ChecksumSHA256"}
+
+
+class CommitConflict(RetryableError):
+    """Another attempt of the same job holds or committed this key with other content.
+
+    Retryable: by the next delivery the other attempt has written its manifest (and the
+    job is acknowledged as a duplicate), or its leftovers have gone stale and are
+    replaced.
+    """
+
+    reason = "commit_conflict"
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def is_precondition_failed(exc: BaseException) -> bool:
+    """True for S3's 412 answer to ``If-None-Match: *`` on an existing key."""
+    return isinstance(exc, ClientError) and (
+        _error_code(exc) == "PreconditionFailed" or _status(exc) == 412
+    )
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One uploaded part, as CompleteMultipartUpload needs it."""
+
+    number: int
+    etag: str
+    checksum: str | None
+
+
+@dataclass
+class ObjectUpload:
+    """One object being written as a multipart upload (see the module docstring).
+
+    Attributes:
+        key: the object key.
+        size: bytes written so far.
+        sha256: hex sha256 of the bytes written (final after :meth:`close`).
+        outcome: after :meth:`commit`: ``"created"`` or ``"identical"`` (an equal object
+            was already there).
+    """
+
+    uploader: Uploader
+    key: str
+    upload_id: str
+    size: int = 0
+    outcome: str | None = None
+    _hash: Any = field(default_factory=hashlib.sha256)
+    _buf: bytearray = field(default_factory=bytearray)
+    _next_part: int = 1
+    _futures: list[Future[PartRecord]] = field(default_factory=list)
+    _closed: bool = False
+    _finished: bool = False  # committed or aborted
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of the content written so far."""
+        return str(self._hash.hexdigest())
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``; full parts are handed to the upload pool.
+
+        Raises:
+            JobReleased: the job was cancelled while waiting for a free part slot.
+            ExportPipeError / ClientError: an earlier part failed to upload.
+        """
+        if not data:
+            return
+        self._hash.update(data)
+        self.size += len(data)
+        part_size = self.uploader.part_size
+        view = memoryview(data)
+        while view:
+            room = part_size - len(self._buf)
+            self._buf += view[:room]
+            view = view[room:]
+            if len(self._buf) >= part_size:
+                self._submit()
+
+    def close(self) -> None:
+        """Hand the last (possibly short, possibly empty) part to the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._buf or self._next_part == 1:
+            self._submit()
+
+    def _submit(self) -> None:
+        self.uploader._raise_if_failed(self._futures)
+        body, self._buf = self._buf, bytearray()
+        number, self._next_part = self._next_part, self._next_part + 1
+        self._futures.append(self.uploader._submit_part(self, number, body))
+
+    def parts(self) -> list[PartRecord]:
+        """Wait for every part; return them in order (raises the first part failure)."""
+        return [f.result() for f in self._futures]
+
+    def expected_etag(self, parts: list[PartRecord]) -> str:
+        """The ETag S3 gives a multipart object made of exactly these parts."""
+        digest = hashlib.md5(  # noqa: S324 - S3's ETag definition, not a security use
+            b"".join(bytes.fromhex(p.etag.strip('"')) for p in parts)
+        )
+        return f"{digest.hexdigest()}-{len(parts)}"
+
+    def commit(self) -> str:
+        """Complete the upload with ``If-None-Match: *``; return :attr:`outcome`.
+
+        Raises:
+            CommitConflict: the key holds a different, recently written object, or our
+                upload was aborted by another attempt that committed first.
+        """
+        self.close()
+        parts = self.parts()
+        self.outcome = self.uploader._complete(self, parts)
+        self._finished = True
+        return self.outcome
+
+    def abort(self) -> None:
+        """Abort the upload (idempotent; failures to abort are logged, not raised)."""
+        if self._finished:
+            return
+        self._finished = True
+        for fut in self._futures:
+            fut.cancel()
+        self.uploader._abort(self.key, self.upload_id)
+
+
+class Uploader:
+    """Multipart uploads of one job into one bucket (see the module docstring)."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        *,
+        part_size: int,
+        parts_in_flight: int,
+        checksum_algorithm: str = "CRC32",
+        stale_commit_seconds: float = 900.0,
+        cancelled: threading.Event | None = None,
+        on_warning: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.part_size = part_size
+        self._algorithm = checksum_algorithm
+        self._checksum_key = _CHECKSUM_KEY[checksum_algorithm]
+        self._stale = stale_commit_seconds
+        self._cancelled = cancelled
+        self._slots = threading.BoundedSemaphore(parts_in_flight)
+        self._pool = ThreadPoolExecutor(parts_in_flight, thread_name_prefix="upload")
+        self._objects: list[ObjectUpload] = []
+        self._warn = on_warning or (lambda _msg, _extra: None)
+        self.bytes_uploaded = 0
+
+    # -- objects ------------------------------------------------------------
+
+    def open(self, key: str, *, content_type: str = "application/octet-stream") -> ObjectUpload:
+        """Start a multipart upload for ``key`` (nothing visible until commit)."""
+        response = call_aws(
+            self.s3.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=key,
+            ContentType=content_type,
+            ChecksumAlgorithm=self._algorithm,
+        )
+        obj = ObjectUpload(uploader=self, key=key, upload_id=response["UploadId"])
+        self._objects.append(obj)
+        return obj
+
+    def _acquire_slot(self) -> None:
+        while not self._slots.acquire(timeout=0.5):
+            if self._cancelled is not None and self._cancelled.is_set():
+                raise JobReleased("upload cancelled")
+
+    def _submit_part(self, obj: ObjectUpload, number: int, body: bytearray) -> Future[PartRecord]:
+        self._acquire_slot()
+        try:
+            return self._pool.submit(self._upload_part, obj, number, body)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _upload_part(self, obj: ObjectUpload, number: int, body: bytearray) -> PartRecord:
+        try:
+            if self._cancelled is not None and self._cancelled.is_set():
+                raise JobReleased("upload cancelled")
+            response = call_aws(
+                self.s3.upload_part,
+                Bucket=self.bucket,
+                Key=obj.key,
+                UploadId=obj.upload_id,
+                PartNumber=number,
+                Body=body,
+                ChecksumAlgorithm=self._algorithm,
+                attempts=4,
+                max_wait=5.0,
+            )
+            self.bytes_uploaded += len(body)
+            return PartRecord(number, response["ETag"], response.get(self._checksum_key))
+        finally:
+            del body
+            self._slots.release()
+
+    @staticmethod
+    def _raise_if_failed(futures: list[Future[PartRecord]]) -> None:
+        for fut in futures:
+            if fut.done() and fut.exception() is not None:
+                fut.result()
+
+    def _complete(self, obj: ObjectUpload, parts: list[PartRecord]) -> str:
+        payload = {
+            "Parts": [
+                {"PartNumber": p.number, "ETag": p.etag}
+                | ({self._checksum_key: p.checksum} if p.checksum else {})
+                for p in parts
+            ]
+        }
+        for attempt in range(2):
+            try:
+                call_aws(
+                    self.s3.complete_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=obj.key,
+                    UploadId=obj.upload_id,
+                    MultipartUpload=payload,
+                    IfNoneMatch="*",
+                )
+                return "created"
+            except ClientError as exc:
+                if _error_code(exc) in ("NoSuchUpload", "ConditionalRequestConflict"):
+                    raise CommitConflict(
+                        f"{obj.key}: upload ended by a concurrent attempt ({_error_code(exc)})"
+                    ) from None
+                if not is_precondition_failed(exc):
+                    raise
+            # The key exists: ours in effect if identical, else someone else's.
+            head = call_aws(self.s3.head_object, Bucket=self.bucket, Key=obj.key)
+            if int(head["ContentLength"]) == obj.size and str(head["ETag"]).strip(
+                '"'
+            ) == obj.expected_etag(parts):
+                self._abort(obj.key, obj.upload_id)
+                return "identical"
+            age = (datetime.now(UTC) - head["LastModified"]).total_seconds()
+            if attempt == 0 and age >= self._stale:
+                # Left by an attempt that died between its commits and its manifest.
+                self._warn("replacing a stale uncommitted object", {"key": obj.key, "age": age})
+                call_aws(self.s3.delete_object, Bucket=self.bucket, Key=obj.key)
+                continue
+            break
+        raise CommitConflict(
+            f"{obj.key}: a different object was written by another attempt "
+            f"{int(age)} s ago; retrying after it commits or goes stale"
+        )
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            call_aws(
+                self.s3.abort_multipart_upload,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                attempts=3,
+                max_wait=2.0,
+            )
+        except Exception as exc:
+            code = _error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            if code != "NoSuchUpload":
+                self._warn("abort failed", {"key": key, "error": code})
+
+    def abort_all(self) -> None:
+        """Abort every upload of this job that was not committed."""
+        for obj in self._objects:
+            obj.abort()
+
+    def close(self) -> None:
+        """Stop the part pool (after :meth:`abort_all` or all commits)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- small objects and housekeeping ------------------------------------
+
+    def put_if_absent(self, key: str, body: bytes, *, content_type: str) -> bool:
+        """PutObject with ``If-None-Match: *``; False when the key already exists."""
+        try:
+            call_aws(
+                self.s3.put_object,
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                ChecksumAlgorithm=self._algorithm,
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if is_precondition_failed(exc):
+                return False
+            raise
+        return True
+
+    def abort_foreign_uploads(self, prefix: str) -> int:
+        """Abort open multipart uploads under ``prefix`` that are not this job's.
+
+        Called once the job's manifest exists: whatever else is still open there belongs
+        to a crashed or losing attempt (a loser then finds the manifest and stops).
+        """
+        ours = {o.upload_id for o in self._objects}
+        aborted = 0
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            page = call_aws(self.s3.list_multipart_uploads, **kwargs)
+            for upload in page.get("Uploads", []):
+                if upload["UploadId"] not in ours:
+                    self._abort(upload["Key"], upload["UploadId"])
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
