@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from exportpipe.common.errors import AwsTransientError, PermanentError
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import Message, encode
@@ -102,14 +104,18 @@ class BatchProducer:
         pending = {str(i): body for i, body in enumerate(bodies)}
         for attempt in range(self._max_attempts):
             self.requests += 1
-            response = call_aws(
-                self._sqs.send_message_batch,
-                QueueUrl=self._queue_url,
-                Entries=[
-                    {"Id": key, "MessageBody": body, "DelaySeconds": delay_seconds}
-                    for key, body in pending.items()
-                ],
-            )
+            try:
+                response = call_aws(
+                    self._sqs.send_message_batch,
+                    QueueUrl=self._queue_url,
+                    Entries=[
+                        {"Id": key, "MessageBody": body, "DelaySeconds": delay_seconds}
+                        for key, body in pending.items()
+                    ],
+                )
+            except ClientError as exc:  # call_aws re-raises only non-transient ones
+                code = exc.response.get("Error", {}).get("Code", "ClientError")
+                raise SendFailed(f"SQS rejected the batch: {code}") from exc
             for ok in response.get("Successful", []):
                 pending.pop(ok["Id"], None)
             failed = response.get("Failed", [])

@@ -91,7 +91,7 @@ def call_aws(
     retrying = Retrying(
         retry=retry_if_exception(is_transient_aws_error),
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.2, max=max_wait),
+        wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.2),
         before_sleep=_log_retry,
         reraise=True,
     )

@@ -24,6 +24,7 @@ bounded pool of threads:
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import random
 import signal
@@ -60,6 +61,7 @@ __all__ = [
 SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
 _BATCH = 10
 _MAX_REASON_CHARS = 1000
+_DELETE_LINGER = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,7 +279,7 @@ class QueueConsumer:
                     MessageAttributeNames=["All"],
                 )
             except Exception as exc:  # keep polling: a dead receiver would stall the task
-                self._log.error("receive failed", extra={"error": type(exc).__name__})
+                self._log.error("receive failed", extra={"error": redact_text(repr(exc))[:300]})
                 self._stopping.wait(5.0)
                 continue
             messages = response.get("Messages", [])
@@ -381,7 +383,7 @@ class QueueConsumer:
                 **ctx.log_keys,
             },
         )
-        self._change_visibility(ctx, int(delay))
+        self._change_visibility(ctx, math.ceil(delay))
 
     def _dead_letter(self, ctx: JobContext, exc: BaseException) -> None:
         if self._is_released(ctx):
@@ -515,15 +517,21 @@ class QueueConsumer:
     # ------------------------------------------------------------------ deletes
 
     def _delete_loop(self) -> None:
+        # Batches deletes: a batch goes out when it has 10 entries or its oldest entry
+        # has waited _DELETE_LINGER seconds, so a finished message is never held long.
         pending: list[tuple[str, str]] = []
+        oldest = 0.0
         while True:
+            timeout = _DELETE_LINGER if not pending else oldest + _DELETE_LINGER - time.monotonic()
             try:
-                item = self._deletes.get(timeout=0.2)
+                item = self._deletes.get(timeout=max(0.0, timeout))
             except queue.Empty:
-                item = ("", "")  # idle: flush what is pending
+                item = ("", "")
             if item is not None and item[0]:
+                if not pending:
+                    oldest = time.monotonic()
                 pending.append(item)
-                if len(pending) < _BATCH:
+                if len(pending) < _BATCH and time.monotonic() - oldest < _DELETE_LINGER:
                     continue
             while pending:
                 batch, pending = pending[:_BATCH], pending[_BATCH:]
