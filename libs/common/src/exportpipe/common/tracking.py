@@ -1,0 +1,410 @@
+"""Export progress tracking in DynamoDB: idempotent counts and a single completion.
+
+One table, items keyed by ``pk = "EXPORT#<export_id>"`` and ``sk``:
+
+``META``
+    the export: status, bucket/prefix, pages listed, files expected / done /
+    rejected / outstanding, bytes, first and last activity, ``listing_complete``,
+    the completion claim, ``expires_at`` (TTL). While an export is active it also
+    carries ``active = "1"``, which puts it on the sparse ``active`` index (sort key
+    ``last_activity``) that stalled-export detection queries.
+``PAGE#<n>``
+    written once per listed page; the transaction that writes it adds the page's file
+    count, so a re-run page never counts twice.
+``FILE#<file_id>``
+    written once per file outcome (done or rejected); the same transaction moves the
+    counters, so a redelivered job never counts twice.
+
+Completion: ``files_outstanding`` = expected - done - rejected is maintained by the same
+transactions. Whoever observes ``listing_complete`` and ``files_outstanding == 0`` tries
+a conditional claim; exactly one process wins and writes the manifest and the event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from exportpipe.common.retry import call_aws
+
+__all__ = [
+    "ACTIVE_INDEX",
+    "ExportState",
+    "ExportTracker",
+    "FileOutcome",
+]
+
+ACTIVE_INDEX = "active"
+FileOutcome = Literal["done", "rejected"]
+_TTL_SECONDS = 90 * 24 * 3600
+
+
+def _names(values: dict[str, Any]) -> dict[str, str]:
+    """Placeholders for the META attributes whose names DynamoDB reserves."""
+    names = {"#st": "status", "#bucket": "bucket", "#prefix": "prefix"}
+    if ":t" in values:
+        names["#tenant"] = "tenant"
+    return names
+
+
+def _pk(export_id: str) -> dict[str, str]:
+    return {"S": f"EXPORT#{export_id}"}
+
+
+@dataclass(frozen=True)
+class ExportState:
+    """A snapshot of one export's tracking record."""
+
+    export_id: str
+    status: str
+    tenant: str | None
+    bucket: str
+    prefix: str
+    pages_listed: int
+    listing_complete: bool
+    files_expected: int
+    files_done: int
+    files_rejected: int
+    files_outstanding: int
+    bytes: int
+    first_activity: float
+    last_activity: float
+    manifest_key: str | None
+    failure_reason: str | None
+
+    @property
+    def finished(self) -> bool:
+        """True once the export completed (with or without errors) or failed."""
+        return self.status in {"completed", "completed_with_errors", "failed"}
+
+    def is_stalled(self, now: float, stall_seconds: float) -> bool:
+        """No activity for ``stall_seconds`` while work is still outstanding."""
+        return not self.finished and now - self.last_activity > stall_seconds
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> ExportState:
+        """Build from a raw DynamoDB item."""
+
+        def n(key: str) -> int:
+            return int(item.get(key, {}).get("N", "0"))
+
+        def s(key: str) -> str | None:
+            value = item.get(key, {}).get("S")
+            return str(value) if value is not None else None
+
+        return cls(
+            export_id=str(item["pk"]["S"]).removeprefix("EXPORT#"),
+            status=s("status") or "listing",
+            tenant=s("tenant"),
+            bucket=s("bucket") or "",
+            prefix=s("prefix") or "",
+            pages_listed=n("pages_listed"),
+            listing_complete=bool(item.get("listing_complete", {}).get("BOOL", False)),
+            files_expected=n("files_expected"),
+            files_done=n("files_done"),
+            files_rejected=n("files_rejected"),
+            files_outstanding=n("files_outstanding"),
+            bytes=n("bytes"),
+            first_activity=float(item.get("first_activity", {}).get("N", "0")),
+            last_activity=float(item.get("last_activity", {}).get("N", "0")),
+            manifest_key=s("manifest_key"),
+            failure_reason=s("failure_reason"),
+        )
+
+
+class ExportTracker:
+    """Reads and writes the tracking table (``EXPORTPIPE_TABLE``)."""
+
+    def __init__(self, dynamodb: Any, table: str, *, ttl_seconds: int = _TTL_SECONDS) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._ttl = ttl_seconds
+
+    @property
+    def table(self) -> str:
+        """The table name."""
+        return self._table
+
+    def _meta_update(
+        self, export_id: str, *, bucket: str, prefix: str, tenant: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        now = time.time()
+        expr = (
+            "SET #st = if_not_exists(#st, :listing), #bucket = if_not_exists(#bucket, :b), "
+            "#prefix = if_not_exists(#prefix, :p), first_activity = if_not_exists("
+            "first_activity, :now), last_activity = :now, expires_at = :ttl, "
+            "active = if_not_exists(active, :one)"
+        )
+        values: dict[str, Any] = {
+            ":listing": {"S": "listing"},
+            ":b": {"S": bucket},
+            ":p": {"S": prefix},
+            ":now": {"N": f"{now:.3f}"},
+            ":ttl": {"N": str(int(now) + self._ttl)},
+            ":one": {"S": "1"},
+        }
+        if tenant:
+            expr += ", #tenant = if_not_exists(#tenant, :t)"
+            values[":t"] = {"S": tenant}
+        return expr, values
+
+    def record_page(
+        self,
+        export_id: str,
+        page: int,
+        files: int,
+        *,
+        is_last: bool,
+        bucket: str,
+        prefix: str,
+        tenant: str | None = None,
+    ) -> bool:
+        """Count a listed page of ``files`` files once; ``False`` if already counted.
+
+        Call *before* the page's jobs are sent, so that outstanding never goes negative.
+        """
+        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
+        expr += " ADD pages_listed :one_n, files_expected :f, files_outstanding :f"
+        values[":one_n"] = {"N": "1"}
+        values[":f"] = {"N": str(files)}
+        if is_last:
+            expr = expr.replace("SET ", "SET listing_complete = :true, ", 1)
+            values[":true"] = {"BOOL": True}
+        return self._transact(
+            [
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            "pk": _pk(export_id),
+                            "sk": {"S": f"PAGE#{page:09d}"},
+                            "files": {"N": str(files)},
+                            "expires_at": values[":ttl"],
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
+                        "UpdateExpression": expr,
+                        "ExpressionAttributeNames": _names(values),
+                        "ExpressionAttributeValues": values,
+                    }
+                },
+            ]
+        )
+
+    def record_file(
+        self,
+        export_id: str,
+        file_id: str,
+        outcome: FileOutcome,
+        *,
+        size: int = 0,
+        detail: str = "",
+        bucket: str,
+        prefix: str,
+        tenant: str | None = None,
+    ) -> bool:
+        """Count one file's outcome once; ``False`` if it was already counted.
+
+        ``detail`` is the manifest key for ``done`` or the reason for ``rejected``.
+        """
+        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
+        counter = "files_done" if outcome == "done" else "files_rejected"
+        expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
+        values.update({":one_n": {"N": "1"}, ":minus": {"N": "-1"}, ":size": {"N": str(size)}})
+        return self._transact(
+            [
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            "pk": _pk(export_id),
+                            "sk": {"S": f"FILE#{file_id}"},
+                            "outcome": {"S": outcome},
+                            "detail": {"S": detail[:1000]},
+                            "size": {"N": str(size)},
+                            "expires_at": values[":ttl"],
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
+                        "UpdateExpression": expr,
+                        "ExpressionAttributeNames": {**_names(values), "#bytes": "bytes"},
+                        "ExpressionAttributeValues": values,
+                    }
+                },
+            ]
+        )
+
+    def _transact(self, items: list[dict[str, Any]]) -> bool:
+        try:
+            call_aws(self._db.transact_write_items, TransactItems=items)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False  # already counted: a re-run page or a redelivered job
+            if not reasons and "ConditionalCheckFailed" in str(exc):
+                return False
+            raise
+        return True
+
+    def get(self, export_id: str) -> ExportState | None:
+        """The export's current state (strongly consistent), or ``None`` if unknown."""
+        item = call_aws(
+            self._db.get_item,
+            TableName=self._table,
+            Key={"pk": _pk(export_id), "sk": {"S": "META"}},
+            ConsistentRead=True,
+        ).get("Item")
+        return ExportState.from_item(item) if item else None
+
+    def file_outcomes(self, export_id: str) -> Iterator[tuple[str, str, str, int]]:
+        """Every recorded file outcome as ``(file_id, outcome, detail, size)``, paged."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :f)",
+            "ExpressionAttributeValues": {":pk": _pk(export_id), ":f": {"S": "FILE#"}},
+        }
+        while True:
+            page = call_aws(self._db.query, **kwargs)
+            for item in page.get("Items", []):
+                yield (
+                    item["sk"]["S"].removeprefix("FILE#"),
+                    item["outcome"]["S"],
+                    item.get("detail", {}).get("S", ""),
+                    int(item.get("size", {}).get("N", "0")),
+                )
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def try_claim_completion(self, export_id: str, owner: str, *, stale_after: float = 900) -> bool:
+        """Claim the right to complete the export; exactly one caller gets ``True``.
+
+        Succeeds only when the listing is complete, nothing is outstanding, the export is
+        not finished, and nobody holds a claim younger than ``stale_after`` seconds (a
+        claimer that died mid-completion is taken over after that).
+        """
+        now = time.time()
+        try:
+            call_aws(
+                self._db.update_item,
+                TableName=self._table,
+                Key={"pk": _pk(export_id), "sk": {"S": "META"}},
+                UpdateExpression="SET claimed_by = :me, claimed_at = :now",
+                ConditionExpression=(
+                    "listing_complete = :true AND files_outstanding = :zero AND "
+                    "#st = :listing AND (attribute_not_exists(claimed_at) OR claimed_at < :stale)"
+                ),
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={
+                    ":me": {"S": owner},
+                    ":now": {"N": f"{now:.3f}"},
+                    ":true": {"BOOL": True},
+                    ":zero": {"N": "0"},
+                    ":listing": {"S": "listing"},
+                    ":stale": {"N": f"{now - stale_after:.3f}"},
+                },
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def mark_completed(self, export_id: str, *, status: str, manifest_key: str) -> None:
+        """Record the export as finished and take it off the active index."""
+        call_aws(
+            self._db.update_item,
+            TableName=self._table,
+            Key={"pk": _pk(export_id), "sk": {"S": "META"}},
+            UpdateExpression=(
+                "SET #st = :status, manifest_key = :m, completed_at = :now, last_activity = :now "
+                "REMOVE active"
+            ),
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={
+                ":status": {"S": status},
+                ":m": {"S": manifest_key},
+                ":now": {"N": f"{time.time():.3f}"},
+            },
+        )
+
+    def mark_failed(
+        self, export_id: str, reason: str, *, bucket: str, prefix: str, tenant: str | None = None
+    ) -> None:
+        """Record an export-level failure (export failed/expired upstream, auth refused)."""
+        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
+        expr = expr.replace("#st = if_not_exists(#st, :listing)", "#st = :failed")
+        expr = expr.replace(", active = if_not_exists(active, :one)", "")
+        values.pop(":one")
+        values.pop(":listing")
+        values[":failed"] = {"S": "failed"}
+        values[":reason"] = {"S": reason[:1000]}
+        call_aws(
+            self._db.update_item,
+            TableName=self._table,
+            Key={"pk": _pk(export_id), "sk": {"S": "META"}},
+            UpdateExpression=expr + ", failure_reason = :reason REMOVE active",
+            ExpressionAttributeNames=_names(values),
+            ExpressionAttributeValues=values,
+        )
+
+    def stalled(self, stall_seconds: float, *, now: float | None = None) -> list[ExportState]:
+        """Active exports with no activity for ``stall_seconds`` (sparse-index query)."""
+        cutoff = (now if now is not None else time.time()) - stall_seconds
+        out: list[ExportState] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": ACTIVE_INDEX,
+            "KeyConditionExpression": "active = :one AND last_activity < :cutoff",
+            "ExpressionAttributeValues": {":one": {"S": "1"}, ":cutoff": {"N": f"{cutoff:.3f}"}},
+        }
+        while True:
+            page = call_aws(self._db.query, **kwargs)
+            out += [ExportState.from_item(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def create_table(self) -> None:
+        """Create the table with its ``active`` index (local stack and tests; CDK in AWS)."""
+        call_aws(
+            self._db.create_table,
+            TableName=self._table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": "active", "AttributeType": "S"},
+                {"AttributeName": "last_activity", "AttributeType": "N"},
+            ],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": ACTIVE_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": "active", "KeyType": "HASH"},
+                        {"AttributeName": "last_activity", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )

@@ -1,0 +1,147 @@
+"""Tracking table and completion against a real moto server (DynamoDB, S3, SNS, SQS)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+
+from exportpipe.common.completion import EventPublisher, ExportCompleter
+from exportpipe.common.schemas import ExportCompleted, decode
+from exportpipe.common.tracking import ExportTracker
+
+PREFIX = "exports/exp-1/"
+
+
+@pytest.fixture
+def tracker(moto_server: str) -> ExportTracker:
+    t = ExportTracker(boto3.client("dynamodb"), f"t-{uuid.uuid4().hex[:8]}")
+    t.create_table()
+    return t
+
+
+@pytest.fixture
+def events(moto_server: str, sqs: Any) -> tuple[EventPublisher, str]:
+    """An SNS topic with an SQS subscription so tests can count published events."""
+    sns = boto3.client("sns")
+    topic = sns.create_topic(Name=f"done-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    url = sqs.create_queue(QueueName=f"ev-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    return EventPublisher(sns=sns, topic_arn=topic), url
+
+
+def _page(t: ExportTracker, page: int, files: int, *, last: bool = False) -> bool:
+    return t.record_page("exp-1", page, files, is_last=last, bucket="bkt", prefix=PREFIX)
+
+
+def _file(t: ExportTracker, file_id: str, outcome: str = "done", **kw: Any) -> bool:
+    return t.record_file(
+        "exp-1",
+        file_id,
+        outcome,
+        bucket=kw.pop("bucket", "bkt"),
+        prefix=PREFIX,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_pages_and_files_count_once(tracker: ExportTracker) -> None:
+    assert _page(tracker, 0, 3)
+    assert not _page(tracker, 0, 3)  # re-run page
+    assert _page(tracker, 1, 0)  # empty page
+    assert _page(tracker, 2, 2, last=True)
+    assert _file(tracker, "f1", size=10, detail=f"{PREFIX}manifests/f1.json")
+    assert not _file(tracker, "f1", size=10)  # redelivered job
+    assert _file(tracker, "f2", "rejected", detail="integrity_mismatch")
+    state = tracker.get("exp-1")
+    assert state is not None
+    assert (state.pages_listed, state.files_expected) == (3, 5)
+    assert (state.files_done, state.files_rejected, state.files_outstanding) == (1, 1, 3)
+    assert state.bytes == 10
+    assert state.listing_complete
+    assert tracker.get("unknown") is None
+
+
+def test_exactly_one_manifest_and_event_when_last_two_finish_together(
+    tracker: ExportTracker, events: tuple[EventPublisher, str], s3: Any, sqs: Any
+) -> None:
+    s3.create_bucket(Bucket="bkt")
+    publisher, events_url = events
+    _page(tracker, 0, 3, last=True)
+    for fid in ("f1", "f2"):
+        s3.put_object(
+            Bucket="bkt",
+            Key=f"{PREFIX}manifests/{fid}.json",
+            Body=orjson.dumps({"file_id": fid, "members": [{"key": "k", "size": 1}]}),
+        )
+    _file(tracker, "f3", "rejected", detail="validation_failed: line 3 is not an object")
+    results: list[ExportCompleted | None] = []
+    barrier = threading.Barrier(2)
+
+    def finish(fid: str) -> None:
+        completer = ExportCompleter(tracker, s3, publisher, owner=fid)
+        _file(tracker, fid, size=1, detail=f"{PREFIX}manifests/{fid}.json")
+        barrier.wait()
+        results.append(completer.complete_if_done("exp-1"))
+
+    threads = [threading.Thread(target=finish, args=(f,)) for f in ("f1", "f2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    published = [r for r in results if r is not None]
+    assert len(published) == 1
+    event = published[0]
+    assert event.status == "completed_with_errors"
+    assert (event.files_expected, event.files_done, event.files_rejected) == (3, 2, 1)
+    manifest = orjson.loads(s3.get_object(Bucket="bkt", Key=f"{PREFIX}_manifest.json")["Body"].read())
+    assert sorted(f["file_id"] for f in manifest["files"]) == ["f1", "f2"]
+    assert manifest["rejected"] == [
+        {"file_id": "f3", "reason": "validation_failed: line 3 is not an object", "size": 0}
+    ]
+    got = sqs.receive_message(QueueUrl=events_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    bodies = [m["Body"] for m in got.get("Messages", [])]
+    assert len(bodies) == 1
+    assert decode(bodies[0], ExportCompleted).manifest == f"s3://bkt/{PREFIX}_manifest.json"
+    state = tracker.get("exp-1")
+    assert state is not None
+    assert state.status == "completed_with_errors"
+    # A late duplicate outcome changes nothing and completes nothing again.
+    assert not _file(tracker, "f1", size=1)
+    assert ExportCompleter(tracker, s3, publisher).complete_if_done("exp-1") is None
+
+
+def test_not_complete_until_listing_complete(
+    tracker: ExportTracker, events: tuple[EventPublisher, str], s3: Any
+) -> None:
+    publisher, _ = events
+    _page(tracker, 0, 1)
+    _file(tracker, "f1", "rejected", detail="x")
+    completer = ExportCompleter(tracker, s3, publisher)
+    assert completer.complete_if_done("exp-1") is None  # more pages may come
+    state = tracker.get("exp-1")
+    assert state is not None
+    assert state.status == "listing"
+
+
+def test_stalled_detection(tracker: ExportTracker) -> None:
+    _page(tracker, 0, 2)
+    _file(tracker, "f1")
+    now = time.time()
+    assert tracker.stalled(600, now=now) == []
+    stalled = tracker.stalled(600, now=now + 601)
+    assert [s.export_id for s in stalled] == ["exp-1"]
+    assert stalled[0].is_stalled(now + 601, 600)
+    tracker.mark_failed("exp-1", "upstream_rejected: export expired", bucket="bkt", prefix=PREFIX)
+    assert tracker.stalled(600, now=now + 601) == []  # finished exports leave the index
