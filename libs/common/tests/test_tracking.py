@@ -105,7 +105,9 @@ def test_exactly_one_manifest_and_event_when_last_two_finish_together(
     event = published[0]
     assert event.status == "completed_with_errors"
     assert (event.files_expected, event.files_done, event.files_rejected) == (3, 2, 1)
-    manifest = orjson.loads(s3.get_object(Bucket="bkt", Key=f"{PREFIX}_manifest.json")["Body"].read())
+    manifest = orjson.loads(
+        s3.get_object(Bucket="bkt", Key=f"{PREFIX}_manifest.json")["Body"].read()
+    )
     assert sorted(f["file_id"] for f in manifest["files"]) == ["f1", "f2"]
     assert manifest["rejected"] == [
         {"file_id": "f3", "reason": "validation_failed: line 3 is not an object", "size": 0}
