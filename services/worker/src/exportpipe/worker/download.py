@@ -334,7 +334,7 @@ class HttpSource(Source):
         retrying = Retrying(
             retry=retry_if_exception_type(UpstreamUnavailable),
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=self._max_wait),
+            wait=wait_exponential_jitter(multiplier=0.2, max=self._max_wait, jitter=0.2),
             sleep=_sleep,
             reraise=True,
             before_sleep=self._note_retry,

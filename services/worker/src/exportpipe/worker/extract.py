@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import zstandard
 from isal import igzip
+from isal.igzip_lib import IsalError
 
 from exportpipe.common.errors import ArchiveRejected, IntegrityError
 from exportpipe.common.schemas import Compression
@@ -228,6 +229,12 @@ class _CountingInput:
         self._meter.input_bytes += len(data)
         return data
 
+    def readinto(self, buffer: Any) -> int:
+        """``read`` into ``buffer`` (python-isal's gzip reader asks for this)."""
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     # zstandard and tarfile probe for these; the stream is not seekable.
     def readable(self) -> bool:
         return True
@@ -255,7 +262,7 @@ class _MemberStream:
             raise IntegrityError(
                 f"{self._what}: compressed data ends early (truncated file)", reason="truncated"
             ) from None
-        except (OSError, zlib.error, zstandard.ZstdError, zipfile.BadZipFile) as exc:
+        except (OSError, zlib.error, IsalError, zstandard.ZstdError, zipfile.BadZipFile) as exc:
             if _is_our_error(exc):
                 raise
             raise ArchiveRejected(
@@ -406,7 +413,7 @@ def _zip_members(
                     raise ArchiveRejected(
                         f"{what}: member {info.filename!r} is a symbolic link", reason="symlink"
                     )
-                if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: permissions only
                     raise ArchiveRejected(
                         f"{what}: member {info.filename!r} is a device or FIFO", reason="device"
                     )

@@ -56,8 +56,8 @@ class WorkerSettings(CommonSettings):
     jobs_queue_url: str = Field(min_length=1)
     jobs_dlq_url: str | None = None
     concurrency: int = Field(default=DEFAULT_DEPLOYMENT.worker.concurrency, ge=1, le=64)
-    visibility_timeout_seconds: int = Field(default=_JOBS.visibility_timeout_seconds, ge=30)
-    heartbeat_seconds: int = Field(default=_JOBS.heartbeat_seconds, ge=5)
+    visibility_timeout_seconds: int = Field(default=_JOBS.visibility_timeout_seconds, ge=5)
+    heartbeat_seconds: float = Field(default=_JOBS.heartbeat_seconds, gt=0)
     max_receive_count: int = Field(default=_JOBS.max_receive_count, ge=1)
 
     download_allowed_hosts: Annotated[frozenset[str], NoDecode] = frozenset()

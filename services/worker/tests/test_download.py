@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import pytest
+
+from exportpipe.common.errors import (
+    IntegrityError,
+    RateLimited,
+    UnsafeSource,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from exportpipe.worker.download import HttpSource, Prefetcher, open_source
+from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
+
+GUARD = AddressGuard(frozenset({"localhost"}))
+BODY = os.urandom(3 * 1024 * 1024 + 17)
+
+
+def _source(url: str, guard: AddressGuard = GUARD, **kw: Any) -> HttpSource:
+    kw.setdefault("attempts", 3)
+    return HttpSource(url, manager=pinned_pool_manager(guard), guard=guard, **kw)
+
+
+def _read_all(source: Any) -> bytes:
+    out = bytearray()
+    while chunk := source.read(256 * 1024):
+        out += chunk
+    return bytes(out)
+
+
+def _checks(body: bytes) -> dict[str, Any]:
+    return {"expected_size": len(body), "expected_sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_streams_and_verifies(file_server: Any) -> None:
+    url = file_server.add(BODY)
+    source = _source(url, **_checks(BODY))
+    assert _read_all(source) == BODY
+    assert source.finished and source.sha256 == hashlib.sha256(BODY).hexdigest()
+    (headers,) = file_server.requests_for(url)
+    assert headers["Accept-Encoding"] == "identity"
+
+
+def test_sha256_mismatch_fails_at_eof(file_server: Any) -> None:
+    url = file_server.add(BODY)
+    source = _source(url, expected_size=len(BODY), expected_sha256="0" * 64)
+    with pytest.raises(IntegrityError) as info:
+        _read_all(source)
+    assert info.value.reason == "sha256_mismatch"
+    assert "secret-token" not in str(info.value)
+
+
+def test_size_mismatch_fails_before_reading(file_server: Any) -> None:
+    url = file_server.add(BODY)
+    source = _source(url, expected_size=len(BODY) + 1)
+    with pytest.raises(IntegrityError) as info:
+        source.read(10)
+    assert info.value.reason == "size_mismatch"
+
+
+def test_truncated_download_resumes_with_range(file_server: Any) -> None:
+    url = file_server.add(BODY, truncate_at=1024 * 1024 + 5, truncations=2)
+    source = _source(url, **_checks(BODY))
+    assert _read_all(source) == BODY
+    requests = file_server.requests_for(url)
+    assert len(requests) == 3
+    assert "Range" not in requests[0]
+    assert requests[1]["Range"].startswith("bytes=")
+    assert requests[1]["If-Range"] == '"' + hashlib.md5(BODY).hexdigest() + '"'  # noqa: S324
+    assert source.resumed == 2
+
+
+def test_resume_without_range_support_skips_what_it_has(file_server: Any) -> None:
+    url = file_server.add(BODY, truncate_at=2 * 1024 * 1024, ranges=False)
+    source = _source(url, **_checks(BODY))
+    assert _read_all(source) == BODY
+    assert len(file_server.requests_for(url)) == 2
+
+
+def test_persistent_truncation_gives_up_transiently(file_server: Any) -> None:
+    url = file_server.add(BODY, truncate_at=100, truncations=10_000, ranges=False)
+    with pytest.raises(UpstreamUnavailable):
+        _read_all(_source(url, **_checks(BODY)))
+
+
+def test_redirect_within_allowed_hosts_is_followed(file_server: Any) -> None:
+    target = file_server.add(BODY)
+    url = file_server.add(redirect=target)
+    assert _read_all(_source(url, **_checks(BODY))) == BODY
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/x",
+        "http://[::ffff:127.0.0.1]:{port}/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "file:///etc/passwd",
+    ],
+)
+def test_redirect_out_of_allowed_hosts_is_refused(file_server: Any, target: str) -> None:
+    url = file_server.add(redirect=target.format(port=file_server.port))
+    with pytest.raises(UnsafeSource):
+        _read_all(_source(url))
+
+
+def test_redirect_to_metadata_refused_even_when_allow_listed(file_server: Any) -> None:
+    guard = AddressGuard(frozenset({"localhost", "169.254.169.254", "169.254.170.2"}))
+    for target in ("http://169.254.169.254/latest/", "http://169.254.170.2/v2/credentials"):
+        url = file_server.add(redirect=target)
+        with pytest.raises(UnsafeSource) as info:
+            _read_all(_source(url, guard))
+        assert info.value.reason == "unsafe_address"
+        assert "link-local" in info.value.message
+
+
+def test_loopback_refused_without_allow_list(file_server: Any) -> None:
+    url = file_server.url("/anything", host="127.0.0.1")
+    with pytest.raises(UnsafeSource) as info:
+        _read_all(_source(url, AddressGuard()))
+    assert info.value.reason == "unsafe_address"
+
+
+def test_too_many_redirects(file_server: Any) -> None:
+    url = file_server.add(BODY)
+    for _ in range(4):
+        url = file_server.add(redirect=url)
+    with pytest.raises(UnsafeSource) as info:
+        _read_all(_source(url))
+    assert info.value.reason == "too_many_redirects"
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "reason"),
+    [(404, UpstreamRejected, "http_404"), (403, UpstreamRejected, "http_403")],
+)
+def test_client_errors_are_permanent(
+    file_server: Any, status: int, error: type, reason: str
+) -> None:
+    url = file_server.add(status=status)
+    with pytest.raises(error) as info:
+        _read_all(_source(url))
+    assert info.value.reason == reason
+    assert len(file_server.requests_for(url)) == 1
+
+
+def test_server_errors_are_retried_then_transient(file_server: Any) -> None:
+    url = file_server.add(status=502)
+    with pytest.raises(UpstreamUnavailable):
+        _read_all(_source(url, attempts=2))
+    assert len(file_server.requests_for(url)) == 2
+
+
+def test_rate_limit_carries_retry_after(file_server: Any) -> None:
+    url = file_server.add(status=429, headers={"Retry-After": "42"})
+    with pytest.raises(RateLimited) as info:
+        _read_all(_source(url))
+    assert info.value.retry_after == 42.0
+
+
+def test_prefetcher_passes_bytes_and_errors(file_server: Any) -> None:
+    url = file_server.add(BODY)
+    prefetch = Prefetcher(_source(url, **_checks(BODY)), chunk_size=100_000, depth=2)
+    assert _read_all(prefetch) == BODY
+    prefetch.close()
+    bad = Prefetcher(
+        _source(url, expected_size=len(BODY), expected_sha256="1" * 64), chunk_size=65536, depth=2
+    )
+    with pytest.raises(IntegrityError):
+        _read_all(bad)
+    bad.close()
+
+
+def test_s3_source_is_verified(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="vendor/file.bin", Body=BODY)
+    source = open_source(
+        f"s3://{bucket}/vendor/file.bin",
+        manager=pinned_pool_manager(GUARD),
+        guard=GUARD,
+        s3_client_factory=lambda: s3,
+        **_checks(BODY),
+    )
+    assert _read_all(source) == BODY
+    wrong = open_source(
+        f"s3://{bucket}/vendor/file.bin",
+        manager=pinned_pool_manager(GUARD),
+        guard=GUARD,
+        s3_client_factory=lambda: s3,
+        expected_size=len(BODY),
+        expected_sha256="2" * 64,
+    )
+    with pytest.raises(IntegrityError):
+        _read_all(wrong)

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from exportpipe.common.errors import ValidationFailed
+from exportpipe.worker.validate import (
+    BinaryValidator,
+    CsvValidator,
+    JsonlValidator,
+    Validator,
+    validator_for,
+)
+
+
+def _run(validator: Validator, data: bytes, *, seed: int = 0, max_chunk: int = 37) -> int | None:
+    """Feed ``data`` in random-sized chunks (so lines and records straddle them)."""
+    rng = random.Random(seed)
+    pos = 0
+    while pos < len(data):
+        step = rng.randint(1, max_chunk)
+        validator.feed(data[pos : pos + step])
+        pos += step
+    return validator.finish()
+
+
+def _jsonl(max_line: int = 1024) -> JsonlValidator:
+    return JsonlValidator(what="m.jsonl", max_line_bytes=max_line)
+
+
+def _csv(max_line: int = 1024) -> CsvValidator:
+    return CsvValidator(what="m.csv", max_line_bytes=max_line)
+
+
+JSONL = b'{"a": 1}\n{"b": "caf\xc3\xa9", "c": [1, 2]}\r\n\n   \n{"d": {"e": null}}'
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_jsonl_counts_objects_across_chunkings(seed: int) -> None:
+    assert _run(_jsonl(), JSONL, seed=seed) == 3
+
+
+def test_jsonl_whole_buffer() -> None:
+    validator = _jsonl()
+    validator.feed((JSONL + b"\n") * 1000)
+    assert validator.finish() == 3000
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        (b'{"a": 1}\n[1, 2]\n', "line 2"),
+        (b'{"a": 1}\n"text"\n', "line 2"),
+        (b'{"a": 1}\n{"a": \n', "line 2"),
+        (b'{"a": 1}\n\n{"a": 1}\nnot json\n', "line 4"),
+        (b'{"a": "\xff"}\n', "line 1"),
+        (b'{"a": 1}\n{"a": 2}', None),
+    ],
+)
+def test_jsonl_failures_name_the_line(data: bytes, where: str | None) -> None:
+    if where is None:
+        assert _run(_jsonl(), data) == 2
+        return
+    with pytest.raises(ValidationFailed) as info:
+        _run(_jsonl(), data, max_chunk=5)
+    assert where in info.value.message
+    assert info.value.reason == "invalid_jsonl"
+
+
+def test_jsonl_line_length_limit() -> None:
+    long_line = b'{"a": "' + b"x" * 2000 + b'"}\n'
+    with pytest.raises(ValidationFailed) as info:
+        _run(_jsonl(max_line=1024), b'{"a": 1}\n' + long_line)
+    assert "longer than 1024" in info.value.message
+    with pytest.raises(ValidationFailed):
+        validator = _jsonl(max_line=1024)
+        validator.feed(b'{"a": 1}\n' + long_line + b'{"b": 2}\n')
+    # An endless line with no newline at all is caught while buffering.
+    validator = _jsonl(max_line=1024)
+    with pytest.raises(ValidationFailed):
+        for _ in range(100):
+            validator.feed(b"x" * 100)
+
+
+CSV = b'id,name,note\r\n1,"Smith, J","multi\nline"\n2,"say ""hi""",\n\n3,caf\xc3\xa9,x'
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_csv_quoted_fields_across_chunks(seed: int) -> None:
+    assert _run(_csv(), CSV, seed=seed, max_chunk=7) == 3
+
+
+def test_csv_bom_header_is_accepted() -> None:
+    assert _run(_csv(), b"\xef\xbb\xbfa,b\n1,2\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"a,b\n1,2\n3\n", "csv_field_count"),
+        (b"a,b\n1,2,3\n", "csv_field_count"),
+        (b"a,b\n1,\xff\n", "not_utf8"),
+        (b"", "csv_no_header"),
+        (b"\n\n", "csv_no_header"),
+        (b",\n1,2\n", "csv_no_header"),
+        (b'a,b\n1,"unterminated\n', "invalid_csv"),
+    ],
+)
+def test_csv_failures(data: bytes, reason: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        _run(_csv(), data)
+    assert info.value.reason == reason
+
+
+def test_csv_record_length_limit() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        _run(_csv(max_line=1024), b'a,b\n1,"' + b"y\n" * 2000 + b'"\n', max_chunk=500)
+    assert info.value.reason == "csv_record_too_long"
+
+
+def test_binary_accepts_anything() -> None:
+    assert _run(BinaryValidator(), bytes(range(256)) * 10) is None
+
+
+def test_validator_for_formats() -> None:
+    assert isinstance(validator_for("jsonl", what="x", max_line_bytes=10), JsonlValidator)
+    assert isinstance(validator_for("csv", what="x", max_line_bytes=10), CsvValidator)
+    assert isinstance(validator_for("binary", what="x", max_line_bytes=10), BinaryValidator)
