@@ -1,0 +1,65 @@
+"""The workspace layout rules are enforced by lint, not by convention."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUFF = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+
+
+def _ruff(path: str, source: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [RUFF, "check", "--no-cache", "--select", "TID251", "--stdin-filename", path, "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "banned"),
+    [
+        ("services/orchestrator/src/exportpipe/orchestrator/x.py", "exportpipe.worker"),
+        ("services/worker/src/exportpipe/worker/x.py", "exportpipe.orchestrator"),
+        ("services/worker/src/exportpipe/worker/x.py", "exportpipe.tools"),
+        ("libs/common/src/exportpipe/common/x.py", "exportpipe.worker"),
+    ],
+)
+def test_cross_imports_fail_lint(path: str, banned: str) -> None:
+    result = _ruff(path, f"import {banned}\n")
+    assert result.returncode == 1, result.stdout
+    assert "TID251" in result.stdout
+
+
+def test_importing_common_is_allowed() -> None:
+    result = _ruff(
+        "services/worker/src/exportpipe/worker/x.py", "import exportpipe.common.schemas\n"
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_members_match_the_workspace() -> None:
+    import tomllib
+
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members = root["tool"]["uv"]["workspace"]["members"]
+    assert members == [
+        "libs/common",
+        "services/orchestrator",
+        "services/worker",
+        "infra/cdk",
+        "tools",
+    ]
+    for member in members:
+        assert (ROOT / member / "pyproject.toml").is_file()
+        assert not (ROOT / member / "src" / "exportpipe" / "__init__.py").exists(), (
+            "exportpipe is a namespace package shared by every member"
+        )
