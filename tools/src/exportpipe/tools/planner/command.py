@@ -1,0 +1,189 @@
+"""``exportpipe plan``: the capacity and cost planner's command line.
+
+Prints the side-by-side report and writes ``plan.json`` and ``plan.png`` to ``--out``.
+Exit status 0 on success, 2 on bad options or an unreadable trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from exportpipe.tools.planner.config import ArrivalCurve, DurationModel, RunOptions, Workload
+from exportpipe.tools.planner.plan import POLICY_KEYS, run_plan
+from exportpipe.tools.planner.prices import PriceTable
+from exportpipe.tools.planner.report import format_report
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_OUT = Path(".exportpipe/plan")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The planner's options; defaults come from the config dataclasses."""
+    arr, dur, wl, opt, pr = ArrivalCurve(), DurationModel(), Workload(), RunOptions(), PriceTable()
+    p = argparse.ArgumentParser(
+        prog="exportpipe plan",
+        description=(
+            "Simulate a production day of export events against the worker scaling policy "
+            "in exportpipe.common.sizing and alternatives; print task-hours, SQS requests, "
+            "cost per day and queue waits side by side; write plan.json and plan.png."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("workload")
+    g.add_argument("--seed", type=int, default=opt.seed, help="seed for every random draw")
+    g.add_argument("--events-per-day", type=int, default=arr.events_per_day)
+    g.add_argument(
+        "--peak-factor",
+        type=float,
+        default=arr.peak_factor,
+        help="highest arrival rate over the day's mean",
+    )
+    g.add_argument("--peak-hour", type=float, default=arr.peak_hour, help="UTC hour of the peak")
+    g.add_argument(
+        "--peak-width-hours",
+        type=float,
+        default=arr.peak_width_hours,
+        help="full width at half maximum of the peak",
+    )
+    g.add_argument(
+        "--diurnal-amplitude",
+        type=float,
+        default=arr.diurnal_amplitude,
+        help="relative swing of the day/night baseline",
+    )
+    g.add_argument(
+        "--files-per-export",
+        type=float,
+        default=wl.files_per_export,
+        help="mean download jobs per export event (Poisson)",
+    )
+    g.add_argument("--files-per-page", type=int, default=wl.files_per_page)
+    g.add_argument(
+        "--page-seconds",
+        type=float,
+        default=wl.page_seconds,
+        help="orchestrator time per Export API page",
+    )
+    g.add_argument("--duration-dist", choices=("lognormal", "exponential"), default=dur.kind)
+    g.add_argument("--duration-median-minutes", type=float, default=dur.median_seconds / 60)
+    g.add_argument("--duration-sigma", type=float, default=dur.sigma)
+    g.add_argument(
+        "--duration-mean-minutes",
+        type=float,
+        default=dur.mean_seconds / 60,
+        help="mean of the exponential distribution",
+    )
+    g.add_argument("--duration-min-minutes", type=float, default=dur.min_seconds / 60)
+    g.add_argument("--duration-max-hours", type=float, default=dur.max_seconds / 3600)
+    g.add_argument(
+        "--spot-interruptions-per-hour",
+        type=float,
+        default=wl.spot_interruptions_per_hour,
+        help="Fargate Spot reclaims per Spot task-hour",
+    )
+    g.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="CSV of export events (time_s[,files][,duration_s]) instead of a day",
+    )
+    g.add_argument(
+        "--warmup-days",
+        type=int,
+        default=None,
+        help=f"days simulated before the measured one (default {opt.warmup_days}; 0 with --trace)",
+    )
+    g = p.add_argument_group("prices (us-east-1 defaults taken 2026-11-29)")
+    g.add_argument("--price-vcpu-hour", type=float, default=pr.vcpu_hour)
+    g.add_argument("--price-gb-hour", type=float, default=pr.gb_hour)
+    g.add_argument("--price-storage-gb-hour", type=float, default=pr.storage_gb_hour)
+    g.add_argument("--spot-discount", type=float, default=pr.spot_discount)
+    g.add_argument("--sqs-per-million", type=float, default=pr.sqs_per_million)
+    g = p.add_argument_group("policies")
+    g.add_argument(
+        "--policies", default=",".join(POLICY_KEYS), help="comma-separated subset, in column order"
+    )
+    g.add_argument(
+        "--cpu-target", type=float, default=70.0, help="target CPU percent of the CPU-only policies"
+    )
+    g.add_argument(
+        "--fixed-tasks",
+        type=int,
+        default=None,
+        help="fixed fleet size (default: the peak hour's need at 80%% busy)",
+    )
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="directory for plan.json and plan.png"
+    )
+    g.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the planner; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        workload = Workload(
+            arrivals=ArrivalCurve(
+                events_per_day=args.events_per_day,
+                peak_factor=args.peak_factor,
+                peak_hour=args.peak_hour,
+                peak_width_hours=args.peak_width_hours,
+                diurnal_amplitude=args.diurnal_amplitude,
+            ),
+            files_per_export=args.files_per_export,
+            files_per_page=args.files_per_page,
+            page_seconds=args.page_seconds,
+            durations=DurationModel(
+                kind=args.duration_dist,
+                median_seconds=args.duration_median_minutes * 60,
+                sigma=args.duration_sigma,
+                mean_seconds=args.duration_mean_minutes * 60,
+                min_seconds=args.duration_min_minutes * 60,
+                max_seconds=args.duration_max_hours * 3600,
+            ),
+            spot_interruptions_per_hour=args.spot_interruptions_per_hour,
+        )
+        warmup = args.warmup_days
+        if warmup is None:
+            warmup = 0 if args.trace is not None else RunOptions().warmup_days
+        options = RunOptions(seed=args.seed, warmup_days=warmup)
+        prices = PriceTable(
+            vcpu_hour=args.price_vcpu_hour,
+            gb_hour=args.price_gb_hour,
+            storage_gb_hour=args.price_storage_gb_hour,
+            spot_discount=args.spot_discount,
+            sqs_per_million=args.sqs_per_million,
+        )
+        keys = [k.strip() for k in args.policies.split(",") if k.strip()]
+        if args.fixed_tasks is not None and args.fixed_tasks < 0:
+            raise ValueError("--fixed-tasks must be >= 0")
+        report = run_plan(
+            workload,
+            options,
+            prices,
+            trace=args.trace,
+            policy_keys=keys,
+            cpu_target=args.cpu_target,
+            fixed_tasks=args.fixed_tasks,
+        )
+    except ValueError as exc:  # includes TraceError
+        print(f"exportpipe plan: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "plan.json"
+    json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    print(f"\nwrote {json_path}")
+    if not args.no_plot:
+        from exportpipe.tools.planner.plot import render_png
+
+        print(f"wrote {render_png(report, out / 'plan.png')}")
+    return 0

@@ -1,0 +1,128 @@
+"""One planner run: events -> orchestrator -> every policy's worker fleet -> report."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
+from exportpipe.tools.planner.config import RunOptions, Workload
+from exportpipe.tools.planner.fanout import simulate_fanout
+from exportpipe.tools.planner.policies import (
+    ConfiguredPolicy,
+    CpuTargetPolicy,
+    FixedFleet,
+    QueueDepthPolicy,
+    ScalingPolicy,
+    ScheduledFleet,
+)
+from exportpipe.tools.planner.prices import PriceTable
+from exportpipe.tools.planner.report import LoadSummary, PlanReport, build_report, offered_load
+from exportpipe.tools.planner.simulator import simulate_workers
+from exportpipe.tools.planner.workload import generate_day, load_trace
+
+__all__ = ["POLICY_KEYS", "default_policies", "run_plan"]
+
+POLICY_KEYS = ("configured", "cpu", "cpu-protected", "queue-depth", "fixed", "analysis")
+"""Policy keys ``--policies`` accepts, in report order."""
+
+FIXED_FLEET_UTILISATION = 0.8
+"""The default fixed fleet is sized for the peak hour at this slot utilisation."""
+
+
+def default_policies(
+    deployment: Deployment,
+    load: LoadSummary,
+    *,
+    peak_hour: float,
+    cpu_target: float = 70.0,
+    fixed_tasks: int | None = None,
+    keys: Sequence[str] = POLICY_KEYS,
+) -> list[ScalingPolicy]:
+    """The policies to compare, in ``keys`` order.
+
+    Raises:
+        ValueError: an unknown key.
+    """
+    if fixed_tasks is None:
+        fixed_tasks = max(
+            1,
+            math.ceil(
+                load.peak_hour_busy_slots / deployment.worker.concurrency / FIXED_FLEET_UTILISATION
+            ),
+        )
+    make: dict[str, Callable[[], ScalingPolicy]] = {
+        "configured": lambda: ConfiguredPolicy(deployment=deployment),
+        "cpu": lambda: CpuTargetPolicy(deployment=deployment, target_percent=cpu_target),
+        "cpu-protected": lambda: CpuTargetPolicy(
+            deployment=deployment, target_percent=cpu_target, protected=True
+        ),
+        "queue-depth": lambda: QueueDepthPolicy(deployment=deployment),
+        "fixed": lambda: FixedFleet(tasks=fixed_tasks, name=f"fixed-{fixed_tasks}"),
+        "analysis": lambda: ScheduledFleet.analysis(peak_hour),
+    }
+    unknown = [k for k in keys if k not in make]
+    if unknown:
+        raise ValueError(f"unknown policies {unknown}; choose from {', '.join(POLICY_KEYS)}")
+    return [make[k]() for k in keys]
+
+
+def run_plan(
+    workload: Workload,
+    options: RunOptions,
+    prices: PriceTable,
+    *,
+    deployment: Deployment = DEFAULT_DEPLOYMENT,
+    trace: Path | None = None,
+    policy_keys: Sequence[str] = POLICY_KEYS,
+    cpu_target: float = 70.0,
+    fixed_tasks: int | None = None,
+) -> PlanReport:
+    """Simulate the day (or ``trace``) under every policy and build the report."""
+    began = time.perf_counter()
+    stream = (
+        load_trace(trace, workload, options)
+        if trace is not None
+        else generate_day(workload, options)
+    )
+    generated = time.perf_counter()
+    fanout = simulate_fanout(stream, deployment, workload)
+    fanned = time.perf_counter()
+    load = offered_load(stream, fanout, deployment)
+    policies = default_policies(
+        deployment,
+        load,
+        peak_hour=workload.arrivals.peak_hour,
+        cpu_target=cpu_target,
+        fixed_tasks=fixed_tasks,
+        keys=policy_keys,
+    )
+    runs = [
+        (
+            simulate_workers(
+                fanout.job_times,
+                fanout.job_durations,
+                policy,
+                deployment,
+                window=stream.window,
+                spot_interruptions_per_hour=workload.spot_interruptions_per_hour,
+                seed=options.seed,
+                drain_seconds=options.drain_seconds,
+            ),
+            policy.description,
+        )
+        for policy in policies
+    ]
+    return build_report(
+        seed=options.seed,
+        stream=stream,
+        fanout=fanout,
+        runs=runs,
+        deployment=deployment,
+        workload=workload,
+        prices=prices,
+        generate_seconds=generated - began,
+        fanout_seconds=fanned - generated,
+    )

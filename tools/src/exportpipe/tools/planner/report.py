@@ -1,0 +1,450 @@
+"""Turn simulation runs into the planner's report: costs, waits, requests, checks.
+
+:func:`build_report` prices each policy's run with a :class:`PriceTable`;
+:func:`format_report` renders the side-by-side text table; :meth:`PlanReport.to_json`
+gives the same figures for machines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from exportpipe.common.sizing import Deployment, ServiceSizing
+from exportpipe.tools.planner.config import DAY_SECONDS, Workload
+from exportpipe.tools.planner.fanout import FanoutResult
+from exportpipe.tools.planner.prices import PRICE_SOURCES, PriceTable
+from exportpipe.tools.planner.simulator import WorkerRun
+from exportpipe.tools.planner.workload import EventStream
+
+__all__ = [
+    "AnalysisCheck",
+    "LoadSummary",
+    "PlanReport",
+    "PolicyReport",
+    "build_report",
+    "format_report",
+    "offered_load",
+]
+
+ANALYSIS_CLAIMS = {
+    "orchestrator_per_day": 3.0,
+    "workers_base_per_day": 90.0,
+    "workers_peak_per_day": 40.0,
+    "total_per_day": 133.0,
+    "total_with_spot_per_day": 60.0,
+}
+"""The analysis's own cost figures (architecture-options.md, Dimension 6, Two services)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSummary:
+    """The offered load in the measured window, before any queueing.
+
+    Attributes:
+        events / jobs: export events and download jobs arriving in the window.
+        job_hours: total job run time.
+        mean_busy_slots: ``job_hours`` over the window's hours.
+        peak_hour_busy_slots: the busiest clock hour's average busy slots if every job
+            started the moment it arrived.
+        peak_tasks_needed: tasks that keeps fully busy (``ceil(peak / concurrency)``).
+        slots_at_max: ``max_tasks * concurrency``.
+        duration_percentiles: p50, p90, p99, max of job durations, seconds.
+    """
+
+    events: int
+    jobs: int
+    job_hours: float
+    mean_busy_slots: float
+    peak_hour_busy_slots: float
+    peak_tasks_needed: int
+    slots_at_max: int
+    duration_percentiles: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyReport:
+    """One policy's figures for the window, costs scaled to a day."""
+
+    name: str
+    description: str
+    worker_spot_task_hours: float
+    worker_on_demand_task_hours: float
+    peak_tasks: int
+    orchestrator_task_hours: float
+    sqs_requests: dict[str, int]
+    cost_workers_spot: float
+    cost_workers_on_demand: float
+    cost_orchestrator: float
+    cost_sqs: float
+    cost_total: float
+    cost_total_all_on_demand: float
+    wait_mean: float
+    wait_p50: float
+    wait_p95: float
+    wait_p99: float
+    wait_max: float
+    max_backlog: int
+    spot_reclaims: int
+    jobs_retried_spot: int
+    jobs_retried_scale_in: int
+    releases: int
+    dead_lettered: int
+    lost_slot_hours: float
+    unfinished: int
+    oldest_message_alarm_minutes: float
+    scale_outs: int
+    scale_ins: int
+    sim_events: int
+    sim_seconds: float
+    series: dict[str, list[float]] = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisCheck:
+    """The analysis's cost scenario recomputed with the price table."""
+
+    claims: dict[str, float]
+    orchestrator_per_day: float
+    workers_base_per_day: float
+    workers_peak_per_day: float
+    total_per_day: float
+    total_with_spot_per_day: float
+    worker_task_hour: float
+    slot_hours: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanReport:
+    """Everything the planner prints, in one object."""
+
+    seed: int
+    window_hours: float
+    workload: dict[str, Any]
+    deployment: dict[str, Any]
+    prices: dict[str, float]
+    price_sources: dict[str, str]
+    load: LoadSummary
+    policies: list[PolicyReport]
+    analysis: AnalysisCheck
+    orchestrator_max_backlog: int
+    generate_seconds: float
+    fanout_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (policy series included)."""
+        return asdict(self)
+
+
+def offered_load(stream: EventStream, fanout: FanoutResult, deployment: Deployment) -> LoadSummary:
+    """Summarise the window's offered load, as if every job started on arrival."""
+    w0, w1 = stream.window
+    events, _ = stream.in_window()
+    mask = (fanout.job_times >= w0) & (fanout.job_times < w1)
+    starts = fanout.job_times[mask]
+    durations = fanout.job_durations[mask]
+    hours = stream.window_seconds / 3600.0
+    job_hours = float(durations.sum()) / 3600.0
+    peak = 0.0
+    if starts.size:
+        # Busy slot-seconds per clock hour: each job's [start, end) cut at hour bounds.
+        edges = np.arange(w0, w1 + 3600.0, 3600.0)
+        ends = starts + durations
+        slot_seconds = np.zeros(edges.size - 1)
+        for k in range(edges.size - 1):
+            lo, hi = edges[k], edges[k + 1]
+            slot_seconds[k] = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0, None).sum()
+        peak = float(slot_seconds.max()) / 3600.0
+    worker = deployment.worker
+    pct = (
+        tuple(float(x) for x in np.percentile(durations, [50, 90, 99, 100]))
+        if durations.size
+        else (0.0, 0.0, 0.0, 0.0)
+    )
+    return LoadSummary(
+        events=events,
+        jobs=int(mask.sum()),
+        job_hours=job_hours,
+        mean_busy_slots=job_hours / hours if hours else 0.0,
+        peak_hour_busy_slots=peak,
+        peak_tasks_needed=math.ceil(peak / worker.concurrency),
+        slots_at_max=worker.max_tasks * worker.concurrency,
+        duration_percentiles=(pct[0], pct[1], pct[2], pct[3]),
+    )
+
+
+def _analysis_check(prices: PriceTable, concurrency: int) -> AnalysisCheck:
+    # The analysis's own task sizes: orchestrator 0.5 vCPU / 512 MB, worker 2 vCPU / 4 GB,
+    # no extra ephemeral storage.
+    orch = ServiceSizing(cpu_units=512, memory_mib=512, min_tasks=2, max_tasks=2)
+    worker = ServiceSizing(cpu_units=2048, memory_mib=4096, min_tasks=0, max_tasks=65)
+    orch_day = 2 * 24 * prices.task_hour(orch)
+    rate = prices.task_hour(worker)
+    base = 15 * 12 * rate
+    peak = 50 * 4 * rate
+    spot_rate = prices.task_hour(worker, spot=True)
+    return AnalysisCheck(
+        claims=dict(ANALYSIS_CLAIMS),
+        orchestrator_per_day=orch_day,
+        workers_base_per_day=base,
+        workers_peak_per_day=peak,
+        total_per_day=orch_day + base + peak,
+        total_with_spot_per_day=orch_day + (15 * 12 + 50 * 4) * spot_rate,
+        worker_task_hour=rate,
+        slot_hours=(15 * 12 + 50 * 4) * concurrency,
+    )
+
+
+def _policy_report(
+    run: WorkerRun,
+    *,
+    description: str,
+    fanout: FanoutResult,
+    deployment: Deployment,
+    prices: PriceTable,
+    per_day: float,
+) -> PolicyReport:
+    spot_h = run.spot_task_seconds / 3600.0
+    od_h = run.on_demand_task_seconds / 3600.0
+    orch_h = fanout.task_seconds / 3600.0
+    sqs1, sqs2 = fanout.sqs1, run.sqs2
+    requests = {
+        "sends": sqs1.sends + fanout.sqs2_send_batches,
+        "receives": sqs1.receives + sqs2.receives,
+        "empty_receives": sqs1.empty_receives + sqs2.empty_receives,
+        "deletes": sqs1.deletes + sqs2.deletes,
+        "visibility_changes": sqs1.visibility_changes + sqs2.visibility_changes,
+    }
+    requests["total"] = sum(requests.values())
+    requests["sqs1_total"] = sqs1.total
+    requests["sqs2_total"] = sqs2.total + fanout.sqs2_send_batches
+    worker_rate = prices.task_hour(deployment.worker)
+    cost_spot = spot_h * prices.task_hour(deployment.worker, spot=True) * per_day
+    cost_od = od_h * worker_rate * per_day
+    cost_orch = orch_h * prices.task_hour(deployment.orchestrator) * per_day
+    cost_sqs = prices.sqs(requests["total"]) * per_day
+    waits = run.waits
+    pct = np.percentile(waits, [50, 95, 99]) if waits.size else np.zeros(3)
+    return PolicyReport(
+        name=run.policy,
+        description=description,
+        worker_spot_task_hours=spot_h,
+        worker_on_demand_task_hours=od_h,
+        peak_tasks=run.peak_tasks,
+        orchestrator_task_hours=orch_h,
+        sqs_requests=requests,
+        cost_workers_spot=cost_spot,
+        cost_workers_on_demand=cost_od,
+        cost_orchestrator=cost_orch,
+        cost_sqs=cost_sqs,
+        cost_total=cost_spot + cost_od + cost_orch + cost_sqs,
+        cost_total_all_on_demand=(spot_h + od_h) * worker_rate * per_day + cost_orch + cost_sqs,
+        wait_mean=float(waits.mean()) if waits.size else 0.0,
+        wait_p50=float(pct[0]),
+        wait_p95=float(pct[1]),
+        wait_p99=float(pct[2]),
+        wait_max=float(waits.max()) if waits.size else 0.0,
+        max_backlog=run.max_backlog,
+        spot_reclaims=run.spot_reclaims,
+        jobs_retried_spot=run.jobs_retried_spot,
+        jobs_retried_scale_in=run.jobs_retried_scale_in,
+        releases=run.releases,
+        dead_lettered=run.dead_lettered,
+        lost_slot_hours=run.lost_slot_seconds / 3600.0,
+        unfinished=run.unfinished,
+        oldest_message_alarm_minutes=run.oldest_alarm_periods
+        * deployment.worker_scaling.metric_period_seconds
+        / 60.0,
+        scale_outs=sum(1 for a in run.actions if a.new > a.old),
+        scale_ins=sum(1 for a in run.actions if a.new < a.old),
+        sim_events=run.events,
+        sim_seconds=run.wall_seconds,
+        series=run.series,
+    )
+
+
+def build_report(
+    *,
+    seed: int,
+    stream: EventStream,
+    fanout: FanoutResult,
+    runs: list[tuple[WorkerRun, str]],
+    deployment: Deployment,
+    workload: Workload,
+    prices: PriceTable,
+    generate_seconds: float = 0.0,
+    fanout_seconds: float = 0.0,
+) -> PlanReport:
+    """Price every ``(run, description)`` and gather the report."""
+    per_day = DAY_SECONDS / stream.window_seconds
+    return PlanReport(
+        seed=seed,
+        window_hours=stream.window_seconds / 3600.0,
+        workload=asdict(workload),
+        deployment=asdict(deployment),
+        prices=asdict(prices),
+        price_sources=dict(PRICE_SOURCES),
+        load=offered_load(stream, fanout, deployment),
+        policies=[
+            _policy_report(
+                run,
+                description=desc,
+                fanout=fanout,
+                deployment=deployment,
+                prices=prices,
+                per_day=per_day,
+            )
+            for run, desc in runs
+        ],
+        analysis=_analysis_check(prices, deployment.worker.concurrency),
+        orchestrator_max_backlog=fanout.max_backlog,
+        generate_seconds=generate_seconds,
+        fanout_seconds=fanout_seconds,
+    )
+
+
+def fmt_duration(seconds: float) -> str:
+    """``0 s``, ``42 s``, ``17 min``, ``3.4 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _rows(p: PolicyReport) -> list[str]:
+    r = p.sqs_requests
+    return [
+        f"{p.worker_spot_task_hours:,.0f}",
+        f"{p.worker_on_demand_task_hours:,.0f}",
+        f"{p.peak_tasks}",
+        f"{p.orchestrator_task_hours:,.0f}",
+        f"{r['sends']:,}",
+        f"{r['receives']:,}",
+        f"{r['empty_receives']:,}",
+        f"{r['deletes']:,}",
+        f"{r['visibility_changes']:,}",
+        f"${p.cost_workers_spot + p.cost_workers_on_demand:,.2f}",
+        f"${p.cost_orchestrator:,.2f}",
+        f"${p.cost_sqs:,.2f}",
+        f"${p.cost_total:,.2f}",
+        f"${p.cost_total_all_on_demand:,.2f}",
+        fmt_duration(p.wait_p50),
+        fmt_duration(p.wait_p95),
+        fmt_duration(p.wait_p99),
+        fmt_duration(p.wait_max),
+        f"{p.max_backlog:,}",
+        f"{p.oldest_message_alarm_minutes:,.0f}",
+        f"{p.spot_reclaims}",
+        f"{p.jobs_retried_spot:,}",
+        f"{p.jobs_retried_scale_in:,}",
+        f"{p.lost_slot_hours:,.1f}",
+        f"{p.dead_lettered}",
+        f"{p.unfinished:,}",
+        f"{p.scale_outs}/{p.scale_ins}",
+    ]
+
+
+_LABELS = [
+    "worker task-hours, Spot",
+    "worker task-hours, on-demand",
+    "peak worker tasks",
+    "orchestrator task-hours",
+    "SQS sends (incl. batches)",
+    "SQS receives (with messages)",
+    "SQS empty receives (long polls)",
+    "SQS deletes",
+    "SQS visibility changes",
+    "cost/day workers",
+    "cost/day orchestrator",
+    "cost/day SQS",
+    "cost/day TOTAL",
+    "cost/day if all on-demand",
+    "queue wait p50",
+    "queue wait p95",
+    "queue wait p99",
+    "queue wait max",
+    "max backlog (visible SQS 2)",
+    "minutes oldest msg > alarm",
+    "Spot reclaims",
+    "jobs retried after reclaim",
+    "jobs retried after scale-in",
+    "work lost to releases (slot-h)",
+    "jobs dead-lettered",
+    "jobs unfinished at end",
+    "scale-outs/scale-ins",
+]
+
+
+def format_report(report: PlanReport) -> str:
+    """The text report: workload, offered load, side-by-side policies, analysis check."""
+    wl = report.workload
+    arr = wl["arrivals"]
+    dur = wl["durations"]
+    load = report.load
+    dep = report.deployment
+    worker = dep["worker"]
+    p50, p90, p99, pmax = load.duration_percentiles
+    day = "day" if abs(report.window_hours - 24.0) < 1e-9 else f"{report.window_hours:g} h window"
+    lines = [
+        f"exportpipe plan (seed {report.seed}) - one simulated {day}, costs per day",
+        "",
+        f"workload: {load.events:,} export events, peak {arr['peak_factor']:g}x mean at "
+        f"{arr['peak_hour']:g}:00 UTC (FWHM {arr['peak_width_hours']:g} h); "
+        f"{wl['files_per_export']:g} files/export -> {load.jobs:,} jobs",
+        f"  durations {dur['kind']}: p50 {fmt_duration(p50)}, p90 {fmt_duration(p90)}, "
+        f"p99 {fmt_duration(p99)}, max {fmt_duration(pmax)}; Spot reclaims "
+        f"{wl['spot_interruptions_per_hour']:g}/Spot task-hour",
+        f"  offered load {load.job_hours:,.0f} job-hours = {load.mean_busy_slots:,.0f} busy slots "
+        f"on average, {load.peak_hour_busy_slots:,.0f} in the peak hour "
+        f"(= {load.peak_tasks_needed} fully busy tasks; max_tasks gives {load.slots_at_max} slots)",
+        f"worker: {worker['cpu_units'] / 1024:g} vCPU / {worker['memory_mib'] / 1024:g} GiB / "
+        f"{worker['ephemeral_storage_gib']} GiB disk, {worker['concurrency']} jobs/task, "
+        f"{worker['min_tasks']}..{worker['max_tasks']} tasks, on-demand base "
+        f"{worker['on_demand_base']}, rest Spot",
+        "prices: ${vcpu_hour:g}/vCPU-h, ${gb_hour:g}/GB-h, ${storage_gb_hour:g}/GB-h disk over "
+        "20 GB, Spot -{spot:.0%}, SQS ${sqs_per_million:g}/M (us-east-1, taken "
+        "2026-11-29; see docs/planner.md)".format(
+            spot=report.prices["spot_discount"], **report.prices
+        ),
+        "",
+    ]
+    names = [p.name for p in report.policies]
+    width = max(12, *(len(n) + 2 for n in names))
+    label_w = max(len(lbl) for lbl in _LABELS) + 2
+    lines.append(" " * label_w + "".join(n.rjust(width) for n in names))
+    cols = [_rows(p) for p in report.policies]
+    for i, label in enumerate(_LABELS):
+        lines.append(label.ljust(label_w) + "".join(c[i].rjust(width) for c in cols))
+    lines.append("")
+    for p in report.policies:
+        lines.append(f"  {p.name}: {p.description}")
+    a = report.analysis
+    c = a.claims
+    lines += [
+        "",
+        "analysis check (architecture-options.md, 'Two services', own task sizes):",
+        f"  claims:      orchestrator ${c['orchestrator_per_day']:.0f} + workers "
+        f"${c['workers_base_per_day']:.0f} (15 x 12 h) + ${c['workers_peak_per_day']:.0f} "
+        f"(50 x 4 h) = ${c['total_per_day']:.0f}/day; with Spot "
+        f"${c['total_with_spot_per_day']:.0f}/day",
+        f"  price table: orchestrator ${a.orchestrator_per_day:.2f} + workers "
+        f"${a.workers_base_per_day:.2f} + ${a.workers_peak_per_day:.2f} = "
+        f"${a.total_per_day:.2f}/day; with Spot ${a.total_with_spot_per_day:.2f}/day "
+        f"(${a.worker_task_hour:.4f} per worker task-hour)",
+        f"  capacity:    380 task-hours x {worker['concurrency']} jobs = {a.slot_hours:,.0f} "
+        f"slot-hours for {load.job_hours:,.0f} job-hours offered; the 'analysis' column "
+        "simulates that schedule",
+    ]
+    perf = ", ".join(
+        f"{p.name} {p.sim_seconds:.2f} s/{p.sim_events / 1000:.0f}k events" for p in report.policies
+    )
+    lines += [
+        "",
+        f"simulation: workload {report.generate_seconds:.2f} s, orchestrator "
+        f"{report.fanout_seconds:.2f} s, workers: {perf}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,558 @@
+"""Discrete-event simulation of SQS 2 and the worker fleet under one scaling policy.
+
+Model, in the order things happen to a job:
+
+* A job becomes visible on SQS 2 when the orchestrator's batch lands. A worker task
+  with a free slot (one long poll per task; waiting pollers are served in turn) receives
+  it at once; otherwise it waits in the queue (first in, first out).
+* A task runs ``concurrency`` jobs at once. Each job holds its slot for its duration,
+  extending visibility every ``heartbeat_seconds``, then is deleted.
+* Every metric period the simulator records a :class:`MetricSample` (visible and
+  in-flight messages, running tasks, CPU as busy slots over slots), asks the policy's
+  controller for a desired count, and reconciles the fleet the way the ECS service
+  scheduler does: new tasks start polling ``task_startup_seconds`` after launch (billed
+  from launch); a surplus is removed from starting tasks first, then idle tasks (Spot
+  before on-demand), and only without scale-in protection from busy tasks (at random:
+  ECS does not know which are busy).
+* The first ``on_demand_base`` tasks run on FARGATE, the rest on FARGATE_SPOT. Each Spot
+  task is reclaimed after an exponential time at the configured rate; ECS replaces it.
+* A stopping task (scale-in or Spot reclaim: SIGTERM, then ``stop_timeout_seconds``)
+  takes no new jobs, lets jobs finish within ``shutdown_grace_seconds``, and releases the
+  rest (``ChangeMessageVisibility`` 0) at the end of the grace. A released job is
+  visible again at once and is retried from the start by another task; a job received
+  ``max_receive_count`` times is dead-lettered instead.
+
+Event loop: one heap of timed events (job done, job released, task ready, task
+stopped, Spot reclaim) merged with the sorted arrival array and the per-period control
+tick, so work is O(events log events) and a 100,000-job day runs in about a second.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from exportpipe.common.sizing import Deployment
+from exportpipe.tools.planner.fanout import SqsCounts
+from exportpipe.tools.planner.policies import MetricSample, ScalingPolicy
+from exportpipe.tools.planner.workload import FloatArray
+
+__all__ = ["ScalingAction", "WorkerRun", "simulate_workers"]
+
+_DONE, _RELEASE, _READY, _STOP, _RECLAIM = range(5)
+_SPOT, _SCALE_IN = "spot", "scale-in"
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingAction:
+    """A change of the worker service's desired count."""
+
+    time: float
+    old: int
+    new: int
+
+
+@dataclass(eq=False)
+class WorkerRun:
+    """One policy's simulated window.
+
+    Attributes:
+        policy: the policy's name.
+        spot_task_seconds / on_demand_task_seconds: billed worker task-seconds inside the
+            window (from launch to stop).
+        peak_tasks: most worker tasks billed at once inside the window.
+        sqs2: SQS 2 receives, empty receives, deletes and visibility changes in the window
+            (sends are the orchestrator's).
+        waits: total time each job enqueued inside the window spent visible on SQS 2,
+            summed over its attempts (jobs unfinished at the end count as waiting until
+            then).
+        max_backlog: most visible SQS 2 messages inside the window.
+        jobs_retried_spot / jobs_retried_scale_in: window jobs released at least once
+            because their task was reclaimed / scaled in.
+        releases: all releases of window jobs.
+        dead_lettered: window jobs dead-lettered after ``max_receive_count`` receives.
+        lost_slot_seconds: work thrown away by releases (elapsed time of released runs).
+        unfinished: window jobs not finished when the simulation stopped.
+        spot_reclaims: Spot reclaims inside the window.
+        oldest_alarm_periods: metric periods inside the window in which the oldest
+            visible message was older than SQS 2's oldest-message alarm threshold.
+        actions: every desired-count change, in order.
+        series: per-period series inside the window (keys ``hour``, ``visible``,
+            ``in_flight``, ``tasks``, ``desired``, ``spot_task_hours``,
+            ``on_demand_task_hours`` cumulative).
+        events: events processed (for the performance note).
+        wall_seconds: how long the simulation took.
+    """
+
+    policy: str
+    spot_task_seconds: float = 0.0
+    on_demand_task_seconds: float = 0.0
+    peak_tasks: int = 0
+    sqs2: SqsCounts = field(default_factory=SqsCounts)
+    waits: FloatArray = field(default_factory=lambda: np.zeros(0))
+    max_backlog: int = 0
+    jobs_retried_spot: int = 0
+    jobs_retried_scale_in: int = 0
+    releases: int = 0
+    dead_lettered: int = 0
+    lost_slot_seconds: float = 0.0
+    unfinished: int = 0
+    spot_reclaims: int = 0
+    oldest_alarm_periods: int = 0
+    actions: list[ScalingAction] = field(default_factory=list)
+    series: dict[str, list[float]] = field(default_factory=dict)
+    events: int = 0
+    wall_seconds: float = 0.0
+
+
+class _Task:
+    __slots__ = ("busy", "cause", "jobs", "queued", "ready", "spot", "stopped", "stopping")
+
+    def __init__(self, spot: bool) -> None:
+        self.spot = spot
+        self.cause = ""
+        self.ready = False
+        self.stopping = False
+        self.stopped = False
+        self.busy = 0
+        self.queued = False
+        self.jobs: dict[int, float] = {}  # job -> start of the current attempt
+
+
+def _beats(start: float, end: float, every: float, w0: float, w1: float) -> int:
+    """Heartbeats at ``start + k * every`` (k >= 1, before ``end``) inside ``[w0, w1)``."""
+    lo, hi = max(start, w0), min(end, w1)
+    if hi <= lo:
+        return 0
+    k_lo = max(1, math.ceil((lo - start) / every))
+    k_hi = math.ceil((hi - start) / every) - 1
+    return max(0, k_hi - k_lo + 1)
+
+
+class _Sim:
+    def __init__(
+        self,
+        job_times: FloatArray,
+        job_durations: FloatArray,
+        policy: ScalingPolicy,
+        deployment: Deployment,
+        *,
+        window: tuple[float, float],
+        spot_interruptions_per_hour: float,
+        seed: int,
+        drain_seconds: float,
+        start: float | None,
+    ) -> None:
+        worker = deployment.worker
+        scaling = deployment.worker_scaling
+        self.jt: list[float] = job_times.tolist()
+        self.dur: list[float] = job_durations.tolist()
+        self.n = len(self.jt)
+        self.policy = policy
+        self.controller = policy.controller()
+        self.conc = worker.concurrency
+        self.grace = float(min(deployment.shutdown_grace_seconds, worker.stop_timeout_seconds))
+        self.hb = float(deployment.jobs_queue.heartbeat_seconds)
+        self.max_receives = deployment.jobs_queue.max_receive_count
+        self.alarm_age = float(deployment.jobs_queue.oldest_message_alarm_seconds)
+        self.wait_time = float(deployment.jobs_queue.wait_time_seconds)
+        self.startup = float(scaling.task_startup_seconds)
+        self.period = float(scaling.metric_period_seconds)
+        self.od_base = worker.on_demand_base if worker.spot else math.inf
+        self.reclaim_rate = spot_interruptions_per_hour / 3600.0 if worker.spot else 0.0
+        self.w0, self.w1 = window
+        self.horizon = self.w1 + drain_seconds
+        first = min(self.jt[0], self.w0) if self.jt else self.w0
+        self.start = start if start is not None else math.floor(first / self.period) * self.period
+        # Simulation draws, not secrets: seeded for reproducible reports.
+        self.rng = random.Random(seed)  # noqa: S311
+        self.run = WorkerRun(policy=policy.name)
+
+        self.heap: list[tuple[float, int, int, _Task, int, int]] = []
+        self.seq = 0
+        self.queue: deque[int] = deque()
+        self.free: deque[_Task] = deque()
+        self.live: list[_Task] = []
+        self.active = 0
+        self.active_od = 0
+        self.running = 0
+        self.billed_spot = 0
+        self.billed_od = 0
+        self.busy_total = 0
+        self.n_free = 0
+        self.desired = 0
+        self.terminal = 0
+        self.visible_since = [0.0] * self.n
+        self.wait = [0.0] * self.n
+        self.token = [0] * self.n
+        self.receives = [0] * self.n
+        self.released_by: list[set[str] | None] = [None] * self.n
+        self.done = [False] * self.n
+        self.t_last = self.start
+        self.period_busy = 0.0
+        self.period_running = 0.0
+        self.spot_area = 0.0
+        self.od_area = 0.0
+        self.idle_poll_area = 0.0
+        self.samples: list[MetricSample] = []
+
+    # -- time ---------------------------------------------------------------------------
+
+    def advance(self, t: float) -> None:
+        dt = t - self.t_last
+        if dt <= 0:
+            return
+        self.period_busy += self.busy_total * dt
+        self.period_running += self.running * dt
+        lo, hi = max(self.t_last, self.w0), min(t, self.w1)
+        if hi > lo:
+            self.spot_area += self.billed_spot * (hi - lo)
+            self.od_area += self.billed_od * (hi - lo)
+            if not self.queue:
+                self.idle_poll_area += self.n_free * (hi - lo)
+        self.t_last = t
+
+    def push(self, t: float, kind: int, task: _Task, job: int = -1, token: int = 0) -> None:
+        heapq.heappush(self.heap, (t, self.seq, kind, task, job, token))
+        self.seq += 1
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def enqueue(self, j: int, t: float) -> None:
+        self.visible_since[j] = t
+        free = self.free
+        conc = self.conc
+        while free:
+            task = free[0]
+            if task.stopping or not task.ready or task.busy >= conc:
+                free.popleft()
+                task.queued = False
+                continue
+            self.start_job(task, j, t)
+            free.popleft()
+            if task.busy < conc:
+                free.append(task)  # pollers take turns
+            else:
+                task.queued = False
+            return
+        self.queue.append(j)
+        if self.w0 <= t < self.w1 and len(self.queue) > self.run.max_backlog:
+            self.run.max_backlog = len(self.queue)
+
+    def start_job(self, task: _Task, j: int, t: float) -> None:
+        self.wait[j] += t - self.visible_since[j]
+        self.token[j] += 1
+        self.receives[j] += 1
+        task.jobs[j] = t
+        task.busy += 1
+        self.busy_total += 1
+        if task.busy == self.conc:
+            self.n_free -= 1
+        if self.w0 <= t < self.w1:
+            self.run.sqs2.receives += 1
+        self.push(t + self.dur[j], _DONE, task, j, self.token[j])
+
+    def end_attempt(self, task: _Task, j: int, t: float) -> None:
+        started = task.jobs.pop(j)
+        task.busy -= 1
+        self.busy_total -= 1
+        self.run.sqs2.visibility_changes += _beats(started, t, self.hb, self.w0, self.w1)
+        if not task.stopping and task.busy == self.conc - 1:
+            self.n_free += 1
+
+    def on_done(self, task: _Task, j: int, token: int, t: float) -> None:
+        if self.token[j] != token:
+            return
+        self.end_attempt(task, j, t)
+        self.terminal += 1
+        self.done[j] = True
+        if self.w0 <= t < self.w1:
+            self.run.sqs2.deletes += 1
+        if task.stopping:
+            return
+        if self.queue:
+            self.start_job(task, self.queue.popleft(), t)
+            return
+        if not task.queued:
+            task.queued = True
+            self.free.append(task)
+        if self.policy.protect_busy and task.busy == 0 and self.active > self.desired:
+            self.stop(task, t, _SCALE_IN)
+
+    def on_release(self, task: _Task, j: int, token: int, t: float, cause: str) -> None:
+        if self.token[j] != token:
+            return
+        started = task.jobs[j]
+        self.end_attempt(task, j, t)
+        self.token[j] += 1  # the attempt's pending "done" is void
+        in_window_job = self.w0 <= self.jt[j] < self.w1
+        if self.w0 <= t < self.w1:
+            self.run.sqs2.visibility_changes += 1
+        if in_window_job:
+            self.run.releases += 1
+            self.run.lost_slot_seconds += t - started
+            causes = self.released_by[j]
+            if causes is None:
+                causes = self.released_by[j] = set()
+            causes.add(cause)
+        if self.receives[j] >= self.max_receives:
+            self.terminal += 1
+            self.done[j] = True
+            if in_window_job:
+                self.run.dead_lettered += 1
+            return
+        self.enqueue(j, t)
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def launch(self, t: float, *, ready_now: bool = False) -> None:
+        spot = self.active_od >= self.od_base
+        task = _Task(spot)
+        self.live.append(task)
+        self.active += 1
+        if spot:
+            self.billed_spot += 1
+        else:
+            self.active_od += 1
+            self.billed_od += 1
+        if ready_now:
+            self.on_ready(task, t)
+        else:
+            self.push(t + self.startup, _READY, task)
+        if spot and self.reclaim_rate > 0:
+            self.push(t + self.rng.expovariate(self.reclaim_rate), _RECLAIM, task)
+
+    def on_ready(self, task: _Task, t: float) -> None:
+        if task.stopping:
+            return
+        task.ready = True
+        self.running += 1
+        self.n_free += 1
+        while self.queue and task.busy < self.conc:
+            self.start_job(task, self.queue.popleft(), t)
+        if task.busy < self.conc:
+            task.queued = True
+            self.free.append(task)
+
+    def stop(self, task: _Task, t: float, cause: str) -> None:
+        if task.stopping:
+            return
+        task.stopping = True
+        self.live.remove(task)
+        self.active -= 1
+        if not task.spot:
+            self.active_od -= 1
+        if not task.ready:
+            self.finish_stop(task)
+            return
+        if task.busy < self.conc:
+            self.n_free -= 1
+        stop_at = t
+        for j, started in task.jobs.items():
+            end = started + self.dur[j]
+            if end - t <= self.grace:
+                stop_at = max(stop_at, end)
+            else:
+                self.push(t + self.grace, _RELEASE, task, j, self.token[j])
+                stop_at = max(stop_at, t + self.grace)
+        task.cause = cause
+        self.push(stop_at, _STOP, task)
+
+    def finish_stop(self, task: _Task) -> None:
+        task.stopped = True
+        if task.spot:
+            self.billed_spot -= 1
+        else:
+            self.billed_od -= 1
+        if task.ready:
+            self.running -= 1
+
+    def on_reclaim(self, task: _Task, t: float) -> None:
+        if task.stopping:
+            return
+        if self.w0 <= t < self.w1:
+            self.run.spot_reclaims += 1
+        self.stop(task, t, _SPOT)
+        self.reconcile(t)
+
+    def reconcile(self, t: float) -> None:
+        while self.active < self.desired:
+            self.launch(t)
+        surplus = self.active - self.desired
+        if surplus <= 0:
+            return
+        starting = [x for x in reversed(self.live) if not x.ready]
+        idle = sorted(
+            (x for x in reversed(self.live) if x.ready and x.busy == 0),
+            key=lambda x: not x.spot,  # keep the on-demand base: stop Spot first
+        )
+        order = starting + idle
+        if not self.policy.protect_busy:
+            busy = [x for x in self.live if x.ready and x.busy > 0]
+            order += self.rng.sample(busy, min(len(busy), max(0, surplus - len(order))))
+        for task in order[:surplus]:
+            self.stop(task, t, _SCALE_IN)
+
+    # -- control ------------------------------------------------------------------------
+
+    def tick(self, t: float) -> None:
+        slots = self.period_running * self.conc
+        cpu = self.period_busy / slots if slots > 0 else 0.0
+        self.samples.append(
+            MetricSample(
+                time=t,
+                visible=len(self.queue),
+                in_flight=self.busy_total,
+                running=self.running,
+                cpu=cpu,
+            )
+        )
+        self.period_busy = self.period_running = 0.0
+        new = self.controller.decide(t, self.samples, self.desired)
+        if new != self.desired:
+            self.run.actions.append(ScalingAction(time=t, old=self.desired, new=new))
+            self.desired = new
+        self.reconcile(t)
+        if self.w0 <= t <= self.w1:
+            run = self.run
+            tasks = self.billed_spot + self.billed_od
+            run.peak_tasks = max(run.peak_tasks, tasks)
+            if self.queue and t - self.visible_since[self.queue[0]] > self.alarm_age:
+                run.oldest_alarm_periods += 1
+            s = run.series
+            s["hour"].append((t - self.w0) / 3600.0)
+            s["visible"].append(float(len(self.queue)))
+            s["in_flight"].append(float(self.busy_total))
+            s["tasks"].append(float(tasks))
+            s["desired"].append(float(self.desired))
+            s["spot_task_hours"].append(self.spot_area / 3600.0)
+            s["on_demand_task_hours"].append(self.od_area / 3600.0)
+
+    # -- main loop ----------------------------------------------------------------------
+
+    def simulate(self) -> WorkerRun:
+        began = time.perf_counter()
+        for key in (
+            "hour",
+            "visible",
+            "in_flight",
+            "tasks",
+            "desired",
+            "spot_task_hours",
+            "on_demand_task_hours",
+        ):
+            self.run.series[key] = []
+        self.desired = self.policy.initial_tasks(self.start)
+        for _ in range(self.desired):
+            self.launch(self.start, ready_now=True)
+        heap = self.heap
+        jt = self.jt
+        n = self.n
+        i = 0
+        events = 0
+        next_tick = self.start + self.period
+        inf = math.inf
+        while True:
+            t_arr = jt[i] if i < n else inf
+            t_ev = heap[0][0] if heap else inf
+            t = t_arr if t_arr <= t_ev else t_ev
+            if next_tick < t:
+                if (self.terminal >= n and next_tick > self.w1) or next_tick > self.horizon:
+                    break
+                self.advance(next_tick)
+                self.tick(next_tick)
+                next_tick += self.period
+                continue
+            if t > self.horizon:
+                break
+            events += 1
+            self.advance(t)
+            if t_arr <= t_ev:
+                self.enqueue(i, t)
+                i += 1
+                continue
+            _, _, kind, task, j, token = heapq.heappop(heap)
+            if kind == _DONE:
+                self.on_done(task, j, token, t)
+            elif kind == _RELEASE:
+                self.on_release(task, j, token, t, task.cause)
+            elif kind == _READY:
+                self.on_ready(task, t)
+            elif kind == _STOP:
+                self.finish_stop(task)
+            else:
+                self.on_reclaim(task, t)
+        self.finish(next_tick, events, time.perf_counter() - began)
+        return self.run
+
+    def finish(self, end: float, events: int, wall: float) -> None:
+        run = self.run
+        run.spot_task_seconds = self.spot_area
+        run.on_demand_task_seconds = self.od_area
+        run.sqs2.empty_receives = int(self.idle_poll_area / self.wait_time)
+        in_window = [j for j in range(self.n) if self.w0 <= self.jt[j] < self.w1]
+        queued = set(self.queue)
+        waits = []
+        for j in in_window:
+            w = self.wait[j]
+            if j in queued:
+                w += end - self.visible_since[j]
+            if not self.done[j]:
+                run.unfinished += 1
+            causes = self.released_by[j]
+            if causes:
+                run.jobs_retried_spot += _SPOT in causes
+                run.jobs_retried_scale_in += _SCALE_IN in causes
+            waits.append(w)
+        run.waits = np.asarray(waits, dtype=np.float64)
+        run.events = events
+        run.wall_seconds = wall
+
+
+def simulate_workers(
+    job_times: FloatArray,
+    job_durations: FloatArray,
+    policy: ScalingPolicy,
+    deployment: Deployment,
+    *,
+    window: tuple[float, float],
+    spot_interruptions_per_hour: float = 0.0,
+    seed: int = 1,
+    drain_seconds: float = 2 * 86_400.0,
+    start: float | None = None,
+) -> WorkerRun:
+    """Simulate SQS 2 and the worker fleet under ``policy``.
+
+    Args:
+        job_times: when each job becomes visible on SQS 2 (seconds, ascending).
+        job_durations: each job's run time in seconds, aligned with ``job_times``.
+        policy: the scaling policy (its controller is created fresh for this run).
+        deployment: sizes, queue timing and scaling parameters.
+        window: ``(start, end)`` of the measured window; billing, requests and the
+            series are counted inside it, waits for jobs enqueued inside it.
+        spot_interruptions_per_hour: Spot reclaims per Spot task-hour.
+        seed: seeds Spot reclaims and the choice of unprotected tasks to stop.
+        drain_seconds: keep simulating this long after the window for its jobs to end.
+        start: simulation start (default: the first job or the window, whichever is
+            earlier, rounded down to a metric period).
+
+    Returns:
+        The run's measurements.
+    """
+    return _Sim(
+        job_times,
+        job_durations,
+        policy,
+        deployment,
+        window=window,
+        spot_interruptions_per_hour=spot_interruptions_per_hour,
+        seed=seed,
+        drain_seconds=drain_seconds,
+        start=start,
+    ).simulate()
