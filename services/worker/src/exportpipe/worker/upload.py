@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -166,6 +166,9 @@ class ObjectUpload:
         self._finished = True
         for fut in self._futures:
             fut.cancel()
+        # Let parts already on the wire land first: S3 may keep a part that finishes
+        # after the abort, and the upload would then have to be aborted again.
+        wait(self._futures, timeout=120)
         self.uploader._abort(self.key, self.upload_id)
 
 

@@ -1,0 +1,302 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+import threading
+import zipfile
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+
+from exportpipe.common.errors import (
+    ArchiveRejected,
+    IntegrityError,
+    MalformedMessage,
+    UnsafeSource,
+    ValidationFailed,
+)
+from exportpipe.worker.pipeline import JobResult, Pipeline
+from exportpipe.worker.settings import WorkerSettings
+
+MIB = 1024 * 1024
+
+
+def jsonl(records: int, *, start: int = 0) -> bytes:
+    return b"".join(
+        b'{"id": %d, "name": "row-%d", "pad": "%s"}\n' % (i, i, b"x" * (i % 50))
+        for i in range(start, start + records)
+    )
+
+
+CSV = b"id,name\n" + b"".join(b'%d,"name %d"\n' % (i, i) for i in range(1000))
+
+
+def _keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def _uploads(s3: Any, bucket: str) -> list[Any]:
+    return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def _manifest(s3: Any, bucket: str, result: JobResult) -> dict[str, Any]:
+    body = s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read()
+    return dict(orjson.loads(body))
+
+
+def _tar(files: dict[str, bytes], mode: str = "w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+BIG = jsonl(150_000)  # ~10 MiB: three 5 MiB parts
+SMALL = {"a/one.jsonl": jsonl(100), "two.jsonl": jsonl(50, start=100)}
+
+
+@pytest.mark.parametrize(
+    ("compression", "file_name", "payload", "expected"),
+    [
+        ("gzip", "part.jsonl.gz", gzip.compress(BIG, 1), {"part.jsonl": BIG}),
+        (
+            None,
+            "part.jsonl.gz",
+            gzip.compress(BIG[:5000]) + gzip.compress(BIG[5000:]),
+            {"part.jsonl": BIG},
+        ),
+        ("zstd", "part.jsonl.zst", zstandard.ZstdCompressor().compress(BIG), {"part.jsonl": BIG}),
+        ("none", "part.jsonl", BIG, {"part.jsonl": BIG}),
+        ("zip", "bundle.zip", _zip(SMALL), SMALL),
+        ("tar", "bundle.tar", _tar(SMALL), SMALL),
+        ("tar.gz", "bundle.tar.gz", _tar(SMALL, "w:gz"), SMALL),
+        (None, "bundle.tgz", _tar(SMALL, "w:gz"), SMALL),
+    ],
+)
+def test_each_compression_lands_members_and_manifest(
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    compression: str | None,
+    file_name: str,
+    payload: bytes,
+    expected: dict[str, bytes],
+) -> None:
+    url = file_server.add(payload, name=file_name)
+    job = make_job(url, body=payload, file_name=file_name, compression=compression)
+    result = Pipeline(settings, s3=s3).run(job)
+    assert result.status == "done"
+    root = f"exports/{job.export_id}/"
+    data_keys = [f"{root}data/file-1/{path}" for path in sorted(expected)]
+    assert _keys(s3, bucket, root) == sorted([*data_keys, f"{root}manifests/file-1.json"])
+    for path, content in expected.items():
+        key = f"{root}data/file-1/{path}"
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == content
+    manifest = _manifest(s3, bucket, result)
+    assert manifest["source"] == {
+        "url": url.split("?")[0],
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    members = {m["path"]: m for m in manifest["members"]}
+    for path, content in expected.items():
+        assert members[path]["size"] == len(content)
+        assert members[path]["sha256"] == hashlib.sha256(content).hexdigest()
+        assert members[path]["records"] == content.count(b"\n")
+    assert "completed_at" in manifest
+    assert _uploads(s3, bucket) == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "body", "records"), [("csv", CSV, 1000), ("binary", bytes(range(256)) * 100, None)]
+)
+def test_formats(
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    fmt: str,
+    body: bytes,
+    records: int | None,
+) -> None:
+    payload = gzip.compress(body)
+    url = file_server.add(payload)
+    job = make_job(url, body=payload, file_name=f"f.{fmt}.gz", fmt=fmt)
+    result = Pipeline(settings, s3=s3).run(job)
+    (member,) = _manifest(s3, bucket, result)["members"]
+    assert member["records"] == records
+    assert member["path"] == f"f.{fmt}"
+
+
+def test_redelivered_job_is_acknowledged_without_work(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(jsonl(10))
+    url = file_server.add(payload)
+    job = make_job(url, body=payload)
+    pipeline = Pipeline(settings, s3=s3)
+    assert pipeline.run(job).status == "done"
+    assert pipeline.run(job).status == "duplicate"
+    assert len(file_server.requests_for(url)) == 1
+
+
+def test_manifest_for_another_source_is_a_conflict(
+    s3: Any, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(jsonl(10))
+    url = file_server.add(payload)
+    job = make_job(url, body=payload)
+    Pipeline(settings, s3=s3).run(job)
+    changed = job.model_copy(update={"sha256": "f" * 64})
+    with pytest.raises(IntegrityError) as info:
+        Pipeline(settings, s3=s3).run(changed)
+    assert info.value.reason == "manifest_conflict"
+
+
+def _assert_rejected(s3: Any, bucket: str, job: Any, reason: str) -> None:
+    root = f"exports/{job.export_id}/"
+    assert _keys(s3, bucket, root) == [f"{root}rejected/file-1.json"]
+    record = orjson.loads(
+        s3.get_object(Bucket=bucket, Key=f"{root}rejected/file-1.json")["Body"].read()
+    )
+    assert record["reason"] == reason
+    assert "secret-token" not in orjson.dumps(record).decode()
+    assert _uploads(s3, bucket) == []
+
+
+def test_checksum_mismatch_commits_nothing(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(BIG, 1)
+    url = file_server.add(payload)
+    job = make_job(url, body=payload, sha256="0" * 64)
+    with pytest.raises(IntegrityError):
+        Pipeline(settings, s3=s3).run(job)
+    _assert_rejected(s3, bucket, job, "sha256_mismatch")
+
+
+def test_truncated_download_resumes_then_commits(
+    s3: Any, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(BIG, 1)
+    url = file_server.add(payload, truncate_at=len(payload) // 3)
+    result = Pipeline(settings, s3=s3).run(make_job(url, body=payload))
+    assert result.status == "done"
+    assert [h.get("Range") for h in file_server.requests_for(url)] == [
+        None,
+        f"bytes={len(payload) // 3}-",
+    ]
+
+
+def test_invalid_content_is_rejected_with_nothing_under_data(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # The bad line comes after several parts were already uploaded.
+    payload = gzip.compress(BIG + b"[1, 2, 3]\n", 1)
+    url = file_server.add(payload)
+    job = make_job(url, body=payload)
+    with pytest.raises(ValidationFailed):
+        Pipeline(settings, s3=s3).run(job)
+    _assert_rejected(s3, bucket, job, "invalid_jsonl")
+
+
+def test_unsafe_archive_is_rejected(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = _zip({"ok.jsonl": jsonl(5), "../../escape.jsonl": jsonl(5)})
+    url = file_server.add(payload)
+    job = make_job(url, body=payload, file_name="x.zip", compression="zip")
+    with pytest.raises(ArchiveRejected):
+        Pipeline(settings, s3=s3).run(job)
+    _assert_rejected(s3, bucket, job, "path_escape")
+
+
+def test_zip_bomb_is_rejected(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = _zip({"bomb.jsonl": b" " * (32 * MIB)})  # about 1000:1
+    url = file_server.add(payload)
+    job = make_job(url, body=payload, file_name="x.zip", compression="zip")
+    with pytest.raises(ArchiveRejected):
+        Pipeline(settings, s3=s3).run(job)
+    _assert_rejected(s3, bucket, job, "compression_ratio")
+
+
+@pytest.mark.parametrize(
+    "target", ["http://127.0.0.1:{port}/x", "http://169.254.169.254/latest/meta-data/"]
+)
+def test_redirect_to_internal_address_is_rejected(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any, target: str
+) -> None:
+    url = file_server.add(redirect=target.format(port=file_server.port))
+    job = make_job(url)
+    with pytest.raises(UnsafeSource):
+        Pipeline(settings, s3=s3).run(job)
+    _assert_rejected(s3, bucket, job, "host_not_allowed")
+
+
+def test_destination_outside_the_bucket_is_refused(
+    s3: Any, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    job = make_job(file_server.add(b"x"))
+    foreign = job.model_copy(
+        update={"destination": job.destination.model_copy(update={"bucket": "someone-else"})}
+    )
+    with pytest.raises(MalformedMessage):
+        Pipeline(settings, s3=s3).run(foreign)
+
+
+def test_duplicate_delivery_to_two_workers_at_once(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(BIG, 1)
+    # Throttled so that both workers are mid-stream at the same time.
+    url = file_server.add(payload, bytes_per_second=4 * MIB)
+    job = make_job(url, body=payload)
+    results: list[JobResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def worker() -> None:
+        start.wait()
+        try:
+            results.append(Pipeline(settings, s3=s3).run(job))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert sorted(r.status for r in results) == ["done", "duplicate"]
+    root = f"exports/{job.export_id}/"
+    assert _keys(s3, bucket, root) == [
+        f"{root}data/file-1/part-0001.jsonl",
+        f"{root}manifests/file-1.json",
+    ]
+    assert (
+        s3.get_object(Bucket=bucket, Key=f"{root}data/file-1/part-0001.jsonl")["Body"].read() == BIG
+    )
+    assert _uploads(s3, bucket) == []
+    assert len(file_server.requests_for(url)) == 2
