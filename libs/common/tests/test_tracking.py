@@ -147,3 +147,19 @@ def test_stalled_detection(tracker: ExportTracker) -> None:
     assert stalled[0].is_stalled(now + 601, 600)
     tracker.mark_failed("exp-1", "upstream_rejected: export expired", bucket="bkt", prefix=PREFIX)
     assert tracker.stalled(600, now=now + 601) == []  # finished exports leave the index
+
+
+def test_stall_watcher_reports_metric(tracker: ExportTracker) -> None:
+    from exportpipe.common.observability import Metrics, get_logger
+    from exportpipe.common.stall import StallWatcher
+
+    _page(tracker, 0, 2)
+    metrics = Metrics(namespace="ExportPipe", service="test")
+    watcher = StallWatcher(tracker, metrics, get_logger("test"), stall_seconds=0.0)
+    time.sleep(0.01)
+    assert [s.export_id for s in watcher.check()] == ["exp-1"]
+    assert metrics.snapshot()["ExportsStalled"] == 1
+    quiet = StallWatcher(
+        tracker, Metrics(namespace="ExportPipe", service="t"), get_logger("t"), stall_seconds=3600
+    )
+    assert quiet.check() == []
