@@ -1,0 +1,40 @@
+"""CDK entry point: the only place that reads the environment.
+
+``make synth`` runs this directly (cloud assembly in ``cdk.out``); the ``cdk`` CLI runs
+it through ``cdk.json``. Environment variables are documented in
+``exportpipe.infra.config.InfraConfig.from_environ`` and ``infra/cdk/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+# jsii's banner about the machine's Node 20 would bury the synth output; silence it only.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+from exportpipe.infra import ConfigError, InfraConfig, build_app
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    """Synthesize the three stacks; exit non-zero on bad configuration or cdk-nag findings."""
+    try:
+        config = InfraConfig.from_environ(os.environ)
+    except ConfigError as exc:
+        print(f"exportpipe-infra: {exc}", file=sys.stderr)
+        return 2
+    # Under the cdk CLI, context and the output directory arrive in CDK_CONTEXT_JSON and
+    # CDK_OUTDIR; run directly, take the same feature flags from cdk.json.
+    under_cli = "CDK_OUTDIR" in os.environ
+    context = None if under_cli else json.loads((HERE / "cdk.json").read_text())["context"]
+    outdir = None if under_cli else str(HERE / "cdk.out")
+    build_app(config, outdir=outdir, context=context).app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

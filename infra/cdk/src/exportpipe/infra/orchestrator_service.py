@@ -1,0 +1,143 @@
+"""The orchestrator service: SQS 1 consumer, Export API client, SQS 2 producer."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_applicationautoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from exportpipe.common.sizing import Deployment
+from exportpipe.infra.queue_service import QueueService
+from exportpipe.infra.work_queue import WorkQueue
+
+__all__ = ["OrchestratorService"]
+
+
+class OrchestratorService(Construct):
+    """On-demand Fargate service that turns export requests into download jobs.
+
+    IAM: receive, delete and change visibility on SQS 1; send to SQS 1 (the next page
+    of an export is a new message), to SQS 1's DLQ (permanent failures go there with
+    their reason) and to SQS 2. Nothing else: it never touches the bucket or the table.
+    The Export API token comes from Secrets Manager as ``EXPORTPIPE_EXPORT_API_TOKEN``.
+
+    Scaling: ``min_tasks``..``max_tasks`` of the sizing; one more task after one period
+    with more than ``orchestrator_scale_out_backlog`` visible requests, one fewer once
+    SQS 1 stayed empty for ``orchestrator_scale_in_evaluation_periods``.
+
+    Attributes:
+        runtime: the underlying :class:`QueueService`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: ecs.ICluster,
+        deployment: Deployment,
+        repository: ecr.IRepository,
+        image_tag: str,
+        requests: WorkQueue,
+        jobs: WorkQueue,
+        bucket: s3.IBucket,
+        output_prefix: str,
+        api_token: secretsmanager.ISecret,
+        export_api_url: str,
+        subnets: ec2.SubnetSelection,
+        assign_public_ip: bool,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        sizing = deployment.orchestrator
+        self.runtime = QueueService(
+            self,
+            "Runtime",
+            cluster=cluster,
+            sizing=sizing,
+            repository=repository,
+            image_tag=image_tag,
+            command="exportpipe-orchestrator",
+            environment={
+                "EXPORTPIPE_REQUESTS_QUEUE_URL": requests.queue.queue_url,
+                "EXPORTPIPE_REQUESTS_DLQ_URL": requests.dlq.queue_url,
+                "EXPORTPIPE_JOBS_QUEUE_URL": jobs.queue.queue_url,
+                # Jobs name their S3 destination; the orchestrator never writes there.
+                "EXPORTPIPE_BUCKET": bucket.bucket_name,
+                "EXPORTPIPE_OUTPUT_PREFIX": output_prefix,
+                "EXPORTPIPE_EXPORT_API_URL": export_api_url,
+                "EXPORTPIPE_CONCURRENCY": str(sizing.concurrency),
+                "EXPORTPIPE_SHUTDOWN_GRACE_SECONDS": str(deployment.shutdown_grace_seconds),
+            },
+            secrets={
+                "EXPORTPIPE_EXPORT_API_TOKEN": ecs.Secret.from_secrets_manager(api_token),
+            },
+            subnets=subnets,
+            assign_public_ip=assign_public_ip,
+            log_retention=log_retention,
+        )
+        task = self.runtime.task_definition
+        task.add_to_task_role_policy(
+            iam.PolicyStatement(
+                sid="ConsumeRequests",
+                actions=[
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                ],
+                resources=[requests.queue.queue_arn],
+            )
+        )
+        task.add_to_task_role_policy(
+            iam.PolicyStatement(
+                sid="SendRequestsAndJobs",
+                actions=["sqs:SendMessage"],
+                resources=[requests.queue.queue_arn, requests.dlq.queue_arn, jobs.queue.queue_arn],
+            )
+        )
+        self._scale_on_requests(deployment, requests)
+
+    def _scale_on_requests(self, deployment: Deployment, requests: WorkQueue) -> None:
+        timing = deployment.worker_scaling
+        backlog = requests.queue.metric_approximate_number_of_messages_visible(
+            period=Duration.seconds(timing.metric_period_seconds), statistic="Maximum"
+        )
+        scaling = self.runtime.scaling
+        scaling.scale_on_metric(
+            "ScaleOutOnRequests",
+            metric=backlog,
+            scaling_steps=[
+                autoscaling.ScalingInterval(
+                    upper=deployment.orchestrator_scale_out_backlog, change=0
+                ),
+                autoscaling.ScalingInterval(
+                    lower=deployment.orchestrator_scale_out_backlog, change=1
+                ),
+            ],
+            adjustment_type=autoscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+            cooldown=Duration.seconds(timing.scale_out_cooldown_seconds),
+            metric_aggregation_type=autoscaling.MetricAggregationType.MAXIMUM,
+        )
+        scaling.scale_on_metric(
+            "ScaleInWhenIdle",
+            metric=backlog,
+            # The lower alarm fires at <= 0.5, i.e. only when no request is waiting.
+            scaling_steps=[
+                autoscaling.ScalingInterval(upper=0.5, change=-1),
+                autoscaling.ScalingInterval(lower=0.5, change=0),
+            ],
+            adjustment_type=autoscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            evaluation_periods=deployment.orchestrator_scale_in_evaluation_periods,
+            datapoints_to_alarm=deployment.orchestrator_scale_in_evaluation_periods,
+            cooldown=Duration.seconds(timing.scale_in_cooldown_seconds),
+            metric_aggregation_type=autoscaling.MetricAggregationType.MAXIMUM,
+        )

@@ -1,0 +1,190 @@
+"""The worker service: SQS 2 consumer streaming files into the output bucket."""
+
+from __future__ import annotations
+
+from aws_cdk import Arn, ArnComponents, ArnFormat, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from exportpipe.common.sizing import Deployment
+from exportpipe.infra.backlog_scaling import BacklogScaling
+from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
+from exportpipe.infra.queue_service import QueueService
+from exportpipe.infra.work_queue import WorkQueue
+
+__all__ = ["WorkerService"]
+
+TABLE_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+)
+"""Item reads and writes; no Scan, no table management."""
+
+
+class WorkerService(Construct):
+    """Fargate Spot service that runs download jobs, scaled on SQS 2 backlog per task.
+
+    IAM: receive, delete and change visibility on SQS 2; send to SQS 2's DLQ; put, get
+    and abort multipart uploads on ``output_prefix`` objects, list only under that
+    prefix; item reads and writes on the tracking table; publish on the events topic;
+    and ECS task scale-in protection for its own cluster's tasks (the agent's
+    ``$ECS_AGENT_URI/task-protection/v1/state`` endpoint calls ECS with the task role).
+
+    Attributes:
+        runtime: the underlying :class:`QueueService`.
+        scaling: the :class:`BacklogScaling` policies.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: ecs.ICluster,
+        deployment: Deployment,
+        repository: ecr.IRepository,
+        image_tag: str,
+        jobs: WorkQueue,
+        bucket: s3.IBucket,
+        output_prefix: str,
+        table: dynamodb.ITable,
+        events_topic: sns.ITopic,
+        download_allowed_hosts: str,
+        subnets: ec2.SubnetSelection,
+        assign_public_ip: bool,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        sizing = deployment.worker
+        self.runtime = QueueService(
+            self,
+            "Runtime",
+            cluster=cluster,
+            sizing=sizing,
+            repository=repository,
+            image_tag=image_tag,
+            command="exportpipe-worker",
+            environment={
+                "EXPORTPIPE_JOBS_QUEUE_URL": jobs.queue.queue_url,
+                "EXPORTPIPE_JOBS_DLQ_URL": jobs.dlq.queue_url,
+                "EXPORTPIPE_BUCKET": bucket.bucket_name,
+                "EXPORTPIPE_OUTPUT_PREFIX": output_prefix,
+                "EXPORTPIPE_TABLE": table.table_name,
+                "EXPORTPIPE_EVENTS_TOPIC_ARN": events_topic.topic_arn,
+                "EXPORTPIPE_DOWNLOAD_ALLOWED_HOSTS": download_allowed_hosts,
+                "EXPORTPIPE_CONCURRENCY": str(sizing.concurrency),
+                "EXPORTPIPE_SHUTDOWN_GRACE_SECONDS": str(deployment.shutdown_grace_seconds),
+            },
+            subnets=subnets,
+            assign_public_ip=assign_public_ip,
+            log_retention=log_retention,
+        )
+        self._grant(
+            jobs=jobs,
+            bucket=bucket,
+            output_prefix=output_prefix,
+            table=table,
+            events_topic=events_topic,
+            cluster=cluster,
+        )
+        self.scaling = BacklogScaling(
+            self,
+            "Scaling",
+            scaling=self.runtime.scaling,
+            queue=jobs.queue,
+            cluster_name=cluster.cluster_name,
+            service_name=self.runtime.service.service_name,
+            jobs_per_task=sizing.concurrency,
+            policy=deployment.worker_scaling,
+        )
+
+    def _grant(
+        self,
+        *,
+        jobs: WorkQueue,
+        bucket: s3.IBucket,
+        output_prefix: str,
+        table: dynamodb.ITable,
+        events_topic: sns.ITopic,
+        cluster: ecs.ICluster,
+    ) -> None:
+        task = self.runtime.task_definition
+        objects = bucket.arn_for_objects(f"{output_prefix}*")
+        protected_tasks = Arn.format(
+            ArnComponents(
+                service="ecs",
+                resource="task",
+                resource_name=f"{cluster.cluster_name}/*",
+                arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+            ),
+            Stack.of(self),
+        )
+        statements = [
+            iam.PolicyStatement(
+                sid="ConsumeJobs",
+                actions=[
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                ],
+                resources=[jobs.queue.queue_arn],
+            ),
+            iam.PolicyStatement(
+                sid="DeadLetterJobs", actions=["sqs:SendMessage"], resources=[jobs.dlq.queue_arn]
+            ),
+            iam.PolicyStatement(
+                sid="WriteOutputObjects",
+                actions=[
+                    "s3:PutObject",
+                    "s3:GetObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts",
+                ],
+                resources=[objects],
+            ),
+            iam.PolicyStatement(
+                sid="ListOutputPrefix",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{output_prefix}*"]}},
+            ),
+            iam.PolicyStatement(
+                sid="TrackExports", actions=list(TABLE_ACTIONS), resources=[table.table_arn]
+            ),
+            iam.PolicyStatement(
+                sid="PublishEvents", actions=["sns:Publish"], resources=[events_topic.topic_arn]
+            ),
+            iam.PolicyStatement(
+                sid="ScaleInProtection",
+                actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                resources=[protected_tasks],
+                conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
+            ),
+        ]
+        for statement in statements:
+            task.add_to_task_role_policy(statement)
+        acknowledge(
+            task,
+            wildcard_resource_finding(task, objects),
+            "Object keys are only known at run time; the grant is limited to the output "
+            "prefix, and ListBucket is conditioned on the same prefix.",
+        )
+        acknowledge(
+            task,
+            wildcard_resource_finding(task, protected_tasks),
+            "Task ids are only known at run time; the grant is limited to tasks of this "
+            "cluster (resource and ecs:cluster condition), so a worker can protect itself.",
+        )
