@@ -382,6 +382,11 @@ class _QueueDepthController:
         return max(self.min, min(self.max, new))
 
 
+def _clock(hour: float) -> str:
+    minutes = round((hour % 24.0) * 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 class _Constant:
     def __init__(self, schedule: ScheduledFleet | FixedFleet) -> None:
         self.schedule = schedule
@@ -436,7 +441,9 @@ class ScheduledFleet:
     @property
     def description(self) -> str:
         """One line for the report."""
-        parts = [f"{n} tasks {start % 24:05.2f}h+{hours:g}h" for start, hours, n in self.windows]
+        parts = [
+            f"{n} tasks {_clock(start)}-{_clock(start + hours)}" for start, hours, n in self.windows
+        ]
         return "schedule: " + ", ".join(parts) + (f" ({self.note})" if self.note else "")
 
     @property

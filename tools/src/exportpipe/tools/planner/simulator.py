@@ -148,6 +148,7 @@ class _Sim:
         seed: int,
         drain_seconds: float,
         start: float | None,
+        initial_tasks: int | None,
     ) -> None:
         worker = deployment.worker
         scaling = deployment.worker_scaling
@@ -172,6 +173,7 @@ class _Sim:
         self.start = start if start is not None else math.floor(first / self.period) * self.period
         # Simulation draws, not secrets: seeded for reproducible reports.
         self.rng = random.Random(seed)  # noqa: S311
+        self.initial_tasks = initial_tasks
         self.run = WorkerRun(policy=policy.name)
 
         self.heap: list[tuple[float, int, int, _Task, int, int]] = []
@@ -448,7 +450,11 @@ class _Sim:
             "on_demand_task_hours",
         ):
             self.run.series[key] = []
-        self.desired = self.policy.initial_tasks(self.start)
+        self.desired = (
+            self.initial_tasks
+            if self.initial_tasks is not None
+            else self.policy.initial_tasks(self.start)
+        )
         for _ in range(self.desired):
             self.launch(self.start, ready_now=True)
         heap = self.heap
@@ -526,6 +532,7 @@ def simulate_workers(
     seed: int = 1,
     drain_seconds: float = 2 * 86_400.0,
     start: float | None = None,
+    initial_tasks: int | None = None,
 ) -> WorkerRun:
     """Simulate SQS 2 and the worker fleet under ``policy``.
 
@@ -541,6 +548,8 @@ def simulate_workers(
         drain_seconds: keep simulating this long after the window for its jobs to end.
         start: simulation start (default: the first job or the window, whichever is
             earlier, rounded down to a metric period).
+        initial_tasks: tasks running (already started) at ``start`` and the initial
+            desired count (default: the policy's).
 
     Returns:
         The run's measurements.
@@ -555,4 +564,5 @@ def simulate_workers(
         seed=seed,
         drain_seconds=drain_seconds,
         start=start,
+        initial_tasks=initial_tasks,
     ).simulate()

@@ -1,0 +1,204 @@
+"""The autoscaling model reacts to load the way exportpipe.common.sizing says it should."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
+from exportpipe.tools.planner import (
+    ConfiguredPolicy,
+    CpuTargetPolicy,
+    FixedFleet,
+    WorkerRun,
+    percent_change,
+    simulate_workers,
+)
+
+SCALING = DEFAULT_DEPLOYMENT.worker_scaling
+PERIOD = SCALING.metric_period_seconds
+LAG = math.ceil(SCALING.metric_delay_seconds / PERIOD) * PERIOD
+SLOTS = DEFAULT_DEPLOYMENT.worker.concurrency
+LONG = 10 * 3600.0
+
+
+def on_demand(**worker: object) -> Deployment:
+    """The default deployment on on-demand only (no reclaims) with worker overrides."""
+    return replace(
+        DEFAULT_DEPLOYMENT, worker=replace(DEFAULT_DEPLOYMENT.worker, spot=False, **worker)
+    )
+
+
+@pytest.mark.parametrize(
+    ("percent", "capacity", "min_magnitude", "change"),
+    [
+        (25, 10, 2, 2),
+        (25, 3, 0, 1),
+        (100, 10, 2, 10),
+        (300, 0, 2, 2),
+        (-10, 9, 0, -1),
+        (-10, 25, 0, -2),
+    ],
+)
+def test_percent_change_rounds_like_application_auto_scaling(
+    percent: int, capacity: int, min_magnitude: int, change: int
+) -> None:
+    assert percent_change(capacity, percent, min_magnitude) == change
+
+
+def test_step_in_load_scales_out_after_delay_and_evaluation_by_the_step_percent() -> None:
+    tasks = 10
+    deployment = on_demand()
+    t_step = 610.0
+    # Every slot busy and nothing waiting (ratio 1.0: inside the dead band), then a step
+    # that takes the backlog-per-task ratio to 3.0.
+    ratio = 3.0
+    base = [0.0] * (tasks * SLOTS)
+    burst = [t_step] * int(tasks * SLOTS * (ratio - 1))
+    times = np.asarray(base + burst)
+    run = simulate_workers(
+        times,
+        np.full(times.size, LONG),
+        ConfiguredPolicy(deployment=deployment),
+        deployment,
+        window=(0.0, 3600.0),
+        start=0.0,
+        initial_tasks=tasks,
+    )
+
+    first_sample = math.ceil(t_step / PERIOD) * PERIOD
+    expected_time = first_sample + LAG + (SCALING.scale_out_evaluation_periods - 1) * PERIOD
+    step = next(
+        s
+        for s in SCALING.scale_out_steps
+        if s.lower <= ratio and (s.upper is None or ratio < s.upper)
+    )
+    first = run.actions[0]
+    assert first.time == expected_time
+    assert (first.old, first.new) == (
+        tasks,
+        tasks + percent_change(tasks, step.percent, SCALING.scale_out_min_change),
+    )
+    # The new tasks poll only after their start-up time: the first burst job to run
+    # waited from the step until then.
+    burst_waits = run.waits[len(base) :]
+    assert burst_waits.min() == pytest.approx(expected_time + SCALING.task_startup_seconds - t_step)
+
+
+def test_idle_fleet_scales_in_slowly_by_the_configured_percent() -> None:
+    tasks = 10
+    deployment = on_demand(min_tasks=0)
+    run = simulate_workers(
+        np.zeros(0),
+        np.zeros(0),
+        ConfiguredPolicy(deployment=deployment),
+        deployment,
+        window=(0.0, 3600.0),
+        start=0.0,
+        initial_tasks=tasks,
+    )
+
+    first, second = run.actions[:2]
+    assert first.time == LAG + SCALING.scale_in_evaluation_periods * PERIOD
+    assert first.new == tasks + percent_change(tasks, SCALING.scale_in_percent)
+    assert second.time == first.time + SCALING.scale_in_cooldown_seconds
+    assert run.series["tasks"][-1] == run.actions[-1].new  # idle tasks really stopped
+
+
+def test_fleet_at_zero_activates_on_the_first_message() -> None:
+    deployment = on_demand(min_tasks=0)
+    run = simulate_workers(
+        np.asarray([30.0]),
+        np.asarray([600.0]),
+        ConfiguredPolicy(deployment=deployment),
+        deployment,
+        window=(0.0, 3600.0),
+        start=0.0,
+    )
+
+    activation = run.actions[0]
+    assert (activation.old, activation.new) == (0, SCALING.activation_tasks)
+    assert activation.time == PERIOD + LAG  # first sample showing the message, seen late
+    assert run.waits[0] == pytest.approx(activation.time + SCALING.task_startup_seconds - 30.0)
+
+
+@pytest.mark.parametrize("protected", [False, True])
+def test_cpu_policy_scales_in_busy_tasks_unless_protected(protected: bool) -> None:
+    # Ten tasks, one long job each: 25% CPU, well under a 70% target, so target
+    # tracking scales in although every task is busy.
+    tasks = 10
+    deployment = on_demand()
+    run = simulate_workers(
+        np.zeros(tasks),
+        np.full(tasks, LONG),
+        CpuTargetPolicy(deployment=deployment, protected=protected),
+        deployment,
+        window=(0.0, 2 * 3600.0),
+        start=0.0,
+        initial_tasks=tasks,
+    )
+
+    assert run.actions
+    assert run.actions[0].new < tasks
+    if protected:
+        assert run.jobs_retried_scale_in == 0
+        assert run.series["tasks"][-1] == tasks  # nobody idle, nobody stopped
+    else:
+        stopped = tasks - run.actions[0].new
+        assert run.jobs_retried_scale_in >= stopped
+        assert run.lost_slot_seconds > 0
+    assert run.unfinished == 0  # released jobs were retried and finished in the drain
+
+
+def test_spot_reclaims_release_long_jobs_for_a_retry_and_spare_short_ones() -> None:
+    deployment = replace(
+        DEFAULT_DEPLOYMENT, worker=replace(DEFAULT_DEPLOYMENT.worker, on_demand_base=0)
+    )
+    grace = deployment.shutdown_grace_seconds
+    times = np.linspace(0, 6 * 3600, 400)
+
+    def run_with(duration: float) -> WorkerRun:
+        return simulate_workers(
+            times,
+            np.full(times.size, duration),
+            FixedFleet(tasks=10),
+            deployment,
+            window=(0.0, 8 * 3600.0),
+            spot_interruptions_per_hour=1.0,
+            seed=5,
+            start=0.0,
+        )
+
+    long_run = run_with(1800.0)
+    assert long_run.spot_reclaims > 0
+    assert long_run.jobs_retried_spot > 0
+    assert long_run.unfinished == 0
+    assert long_run.dead_lettered == 0
+    assert long_run.sqs2.deletes == times.size  # every job finished exactly once
+
+    short_run = run_with(grace - 1.0)
+    assert short_run.spot_reclaims > 0
+    assert short_run.jobs_retried_spot == 0  # finished inside the shutdown grace
+
+
+def test_job_released_max_receive_count_times_is_dead_lettered() -> None:
+    deployment = replace(
+        DEFAULT_DEPLOYMENT, worker=replace(DEFAULT_DEPLOYMENT.worker, on_demand_base=0)
+    )
+    run = simulate_workers(
+        np.asarray([0.0]),
+        np.asarray([LONG]),
+        FixedFleet(tasks=1),
+        deployment,
+        window=(0.0, 3600.0),
+        spot_interruptions_per_hour=120.0,  # reclaimed every 30 s on average
+        seed=3,
+        start=0.0,
+    )
+
+    assert run.dead_lettered == 1
+    assert run.releases == deployment.jobs_queue.max_receive_count
+    assert run.unfinished == 0
