@@ -1,0 +1,332 @@
+"""One ``ExportRequested`` message = one page of the export's listing.
+
+For each message the handler:
+
+1. on the first page, asks the export's status (``failed``/``expired`` -> dead letter;
+   ``pending``/``running`` -> re-check later, see below);
+2. fetches **one** page of files (``page_size``);
+3. checks every entry against the contract and turns it into a ``DownloadJob`` with the
+   deterministic ``job_id_for(export_id, file_id)``;
+4. sends the jobs to SQS 2 (batches of 10, several batches at once);
+5. sends the continuation ``ExportRequested`` (next cursor, ``page + 1``) to SQS 1, if
+   there is a next page;
+6. returns, and the queue runtime deletes the input.
+
+A crash anywhere re-runs at most this page: jobs already sent are sent again with the
+same ids, which the worker recognises. A crash in the short window after step 5 and
+before the delete also leaves two continuations, so the rest of that export is listed
+twice -- more duplicates, never a gap. No message is in flight longer than one page.
+
+**Not ready yet** (status pending/running, or a 409 from the listing): the same request
+goes back to SQS 1 with a delay growing ``initial, 2x, 4x ...`` up to SQS's 15 minutes,
+and its ``not_ready_checks``/``first_not_ready_at`` record how long it has waited; past
+``not_ready_max_wait_seconds`` it is dead-lettered as ``export_not_ready_timeout``.
+Nothing sleeps in-process.
+
+**Listing entries are not trusted.** Each entry must satisfy the contract: an id and
+name the job schema accepts, an absolute ``http``/``https`` URL with a host and no user
+info, a 64-hex sha256 or null, a non-negative size or null, a known compression (or
+null) and format. One entry that does not fails the *whole page* before anything of
+it is sent (``UpstreamRejected``, reason ``invalid_listing_entry``, naming the entry and
+the field): the message goes to SQS 1's dead-letter queue still carrying its cursor, so
+once the vendor fixes the listing a redrive resumes at exactly this page. Copying the
+rest while silently dropping (or weakening the checks on) one file would hand the
+customer an export that looks complete and is not. Whether a *valid* URL is safe to
+fetch (its addresses, redirects) is the worker's decision at download time, reported
+per file.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from aws_lambda_powertools import Logger
+from pydantic import ValidationError
+
+from exportpipe.common.errors import ExportPipeError, UpstreamRejected
+from exportpipe.common.observability import Metrics
+from exportpipe.common.producer import BatchProducer
+from exportpipe.common.retry import call_aws
+from exportpipe.common.schemas import (
+    DownloadJob,
+    ExportRequested,
+    S3Destination,
+    decode,
+    encode,
+    job_id_for,
+)
+from exportpipe.common.sqs import JobContext
+from exportpipe.orchestrator.settings import OrchestratorSettings
+from exportpipe.orchestrator.source import (
+    GONE,
+    NOT_READY,
+    ExportNotReady,
+    ExportSource,
+    FilePage,
+    ListedFile,
+)
+
+__all__ = ["PAGE_ETA_SECONDS", "PageHandler", "not_ready_delay"]
+
+T = TypeVar("T")
+
+PAGE_ETA_SECONDS = 15.0
+"""What the runtime assumes a page still needs at shutdown: short enough that a stopping
+task finishes its pages (within the grace period) instead of releasing them to be
+re-run by another task."""
+
+
+def not_ready_delay(checks: int, *, initial: int, maximum: int) -> int:
+    """SQS delay before re-check number ``checks + 1``: ``initial * 2**checks``, capped."""
+    if initial <= 0:
+        return 0
+    return min(maximum, initial << min(checks, 30))
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme or '(none)'!r} is not http or https"
+    if not host:
+        return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "carries user info"
+    return None
+
+
+class PageHandler:
+    """Handles one ``ExportRequested``: fetches one page and fans it out as jobs.
+
+    Args:
+        settings: the orchestrator's settings.
+        source: the vendor's Export API.
+        sqs: a boto3 SQS client (for continuations).
+        jobs: the producer sending ``DownloadJob`` bodies to SQS 2.
+        logger / metrics: observability.
+        clock: current UTC time (tests move it).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: OrchestratorSettings,
+        source: ExportSource,
+        sqs: Any,
+        jobs: BatchProducer,
+        logger: Logger,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._source = source
+        self._sqs = sqs
+        self._jobs = jobs
+        self._log = logger
+        self._metrics = metrics
+        self._clock = clock
+
+    def __call__(self, ctx: JobContext) -> None:
+        """Handle one message (the queue runtime's handler)."""
+        ctx.set_eta(PAGE_ETA_SECONDS)
+        try:
+            self._handle(ctx)
+        except ExportPipeError as exc:
+            self._metrics.add("Failures", reason=exc.reason)
+            raise
+
+    # ---------------------------------------------------------------- steps
+
+    def _handle(self, ctx: JobContext) -> None:
+        request = decode(ctx.body, ExportRequested)
+        ctx.log_keys.update(export_id=request.export_id, page=str(request.page))
+        export_id = request.export_id
+
+        if request.cursor is None and request.page == 0:
+            info = self._api("get_export", self._source.get_export, export_id)
+            if info.status in GONE:
+                raise UpstreamRejected(
+                    f"export {export_id} is {info.status}", reason=f"export_{info.status}"
+                )
+            if info.status in NOT_READY:
+                self._recheck_later(request, info.status)
+                return
+            if request.not_ready_checks == 0:
+                self._log.info(
+                    "export ready",
+                    extra={"export_id": export_id, "file_count": info.file_count},
+                )
+
+        ctx.check()
+        try:
+            page = self._api(
+                "list_files",
+                lambda: self._source.list_files(
+                    export_id, cursor=request.cursor, limit=self._settings.page_size
+                ),
+            )
+        except ExportNotReady as exc:
+            # 409: ask the status to tell "not yet" from "never" (failed/expired).
+            info = self._api("get_export", self._source.get_export, export_id)
+            if info.status in GONE:
+                raise UpstreamRejected(
+                    f"export {export_id} is {info.status}", reason=f"export_{info.status}"
+                ) from None
+            self._recheck_later(request, exc.status or info.status)
+            return
+        self._metrics.add("PagesFetched")
+
+        jobs = self._build_jobs(request, page)
+        if page.next_cursor is not None and page.next_cursor == request.cursor:
+            raise UpstreamRejected(
+                f"export {export_id} page {request.page}: next_cursor repeats the current "
+                "cursor; following it would loop forever",
+                reason="malformed_listing",
+            )
+        ctx.check()
+        started = time.monotonic()
+        sent = self._jobs.send(jobs) if jobs else 0
+        self._metrics.add("JobsEmitted", sent)
+        # From here on, finish: being released now would only re-send this page.
+        total = request.jobs_emitted + sent
+        if page.next_cursor is not None:
+            following = request.model_copy(
+                update={
+                    "cursor": page.next_cursor,
+                    "page": request.page + 1,
+                    "jobs_emitted": total,
+                    "not_ready_checks": 0,
+                    "first_not_ready_at": None,
+                }
+            )
+            self._send_request(following, delay=0)
+        else:
+            self._metrics.add("ExportsListed")
+        self._log.info(
+            "page done",
+            extra={
+                "export_id": export_id,
+                "page": request.page,
+                "files": len(page.files),
+                "jobs_sent": sent,
+                "jobs_total": total,
+                "last_page": page.next_cursor is None,
+                "send_seconds": round(time.monotonic() - started, 3),
+            },
+        )
+
+    def _build_jobs(self, request: ExportRequested, page: FilePage) -> list[DownloadJob]:
+        settings = self._settings
+        prefix = request.destination_prefix or settings.output_prefix
+        destination = S3Destination(bucket=settings.bucket, prefix=f"{prefix}{request.export_id}/")
+        jobs: list[DownloadJob] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(page.files):
+            job = self._job(request, index, entry, destination)
+            if job.job_id in seen:
+                # Same file listed twice: one job is enough (a re-run dedupes anyway).
+                self._metrics.add("DuplicateEntries")
+                continue
+            seen.add(job.job_id)
+            jobs.append(job)
+        return jobs
+
+    def _job(
+        self, request: ExportRequested, index: int, entry: ListedFile, destination: S3Destination
+    ) -> DownloadJob:
+        where = (
+            f"export {request.export_id} page {request.page} files[{index}] "
+            f"(file_id {entry.file_id[:80]!r})"
+        )
+        problem = _url_problem(entry.url)
+        if problem is not None:
+            raise UpstreamRejected(f"{where}: url {problem}", reason="invalid_listing_entry")
+        try:
+            return DownloadJob(
+                job_id=job_id_for(request.export_id, entry.file_id),
+                export_id=request.export_id,
+                file_id=entry.file_id,
+                file_name=entry.name,
+                url=entry.url,
+                size_bytes=entry.size_bytes,
+                sha256=entry.sha256,
+                compression=entry.compression,  # type: ignore[arg-type]  # validated here
+                format=entry.format,  # type: ignore[arg-type]
+                destination=destination,
+                tenant=request.tenant,
+            )
+        except ValidationError as exc:
+            # Only locations and messages: pydantic's full text echoes the input values.
+            fields = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
+                for err in exc.errors()[:5]
+            )
+            raise UpstreamRejected(f"{where}: {fields}", reason="invalid_listing_entry") from None
+
+    def _recheck_later(self, request: ExportRequested, status: str | None) -> None:
+        settings = self._settings
+        now = self._clock()
+        first = request.first_not_ready_at or now
+        waited = max(0.0, (now - first).total_seconds())
+        if waited >= settings.not_ready_max_wait_seconds:
+            raise UpstreamRejected(
+                f"export {request.export_id} still {status or 'not ready'} after "
+                f"{waited / 3600:.1f} h (limit {settings.not_ready_max_wait_seconds / 3600:.1f} h"
+                ", EXPORTPIPE_NOT_READY_MAX_WAIT_SECONDS)",
+                reason="export_not_ready_timeout",
+            )
+        delay = not_ready_delay(
+            request.not_ready_checks,
+            initial=settings.not_ready_initial_delay_seconds,
+            maximum=settings.not_ready_max_delay_seconds,
+        )
+        delay = min(delay, math.ceil(settings.not_ready_max_wait_seconds - waited))
+        again = request.model_copy(
+            update={"not_ready_checks": request.not_ready_checks + 1, "first_not_ready_at": first}
+        )
+        self._send_request(again, delay=delay)
+        self._metrics.add("NotReadyRechecks")
+        self._log.info(
+            "export not ready, re-checking later",
+            extra={
+                "export_id": request.export_id,
+                "status": status,
+                "check": again.not_ready_checks,
+                "delay_seconds": delay,
+                "waited_seconds": round(waited),
+            },
+        )
+
+    # -------------------------------------------------------------- helpers
+
+    def _send_request(self, request: ExportRequested, *, delay: int) -> None:
+        call_aws(
+            self._sqs.send_message,
+            QueueUrl=self._settings.requests_queue_url,
+            MessageBody=encode(request),
+            DelaySeconds=max(0, min(900, delay)),
+        )
+
+    def _api(self, op: str, fn: Callable[..., T], *args: Any) -> T:
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            result = fn(*args)
+            outcome = "ok"
+            return result
+        except ExportNotReady:
+            outcome = "not_ready"
+            raise
+        finally:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            self._metrics.add("ApiLatency", elapsed_ms, "Milliseconds", operation=op)
+            self._metrics.add("ApiCalls", operation=op, outcome=outcome)
