@@ -7,6 +7,7 @@ from the repository's root ``conftest.py``.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
@@ -207,3 +208,53 @@ def make_job(bucket: str) -> JobFactory:
         return DownloadJob.model_validate(fields)
 
     return make
+
+
+class FakeAgent:
+    """The ECS agent's task-protection endpoint, on a real socket."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.fail = False
+        self.changed = threading.Condition()
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_PUT(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with agent.changed:
+                    agent.calls.append({"path": self.path, **body})
+                    agent.changed.notify_all()
+                reply = (
+                    {"failure": {"Reason": "boom"}}
+                    if agent.fail
+                    else {"protection": {"ProtectionEnabled": body["ProtectionEnabled"]}}
+                )
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while len(self.calls) < count and time.monotonic() < deadline:
+                self.changed.wait(timeout=0.1)
+            return list(self.calls)
+
+
+@pytest.fixture
+def ecs_agent() -> Iterator[FakeAgent]:
+    """A fake ECS agent task-protection endpoint (``.uri`` is the ``ECS_AGENT_URI``)."""
+    fake = FakeAgent()
+    yield fake
+    fake.httpd.shutdown()
+    fake.httpd.server_close()

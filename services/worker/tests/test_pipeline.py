@@ -90,6 +90,7 @@ SMALL = {"a/one.jsonl": jsonl(100), "two.jsonl": jsonl(50, start=100)}
     ],
 )
 def test_each_compression_lands_members_and_manifest(
+    *,
     s3: Any,
     bucket: str,
     settings: WorkerSettings,
@@ -129,6 +130,7 @@ def test_each_compression_lands_members_and_manifest(
     ("fmt", "body", "records"), [("csv", CSV, 1000), ("binary", bytes(range(256)) * 100, None)]
 )
 def test_formats(
+    *,
     s3: Any,
     bucket: str,
     settings: WorkerSettings,
@@ -245,7 +247,7 @@ def test_zip_bomb_is_rejected(
     "target", ["http://127.0.0.1:{port}/x", "http://169.254.169.254/latest/meta-data/"]
 )
 def test_redirect_to_internal_address_is_rejected(
-    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any, target: str
+    *, s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any, target: str
 ) -> None:
     url = file_server.add(redirect=target.format(port=file_server.port))
     job = make_job(url)

@@ -30,12 +30,21 @@ class TaskProtection:
     Args:
         agent_uri: the ``ECS_AGENT_URI`` value, or ``None`` outside ECS.
         minutes: protection length requested each time (renewed at half of it).
-        logger: a logger for failures (the state is retried on the next renewal).
+        logger: a logger for failures.
+        retry_seconds: delay before retrying a failed or refused call.
     """
 
-    def __init__(self, agent_uri: str | None, *, minutes: int, logger: Any = None) -> None:
+    def __init__(
+        self,
+        agent_uri: str | None,
+        *,
+        minutes: int,
+        logger: Any = None,
+        retry_seconds: float = 5.0,
+    ) -> None:
         self._url = f"{agent_uri.rstrip('/')}/task-protection/v1/state" if agent_uri else None
         self._minutes = minutes
+        self._retry_seconds = retry_seconds
         self._log = logger
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=5), retries=False)
         self._wake = threading.Condition()
@@ -116,7 +125,7 @@ class TaskProtection:
                 return  # protection expires on its own; do not hold up the exit
             else:
                 with self._wake:
-                    self._wake.wait(timeout=5)
+                    self._wake.wait(timeout=self._retry_seconds)
 
     def close(self) -> None:
         """Clear the protection (if set) and stop the background thread."""
