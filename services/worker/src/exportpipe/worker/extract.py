@@ -80,6 +80,14 @@ _COMPRESSION_SUFFIXES: dict[str, tuple[str, ...]] = {
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PEEK = 512
+# What the decoders raise on corrupt input (python-isal's error type is untyped).
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    zlib.error,
+    cast(type[BaseException], IsalError),
+    zstandard.ZstdError,
+    zipfile.BadZipFile,
+)
 _MAX_KEY_PART = 900
 
 
@@ -262,7 +270,7 @@ class _MemberStream:
             raise IntegrityError(
                 f"{self._what}: compressed data ends early (truncated file)", reason="truncated"
             ) from None
-        except (OSError, zlib.error, IsalError, zstandard.ZstdError, zipfile.BadZipFile) as exc:
+        except _DECODE_ERRORS as exc:
             if _is_our_error(exc):
                 raise
             raise ArchiveRejected(
