@@ -108,7 +108,7 @@ def test_idle_fleet_scales_in_slowly_by_the_configured_percent() -> None:
     assert run.series["tasks"][-1] == run.actions[-1].new  # idle tasks really stopped
 
 
-def test_fleet_at_zero_activates_on_the_first_message() -> None:
+def test_fleet_at_zero_activates_on_the_first_message_until_a_task_shows_up() -> None:
     deployment = on_demand(min_tasks=0)
     run = simulate_workers(
         np.asarray([30.0]),
@@ -123,6 +123,12 @@ def test_fleet_at_zero_activates_on_the_first_message() -> None:
     assert (activation.old, activation.new) == (0, SCALING.activation_tasks)
     assert activation.time == PERIOD + LAG  # first sample showing the message, seen late
     assert run.waits[0] == pytest.approx(activation.time + SCALING.task_startup_seconds - 30.0)
+    # Activation watches RunningTaskCount, so it repeats every cooldown until the first
+    # task's start is visible through the metric delay.
+    repeats = math.ceil(
+        (SCALING.task_startup_seconds + LAG) / max(SCALING.scale_out_cooldown_seconds, PERIOD)
+    )
+    assert max(a.new for a in run.actions) == repeats * SCALING.activation_tasks
 
 
 @pytest.mark.parametrize("protected", [False, True])

@@ -5,10 +5,11 @@ sends the page's download jobs to SQS 2 in ``SendMessageBatch`` calls of 10 and,
 there is another page, a continuation message back to SQS 1. Each task runs
 ``concurrency`` pages at once; every page takes ``Workload.page_seconds``.
 
-Scaling follows :mod:`exportpipe.common.sizing`: one task more after one metric period
-with more than ``orchestrator_scale_out_backlog`` visible SQS 1 messages, one task less
-after ``orchestrator_scale_in_evaluation_periods`` periods with SQS 1 empty, with the
-worker's metric period, metric delay, cooldowns and task start-up time.
+Scaling follows :mod:`exportpipe.common.sizing` as the CDK stack deploys it: one task
+more after one metric period with at least ``orchestrator_scale_out_backlog`` visible
+SQS 1 messages, one task less after ``orchestrator_scale_in_evaluation_periods`` periods
+with SQS 1 empty, with the worker's metric period, metric delay, cooldowns and task
+start-up time.
 
 Request counting (per measured window): one send per export event (its producer) and
 per continuation; one receive, one delete per page; one empty long poll per
@@ -185,7 +186,7 @@ def simulate_fanout(
             k = len(samples) - 1 - lag
             if k >= 0:
                 if (
-                    samples[k] > deployment.orchestrator_scale_out_backlog
+                    samples[k] >= deployment.orchestrator_scale_out_backlog
                     and t - last_out >= scaling.scale_out_cooldown_seconds
                     and desired < sizing.max_tasks
                 ):

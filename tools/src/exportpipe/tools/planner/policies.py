@@ -134,8 +134,10 @@ class ConfiguredPolicy:
     evaluation periods; in cooldown only a larger step applies, measured from the
     capacity the cooldown started at. Scale-in: by ``scale_in_percent`` (at least one
     task) after the ratio stayed below ``scale_in_below_ratio`` for its evaluation
-    periods, then not again within its cooldown. Activation: a fleet at zero with a
-    visible message goes to ``activation_tasks``. Busy workers hold scale-in protection.
+    periods (at or below, as the CDK alarm compares), then not again within its cooldown.
+    Activation: while no task runs (``RunningTaskCount`` < 1) and messages are visible,
+    ``activation_tasks`` more per scale-out cooldown. Busy workers hold scale-in
+    protection. This is what ``exportpipe.infra.backlog_scaling`` deploys.
     """
 
     deployment: Deployment = field(default_factory=Deployment)
@@ -177,6 +179,7 @@ class _ConfiguredController:
         self.cooldown_base = 0
         self.cooldown_change = 0
         self.last_in = -math.inf
+        self.last_activation = -math.inf
 
     def ratio(self, m: MetricSample) -> float:
         return (m.visible + m.in_flight) / max(m.running, 1) / self.jobs_per_task
@@ -193,8 +196,15 @@ class _ConfiguredController:
         latest = _available(samples, self.lag, 1)
         if not latest:
             return desired
-        if desired == 0 and latest[0].visible > 0:
-            new = max(new, s.activation_tasks)
+        # Activation is its own policy on RunningTaskCount, not on the desired count: it
+        # fires again each cooldown until a started task shows up in the late metric.
+        if (
+            latest[0].running < 1
+            and latest[0].visible > 0
+            and now - self.last_activation >= s.scale_out_cooldown_seconds
+        ):
+            new = desired + s.activation_tasks
+            self.last_activation = now
         window = _available(samples, self.lag, s.scale_out_evaluation_periods)
         threshold = min(st.lower for st in s.scale_out_steps)
         breaching = len(window) == s.scale_out_evaluation_periods and all(
@@ -216,7 +226,7 @@ class _ConfiguredController:
         quiet = _available(samples, self.lag, s.scale_in_evaluation_periods)
         if (
             len(quiet) == s.scale_in_evaluation_periods
-            and all(self.ratio(m) < s.scale_in_below_ratio for m in quiet)
+            and all(self.ratio(m) <= s.scale_in_below_ratio for m in quiet)
             and now - self.last_in >= s.scale_in_cooldown_seconds
             and desired > self.min
         ):
