@@ -25,6 +25,7 @@ __all__ = [
     "LoadSummary",
     "PlanReport",
     "PolicyReport",
+    "analysis_check",
     "build_report",
     "format_report",
     "offered_load",
@@ -176,7 +177,8 @@ def offered_load(stream: EventStream, fanout: FanoutResult, deployment: Deployme
     )
 
 
-def _analysis_check(prices: PriceTable, concurrency: int) -> AnalysisCheck:
+def analysis_check(prices: PriceTable, concurrency: int) -> AnalysisCheck:
+    """The analysis's 'Two services' fleet priced with ``prices``, without simulation."""
     # The analysis's own task sizes: orchestrator 0.5 vCPU / 512 MB, worker 2 vCPU / 4 GB,
     # no extra ephemeral storage.
     orch = ServiceSizing(cpu_units=512, memory_mib=512, min_tasks=2, max_tasks=2)
@@ -299,7 +301,7 @@ def build_report(
             )
             for run, desc in runs
         ],
-        analysis=_analysis_check(prices, deployment.worker.concurrency),
+        analysis=analysis_check(prices, deployment.worker.concurrency),
         orchestrator_max_backlog=fanout.max_backlog,
         generate_seconds=generate_seconds,
         fanout_seconds=fanout_seconds,
