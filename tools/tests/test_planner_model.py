@@ -105,7 +105,7 @@ def test_trace_fills_missing_columns_and_sets_the_window(tmp_path: Path) -> None
     assert stream.times.tolist() == [60.0, 7200.0]
     assert stream.files[1] == 3
     assert stream.durations[-3:].tolist() == [120.0, 120.0, 120.0]
-    assert stream.window == (0.0, 10800.0)
+    assert stream.window == (0.0, 86400.0)
 
 
 @pytest.mark.parametrize(

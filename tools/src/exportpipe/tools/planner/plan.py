@@ -63,6 +63,8 @@ def default_policies(
         "fixed": lambda: FixedFleet(tasks=fixed_tasks, name=f"fixed-{fixed_tasks}"),
         "analysis": lambda: ScheduledFleet.analysis(peak_hour),
     }
+    if not keys:
+        raise ValueError(f"no policies chosen; choose from {', '.join(POLICY_KEYS)}")
     unknown = [k for k in keys if k not in make]
     if unknown:
         raise ValueError(f"unknown policies {unknown}; choose from {', '.join(POLICY_KEYS)}")
@@ -117,6 +119,7 @@ def run_plan(
     ]
     return build_report(
         seed=options.seed,
+        source=f"trace {trace}" if trace is not None else "generated day",
         stream=stream,
         fanout=fanout,
         runs=runs,

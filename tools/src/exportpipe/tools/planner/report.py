@@ -123,6 +123,7 @@ class PlanReport:
     """Everything the planner prints, in one object."""
 
     seed: int
+    source: str
     window_hours: float
     workload: dict[str, Any]
     deployment: dict[str, Any]
@@ -271,6 +272,7 @@ def _policy_report(
 def build_report(
     *,
     seed: int,
+    source: str = "generated day",
     stream: EventStream,
     fanout: FanoutResult,
     runs: list[tuple[WorkerRun, str]],
@@ -284,6 +286,7 @@ def build_report(
     per_day = DAY_SECONDS / stream.window_seconds
     return PlanReport(
         seed=seed,
+        source=source,
         window_hours=stream.window_seconds / 3600.0,
         workload=asdict(workload),
         deployment=asdict(deployment),
@@ -390,19 +393,28 @@ def format_report(report: PlanReport) -> str:
     dep = report.deployment
     worker = dep["worker"]
     p50, p90, p99, pmax = load.duration_percentiles
-    day = "day" if abs(report.window_hours - 24.0) < 1e-9 else f"{report.window_hours:g} h window"
-    lines = [
-        f"exportpipe plan (seed {report.seed}) - one simulated {day}, costs per day",
-        "",
-        f"workload: {load.events:,} export events, peak {arr['peak_factor']:g}x mean at "
-        f"{arr['peak_hour']:g}:00 UTC (FWHM {arr['peak_width_hours']:g} h); "
-        f"{wl['files_per_export']:g} files/export -> {load.jobs:,} jobs",
-        f"  durations {dur['kind']}: p50 {fmt_duration(p50)}, p90 {fmt_duration(p90)}, "
-        f"p99 {fmt_duration(p99)}, max {fmt_duration(pmax)}; Spot reclaims "
-        f"{wl['spot_interruptions_per_hour']:g}/Spot task-hour",
-        f"  offered load {load.job_hours:,.0f} job-hours = {load.mean_busy_slots:,.0f} busy slots "
-        f"on average, {load.peak_hour_busy_slots:,.0f} in the peak hour "
-        f"(= {load.peak_tasks_needed} fully busy tasks; max_tasks gives {load.slots_at_max} slots)",
+    days = report.window_hours / 24.0
+    span = "day" if abs(days - 1.0) < 1e-9 else f"{report.window_hours:g} h window"
+    lines = [f"exportpipe plan (seed {report.seed}) - one simulated {span}, costs per day", ""]
+    if report.source == "generated day":
+        lines += [
+            f"workload: {load.events:,} export events, peak {arr['peak_factor']:g}x mean at "
+            f"{arr['peak_hour']:g}:00 UTC (FWHM {arr['peak_width_hours']:g} h); "
+            f"{wl['files_per_export']:g} files/export -> {load.jobs:,} jobs",
+            f"  durations {dur['kind']}: p50 {fmt_duration(p50)}, p90 {fmt_duration(p90)}, "
+            f"p99 {fmt_duration(p99)}, max {fmt_duration(pmax)}",
+        ]
+    else:
+        lines += [
+            f"workload: {report.source}: {load.events:,} export events -> {load.jobs:,} jobs",
+            f"  durations: p50 {fmt_duration(p50)}, p90 {fmt_duration(p90)}, "
+            f"p99 {fmt_duration(p99)}, max {fmt_duration(pmax)}",
+        ]
+    lines += [
+        f"  Spot reclaims {wl['spot_interruptions_per_hour']:g}/Spot task-hour; offered load "
+        f"{load.job_hours:,.0f} job-hours = {load.mean_busy_slots:,.0f} busy slots on average, "
+        f"{load.peak_hour_busy_slots:,.0f} in the peak hour (= {load.peak_tasks_needed} fully "
+        f"busy tasks; max_tasks gives {load.slots_at_max} slots)",
         f"worker: {worker['cpu_units'] / 1024:g} vCPU / {worker['memory_mib'] / 1024:g} GiB / "
         f"{worker['ephemeral_storage_gib']} GiB disk, {worker['concurrency']} jobs/task, "
         f"{worker['min_tasks']}..{worker['max_tasks']} tasks, on-demand base "

@@ -108,8 +108,8 @@ def generate_day(workload: Workload, options: RunOptions) -> EventStream:
 def load_trace(path: Path, workload: Workload, options: RunOptions) -> EventStream:
     """Read a trace CSV; draw missing files and durations from ``workload``.
 
-    The measured window runs from 0 to the last event rounded up to the hour (at least
-    one hour). Traces get no warm-up.
+    The measured window runs from 0 to the end of the last event's hour, and at least a
+    day. Traces get no warm-up.
 
     Raises:
         TraceError: the file is missing, has no ``time_s`` column, or holds a bad value.
@@ -156,7 +156,7 @@ def load_trace(path: Path, workload: Workload, options: RunOptions) -> EventStre
         fixed = given[idx]
         durations[pos : pos + k] = drawn[pos : pos + k] if fixed is None else fixed
         pos += k
-    end = max(3600.0, math.ceil(float(t_arr[-1]) / 3600.0) * 3600.0)
-    if float(t_arr[-1]) >= end:
-        end += 3600.0
+    # Hours the trace leaves empty are quiet, so a short trace (one burst) is measured over
+    # a whole day: its drain and the fleet's scale-in are billed, and costs stay per day.
+    end = max(float(DAY_SECONDS), math.floor(float(t_arr[-1]) / 3600.0 + 1.0) * 3600.0)
     return EventStream(times=t_arr, files=f_arr, durations=durations, window=(0.0, end))
