@@ -12,7 +12,16 @@ from constructs import Construct
 from exportpipe.infra.nag import acknowledge
 from exportpipe.infra.work_queue import WorkQueue
 
-__all__ = ["Monitoring"]
+__all__ = ["BYTE_METRICS", "JOB_METRICS", "Monitoring"]
+
+JOB_METRICS = {
+    "JobsEmitted": "jobs emitted (orchestrator)",
+    "FilesCommitted": "files committed (worker)",
+    "DeadLettered": "dead-lettered",
+}
+"""EMF metrics (service-emitted names) on the dashboard's jobs-per-minute graph."""
+BYTE_METRICS = {"SourceBytes": "bytes downloaded", "OutputBytes": "bytes written"}
+"""EMF metrics on the dashboard's bytes-per-minute graph."""
 
 _MINUTE = Duration.minutes(1)
 
@@ -29,8 +38,8 @@ class Monitoring(Construct):
       on which service emits it or with which dimension set).
 
     The dashboard shows queue depths, oldest-message ages, DLQ depths, running tasks
-    per service (Container Insights) and jobs and bytes per minute (the EMF metrics in
-    ``metrics_namespace`` whose names contain ``Jobs`` or ``Bytes``).
+    per service (Container Insights) and jobs and bytes per minute (the EMF metrics of
+    :data:`JOB_METRICS` and :data:`BYTE_METRICS` in ``metrics_namespace``).
 
     Attributes:
         alarm_topic: where alarms notify.
@@ -147,11 +156,15 @@ class Monitoring(Construct):
             period=_MINUTE,
         )
 
-        def per_minute(token: str) -> cloudwatch.MathExpression:
+        def per_minute(metric_name: str, label: str) -> cloudwatch.MathExpression:
+            # Summed over every dimension set the services emit it with.
             return cloudwatch.MathExpression(
-                expression=f"SEARCH('Namespace=\"{namespace}\" {token}', 'Sum', 60)",
+                expression=(
+                    f'SUM(SEARCH(\'Namespace="{namespace}" '
+                    f"MetricName=\"{metric_name}\"', 'Sum', 60))"
+                ),
                 using_metrics={},
-                label=f"{token} per minute",
+                label=label,
                 period=_MINUTE,
             )
 
@@ -168,7 +181,15 @@ class Monitoring(Construct):
             ),
         )
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Jobs per minute", left=[per_minute("Jobs")], width=12),
-            cloudwatch.GraphWidget(title="Bytes per minute", left=[per_minute("Bytes")], width=12),
+            cloudwatch.GraphWidget(
+                title="Jobs per minute",
+                left=[per_minute(name, label) for name, label in JOB_METRICS.items()],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Bytes per minute",
+                left=[per_minute(name, label) for name, label in BYTE_METRICS.items()],
+                width=12,
+            ),
         )
         return dashboard

@@ -4,29 +4,45 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as autoscaling
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from exportpipe.common.sizing import Deployment
+from exportpipe.common.tracking import ACTIVE_INDEX
+from exportpipe.infra.access import (
+    consume_statements,
+    output_statements,
+    publish_statement,
+    send_statement,
+    tracking_statements,
+)
+from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
 from exportpipe.infra.queue_service import QueueService
 from exportpipe.infra.work_queue import WorkQueue
 
-__all__ = ["OrchestratorService"]
+__all__ = ["ORCHESTRATOR_OBJECT_ACTIONS", "OrchestratorService"]
+
+ORCHESTRATOR_OBJECT_ACTIONS = ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]
+"""Writing an export's completion manifest (multipart) and reading file details back."""
 
 
 class OrchestratorService(Construct):
     """On-demand Fargate service that turns export requests into download jobs.
 
-    IAM: receive, delete and change visibility on SQS 1; send to SQS 1 (the next page
-    of an export is a new message), to SQS 1's DLQ (permanent failures go there with
-    their reason) and to SQS 2. Nothing else: it never touches the bucket or the table.
-    The Export API token comes from Secrets Manager as ``EXPORTPIPE_EXPORT_API_TOKEN``.
+    IAM: consume SQS 1 and dead-letter to its DLQ; send to SQS 1 (the next page of an
+    export is a new message) and SQS 2. For export tracking (``exportpipe.common``'s
+    tracker, stall watcher and completer, which the orchestrator runs after each page):
+    tracking-table item reads and writes plus Query on its ``active`` index, put and
+    get of objects under ``output_prefix`` (the completion manifest) and publish on
+    the events topic. The Export API token comes from Secrets Manager as
+    ``EXPORTPIPE_EXPORT_API_TOKEN``.
 
     Scaling: ``min_tasks``..``max_tasks`` of the sizing; one more task after one period
     with more than ``orchestrator_scale_out_backlog`` visible requests, one fewer once
@@ -49,6 +65,8 @@ class OrchestratorService(Construct):
         jobs: WorkQueue,
         bucket: s3.IBucket,
         output_prefix: str,
+        table: dynamodb.ITable,
+        events_topic: sns.ITopic,
         api_token: secretsmanager.ISecret,
         export_api_url: str,
         subnets: ec2.SubnetSelection,
@@ -69,9 +87,10 @@ class OrchestratorService(Construct):
                 "EXPORTPIPE_REQUESTS_QUEUE_URL": requests.queue.queue_url,
                 "EXPORTPIPE_REQUESTS_DLQ_URL": requests.dlq.queue_url,
                 "EXPORTPIPE_JOBS_QUEUE_URL": jobs.queue.queue_url,
-                # Jobs name their S3 destination; the orchestrator never writes there.
                 "EXPORTPIPE_BUCKET": bucket.bucket_name,
                 "EXPORTPIPE_OUTPUT_PREFIX": output_prefix,
+                "EXPORTPIPE_TABLE": table.table_name,
+                "EXPORTPIPE_EVENTS_TOPIC_ARN": events_topic.topic_arn,
                 "EXPORTPIPE_EXPORT_API_URL": export_api_url,
                 "EXPORTPIPE_CONCURRENCY": str(sizing.concurrency),
                 "EXPORTPIPE_SHUTDOWN_GRACE_SECONDS": str(deployment.shutdown_grace_seconds),
@@ -84,23 +103,27 @@ class OrchestratorService(Construct):
             log_retention=log_retention,
         )
         task = self.runtime.task_definition
-        task.add_to_task_role_policy(
-            iam.PolicyStatement(
-                sid="ConsumeRequests",
-                actions=[
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:ChangeMessageVisibility",
-                ],
-                resources=[requests.queue.queue_arn],
-            )
-        )
-        task.add_to_task_role_policy(
-            iam.PolicyStatement(
-                sid="SendRequestsAndJobs",
-                actions=["sqs:SendMessage"],
-                resources=[requests.queue.queue_arn, requests.dlq.queue_arn, jobs.queue.queue_arn],
-            )
+        objects = bucket.arn_for_objects(f"{output_prefix}*")
+        statements = [
+            *consume_statements(requests, sid="Requests"),
+            send_statement(requests, jobs, sid="SendRequestsAndJobs"),
+            *tracking_statements(table, index=ACTIVE_INDEX),
+            *output_statements(
+                bucket=bucket,
+                objects_arn=objects,
+                output_prefix=output_prefix,
+                actions=ORCHESTRATOR_OBJECT_ACTIONS,
+                listing=False,
+            ),
+            publish_statement(events_topic),
+        ]
+        for statement in statements:
+            task.add_to_task_role_policy(statement)
+        acknowledge(
+            task,
+            wildcard_resource_finding(task, objects),
+            "Manifest keys are only known at run time; the grant is limited to put/get "
+            "under the output prefix.",
         )
         self._scale_on_requests(deployment, requests)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import CfnParameter, Stack
 from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from exportpipe.infra.config import InfraConfig
@@ -41,6 +42,9 @@ class OrchestratorStack(Stack):
             description="Tag of the exportpipe/orchestrator image to run (CI: the commit SHA)",
             allowed_pattern=r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
         )
+        # Imported by named output: it appears in a wildcard IAM resource (see
+        # SharedResources).
+        bucket = s3.Bucket.from_bucket_name(self, "OutputBucket", shared.output("OutputBucketName"))
         self.service = OrchestratorService(
             self,
             "Orchestrator",
@@ -52,8 +56,10 @@ class OrchestratorStack(Stack):
             image_tag=image_tag.value_as_string,
             requests=shared.requests,
             jobs=shared.jobs,
-            bucket=shared.bucket,
+            bucket=bucket,
             output_prefix=config.output_prefix,
+            table=shared.table,
+            events_topic=shared.events_topic,
             api_token=shared.api_token,
             export_api_url=config.export_api_url,
             subnets=shared.task_subnets,

@@ -14,34 +14,39 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from exportpipe.common.sizing import Deployment
+from exportpipe.infra.access import (
+    consume_statements,
+    output_statements,
+    publish_statement,
+    tracking_statements,
+)
 from exportpipe.infra.backlog_scaling import BacklogScaling
 from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
 from exportpipe.infra.queue_service import QueueService
 from exportpipe.infra.work_queue import WorkQueue
 
-__all__ = ["WorkerService"]
+__all__ = ["WORKER_OBJECT_ACTIONS", "WorkerService"]
 
-TABLE_ACTIONS = (
-    "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
-    "dynamodb:Query",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",
-)
-"""Item reads and writes; no Scan, no table management."""
+WORKER_OBJECT_ACTIONS = [
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+]
+"""Uploads (multipart, conditional), reading back manifests and heads, replacing a stale
+uncommitted object or an old rejection marker, and aborting other attempts' uploads."""
 
 
 class WorkerService(Construct):
     """Fargate Spot service that runs download jobs, scaled on SQS 2 backlog per task.
 
-    IAM: receive, delete and change visibility on SQS 2; send to SQS 2's DLQ; put, get
-    and abort multipart uploads on ``output_prefix`` objects, list only under that
-    prefix; item reads and writes on the tracking table; publish on the events topic;
-    and ECS task scale-in protection for its own cluster's tasks (the agent's
-    ``$ECS_AGENT_URI/task-protection/v1/state`` endpoint calls ECS with the task role).
+    IAM: consume SQS 2 and dead-letter to its DLQ; :data:`WORKER_OBJECT_ACTIONS` on
+    objects under ``output_prefix`` and listing only that prefix; tracking-table item
+    reads and writes; publish on the events topic (the worker that finishes an
+    export's last file writes its manifest and event); and ECS task scale-in
+    protection for tasks of its own cluster (the agent's
+    ``$ECS_AGENT_URI/task-protection/v1/state`` calls ECS with the task role).
 
     Attributes:
         runtime: the underlying :class:`QueueService`.
@@ -92,35 +97,6 @@ class WorkerService(Construct):
             assign_public_ip=assign_public_ip,
             log_retention=log_retention,
         )
-        self._grant(
-            jobs=jobs,
-            bucket=bucket,
-            output_prefix=output_prefix,
-            table=table,
-            events_topic=events_topic,
-            cluster=cluster,
-        )
-        self.scaling = BacklogScaling(
-            self,
-            "Scaling",
-            scaling=self.runtime.scaling,
-            queue=jobs.queue,
-            cluster_name=cluster.cluster_name,
-            service_name=self.runtime.service.service_name,
-            jobs_per_task=sizing.concurrency,
-            policy=deployment.worker_scaling,
-        )
-
-    def _grant(
-        self,
-        *,
-        jobs: WorkQueue,
-        bucket: s3.IBucket,
-        output_prefix: str,
-        table: dynamodb.ITable,
-        events_topic: sns.ITopic,
-        cluster: ecs.ICluster,
-    ) -> None:
         task = self.runtime.task_definition
         objects = bucket.arn_for_objects(f"{output_prefix}*")
         protected_tasks = Arn.format(
@@ -133,40 +109,16 @@ class WorkerService(Construct):
             Stack.of(self),
         )
         statements = [
-            iam.PolicyStatement(
-                sid="ConsumeJobs",
-                actions=[
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:ChangeMessageVisibility",
-                ],
-                resources=[jobs.queue.queue_arn],
+            *consume_statements(jobs, sid="Jobs"),
+            *output_statements(
+                bucket=bucket,
+                objects_arn=objects,
+                output_prefix=output_prefix,
+                actions=WORKER_OBJECT_ACTIONS,
+                listing=True,
             ),
-            iam.PolicyStatement(
-                sid="DeadLetterJobs", actions=["sqs:SendMessage"], resources=[jobs.dlq.queue_arn]
-            ),
-            iam.PolicyStatement(
-                sid="WriteOutputObjects",
-                actions=[
-                    "s3:PutObject",
-                    "s3:GetObject",
-                    "s3:AbortMultipartUpload",
-                    "s3:ListMultipartUploadParts",
-                ],
-                resources=[objects],
-            ),
-            iam.PolicyStatement(
-                sid="ListOutputPrefix",
-                actions=["s3:ListBucket"],
-                resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{output_prefix}*"]}},
-            ),
-            iam.PolicyStatement(
-                sid="TrackExports", actions=list(TABLE_ACTIONS), resources=[table.table_arn]
-            ),
-            iam.PolicyStatement(
-                sid="PublishEvents", actions=["sns:Publish"], resources=[events_topic.topic_arn]
-            ),
+            *tracking_statements(table, index=None),
+            publish_statement(events_topic),
             iam.PolicyStatement(
                 sid="ScaleInProtection",
                 actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
@@ -187,4 +139,14 @@ class WorkerService(Construct):
             wildcard_resource_finding(task, protected_tasks),
             "Task ids are only known at run time; the grant is limited to tasks of this "
             "cluster (resource and ecs:cluster condition), so a worker can protect itself.",
+        )
+        self.scaling = BacklogScaling(
+            self,
+            "Scaling",
+            scaling=self.runtime.scaling,
+            queue=jobs.queue,
+            cluster_name=cluster.cluster_name,
+            service_name=self.runtime.service.service_name,
+            jobs_per_task=sizing.concurrency,
+            policy=deployment.worker_scaling,
         )
