@@ -1,0 +1,224 @@
+"""``exportpipe dlq``: inspect dead letters with their reasons, and redrive them.
+
+The queue runtime dead-letters a permanently failed message itself, with
+``exportpipe-error-*`` message attributes (type, reason, message, source queue, receive
+count, time). A message that SQS's redrive policy moved (too many receives: a crash
+loop or a bug) carries no such attributes; it is shown with reason
+``max_receives_exceeded``.
+
+Reading a dead-letter queue hides the messages read for a short time; every listing
+makes them visible again before it returns, so listing twice shows the same messages.
+Redrive sends each body back to the queue the DLQ belongs to, *then* deletes it from the
+DLQ: a crash in between leaves a duplicate, which both services tolerate, never a loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from exportpipe.common.observability import redact_text
+from exportpipe.tools.context import Stack
+from exportpipe.tools.errors import CliError
+
+__all__ = [
+    "QUEUES",
+    "DeadLetter",
+    "QueueName",
+    "find_dead_letter",
+    "list_dead_letters",
+    "redrive",
+]
+
+QueueName = Literal["requests", "jobs"]
+QUEUES: tuple[QueueName, ...] = ("requests", "jobs")
+REDRIVE_REASON = "max_receives_exceeded"
+_HIDE_SECONDS = 30
+_MAX_MESSAGES = 10_000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-lettered message.
+
+    Attributes:
+        queue: which pair it belongs to (``requests`` or ``jobs``).
+        message_id / receipt_handle: in the DLQ.
+        body: the original body, unchanged (redrive sends it back as is).
+        reason / error_type / error_message: why (see the module docstring).
+        receive_count: receives of the original message when it failed.
+        failed_at: when (ISO 8601), if recorded.
+    """
+
+    queue: QueueName
+    message_id: str
+    receipt_handle: str
+    body: str
+    reason: str
+    error_type: str
+    error_message: str
+    receive_count: int | None
+    failed_at: str | None
+
+    @property
+    def summary(self) -> str:
+        """``export_id`` and ``file_id``/``page`` from the body, when it is ours."""
+        try:
+            raw = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return "<not JSON>"
+        if not isinstance(raw, dict):
+            return "<not an object>"
+        parts = [f"export={raw['export_id']}"] if "export_id" in raw else []
+        if "file_id" in raw:
+            parts.append(f"file={raw['file_id']}")
+        elif "page" in raw:
+            parts.append(f"page={raw['page']}")
+        return " ".join(parts) or str(raw.get("schema", "<unknown body>"))
+
+    def shown_body(self) -> str:
+        """The body pretty-printed, with URL query strings and tokens redacted."""
+        try:
+            text = orjson.dumps(orjson.loads(self.body), option=orjson.OPT_INDENT_2).decode()
+        except orjson.JSONDecodeError:
+            text = self.body
+        return redact_text(text)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready view (body redacted)."""
+        return {
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "receive_count": self.receive_count,
+            "failed_at": self.failed_at,
+            "summary": self.summary,
+        }
+
+
+def _from_message(queue: QueueName, message: dict[str, Any]) -> DeadLetter:
+    attrs = {k: v.get("StringValue", "") for k, v in message.get("MessageAttributes", {}).items()}
+    count = attrs.get("exportpipe-receive-count") or message.get("Attributes", {}).get(
+        "ApproximateReceiveCount"
+    )
+    ours = "exportpipe-error-reason" in attrs
+    return DeadLetter(
+        queue=queue,
+        message_id=str(message["MessageId"]),
+        receipt_handle=str(message["ReceiptHandle"]),
+        body=str(message.get("Body", "")),
+        reason=attrs.get("exportpipe-error-reason") or REDRIVE_REASON,
+        error_type=attrs.get("exportpipe-error-type", "" if ours else "RedrivePolicy"),
+        error_message=attrs.get(
+            "exportpipe-error-message",
+            "" if ours else "moved by the queue's redrive policy after too many receives",
+        ),
+        receive_count=int(count) if count and str(count).isdigit() else None,
+        failed_at=attrs.get("exportpipe-failed-at"),
+    )
+
+
+def _receive_all(sqs: Any, queue: QueueName, dlq_url: str) -> list[DeadLetter]:
+    """Every message in the DLQ, each hidden briefly while the scan runs."""
+    seen: dict[str, DeadLetter] = {}
+    empty_polls = 0
+    while len(seen) < _MAX_MESSAGES and empty_polls < 2:
+        batch = sqs.receive_message(
+            QueueUrl=dlq_url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=_HIDE_SECONDS,
+            WaitTimeSeconds=0,
+            MessageAttributeNames=["All"],
+            AttributeNames=["ApproximateReceiveCount"],
+        ).get("Messages", [])
+        new = [m for m in batch if m["MessageId"] not in seen]
+        empty_polls = 0 if new else empty_polls + 1
+        for message in new:
+            seen[message["MessageId"]] = _from_message(queue, message)
+    return list(seen.values())
+
+
+def _unhide(sqs: Any, dlq_url: str, letters: Iterable[DeadLetter]) -> None:
+    pending = list(letters)
+    for start in range(0, len(pending), 10):
+        entries = [
+            {"Id": str(i), "ReceiptHandle": letter.receipt_handle, "VisibilityTimeout": 0}
+            for i, letter in enumerate(pending[start : start + 10])
+        ]
+        with contextlib.suppress(Exception):  # they reappear on their own in 30 s anyway
+            sqs.change_message_visibility_batch(QueueUrl=dlq_url, Entries=entries)
+
+
+def list_dead_letters(stack: Stack, queues: Iterable[QueueName] = QUEUES) -> list[DeadLetter]:
+    """Every dead letter of ``queues`` (left in place, visible again on return)."""
+    sqs = stack.client("sqs")
+    out: list[DeadLetter] = []
+    for queue in queues:
+        _url, dlq_url = stack.queue_urls(queue)
+        letters = _receive_all(sqs, queue, dlq_url)
+        _unhide(sqs, dlq_url, letters)
+        out += letters
+    return out
+
+
+def find_dead_letter(letters: Iterable[DeadLetter], message_id: str) -> DeadLetter:
+    """The dead letter whose id is ``message_id`` or starts with it (at least 6 chars).
+
+    Raises:
+        CliError: none, or more than one, matches.
+    """
+    letters = list(letters)
+    exact = [d for d in letters if d.message_id == message_id]
+    if exact:
+        return exact[0]
+    if len(message_id) >= 6:
+        matches = [d for d in letters if d.message_id.startswith(message_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise CliError(f"message id prefix {message_id!r} is ambiguous; give more of it")
+    raise CliError(f"no dead letter with message id {message_id!r} (see `exportpipe dlq list`)")
+
+
+def redrive(
+    stack: Stack, queues: Iterable[QueueName] = QUEUES, *, message_id: str | None = None
+) -> list[DeadLetter]:
+    """Send dead letters back to their source queue and delete them from the DLQ.
+
+    Args:
+        stack: where.
+        queues: which queue pairs.
+        message_id: only this message (full id or a unique prefix).
+
+    Returns:
+        The messages redriven.
+
+    Raises:
+        CliError: ``message_id`` matches no dead letter.
+    """
+    sqs = stack.client("sqs")
+    scanned: list[tuple[str, str, list[DeadLetter]]] = []
+    done: list[DeadLetter] = []
+    try:
+        for queue in queues:
+            url, dlq_url = stack.queue_urls(queue)
+            scanned.append((url, dlq_url, _receive_all(sqs, queue, dlq_url)))
+        target = None
+        if message_id is not None:
+            target = find_dead_letter((d for *_, ls in scanned for d in ls), message_id)
+        for url, dlq_url, letters in scanned:
+            for letter in letters:
+                if target is None or letter is target:
+                    sqs.send_message(QueueUrl=url, MessageBody=letter.body)
+                    sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
+                    done.append(letter)
+        return done
+    finally:
+        for _url, dlq_url, letters in scanned:
+            _unhide(sqs, dlq_url, [d for d in letters if all(d is not x for x in done)])

@@ -1,0 +1,112 @@
+"""``.env``-style settings files: the one ``exportpipe local up`` writes, and finding it.
+
+The format is what the services read through ``EXPORTPIPE_ENV_FILE`` (python-dotenv):
+``KEY=value`` lines, ``#`` comments, optional ``export`` and quotes.
+
+The CLI looks for its settings, first match wins:
+
+1. ``--env-file PATH``;
+2. ``EXPORTPIPE_ENV_FILE``;
+3. ``.exportpipe/local.env`` in the current directory, if it exists;
+4. nothing: the process environment alone.
+
+Values from the file *override* the environment: the file names one stack, and a stale
+``AWS_ENDPOINT_URL`` left in a shell must not silently point the CLI at another.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from exportpipe.tools.errors import CliError
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "ENV_FILE_NAME",
+    "ENV_FILE_VARIABLE",
+    "find_env_file",
+    "read_env_file",
+    "resolve_environment",
+    "write_env_file",
+]
+
+DEFAULT_STATE_DIR = Path(".exportpipe")
+ENV_FILE_NAME = "local.env"
+ENV_FILE_VARIABLE = "EXPORTPIPE_ENV_FILE"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse ``path`` into a dict.
+
+    Raises:
+        CliError: the file does not exist or cannot be read.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"env file not found: {path}") from None
+    except OSError as exc:
+        raise CliError(f"cannot read env file {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def write_env_file(path: Path, values: Mapping[str, str], *, header: str = "") -> None:
+    """Write ``values`` as ``KEY=value`` lines (atomically, mode 0600)."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for key, value in values.items():
+        if "\n" in value or "\n" in key:
+            raise ValueError(f"{key}: values must be single lines")
+        lines.append(f"{key}={value}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def find_env_file(
+    explicit: Path | None, environ: Mapping[str, str], cwd: Path | None = None
+) -> Path | None:
+    """The env file the CLI uses (see the module docstring), or ``None``."""
+    if explicit is not None:
+        return explicit
+    named = environ.get(ENV_FILE_VARIABLE)
+    if named:
+        return Path(named)
+    default = (cwd or Path.cwd()) / DEFAULT_STATE_DIR / ENV_FILE_NAME
+    return default if default.is_file() else None
+
+
+def resolve_environment(
+    explicit: Path | None, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], Path | None]:
+    """The effective settings: the environment overlaid with the env file's values.
+
+    Returns:
+        ``(values, env_file)``; ``env_file`` is ``None`` when no file was used.
+
+    Raises:
+        CliError: a named env file does not exist or cannot be read.
+    """
+    base = dict(os.environ if environ is None else environ)
+    path = find_env_file(explicit, base)
+    if path is None:
+        return base, None
+    return {**base, **read_env_file(path)}, path

@@ -1,0 +1,151 @@
+"""Starting the system's processes on one machine: simulator, orchestrator, workers.
+
+Used by ``exportpipe demo`` and the end-to-end tests, so both run exactly what
+production runs -- each service as its own process (``python -m exportpipe.worker``),
+configured only through its environment and ``EXPORTPIPE_ENV_FILE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from exportpipe.tools.envfile import ENV_FILE_VARIABLE
+from exportpipe.tools.errors import CliError
+from exportpipe.tools.processes import ProcessGroup, ServiceProcess
+from exportpipe.tools.simulator import SimulatorConfig
+
+__all__ = [
+    "RunningSimulator",
+    "service_environment",
+    "start_orchestrator",
+    "start_simulator",
+    "start_worker",
+]
+
+# Settings that make a local run quick to react and quick to stop; the stack's env file
+# supplies the queues, bucket, table and topic.
+LOCAL_SERVICE_DEFAULTS = {
+    "EXPORTPIPE_WAIT_TIME_SECONDS": "1",
+    "EXPORTPIPE_PAGE_SIZE": "10",
+    "EXPORTPIPE_SHUTDOWN_GRACE_SECONDS": "10",
+    "EXPORTPIPE_METRICS_FLUSH_SECONDS": "10",
+    "EXPORTPIPE_DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",
+    "EXPORTPIPE_PART_SIZE_BYTES": str(5 * 1024 * 1024),
+    "EXPORTPIPE_UPLOAD_PARTS_IN_FLIGHT": "2",
+}
+
+
+@dataclass(frozen=True)
+class RunningSimulator:
+    """The Export API simulator process and how to reach it."""
+
+    process: ServiceProcess
+    url: str
+    token: str
+
+
+def start_simulator(
+    group: ProcessGroup,
+    config: SimulatorConfig,
+    *,
+    state_dir: Path,
+    name: str = "simulator",
+    timeout: float = 30.0,
+) -> RunningSimulator:
+    """Start ``python -m exportpipe.tools.simulator`` serving ``config``; wait until it listens.
+
+    Raises:
+        CliError: it exited or did not report its URL within ``timeout``.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    spec_file = state_dir / f"{name}.json"
+    spec_file.write_text(config.model_dump_json(indent=1))
+    url_file = state_dir / f"{name}.url"
+    url_file.unlink(missing_ok=True)
+    process = group.start(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "exportpipe.tools.simulator",
+            "--port",
+            "0",
+            "--exports",
+            str(spec_file),
+            "--url-file",
+            str(url_file),
+        ],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        log_file=state_dir / "logs" / f"{name}.log",
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if url_file.is_file():
+            text = url_file.read_text().strip()
+            if text.endswith("}"):
+                info = json.loads(text)
+                return RunningSimulator(process=process, url=info["url"], token=info["token"])
+        if not process.running():
+            break
+        time.sleep(0.05)
+    process.stop(grace=2)
+    raise CliError(f"the simulator did not start (log: {process.log_file})")
+
+
+def service_environment(
+    stack_values: Mapping[str, str],
+    env_file: Path,
+    *,
+    api_url: str,
+    api_token: str,
+    spool_dir: Path,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The complete environment of a local service process.
+
+    The caller's own ``AWS_*`` and ``EXPORTPIPE_*`` variables are dropped, so a process
+    only ever talks to the stack described by ``stack_values`` / ``env_file``.
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "EXPORTPIPE_"))}
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        **base,
+        **stack_values,
+        ENV_FILE_VARIABLE: str(env_file),
+        "PYTHONUNBUFFERED": "1",
+        **LOCAL_SERVICE_DEFAULTS,
+        "EXPORTPIPE_EXPORT_API_URL": api_url,
+        "EXPORTPIPE_EXPORT_API_TOKEN": api_token,
+        "EXPORTPIPE_SPOOL_DIR": str(spool_dir),
+        **(overrides or {}),
+    }
+
+
+def start_orchestrator(
+    group: ProcessGroup, env: Mapping[str, str], *, log_dir: Path, name: str = "orchestrator"
+) -> ServiceProcess:
+    """Start one orchestrator process (``python -m exportpipe.orchestrator``)."""
+    return group.start(
+        name,
+        [sys.executable, "-m", "exportpipe.orchestrator"],
+        env=env,
+        log_file=log_dir / f"{name}.log",
+    )
+
+
+def start_worker(
+    group: ProcessGroup, env: Mapping[str, str], *, log_dir: Path, name: str = "worker"
+) -> ServiceProcess:
+    """Start one worker process (``python -m exportpipe.worker``)."""
+    return group.start(
+        name,
+        [sys.executable, "-m", "exportpipe.worker"],
+        env=env,
+        log_file=log_dir / f"{name}.log",
+    )
