@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,16 @@ from exportpipe.common.sizing import DEFAULT_DEPLOYMENT
 from exportpipe.tools.planner import (
     ArrivalCurve,
     EventStream,
+    FixedFleet,
     PriceTable,
     RunOptions,
+    SqsCounts,
     TraceError,
     Workload,
     generate_day,
     load_trace,
     simulate_fanout,
+    simulate_workers,
 )
 from exportpipe.tools.planner.report import analysis_check
 
@@ -122,3 +126,26 @@ def test_bad_trace_is_a_named_error(tmp_path: Path, text: str, message: str) -> 
 
     with pytest.raises(TraceError, match=message):
         load_trace(trace, Workload(), RunOptions(warmup_days=0))
+
+
+def test_worker_requests_follow_the_consumer_runtime() -> None:
+    deployment = replace(DEFAULT_DEPLOYMENT, worker=replace(DEFAULT_DEPLOYMENT.worker, spot=False))
+    queue = deployment.jobs_queue
+
+    def run(jobs: int) -> SqsCounts:
+        return simulate_workers(
+            np.zeros(jobs),
+            np.full(jobs, 600.0),
+            FixedFleet(tasks=1),
+            deployment,
+            window=(0.0, 3600.0),
+            start=0.0,
+        ).sqs2
+
+    one, four = run(1), run(4)
+    # One ChangeMessageVisibilityBatch per busy task per heartbeat, however many jobs.
+    assert one.visibility_changes == four.visibility_changes == 600 // queue.heartbeat_seconds
+    assert (four.receives, four.deletes) == (4, 4)
+    # One long poll per wait time while the task has a free slot and SQS 2 is empty.
+    assert one.empty_receives == 3600 // queue.wait_time_seconds
+    assert four.empty_receives == (3600 - 600) // queue.wait_time_seconds

@@ -6,7 +6,9 @@ Model, in the order things happen to a job:
   with a free slot (one long poll per task; waiting pollers are served in turn) receives
   it at once; otherwise it waits in the queue (first in, first out).
 * A task runs ``concurrency`` jobs at once. Each job holds its slot for its duration,
-  extending visibility every ``heartbeat_seconds``, then is deleted.
+  then is deleted. While a task has jobs it extends their visibility every
+  ``heartbeat_seconds`` in one ``ChangeMessageVisibilityBatch`` (as
+  ``exportpipe.common.sqs.QueueConsumer`` does: concurrency is at most 10).
 * Every metric period the simulator records a :class:`MetricSample` (visible and
   in-flight messages, running tasks, CPU as busy slots over slots), asks the policy's
   controller for a desired count, and reconciles the fleet the way the ECS service
@@ -125,16 +127,6 @@ class _Task:
         self.jobs: dict[int, float] = {}  # job -> start of the current attempt
 
 
-def _beats(start: float, end: float, every: float, w0: float, w1: float) -> int:
-    """Heartbeats at ``start + k * every`` (k >= 1, before ``end``) inside ``[w0, w1)``."""
-    lo, hi = max(start, w0), min(end, w1)
-    if hi <= lo:
-        return 0
-    k_lo = max(1, math.ceil((lo - start) / every))
-    k_hi = math.ceil((hi - start) / every) - 1
-    return max(0, k_hi - k_lo + 1)
-
-
 class _Sim:
     def __init__(
         self,
@@ -188,6 +180,7 @@ class _Sim:
         self.billed_od = 0
         self.busy_total = 0
         self.n_free = 0
+        self.n_busy_tasks = 0
         self.desired = 0
         self.terminal = 0
         self.visible_since = [0.0] * self.n
@@ -202,6 +195,7 @@ class _Sim:
         self.spot_area = 0.0
         self.od_area = 0.0
         self.idle_poll_area = 0.0
+        self.heartbeat_area = 0.0
         self.samples: list[MetricSample] = []
 
     # -- time ---------------------------------------------------------------------------
@@ -216,6 +210,7 @@ class _Sim:
         if hi > lo:
             self.spot_area += self.billed_spot * (hi - lo)
             self.od_area += self.billed_od * (hi - lo)
+            self.heartbeat_area += self.n_busy_tasks * (hi - lo)
             if not self.queue:
                 self.idle_poll_area += self.n_free * (hi - lo)
         self.t_last = t
@@ -252,6 +247,8 @@ class _Sim:
         self.token[j] += 1
         self.receives[j] += 1
         task.jobs[j] = t
+        if task.busy == 0:
+            self.n_busy_tasks += 1
         task.busy += 1
         self.busy_total += 1
         if task.busy == self.conc:
@@ -261,10 +258,11 @@ class _Sim:
         self.push(t + self.dur[j], _DONE, task, j, self.token[j])
 
     def end_attempt(self, task: _Task, j: int, t: float) -> None:
-        started = task.jobs.pop(j)
+        task.jobs.pop(j)
         task.busy -= 1
+        if task.busy == 0:
+            self.n_busy_tasks -= 1
         self.busy_total -= 1
-        self.run.sqs2.visibility_changes += _beats(started, t, self.hb, self.w0, self.w1)
         if not task.stopping and task.busy == self.conc - 1:
             self.n_free += 1
 
@@ -502,6 +500,7 @@ class _Sim:
         run.spot_task_seconds = self.spot_area
         run.on_demand_task_seconds = self.od_area
         run.sqs2.empty_receives = int(self.idle_poll_area / self.wait_time)
+        run.sqs2.visibility_changes += int(self.heartbeat_area / self.hb)
         in_window = [j for j in range(self.n) if self.w0 <= self.jt[j] < self.w1]
         queued = set(self.queue)
         waits = []
