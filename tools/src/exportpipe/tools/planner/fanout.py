@@ -141,19 +141,24 @@ def simulate_fanout(
                 counts.receives += 1
 
     while True:
-        t_arr = times[i] if i < n else inf
+        # Chained comparisons rather than min()/max(): this loop runs per page.
+        t = t_arr = times[i] if i < n else inf
         t_done = inflight[0][0] if inflight else inf
+        t = t_done if t_done < t else t
         t_ready = pending[0] if pending else inf
-        t = min(t_arr, t_done, t_ready, next_tick)
+        t = t_ready if t_ready < t else t
+        t = next_tick if next_tick < t else t
         if t == inf or (i >= n and not inflight and not waiting and next_tick > w1):
             break
         # Integrate billing and idle long polls over [t_last, t) clipped to the window.
-        lo, hi = max(t_last, w0), min(t, w1)
-        if hi > lo:
-            task_seconds += (ready + len(pending)) * (hi - lo)
-            if not waiting:
-                idle_poll_area += ready * (hi - lo)
-        t_last = t
+        if t > t_last:
+            lo = t_last if t_last > w0 else w0
+            hi = t if t < w1 else w1
+            if hi > lo:
+                task_seconds += (ready + len(pending)) * (hi - lo)
+                if not waiting:
+                    idle_poll_area += ready * (hi - lo)
+            t_last = t
         in_window = w0 <= t < w1
         if t == t_done:
             _, ev, off, left = inflight.popleft()
