@@ -146,19 +146,21 @@ def _cmd_dlq_list(args: argparse.Namespace) -> int:
         console.print("no dead letters in " + ", ".join(f"{q} DLQ" for q in _queues(args)))
         return EXIT_OK
     table = Table(title=f"{len(letters)} dead letter(s)", title_justify="left")
-    for column in ("queue", "message id", "reason", "message", "what", "receives", "failed at"):
-        table.add_column(column, overflow="fold")
+    table.add_column("queue", no_wrap=True)
+    table.add_column("message id", no_wrap=True)
+    table.add_column("reason", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    table.add_column("receives", justify="right")
     for d in letters:
         table.add_row(
             d.queue,
             d.message_id,
             escape(d.reason),
-            escape(d.error_message[:120]),
             escape(d.summary),
             "" if d.receive_count is None else str(d.receive_count),
-            d.failed_at or "",
         )
     console.print(table)
+    console.print("details: `exportpipe dlq show ID`; JSON: `exportpipe dlq list --json`")
     return EXIT_OK
 
 
