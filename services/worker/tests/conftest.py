@@ -162,6 +162,7 @@ def settings(bucket: str, tmp_path: Path) -> WorkerSettings:
     return WorkerSettings(
         bucket=bucket,
         jobs_queue_url="http://unused",
+        jobs_dlq_url="http://unused-dlq",
         download_allowed_hosts=frozenset({"localhost"}),
         part_size_bytes=5 * 1024 * 1024,
         upload_parts_in_flight=2,

@@ -25,8 +25,6 @@ def build_consumer(
         "s3", max_pool_connections=settings.concurrency * (settings.upload_parts_in_flight + 2)
     )
     pipeline = Pipeline(settings, s3=s3, logger=logger)
-    if settings.jobs_dlq_url is None:
-        raise SystemExit("EXPORTPIPE_JOBS_DLQ_URL: required to dead-letter refused jobs")
     config = ConsumerConfig(
         queue_url=settings.jobs_queue_url,
         dlq_url=settings.jobs_dlq_url,

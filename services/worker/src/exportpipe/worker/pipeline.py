@@ -47,7 +47,7 @@ from exportpipe.worker.download import Prefetcher, open_source
 from exportpipe.worker.extract import ExtractLimits, iter_members
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
 from exportpipe.worker.settings import WorkerSettings
-from exportpipe.worker.upload import CommitConflict, ObjectUpload, Uploader
+from exportpipe.worker.upload import ObjectUpload, Uploader, abort_uploads_under
 from exportpipe.worker.validate import validator_for
 
 __all__ = ["JobKeys", "JobResult", "MemberResult", "Pipeline"]
@@ -182,6 +182,12 @@ class Pipeline:
         value = orjson.loads(body)
         return value if isinstance(value, dict) else None
 
+    def _read_json_quietly(self, bucket: str, key: str) -> dict[str, Any] | None:
+        try:
+            return self._read_json(bucket, key)
+        except Exception:
+            return None
+
     def _check_destination(self, job: DownloadJob) -> None:
         if job.destination.bucket != self.settings.bucket:
             raise MalformedMessage(
@@ -232,16 +238,20 @@ class Pipeline:
                 set_eta=set_eta,
                 started=started,
             )
-        except CommitConflict:
-            uploader.abort_all()
-            # A concurrent attempt may have committed meanwhile: then we are a duplicate.
-            existing = self._read_json(bucket, keys.manifest)
-            if existing is not None and _same_source(job, existing):
-                return self._duplicate(job, keys, existing, started)
-            raise
         except PermanentError as exc:
             uploader.abort_all()
             self._reject(job, keys, exc)
+            raise
+        except JobReleased:
+            uploader.abort_all()
+            raise
+        except Exception:
+            uploader.abort_all()
+            # A concurrent attempt may have committed meanwhile (and aborted our
+            # uploads): then this delivery is a duplicate, not a failure.
+            existing = self._read_json_quietly(bucket, keys.manifest)
+            if existing is not None and _same_source(job, existing):
+                return self._duplicate(job, keys, existing, started)
             raise
         except BaseException:
             uploader.abort_all()
@@ -259,9 +269,10 @@ class Pipeline:
                 "remove it to re-import this file",
                 reason="manifest_conflict",
             )
-        Uploader(
-            self.s3, job.destination.bucket, part_size=1, parts_in_flight=1
-        ).abort_foreign_uploads(keys.data_prefix)
+        try:
+            abort_uploads_under(self.s3, job.destination.bucket, keys.data_prefix)
+        except Exception as exc:  # leftovers only cost storage; a lifecycle rule ends them
+            self._warn("could not abort leftover uploads", {"error": type(exc).__name__})
         return JobResult(
             status="duplicate",
             manifest_key=keys.manifest,
@@ -348,8 +359,9 @@ class Pipeline:
         ):
             existing = self._read_json(job.destination.bucket, keys.manifest) or {}
             if existing.get("source", {}).get("sha256") != source.sha256:
-                raise CommitConflict(
-                    f"{keys.manifest} was committed concurrently for a different source"
+                raise IntegrityError(
+                    f"{keys.manifest} was committed concurrently for a different source",
+                    reason="manifest_conflict",
                 )
             return self._duplicate(job, keys, existing, started)
         self._after_commit(job, keys, uploader)

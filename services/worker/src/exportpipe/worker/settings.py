@@ -54,7 +54,7 @@ class WorkerSettings(CommonSettings):
     """
 
     jobs_queue_url: str = Field(min_length=1)
-    jobs_dlq_url: str | None = None
+    jobs_dlq_url: str = Field(min_length=1)
     concurrency: int = Field(default=DEFAULT_DEPLOYMENT.worker.concurrency, ge=1, le=64)
     visibility_timeout_seconds: int = Field(default=_JOBS.visibility_timeout_seconds, ge=5)
     heartbeat_seconds: float = Field(default=_JOBS.heartbeat_seconds, gt=0)

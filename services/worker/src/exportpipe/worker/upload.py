@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 from exportpipe.common.errors import JobReleased, RetryableError
 from exportpipe.common.retry import call_aws
 
-__all__ = ["CommitConflict", "ObjectUpload", "PartRecord", "Uploader"]
+__all__ = ["CommitConflict", "ObjectUpload", "PartRecord", "Uploader", "abort_uploads_under"]
 
 _CHECKSUM_KEY = {"CRC32": "ChecksumCRC32", "CRC32C": "ChecksumCRC32C", "SHA256": "ChecksumSHA256"}
 
@@ -232,7 +232,7 @@ class Uploader:
         try:
             if self._cancelled is not None and self._cancelled.is_set():
                 raise JobReleased("upload cancelled")
-            response = call_aws(
+            response = self._call_part(
                 self.s3.upload_part,
                 Bucket=self.bucket,
                 Key=obj.key,
@@ -248,6 +248,19 @@ class Uploader:
         finally:
             del body
             self._slots.release()
+
+    @staticmethod
+    def _call_part(fn: Any, **kwargs: Any) -> Any:
+        try:
+            return call_aws(fn, **kwargs)
+        except ClientError as exc:
+            if _error_code(exc) == "NoSuchUpload":
+                # Another attempt committed the job and cleared the uploads under it.
+                raise CommitConflict(
+                    f"{kwargs.get('Key')}: upload aborted by a concurrent attempt",
+                    reason="upload_aborted",
+                ) from None
+            raise
 
     @staticmethod
     def _raise_if_failed(futures: list[Future[PartRecord]]) -> None:
@@ -345,21 +358,42 @@ class Uploader:
         return True
 
     def abort_foreign_uploads(self, prefix: str) -> int:
-        """Abort open multipart uploads under ``prefix`` that are not this job's.
+        """Abort open multipart uploads under ``prefix`` that are not this job's."""
+        return abort_uploads_under(
+            self.s3, self.bucket, prefix, keep=frozenset(o.upload_id for o in self._objects)
+        )
 
-        Called once the job's manifest exists: whatever else is still open there belongs
-        to a crashed or losing attempt (a loser then finds the manifest and stops).
-        """
-        ours = {o.upload_id for o in self._objects}
-        aborted = 0
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        while True:
-            page = call_aws(self.s3.list_multipart_uploads, **kwargs)
-            for upload in page.get("Uploads", []):
-                if upload["UploadId"] not in ours:
-                    self._abort(upload["Key"], upload["UploadId"])
-                    aborted += 1
-            if not page.get("IsTruncated"):
-                return aborted
-            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
-            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+def abort_uploads_under(
+    s3: Any, bucket: str, prefix: str, *, keep: frozenset[str] = frozenset()
+) -> int:
+    """Abort the open multipart uploads under ``prefix`` except those in ``keep``.
+
+    Called once a job's manifest exists: whatever else is still open there belongs to a
+    crashed or losing attempt (a loser then finds the manifest and stops). Returns how
+    many were aborted.
+    """
+    aborted = 0
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = call_aws(s3.list_multipart_uploads, **kwargs)
+        for upload in page.get("Uploads", []):
+            if upload["UploadId"] in keep:
+                continue
+            try:
+                call_aws(
+                    s3.abort_multipart_upload,
+                    Bucket=bucket,
+                    Key=upload["Key"],
+                    UploadId=upload["UploadId"],
+                    attempts=3,
+                    max_wait=2.0,
+                )
+                aborted += 1
+            except ClientError as exc:
+                if _error_code(exc) != "NoSuchUpload":
+                    raise
+        if not page.get("IsTruncated"):
+            return aborted
+        kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
