@@ -9,15 +9,15 @@ Default day (what ``exportpipe plan`` simulates without options):
 * 100,000 export events a day, arriving on a diurnal curve with an afternoon peak at
   five times the daily mean (the issue's and the analysis's numbers).
 * Job durations log-normal with a median of 5 minutes and sigma 1.0, clipped to
-  1 minute .. 6 hours: p90 18 min, p99 51 min, p99.9 ~2 h, the longest of the day ~4 h
+  1 minute .. 6 hours: p90 18 min, p99 51 min, p99.9 ~2 h, the longest of the day ~5 h
   ("jobs from five minutes to hours").
 * 0.1 files (download jobs) per export event, about 10,000 jobs and ~1,400 job-hours a
   day. The three headline numbers cannot all hold at one file per export: 100,000 jobs
-  of ~8 minutes mean is ~14,000 job-hours a day, ~580 busy job slots on average and
-  ~2,900 at a 5x peak, which is seven times the configured ``max_tasks`` x
-  ``concurrency`` (400 slots) and ten times the analysis's fleet. 0.1 is the load the
-  deployment and the analysis were sized for (most export events are incremental and
-  find nothing new); ``--files-per-export 1`` shows the full load.
+  of ~8 minutes mean is ~13,700 job-hours a day, ~570 busy job slots on average and
+  ~2,500 in the 5x peak hour, six times the configured ``max_tasks`` x ``concurrency``
+  (400 slots) and ten times the analysis's fleet. 0.1 is the load the deployment and
+  the analysis were sized for (most export events are incremental and find nothing
+  new); ``--files-per-export 1`` shows the full load. See ``docs/planner.md``.
 """
 
 from __future__ import annotations
