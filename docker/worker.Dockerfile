@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1.7
+# exportpipe worker image. Worker: streams each DownloadJob from SQS 2 into validated S3 objects.
+# Build from the repository root:
+#   docker build -f docker/worker.Dockerfile -t exportpipe/worker:$(git rev-parse HEAD) .
+# Only exportpipe-worker and exportpipe-common (plus their locked third-party
+# dependencies) are installed: no other service, no tools, no dev dependencies.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+FROM ${PYTHON_IMAGE} AS builder
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+WORKDIR /src
+
+# Third-party dependencies from the lock alone, so this layer survives source edits.
+# uv needs every workspace member's pyproject.toml to check the lock (--locked).
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    --mount=type=bind,source=libs/common/pyproject.toml,target=libs/common/pyproject.toml \
+    --mount=type=bind,source=services/orchestrator/pyproject.toml,target=services/orchestrator/pyproject.toml \
+    --mount=type=bind,source=services/worker/pyproject.toml,target=services/worker/pyproject.toml \
+    --mount=type=bind,source=infra/cdk/pyproject.toml,target=infra/cdk/pyproject.toml \
+    --mount=type=bind,source=tools/pyproject.toml,target=tools/pyproject.toml \
+    uv sync --locked --no-install-workspace --no-dev --package exportpipe-worker
+
+# Then the service and the shared library themselves, as regular (non-editable) installs.
+COPY libs/common libs/common
+COPY services/worker services/worker
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    --mount=type=bind,source=services/orchestrator/pyproject.toml,target=services/orchestrator/pyproject.toml \
+    --mount=type=bind,source=infra/cdk/pyproject.toml,target=infra/cdk/pyproject.toml \
+    --mount=type=bind,source=tools/pyproject.toml,target=tools/pyproject.toml \
+    uv sync --locked --no-dev --no-editable --package exportpipe-worker
+
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 exportpipe \
+    && useradd --system --uid 10001 --gid exportpipe --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin exportpipe
+# Only the virtual environment: no sources, no uv, no build cache.
+COPY --from=builder /app/.venv /app/.venv
+ENV PATH="/app/.venv/bin:${PATH}" \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    EXPORTPIPE_HEARTBEAT_FILE=/tmp/exportpipe-worker.heartbeat
+WORKDIR /app
+USER 10001:10001
+# Graceful shutdown: stop receiving, finish or release in-flight messages, flush.
+# ECS (and Fargate Spot's two-minute warning) sends SIGTERM, then SIGKILL after stopTimeout.
+STOPSIGNAL SIGTERM
+# Healthy while the consumer loop keeps touching its heartbeat file (see infra/cdk/README.md).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, sys, time; p = os.environ['EXPORTPIPE_HEARTBEAT_FILE']; sys.exit(0 if os.path.exists(p) and time.time() - os.path.getmtime(p) < 180 else 1)"]
+CMD ["exportpipe-worker"]
