@@ -20,8 +20,9 @@ Every ``docs/adr/NNNN-kebab-title.md`` must have, in this order and spelled exac
 with a ``- Status:`` and ``- Date:`` line under the title, no empty section, and every
 bullet under Must / SHOULD / MAY stating its RFC 2119 keyword. ``docs/adr/README.md``
 must list every ADR exactly once (with its title and status) and nothing that does not
-exist. Numbers are unique and contiguous from 0001: a decision that changes gets a new
-ADR that supersedes the old one, which stays, so no number is ever freed or reused.
+exist; links between ADRs must resolve. Numbers are unique and contiguous from 0001:
+a decision that changes gets a new ADR that supersedes the old one, which stays, so no
+number is ever freed or reused.
 
 The checker functions are tested on synthetic documents too, so that each rule is shown
 to be able to fail.
@@ -324,6 +325,22 @@ def test_adr_0001_weighs_all_four_options() -> None:
     assert len(names) == 4, names
     for option, words in ADR_0001_OPTIONS.items():
         assert sum(all(w in n for w in words) for n in names) == 1, (option, names)
+
+
+def dead_adr_links(text: str, existing: set[str]) -> list[str]:
+    """Links to ``NNNN-*.md`` files in ``text`` that do not exist."""
+    targets = {m.group("target") for m in INDEX_LINK.finditer(text)}
+    return sorted(t for t in targets if FILE_NAME.match(t) and t not in existing)
+
+
+@pytest.mark.parametrize("path", ADR_FILES, ids=lambda p: p.name[:4])
+def test_links_between_adrs_resolve(path: Path) -> None:
+    assert dead_adr_links(path.read_text(encoding="utf-8"), {p.name for p in ADR_FILES}) == []
+
+
+def test_dead_link_checker() -> None:
+    text = "See [0002](0002-b.md) and [0009](0009-gone.md) and [x](other.md)."
+    assert dead_adr_links(text, {"0002-b.md"}) == ["0009-gone.md"]
 
 
 def test_index_lists_every_adr_and_nothing_else() -> None:
