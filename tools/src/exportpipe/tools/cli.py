@@ -242,7 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings file (default: $EXPORTPIPE_ENV_FILE, then .exportpipe/local.env)",
     )
     parser = _Parser(prog=PROG, description="Operate exportpipe: local stack, exports, DLQs.")
-    parser.add_argument("--env-file", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        help="settings file (default: $EXPORTPIPE_ENV_FILE, then .exportpipe/local.env)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     local = sub.add_parser("local", help="start or stop the local stack")

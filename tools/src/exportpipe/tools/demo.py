@@ -80,6 +80,12 @@ class DemoOptions:
     timeout: float = 150.0
     file_size: int = 256 * 1024
 
+    def __post_init__(self) -> None:
+        if self.files < 3:
+            raise CliError("--files must be at least 3 (two special files and a generated one)")
+        if not 1 <= self.workers <= 16:
+            raise CliError("--workers must be between 1 and 16")
+
 
 def demo_export(
     export_id: str = DEMO_EXPORT_ID, files: int = 36, *, file_size: int = 256 * 1024
