@@ -17,7 +17,8 @@ in a temporary directory (never in the repo), serves them over local HTTP (a
   in the output).
 
 Figures printed per run: MB/s of uncompressed output (wall), CPU-seconds per GB of
-output, and peak RSS (the largest process of the run). The moto server's own CPU is not
+output, and peak RSS (the worker's ``VmHWM``; for the baselines the summed RSS of the
+run's process tree, sampled every 50 ms). The moto server's own CPU is not
 counted for anyone; it competes for the same two cores in every run.
 """
 
@@ -32,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -139,16 +141,62 @@ class Figures:
         )
 
 
+def _tree_rss_mb(root: int) -> float:
+    """Summed RSS of ``root`` and its descendants, from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        rss[pid] = int(fields[21])  # resident pages
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total * _PAGE_KB / 1024
+
+
+class _RssSampler:
+    """Samples the summed RSS of a process tree every 50 ms; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0.0
+        self._pid = pid
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _tree_rss_mb(self._pid))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
 def _run_child(cmd: list[str], env: dict[str, str], **kw: Any) -> tuple[float, float, float]:
-    """Run ``cmd``; return (wall, cpu seconds, peak RSS MB) of it and its reaped children."""
+    """Run ``cmd``; return wall seconds, CPU seconds (with its reaped children) and the
+    peak summed RSS in MB of its process tree (sampled: ``ru_maxrss`` would report the
+    benchmark's own size, which a forked child inherits)."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, **kw)
+    sampler = _RssSampler(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
+    peak = sampler.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, peak
 
 
 # -- runs -------------------------------------------------------------------------------
@@ -300,13 +348,18 @@ def main(argv: list[str] | None = None) -> int:
             path = tmp / f"{label}.jsonl.gz"
             t0 = time.perf_counter()
             raw, gz = generate(path, size)
-            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            sha = digest.hexdigest()
             files[label] = (path, raw, gz, sha)
             print(
                 f"generated {label}: {raw / MB:.0f} MB JSONL, {gz / MB:.0f} MB gzip "
                 f"({raw / gz:.1f}:1) in {time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
+        _BLOCKS.clear()
         port = free_port()
         http = subprocess.Popen(
             [
