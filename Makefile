@@ -57,15 +57,13 @@ synth: install  ## synthesize the CDK app into infra/cdk/cdk.out
 deploy-shared: synth  ## deploy the shared (stateful) stack (CDK_ARGS=... passed to cdk)
 	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeShared --app cdk.out --exclusively $(CDK_ARGS)
 
-deploy-orchestrator: synth  ## deploy the orchestrator only (IMAGE_TAG=...)
-	$(if $(IMAGE_TAG),,$(error IMAGE_TAG is required, e.g. IMAGE_TAG=$$(git rev-parse HEAD)))
+deploy-orchestrator: synth  ## deploy the orchestrator only (IMAGE_TAG=...; unset keeps the running image)
 	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeOrchestrator --app cdk.out --exclusively \
-		--parameters ExportPipeOrchestrator:ImageTag=$(IMAGE_TAG) $(CDK_ARGS)
+		$(if $(IMAGE_TAG),--parameters ExportPipeOrchestrator:ImageTag=$(IMAGE_TAG)) $(CDK_ARGS)
 
-deploy-worker: synth  ## deploy the worker only (IMAGE_TAG=...)
-	$(if $(IMAGE_TAG),,$(error IMAGE_TAG is required, e.g. IMAGE_TAG=$$(git rev-parse HEAD)))
+deploy-worker: synth  ## deploy the worker only (IMAGE_TAG=...; unset keeps the running image)
 	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeWorker --app cdk.out --exclusively \
-		--parameters ExportPipeWorker:ImageTag=$(IMAGE_TAG) $(CDK_ARGS)
+		$(if $(IMAGE_TAG),--parameters ExportPipeWorker:ImageTag=$(IMAGE_TAG)) $(CDK_ARGS)
 
 clean:  ## remove the environment and generated files
 	rm -rf .venv .tools infra/cdk/cdk.out .pytest_cache .mypy_cache .ruff_cache
