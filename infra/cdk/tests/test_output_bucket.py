@@ -82,3 +82,37 @@ def test_both_buckets_deny_plain_http(synth):
 def test_output_bucket_policy_grants_nobody_anything(synth):
     name, _ = _bucket(synth, "OutputBucket")
     assert all(s["Effect"] == "Deny" for s in _policy(synth, name)["Statement"])
+
+
+def test_bucket_shape_with_cdk_assertions(synth):
+    from aws_cdk.assertions import Match
+
+    template = synth.template(SHARED)
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        Match.object_like(
+            {
+                "VersioningConfiguration": {"Status": "Enabled"},
+                "LoggingConfiguration": Match.object_like({"LogFilePrefix": "output/"}),
+            }
+        ),
+    )
+    template.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": Match.object_like(
+                {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Deny",
+                                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                                }
+                            )
+                        ]
+                    )
+                }
+            )
+        },
+    )

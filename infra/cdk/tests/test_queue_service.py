@@ -174,3 +174,39 @@ def test_tasks_accept_no_inbound_traffic(synth, stack):
         "Enable": True,
         "Rollback": True,
     }
+
+
+def test_worker_service_shape_with_cdk_assertions(synth):
+    from aws_cdk.assertions import Match
+
+    template = synth.template(WORKER)
+    template.resource_count_is("AWS::ECS::Service", 1)
+    template.has_resource_properties(
+        "AWS::ECS::TaskDefinition",
+        {
+            "Cpu": "2048",
+            "Memory": "4096",
+            "ContainerDefinitions": [
+                Match.object_like(
+                    {
+                        "Command": ["exportpipe-worker"],
+                        "StopTimeout": 120,
+                        "LogConfiguration": Match.object_like({"LogDriver": "awslogs"}),
+                    }
+                )
+            ],
+        },
+    )
+    template.has_resource_properties(
+        "AWS::ECS::Service",
+        {
+            "CapacityProviderStrategy": [
+                Match.object_like({"CapacityProvider": "FARGATE", "Base": 1}),
+                Match.object_like({"CapacityProvider": "FARGATE_SPOT"}),
+            ]
+        },
+    )
+    template.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        {"MinCapacity": 0, "MaxCapacity": DEFAULT_DEPLOYMENT.worker.max_tasks},
+    )

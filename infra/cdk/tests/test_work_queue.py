@@ -55,3 +55,29 @@ def test_encrypted_and_tls_only(synth, prefix):
     assert statement["Effect"] == "Deny"
     assert statement["Action"] == "sqs:*"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_queue_shapes_with_cdk_assertions(synth):
+    from aws_cdk.assertions import Match
+
+    template = synth.template(SHARED)
+    template.resource_count_is("AWS::SQS::Queue", 4)
+    for timing in TIMING.values():
+        template.has_resource_properties(
+            "AWS::SQS::Queue",
+            {
+                "VisibilityTimeout": timing.visibility_timeout_seconds,
+                "SqsManagedSseEnabled": True,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": Match.object_like({"Fn::GetAtt": Match.any_value()}),
+                    "maxReceiveCount": timing.max_receive_count,
+                },
+            },
+        )
+    template.has_resource(
+        "AWS::SQS::Queue",
+        {
+            "DeletionPolicy": "Retain",
+            "Properties": Match.object_like({"MessageRetentionPeriod": 14 * DAY}),
+        },
+    )
