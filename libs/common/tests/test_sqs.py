@@ -278,3 +278,11 @@ def test_sigterm_releases_job_to_second_consumer_and_exits_zero(
         second.send_signal(signal.SIGTERM)
         with second:
             assert second.wait(timeout=30) == 0
+
+
+def test_liveness_file_is_touched(sqs: Any, queue_pair: tuple[str, str], tmp_path: Path) -> None:
+    beat = tmp_path / "heartbeat"
+    with running(sqs, _config(queue_pair, liveness_file=beat), lambda ctx: None):
+        wait_for(beat.exists, timeout=10)
+        first = beat.stat().st_mtime_ns
+        wait_for(lambda: beat.stat().st_mtime_ns > first, timeout=10)

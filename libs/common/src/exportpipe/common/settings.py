@@ -53,6 +53,9 @@ class CommonSettings(BaseSettings):
     metrics_flush_seconds: float = Field(default=60.0, gt=0)
     shutdown_grace_seconds: float = Field(default=90.0, ge=0, le=115)
     wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    heartbeat_file: Path | None = Field(
+        default=None, description="Touched while the consumer loops run (container health)."
+    )
 
     @field_validator("output_prefix")
     @classmethod

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -83,6 +84,8 @@ class ConsumerConfig:
             ``set_eta`` (``None``: unknown, so released at shutdown).
         max_job_seconds: cancel a job that has run this long (before SQS's ceiling).
         retry_base_seconds / retry_max_seconds: backoff visibility for retryable errors.
+        liveness_file: touched by the receive and heartbeat loops while they are alive;
+            the container HEALTHCHECK fails when it goes stale.
     """
 
     queue_url: str
@@ -98,6 +101,7 @@ class ConsumerConfig:
     max_job_seconds: float = SQS_MAX_VISIBILITY_SECONDS - 15 * 60
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 900.0
+    liveness_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -265,6 +269,7 @@ class QueueConsumer:
     def _receive_loop(self) -> None:
         cfg = self._config
         while not self._stopping.is_set():
+            self._touch_liveness()
             free = self._free_slots()
             if self._stopping.is_set() or free <= 0:
                 continue
@@ -461,6 +466,7 @@ class QueueConsumer:
     def _heartbeat_loop(self) -> None:
         cfg = self._config
         while not self._closed.wait(cfg.heartbeat_seconds):
+            self._touch_liveness()
             with self._lock:
                 running = [e.ctx for e in self._inflight.values() if not e.released]
             now = time.monotonic()
@@ -596,6 +602,11 @@ class QueueConsumer:
     def _cancel_and_release(self, ctx: JobContext) -> None:
         ctx.cancel(JobReleased("released at shutdown; another consumer will take it"))
         self._release(ctx)
+
+    def _touch_liveness(self) -> None:
+        if self._config.liveness_file is not None:
+            with contextlib.suppress(OSError):
+                self._config.liveness_file.touch()
 
     def _set_busy(self, busy: bool) -> None:
         if busy == self._busy or self._on_busy_change is None:
