@@ -5,6 +5,7 @@ import hashlib
 import io
 import tarfile
 import threading
+import time
 import zipfile
 from typing import Any
 
@@ -15,6 +16,7 @@ import zstandard
 from exportpipe.common.errors import (
     ArchiveRejected,
     IntegrityError,
+    JobReleased,
     MalformedMessage,
     UnsafeSource,
     ValidationFailed,
@@ -302,3 +304,20 @@ def test_duplicate_delivery_to_two_workers_at_once(
     )
     assert _uploads(s3, bucket) == []
     assert len(file_server.requests_for(url)) == 2
+
+
+def test_cancel_stops_a_stalled_download(
+    *, s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(BIG, 1)
+    # One 64 KiB write every 3 s: the first 1 MiB read would take ~48 s to return.
+    url = file_server.add(payload, bytes_per_second=64 * 1024 // 3)
+    job = make_job(url, body=payload)
+    cancelled = threading.Event()
+    threading.Timer(0.5, cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(JobReleased):
+        Pipeline(settings, s3=s3).run(job, cancelled=cancelled)
+    assert time.monotonic() - started < 10
+    assert _uploads(s3, bucket) == []
+    assert _keys(s3, bucket, f"exports/{job.export_id}/") == []

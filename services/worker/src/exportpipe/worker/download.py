@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import queue
 import re
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -141,6 +142,9 @@ class Source:
     def close(self) -> None:
         """Release the underlying connection."""
 
+    def abort(self) -> None:
+        """Unblock a read in progress in another thread (best effort)."""
+
     def _read_raw(self, size: int) -> bytes:
         raise NotImplementedError
 
@@ -226,6 +230,7 @@ class HttpSource(Source):
         self._resumes = 0
         self.resumed = 0  # reads resumed after an interruption, for metrics and tests
         self.retries = 0  # request attempts retried
+        self._aborted = False
 
     # -- opening ------------------------------------------------------------
 
@@ -356,6 +361,8 @@ class HttpSource(Source):
                 data = self._resp.read(size, decode_content=False)
             except (Urllib3HTTPError, OSError) as exc:
                 self._drop_response()
+                if self._aborted or (self._cancelled is not None and self._cancelled.is_set()):
+                    raise JobReleased("download stopped") from None
                 self._resumes += 1
                 if self._resumes > _MAX_RESUMES:
                     raise UpstreamUnavailable(
@@ -387,6 +394,20 @@ class HttpSource(Source):
     def close(self) -> None:
         """Release the connection (the download may be abandoned midway)."""
         self._drop_response()
+
+    def abort(self) -> None:
+        """Unblock a read stuck in another thread by shutting the socket down.
+
+        Closing the response would wait for that read (the buffered reader's lock);
+        ``shutdown`` does not, and makes the blocked ``recv`` return at once.
+        """
+        self._aborted = True
+        resp = self._resp
+        conn = getattr(resp, "connection", None) if resp is not None else None
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class S3Source(Source):
@@ -433,6 +454,9 @@ class S3Source(Source):
             return bytes(self._fh.read(size))
         except OSError as exc:
             raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
+
+    def abort(self) -> None:
+        """Nothing to unblock: smart-open reads in bounded ranges with timeouts."""
 
     def close(self) -> None:
         """Close the smart-open reader."""
@@ -493,8 +517,16 @@ class Prefetcher:
     ``depth`` chunks of ``chunk_size`` are buffered.
     """
 
-    def __init__(self, source: Source, *, chunk_size: int, depth: int) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        chunk_size: int,
+        depth: int,
+        cancelled: threading.Event | None = None,
+    ) -> None:
         self.source = source
+        self._cancelled = cancelled
         self._chunk = chunk_size
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -529,7 +561,7 @@ class Prefetcher:
         if not self._pending:
             if self._eof:
                 return b""
-            item = self._queue.get()
+            item = self._next()
             if item is _EOF:
                 self._eof = True
                 return b""
@@ -546,6 +578,15 @@ class Prefetcher:
         out, self._pending = self._pending[:size], self._pending[size:]
         return bytes(out)
 
+    def _next(self) -> object:
+        # Wake up regularly so a cancelled job stops even while the network stalls.
+        while True:
+            try:
+                return self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if self._cancelled is not None and self._cancelled.is_set():
+                    raise JobReleased("download cancelled") from None
+
     def finish(self) -> None:
         """Read to the end (discarding), so the source's checks at EOF have run."""
         while self.read(1 << 20):
@@ -554,5 +595,10 @@ class Prefetcher:
     def close(self) -> None:
         """Stop the background reader and close the source."""
         self._stop.set()
-        self._thread.join(timeout=5)
-        self.source.close()
+        self._thread.join(timeout=0.2)
+        if self._thread.is_alive():
+            # Blocked in a network read (a stalled server): cut the connection.
+            self.source.abort()
+            self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.source.close()

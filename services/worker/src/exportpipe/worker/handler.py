@@ -30,8 +30,6 @@ class JobHandler:
         ctx.log_keys.update(
             {"export_id": job.export_id, "file_id": job.file_id, "job_id": job.job_id}
         )
-        if job.size_bytes is None:
-            ctx.set_eta(None)
         result = self._pipeline.run(job, cancelled=ctx.cancelled, set_eta=ctx.set_eta)
         self._record(result, ctx)
 

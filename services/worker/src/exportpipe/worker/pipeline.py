@@ -305,7 +305,10 @@ class Pipeline:
             cancelled=cancelled,
         )
         prefetch = Prefetcher(
-            source, chunk_size=settings.download_chunk_bytes, depth=settings.download_buffer_chunks
+            source,
+            chunk_size=settings.download_chunk_bytes,
+            depth=settings.download_buffer_chunks,
+            cancelled=cancelled,
         )
         pending: list[tuple[ObjectUpload, int | None, str]] = []
         last_eta = 0.0

@@ -93,12 +93,15 @@ class ObjectUpload:
     _buf: bytearray = field(default_factory=bytearray)
     _next_part: int = 1
     _futures: list[Future[PartRecord]] = field(default_factory=list)
+    _hashing: list[Future[None]] = field(default_factory=list)
     _closed: bool = False
     _finished: bool = False  # committed or aborted
 
     @property
     def sha256(self) -> str:
-        """Hex sha256 of the content written so far."""
+        """Hex sha256 of the content (complete once :meth:`close` was called)."""
+        for fut in self._hashing:
+            fut.result()
         return str(self._hash.hexdigest())
 
     def write(self, data: bytes) -> None:
@@ -110,7 +113,6 @@ class ObjectUpload:
         """
         if not data:
             return
-        self._hash.update(data)
         self.size += len(data)
         part_size = self.uploader.part_size
         view = memoryview(data)
@@ -133,6 +135,9 @@ class ObjectUpload:
         self.uploader._raise_if_failed(self._futures)
         body, self._buf = self._buf, bytearray()
         number, self._next_part = self._next_part, self._next_part + 1
+        # Hashed part by part on the job's single hashing thread (FIFO keeps the order;
+        # hashlib releases the GIL), off the thread that decompresses and validates.
+        self._hashing.append(self.uploader._hasher.submit(self._hash.update, body))
         self._futures.append(self.uploader._submit_part(self, number, body))
 
     def parts(self) -> list[PartRecord]:
@@ -196,6 +201,7 @@ class Uploader:
         self._cancelled = cancelled
         self._slots = threading.BoundedSemaphore(parts_in_flight)
         self._pool = ThreadPoolExecutor(parts_in_flight, thread_name_prefix="upload")
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
         self._objects: list[ObjectUpload] = []
         self._warn = on_warning or (lambda _msg, _extra: None)
         self.bytes_uploaded = 0
@@ -336,6 +342,7 @@ class Uploader:
     def close(self) -> None:
         """Stop the part pool (after :meth:`abort_all` or all commits)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._hasher.shutdown(wait=True, cancel_futures=True)
 
     # -- small objects and housekeeping ------------------------------------
 
