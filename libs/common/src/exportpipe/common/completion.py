@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import socket
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
 from exportpipe.common.observability import Metrics
-from exportpipe.common.retry import call_aws
+from exportpipe.common.retry import aws_client, call_aws
 from exportpipe.common.schemas import ExportCompleted, encode
+from exportpipe.common.settings import CommonSettings
 from exportpipe.common.tracking import ExportState, ExportTracker
 
-__all__ = ["EventPublisher", "ExportCompleter", "S3StreamWriter"]
+__all__ = ["EventPublisher", "ExportCompleter", "S3StreamWriter", "Tracking", "build_tracking"]
 
 _PART = 8 * 1024 * 1024
 
@@ -222,3 +224,25 @@ class ExportCompleter:
         except BaseException:
             writer.abort()
             raise
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """The tracker and the completer a service uses, built from its settings."""
+
+    tracker: ExportTracker
+    completer: ExportCompleter
+
+
+def build_tracking(settings: CommonSettings, *, s3: Any, metrics: Metrics) -> Tracking | None:
+    """Tracking for a service, or ``None`` when ``EXPORTPIPE_TABLE`` is not set."""
+    if not settings.table:
+        return None
+    tracker = ExportTracker(aws_client("dynamodb"), settings.table)
+    publisher = EventPublisher(
+        sns=aws_client("sns") if settings.events_topic_arn else None,
+        topic_arn=settings.events_topic_arn,
+        events=aws_client("events") if settings.events_bus_name else None,
+        bus_name=settings.events_bus_name,
+    )
+    return Tracking(tracker, ExportCompleter(tracker, s3, publisher, metrics=metrics))

@@ -53,6 +53,15 @@ class CommonSettings(BaseSettings):
     metrics_flush_seconds: float = Field(default=60.0, gt=0)
     shutdown_grace_seconds: float = Field(default=90.0, ge=0, le=115)
     wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    events_topic_arn: str | None = Field(
+        default=None, description="SNS topic for ExportCompleted events."
+    )
+    events_bus_name: str | None = Field(
+        default=None, description="EventBridge bus for ExportCompleted events."
+    )
+    stall_seconds: float = Field(
+        default=3600.0, gt=0, description="Idle time after which an active export is stalled."
+    )
     heartbeat_file: Path | None = Field(
         default=None, description="Touched while the consumer loops run (container health)."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from exportpipe.common.completion import build_tracking
 from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.retry import aws_client
 from exportpipe.common.settings import load_settings
@@ -25,6 +26,7 @@ def build_consumer(
         "s3", max_pool_connections=settings.concurrency * (settings.upload_parts_in_flight + 2)
     )
     pipeline = Pipeline(settings, s3=s3, logger=logger)
+    tracking = build_tracking(settings, s3=s3, metrics=metrics)
     config = ConsumerConfig(
         queue_url=settings.jobs_queue_url,
         dlq_url=settings.jobs_dlq_url,
@@ -34,11 +36,12 @@ def build_consumer(
         heartbeat_seconds=settings.heartbeat_seconds,
         max_receive_count=settings.max_receive_count,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        liveness_file=settings.heartbeat_file,
     )
     return QueueConsumer(
         sqs,
         config,
-        JobHandler(pipeline, logger=logger, metrics=metrics),
+        JobHandler(pipeline, logger=logger, metrics=metrics, tracking=tracking),
         logger=logger,  # type: ignore[arg-type]
         metrics=metrics,
         on_busy_change=protection.on_busy_change,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exportpipe.common.observability import Metrics
+from exportpipe.common.completion import Tracking
+from exportpipe.common.errors import MessageError, PermanentError
+from exportpipe.common.observability import Metrics, redact_text
 from exportpipe.common.schemas import DownloadJob, decode
 from exportpipe.common.sqs import JobContext
 from exportpipe.worker.pipeline import JobResult, Pipeline
@@ -17,12 +19,26 @@ class JobHandler:
 
     Returning acknowledges the message; the pipeline's errors carry the outcome
     (retryable → retried later, permanent → dead-lettered with the reason).
+
+    With tracking configured, each file's outcome (done, or rejected with its reason) is
+    counted once in the tracking table before the message is acknowledged, and the
+    export is completed if this was its last outstanding file. A failure to record is
+    retryable: the redelivered job finds its manifest, is a duplicate, and records again
+    (counting is idempotent).
     """
 
-    def __init__(self, pipeline: Pipeline, *, logger: Any, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        logger: Any,
+        metrics: Metrics,
+        tracking: Tracking | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._log = logger
         self._metrics = metrics
+        self._tracking = tracking
 
     def __call__(self, ctx: JobContext) -> None:
         """Handle one message."""
@@ -30,8 +46,29 @@ class JobHandler:
         ctx.log_keys.update(
             {"export_id": job.export_id, "file_id": job.file_id, "job_id": job.job_id}
         )
-        result = self._pipeline.run(job, cancelled=ctx.cancelled, set_eta=ctx.set_eta)
+        try:
+            result = self._pipeline.run(job, cancelled=ctx.cancelled, set_eta=ctx.set_eta)
+        except PermanentError as exc:
+            if not isinstance(exc, MessageError):
+                self._track(job, "rejected", detail=f"{exc.reason}: {redact_text(exc.message)}")
+            raise
         self._record(result, ctx)
+        self._track(job, "done", detail=result.manifest_key, size=result.source_bytes)
+
+    def _track(self, job: DownloadJob, outcome: str, *, detail: str, size: int = 0) -> None:
+        if self._tracking is None:
+            return
+        self._tracking.tracker.record_file(
+            job.export_id,
+            job.file_id,
+            "done" if outcome == "done" else "rejected",
+            size=size,
+            detail=detail,
+            bucket=job.destination.bucket,
+            prefix=job.destination.prefix,
+            tenant=job.tenant,
+        )
+        self._tracking.completer.complete_if_done(job.export_id)
 
     def _record(self, result: JobResult, ctx: JobContext) -> None:
         if result.status == "duplicate":

@@ -1,0 +1,80 @@
+"""The SQS 2 handler records each file's outcome once and completes the export."""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+
+from exportpipe.common.completion import EventPublisher, ExportCompleter, Tracking
+from exportpipe.common.errors import IntegrityError
+from exportpipe.common.observability import Metrics, get_logger
+from exportpipe.common.schemas import encode
+from exportpipe.common.sqs import JobContext
+from exportpipe.common.tracking import ExportTracker
+from exportpipe.worker.handler import JobHandler
+from exportpipe.worker.pipeline import Pipeline
+from exportpipe.worker.settings import WorkerSettings
+
+
+@pytest.fixture
+def tracking(moto_server: str, s3: Any) -> Tracking:
+    tracker = ExportTracker(boto3.client("dynamodb"), f"t-{uuid.uuid4().hex[:8]}")
+    tracker.create_table()
+    return Tracking(tracker, ExportCompleter(tracker, s3, EventPublisher()))
+
+
+def _ctx(body: str) -> JobContext:
+    return JobContext(
+        message_id="m1", receipt_handle="r1", body=body, receive_count=1, attributes={}
+    )
+
+
+def test_outcomes_are_counted_once_and_the_export_completes(
+    settings: WorkerSettings, s3: Any, file_server: Any, make_job: Any, tracking: Tracking
+) -> None:
+    good = gzip.compress(b'{"a": 1}\n{"a": 2}\n')
+    bad = gzip.compress(b'{"a": 1}\n')
+    export_id = f"exp-{uuid.uuid4().hex[:8]}"
+    jobs = [
+        make_job(file_server.add(good), body=good, export_id=export_id, file_id="f-good"),
+        make_job(
+            file_server.add(bad),
+            export_id=export_id,
+            file_id="f-bad",
+            size_bytes=len(bad),
+            sha256="0" * 64,
+        ),
+    ]
+    tracking.tracker.record_page(
+        export_id, 0, 2, is_last=True, bucket=settings.bucket, prefix=f"exports/{export_id}/"
+    )
+    metrics = Metrics(namespace="ExportPipe", service="test")
+    handler = JobHandler(
+        Pipeline(settings, s3=s3, logger=get_logger("test")),
+        logger=get_logger("test"),
+        metrics=metrics,
+        tracking=tracking,
+    )
+    handler(_ctx(encode(jobs[0])))
+    handler(_ctx(encode(jobs[0])))  # redelivery: a duplicate, counted once
+    with pytest.raises(IntegrityError):
+        handler(_ctx(encode(jobs[1])))
+
+    state = tracking.tracker.get(export_id)
+    assert state is not None
+    assert (state.files_done, state.files_rejected, state.files_outstanding) == (1, 1, 0)
+    assert state.bytes == len(good)
+    assert state.status == "completed_with_errors"
+    manifest = orjson.loads(
+        s3.get_object(Bucket=settings.bucket, Key=f"exports/{export_id}/_manifest.json")[
+            "Body"
+        ].read()
+    )
+    assert [f["file_id"] for f in manifest["files"]] == ["f-good"]
+    assert manifest["rejected"][0]["file_id"] == "f-bad"
+    assert manifest["rejected"][0]["reason"].startswith("sha256_mismatch: ")
