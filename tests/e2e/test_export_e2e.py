@@ -18,7 +18,7 @@ from exportpipe.common.tracking import ExportState
 from exportpipe.tools import cli
 from exportpipe.tools.demo import CORRUPT_FILE_ID, demo_export
 from exportpipe.tools.dlq import list_dead_letters
-from exportpipe.tools.simulator import ExportSpec, Fault, RandomFaults
+from exportpipe.tools.simulator import ExportSpec, Fault, RandomFaults, expected_files
 from exportpipe.tools.submit import submit_export
 from exportpipe.tools.verify import VerifyReport, verify_export
 
@@ -105,7 +105,10 @@ def test_tracking_manifest_and_event_for_the_mixed_export(
     assert state.status == "completed_with_errors"
     assert (state.files_expected, state.files_done, state.files_rejected) == (count, count - 1, 1)
     assert state.files_outstanding == 0
-    assert state.bytes == mixed.report.bytes
+    # The tracker counts bytes downloaded: the good files' listed (compressed) sizes.
+    assert state.bytes == sum(
+        item.content.listed_size for item in expected_files(mixed.spec) if not item.spec.corrupt
+    )
     assert state.manifest_key == f"{e2e.root('e2e-mixed')}_manifest.json"
     manifest = orjson.loads(
         e2e.stack.client("s3").get_object(Bucket=e2e.bucket, Key=state.manifest_key)["Body"].read()

@@ -492,3 +492,16 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("exportpipe: cannot reach the AWS endpoint")
     assert time.monotonic() - started < 30
+
+
+def test_stall_threshold_follows_the_stack_setting(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.page("exp-st", 0, 1, last=True)
+    write_env_file(env.path, {**env.values, "EXPORTPIPE_STALL_SECONDS": "0.000001"})
+    assert run(env, "status", "exp-st", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["stalled"], status["stall_seconds"]) == (True, 0.000001)
+    write_env_file(env.path, {**env.values, "EXPORTPIPE_STALL_SECONDS": "soon"})
+    assert run(env, "status", "exp-st") == 2
+    assert "EXPORTPIPE_STALL_SECONDS" in one_line_error(capsys)

@@ -95,6 +95,7 @@ def _cmd_local_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
+    from exportpipe.tools.status import stall_seconds_of
     from exportpipe.tools.submit import exit_code_for, submit_export, wait_for_export
 
     stack = _stack(args)
@@ -106,7 +107,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     )
     if not args.wait:
         return EXIT_OK
-    state = wait_for_export(stack, args.export_id, console=console, timeout=args.timeout)
+    state = wait_for_export(
+        stack,
+        args.export_id,
+        console=console,
+        timeout=args.timeout,
+        stall_seconds=stall_seconds_of(stack),
+    )
     line = f"export {escape(state.export_id)} {state.status}: {state.files_done} done"
     line += f", {state.files_rejected} rejected of {state.files_expected}"
     if state.manifest_key:
@@ -118,9 +125,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from exportpipe.tools.status import fetch_status, render_status
+    from exportpipe.tools.status import fetch_status, render_status, stall_seconds_of
 
-    status = fetch_status(_stack(args), args.export_id, stall_seconds=args.stall_seconds)
+    stack = _stack(args)
+    stall = args.stall_seconds or stall_seconds_of(stack)
+    status = fetch_status(stack, args.export_id, stall_seconds=stall)
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
     else:
@@ -277,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--stall-seconds",
         type=_positive,
-        default=600.0,
-        help="idle time after which an unfinished export is reported stalled (default 600)",
+        help="idle time after which an unfinished export is stalled "
+        "(default: EXPORTPIPE_STALL_SECONDS, else 3600, as the ExportsStalled metric)",
     )
     status.set_defaults(func=_cmd_status)
 

@@ -181,7 +181,8 @@ def _summary(outcome: _Outcome, spec: ExportSpec, console: Console) -> None:
     table.add_row("files landed (byte-exact)", f"{len(report.landed)} of {spec.count - 1}")
     for verdict in report.rejected:
         table.add_row("rejected", f"{escape(verdict.file_id)}: {escape(verdict.reason or '')}")
-    table.add_row("bytes landed", f"{human_bytes(report.bytes)} ({report.bytes})")
+    table.add_row("bytes downloaded", f"{human_bytes(state.bytes)} ({state.bytes})")
+    table.add_row("bytes landed (uncompressed)", f"{human_bytes(report.bytes)} ({report.bytes})")
     table.add_row("time (first to last activity)", f"{seconds:.1f} s")
     table.add_row(
         "throughput",

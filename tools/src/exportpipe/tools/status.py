@@ -25,9 +25,11 @@ __all__ = [
     "fetch_status",
     "human_bytes",
     "render_status",
+    "stall_seconds_of",
 ]
 
-DEFAULT_STALL_SECONDS = 600.0
+DEFAULT_STALL_SECONDS = 3600.0
+"""The services' default ``EXPORTPIPE_STALL_SECONDS`` (what the ExportsStalled metric uses)."""
 _REJECTED_SHOWN = 50
 
 
@@ -157,6 +159,24 @@ def fetch_status(
     )
 
 
+def stall_seconds_of(stack: Stack) -> float:
+    """The stack's ``EXPORTPIPE_STALL_SECONDS``, else :data:`DEFAULT_STALL_SECONDS`.
+
+    Raises:
+        CliError: the setting is not a positive number.
+    """
+    text = stack.get("EXPORTPIPE_STALL_SECONDS")
+    if text is None:
+        return DEFAULT_STALL_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise CliError(f"EXPORTPIPE_STALL_SECONDS: not a positive number: {text!r}")
+    return value
+
+
 def human_bytes(n: float) -> str:
     """``n`` bytes as ``12.3 MB`` (decimal units, as S3 and CloudWatch count)."""
     for unit in ("B", "kB", "MB", "GB", "TB"):
@@ -194,7 +214,7 @@ def render_status(status: ExportStatus, console: Console) -> None:
     table.add_row("files done", str(s.files_done))
     table.add_row("files rejected", str(s.files_rejected))
     table.add_row("files outstanding", str(s.files_outstanding))
-    table.add_row("bytes", f"{human_bytes(s.bytes)} ({s.bytes})")
+    table.add_row("bytes downloaded", f"{human_bytes(s.bytes)} ({s.bytes})")
     if status.jobs_queue is not None:
         q = status.jobs_queue
         table.add_row("SQS 2 (all exports)", f"{q['visible']} queued, {q['in_flight']} in flight")

@@ -111,7 +111,7 @@ def wait_for_export(
     console: Console,
     poll_seconds: float = 0.5,
     timeout: float | None = None,
-    stall_seconds: float = 600.0,
+    stall_seconds: float = 3600.0,
     check: Callable[[], None] | None = None,
 ) -> ExportState:
     """Follow ``export_id`` in the tracking table until it finishes; return its state.
