@@ -168,6 +168,11 @@ class ExportTracker:
         Call *before* the page's jobs are sent, so that outstanding never goes negative.
         """
         expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
+        # A newly listed page (re)opens the export: after a failure and a redrive of the
+        # page that failed, it is listing again.
+        expr = expr.replace("#st = if_not_exists(#st, :listing)", "#st = :listing")
+        expr = expr.replace("active = if_not_exists(active, :one)", "active = :one")
+        expr += " REMOVE failure_reason"
         expr += " ADD pages_listed :one_n, files_expected :f, files_outstanding :f"
         values[":one_n"] = {"N": "1"}
         values[":f"] = {"N": str(files)}

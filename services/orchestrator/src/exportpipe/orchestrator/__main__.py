@@ -9,11 +9,13 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from exportpipe.common.completion import build_tracking
 from exportpipe.common.observability import Metrics, get_logger, redact_url
 from exportpipe.common.producer import BatchProducer
 from exportpipe.common.retry import aws_client
 from exportpipe.common.settings import load_settings
 from exportpipe.common.sqs import ConsumerConfig, QueueConsumer, run_consumer
+from exportpipe.common.stall import StallWatcher
 from exportpipe.orchestrator.handler import PageHandler
 from exportpipe.orchestrator.settings import OrchestratorSettings
 from exportpipe.orchestrator.source import ExportSource, UnknownSource, create_source
@@ -32,9 +34,12 @@ class Orchestrator:
     producer: BatchProducer
     source: ExportSource
     metrics: Metrics
+    stall_watcher: StallWatcher | None = None
 
     def close(self) -> None:
         """Release the producer's threads and the API connections."""
+        if self.stall_watcher is not None:
+            self.stall_watcher.stop()
         self.producer.close()
         self.source.close()
 
@@ -50,6 +55,7 @@ def consumer_config(settings: OrchestratorSettings) -> ConsumerConfig:
         heartbeat_seconds=settings.heartbeat_seconds,
         max_receive_count=settings.max_receive_count,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        liveness_file=settings.heartbeat_file,
     )
 
 
@@ -87,6 +93,7 @@ def build(
         max_concurrency=settings.send_concurrency,
         executor=ThreadPoolExecutor(senders, thread_name_prefix="send"),
     )
+    tracking = build_tracking(settings, s3=aws_client("s3"), metrics=metrics)
     handler = PageHandler(
         settings=settings,
         source=source,
@@ -94,12 +101,29 @@ def build(
         jobs=producer,
         logger=logger,
         metrics=metrics,
+        tracking=tracking,
+    )
+    watcher = (
+        StallWatcher(
+            tracking.tracker,
+            metrics,
+            logger,
+            stall_seconds=settings.stall_seconds,
+            interval=settings.stall_check_seconds,
+        )
+        if tracking is not None
+        else None
     )
     consumer = QueueConsumer(
         sqs, config or consumer_config(settings), handler, logger=logger, metrics=metrics
     )
     return Orchestrator(
-        consumer=consumer, handler=handler, producer=producer, source=source, metrics=metrics
+        consumer=consumer,
+        handler=handler,
+        producer=producer,
+        source=source,
+        metrics=metrics,
+        stall_watcher=watcher,
     )
 
 
@@ -123,6 +147,8 @@ def main() -> int:
             "api_concurrency": settings.api_concurrency,
         },
     )
+    if orchestrator.stall_watcher is not None:
+        orchestrator.stall_watcher.start()
     try:
         return run_consumer(orchestrator.consumer, metrics=orchestrator.metrics)
     finally:

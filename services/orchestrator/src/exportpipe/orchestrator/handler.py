@@ -48,8 +48,9 @@ from urllib.parse import urlsplit
 from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
-from exportpipe.common.errors import ExportPipeError, UpstreamRejected
-from exportpipe.common.observability import Metrics
+from exportpipe.common.completion import Tracking
+from exportpipe.common.errors import ExportPipeError, MessageError, PermanentError, UpstreamRejected
+from exportpipe.common.observability import Metrics, redact_text
 from exportpipe.common.producer import BatchProducer
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import (
@@ -113,6 +114,10 @@ class PageHandler:
         sqs: a boto3 SQS client (for continuations).
         jobs: the producer sending ``DownloadJob`` bodies to SQS 2.
         logger / metrics: observability.
+        tracking: export tracking, when configured: each page's file count is recorded
+            *before* its jobs are sent (so outstanding never goes below zero), an
+            export-level permanent failure marks the export failed, and the last page
+            completes the export if every file is already done.
         clock: current UTC time (tests move it).
     """
 
@@ -125,6 +130,7 @@ class PageHandler:
         jobs: BatchProducer,
         logger: Logger,
         metrics: Metrics,
+        tracking: Tracking | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
@@ -133,6 +139,7 @@ class PageHandler:
         self._jobs = jobs
         self._log = logger
         self._metrics = metrics
+        self._tracking = tracking
         self._clock = clock
 
     def __call__(self, ctx: JobContext) -> None:
@@ -142,7 +149,21 @@ class PageHandler:
             self._handle(ctx)
         except ExportPipeError as exc:
             self._metrics.add("Failures", reason=exc.reason)
+            if isinstance(exc, PermanentError) and not isinstance(exc, MessageError):
+                self._mark_failed(ctx.body, exc)
             raise
+
+    def _mark_failed(self, body: str, exc: PermanentError) -> None:
+        if self._tracking is None:
+            return
+        request = decode(body, ExportRequested)
+        self._tracking.tracker.mark_failed(
+            request.export_id,
+            f"{exc.reason}: {redact_text(exc.message)}",
+            bucket=self._settings.bucket,
+            prefix=self._destination(request).prefix,
+            tenant=request.tenant,
+        )
 
     # ---------------------------------------------------------------- steps
 
@@ -193,6 +214,16 @@ class PageHandler:
                 reason="malformed_listing",
             )
         ctx.check()
+        if self._tracking is not None:
+            self._tracking.tracker.record_page(
+                export_id,
+                request.page,
+                len(jobs),
+                is_last=page.next_cursor is None,
+                bucket=self._settings.bucket,
+                prefix=self._destination(request).prefix,
+                tenant=request.tenant,
+            )
         started = time.monotonic()
         sent = self._jobs.send(jobs) if jobs else 0
         self._metrics.add("JobsEmitted", sent)
@@ -211,6 +242,9 @@ class PageHandler:
             self._send_request(following, delay=0)
         else:
             self._metrics.add("ExportsListed")
+            if self._tracking is not None:
+                # Every file may already be done (or there were none): complete now.
+                self._tracking.completer.complete_if_done(export_id)
         self._log.info(
             "page done",
             extra={
@@ -224,10 +258,12 @@ class PageHandler:
             },
         )
 
+    def _destination(self, request: ExportRequested) -> S3Destination:
+        prefix = request.destination_prefix or self._settings.output_prefix
+        return S3Destination(bucket=self._settings.bucket, prefix=f"{prefix}{request.export_id}/")
+
     def _build_jobs(self, request: ExportRequested, page: FilePage) -> list[DownloadJob]:
-        settings = self._settings
-        prefix = request.destination_prefix or settings.output_prefix
-        destination = S3Destination(bucket=settings.bucket, prefix=f"{prefix}{request.export_id}/")
+        destination = self._destination(request)
         jobs: list[DownloadJob] = []
         seen: set[str] = set()
         for index, entry in enumerate(page.files):

@@ -47,6 +47,7 @@ class OrchestratorSettings(CommonSettings):
     not_ready_initial_delay_seconds: int = Field(default=30, ge=0, le=_SQS_MAX_DELAY_SECONDS)
     not_ready_max_delay_seconds: int = Field(default=900, ge=0, le=_SQS_MAX_DELAY_SECONDS)
     not_ready_max_wait_seconds: float = Field(default=24 * 3600, gt=0)
+    stall_check_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("export_api_url")
     @classmethod
