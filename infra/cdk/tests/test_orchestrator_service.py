@@ -37,9 +37,10 @@ def test_task_role_statements_are_exactly_these(synth):
         ),
         "QueryActiveExports": (["dynamodb:Query"], scoped["QueryActiveExports"][1]),
         "OutputObjects": (
-            ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+            ["s3:AbortMultipartUpload", "s3:PutObject"],
             scoped["OutputObjects"][1],
         ),
+        "ReadFileManifests": (["s3:GetObject"], scoped["ReadFileManifests"][1]),
         "PublishEvents": (["sns:Publish"], scoped["PublishEvents"][1]),
     }
     send = sorted(scoped["SendRequestsAndJobs"][1].split(","))
@@ -48,7 +49,8 @@ def test_task_role_statements_are_exactly_these(synth):
     assert _ref(send[1], "RequestsQueue")
     assert scoped["QueryActiveExports"][1].endswith(".Arn>/index/active")
     assert scoped["OutputObjects"][1].startswith("arn:<AWS::Partition>:s3:::<OutputBucket")
-    assert scoped["OutputObjects"][1].endswith(">/exports/*")
+    assert scoped["OutputObjects"][1].endswith(">/exports/*/_manifest.json")
+    assert scoped["ReadFileManifests"][1].endswith(">/exports/*/manifests/*")
     assert scoped["PublishEvents"][1].startswith("<EventsTopic")
 
 

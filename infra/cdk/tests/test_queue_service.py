@@ -69,9 +69,8 @@ def test_orchestrator_runs_on_demand_only(synth):
 def test_stop_timeout_leaves_room_for_graceful_shutdown(synth, stack):
     stop = _container(synth, stack)["StopTimeout"]
     assert stop == SIZING[stack].stop_timeout_seconds
-    assert (
-        DEFAULT_DEPLOYMENT.shutdown_grace_seconds < DEFAULT_DEPLOYMENT.worker.stop_timeout_seconds
-    )
+    # Grace plus the consumer's release wait (15 s) must end before SIGKILL.
+    assert DEFAULT_DEPLOYMENT.shutdown_grace_seconds + 15 < stop
     if stack == WORKER:
         assert stop == 120  # Fargate's maximum, the length of a Spot interruption warning
 

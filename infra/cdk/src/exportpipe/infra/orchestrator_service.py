@@ -8,6 +8,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -27,10 +28,13 @@ from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
 from exportpipe.infra.queue_service import QueueService
 from exportpipe.infra.work_queue import WorkQueue
 
-__all__ = ["ORCHESTRATOR_OBJECT_ACTIONS", "OrchestratorService"]
+__all__ = ["ORCHESTRATOR_OBJECT_ACTIONS", "ORCHESTRATOR_READ_ACTIONS", "OrchestratorService"]
 
-ORCHESTRATOR_OBJECT_ACTIONS = ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"]
-"""Writing an export's completion manifest (multipart) and reading file details back."""
+ORCHESTRATOR_OBJECT_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload"]
+"""Writing an export's completion manifest (multipart), and nothing else."""
+
+ORCHESTRATOR_READ_ACTIONS = ["s3:GetObject"]
+"""Reading the per-file manifests the completion manifest is built from."""
 
 
 class OrchestratorService(Construct):
@@ -103,7 +107,9 @@ class OrchestratorService(Construct):
             log_retention=log_retention,
         )
         task = self.runtime.task_definition
-        objects = bucket.arn_for_objects(f"{output_prefix}*")
+        # The orchestrator writes only export manifests and reads only per-file ones.
+        objects = bucket.arn_for_objects(f"{output_prefix}*/_manifest.json")
+        file_manifests = bucket.arn_for_objects(f"{output_prefix}*/manifests/*")
         statements = [
             *consume_statements(requests, sid="Requests"),
             send_statement(requests, jobs, sid="SendRequestsAndJobs"),
@@ -115,6 +121,11 @@ class OrchestratorService(Construct):
                 actions=ORCHESTRATOR_OBJECT_ACTIONS,
                 listing=False,
             ),
+            iam.PolicyStatement(
+                sid="ReadFileManifests",
+                actions=ORCHESTRATOR_READ_ACTIONS,
+                resources=[file_manifests],
+            ),
             publish_statement(events_topic),
         ]
         for statement in statements:
@@ -122,8 +133,14 @@ class OrchestratorService(Construct):
         acknowledge(
             task,
             wildcard_resource_finding(task, objects),
-            "Manifest keys are only known at run time; the grant is limited to put/get "
-            "under the output prefix.",
+            "Export ids are only known at run time; the grant is limited to writing "
+            "{prefix}*/_manifest.json.",
+        )
+        acknowledge(
+            task,
+            wildcard_resource_finding(task, file_manifests),
+            "Export ids are only known at run time; the grant is limited to reading "
+            "{prefix}*/manifests/*.",
         )
         self._scale_on_requests(deployment, requests)
 

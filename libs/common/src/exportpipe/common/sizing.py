@@ -128,7 +128,10 @@ class WorkerScaling:
         ScalingStep(lower=4.0, upper=None, percent=300),
     )
     scale_out_evaluation_periods: int = 1
-    scale_out_cooldown_seconds: int = 60
+    # At least metric delay + task start-up: a shorter cooldown scales out again before
+    # the tasks it just added can show in the metric, and overshoots (the planner showed
+    # 91 tasks for a peak needing 62 with 60 s).
+    scale_out_cooldown_seconds: int = 180
     scale_out_min_change: int = 2
     activation_tasks: int = 1
     scale_in_below_ratio: float = 0.5
@@ -147,7 +150,13 @@ class Deployment:
         # 0.5 vCPU needs at least 1 GiB on Fargate (512 MB is only valid with 0.25 vCPU);
         # the orchestrator is still held to a 512 MB memory budget (see ADR 0006).
         default_factory=lambda: ServiceSizing(
-            cpu_units=512, memory_mib=1024, min_tasks=1, max_tasks=2, concurrency=8
+            cpu_units=512,
+            memory_mib=1024,
+            min_tasks=1,
+            max_tasks=2,
+            concurrency=8,
+            # The shutdown grace (90 s) plus the release wait (15 s) must fit before SIGKILL.
+            stop_timeout_seconds=120,
         )
     )
     worker: ServiceSizing = field(
