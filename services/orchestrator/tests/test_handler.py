@@ -66,10 +66,19 @@ def test_multi_page_export_with_an_empty_page(stack: Stack, wait_until: Any) -> 
 def test_destination_prefix_from_the_request(stack: Stack) -> None:
     export = ExportSpec.mixed("exp-prefix", 3)
     stack.sim.add_export(export)
-    stack.submit("exp-prefix", destination_prefix="tenants/acme")
+    stack.submit("exp-prefix", destination_prefix="exports/tenants/acme")
     with stack.running():
         jobs = stack.collect_until(ids(export))
-    assert {j.destination.prefix for j in jobs} == {"tenants/acme/exp-prefix/"}
+    assert {j.destination.prefix for j in jobs} == {"exports/tenants/acme/exp-prefix/"}
+
+
+def test_destination_prefix_outside_the_output_prefix_is_dead_lettered(stack: Stack) -> None:
+    stack.sim.add_export(ExportSpec.mixed("exp-out", 3))
+    stack.submit("exp-out", destination_prefix="elsewhere/")
+    with stack.running():
+        (dead,) = stack.dead_letters()
+    assert reason_of(dead) == "destination_not_allowed"
+    assert stack.drain_jobs() == []
 
 
 def test_pending_then_ready_rechecks_later_without_sleeping(stack: Stack) -> None:

@@ -321,3 +321,52 @@ def test_cancel_stops_a_stalled_download(
     assert time.monotonic() - started < 10
     assert _uploads(s3, bucket) == []
     assert _keys(s3, bucket, f"exports/{job.export_id}/") == []
+
+
+def test_s3_sources_only_from_allowed_buckets(
+    s3: Any, bucket: str, settings: WorkerSettings, make_job: Any
+) -> None:
+    body = jsonl(5)
+    s3.put_object(Bucket=bucket, Key="vendor/shared.jsonl", Body=body)
+    url = f"s3://{bucket}/vendor/shared.jsonl"
+    job = make_job(url, body=body, file_name="shared.jsonl", compression="none")
+    with pytest.raises(UnsafeSource) as refused:
+        Pipeline(settings, s3=s3).run(job)
+    assert refused.value.reason == "source_bucket_not_allowed"
+    assert any(k.endswith("/rejected/file-1.json") for k in _keys(s3, bucket, "exports/"))
+
+    allowed = settings.model_copy(update={"source_buckets": frozenset({bucket})})
+    result = Pipeline(allowed, s3=s3).run(job)
+    assert result.status == "done"
+    assert _manifest(s3, bucket, result)["members"][0]["records"] == 5
+
+
+def test_destination_outside_the_output_prefix_is_refused(
+    s3: Any, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    from exportpipe.common.schemas import S3Destination
+
+    payload = gzip.compress(jsonl(1))
+    job = make_job(file_server.add(payload), body=payload)
+    elsewhere = job.model_copy(
+        update={"destination": S3Destination(bucket=settings.bucket, prefix="other/e/")}
+    )
+    with pytest.raises(MalformedMessage, match="outside the output prefix"):
+        Pipeline(settings, s3=s3).run(elsewhere)
+
+
+def test_zip_over_the_spool_limit_is_refused(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("big.csv", CSV * 3000)  # ~40 MB stored: over a 2 MiB spool limit
+    payload = buf.getvalue()
+    small = settings.model_copy(update={"max_spool_bytes": 2 * MIB})
+    job = make_job(
+        file_server.add(payload), body=payload, file_name="a.zip", compression="zip", fmt="csv"
+    )
+    with pytest.raises(ArchiveRejected) as refused:
+        Pipeline(small, s3=s3).run(job)
+    assert refused.value.reason == "spool_too_large"
+    assert not _uploads(s3, bucket)

@@ -49,7 +49,13 @@ from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from exportpipe.common.completion import Tracking
-from exportpipe.common.errors import ExportPipeError, MessageError, PermanentError, UpstreamRejected
+from exportpipe.common.errors import (
+    ExportPipeError,
+    MalformedMessage,
+    MessageError,
+    PermanentError,
+    UpstreamRejected,
+)
 from exportpipe.common.observability import Metrics, redact_text
 from exportpipe.common.producer import BatchProducer
 from exportpipe.common.retry import call_aws
@@ -260,6 +266,13 @@ class PageHandler:
 
     def _destination(self, request: ExportRequested) -> S3Destination:
         prefix = request.destination_prefix or self._settings.output_prefix
+        if not prefix.startswith(self._settings.output_prefix):
+            # Workers may only write under the output prefix (their IAM grant).
+            raise MalformedMessage(
+                f"destination_prefix {prefix!r} is outside EXPORTPIPE_OUTPUT_PREFIX "
+                f"{self._settings.output_prefix!r}",
+                reason="destination_not_allowed",
+            )
         return S3Destination(bucket=self._settings.bucket, prefix=f"{prefix}{request.export_id}/")
 
     def _build_jobs(self, request: ExportRequested, page: FilePage) -> list[DownloadJob]:

@@ -100,6 +100,7 @@ class ExtractLimits:
     max_compression_ratio: float = 200.0
     ratio_check_after_bytes: int = 16 * 1024**2
     spool_dir: Path | None = None
+    max_spool_bytes: int = 10 * 1024**3
 
 
 @dataclass
@@ -393,6 +394,13 @@ def _zip_members(
                 raise ArchiveRejected(
                     f"{what}: zip larger than the {limits.max_total_output_bytes} byte limit",
                     reason="output_too_large",
+                )
+            if spooled > limits.max_spool_bytes:
+                # Jobs share the task's disk: one huge zip must not fill it under others.
+                raise ArchiveRejected(
+                    f"{what}: zip larger than the {limits.max_spool_bytes} byte spool limit "
+                    "(EXPORTPIPE_MAX_SPOOL_BYTES)",
+                    reason="spool_too_large",
                 )
             spool.write(data)
         spool.seek(0)

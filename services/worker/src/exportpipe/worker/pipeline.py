@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from botocore.exceptions import ClientError
@@ -39,6 +40,7 @@ from exportpipe.common.errors import (
     JobReleased,
     MalformedMessage,
     PermanentError,
+    UnsafeSource,
 )
 from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws
@@ -164,6 +166,7 @@ class Pipeline:
             max_compression_ratio=settings.max_compression_ratio,
             ratio_check_after_bytes=settings.ratio_check_after_bytes,
             spool_dir=settings.spool_dir,
+            max_spool_bytes=settings.max_spool_bytes,
         )
 
     # -- helpers ------------------------------------------------------------
@@ -193,6 +196,13 @@ class Pipeline:
             raise MalformedMessage(
                 f"destination bucket {job.destination.bucket!r} is not this worker's bucket "
                 f"({self.settings.bucket!r})",
+                reason="destination_not_allowed",
+            )
+        if not job.destination.prefix.startswith(self.settings.output_prefix):
+            # The task role may only write under the output prefix (least privilege).
+            raise MalformedMessage(
+                f"destination prefix {job.destination.prefix!r} is outside the output prefix "
+                f"{self.settings.output_prefix!r}",
                 reason="destination_not_allowed",
             )
 
@@ -291,6 +301,12 @@ class Pipeline:
         started: float,
     ) -> JobResult:
         settings = self.settings
+        parts = urlsplit(job.url)
+        if parts.scheme.lower() == "s3" and parts.netloc not in settings.source_buckets:
+            raise UnsafeSource(
+                f"s3 source bucket {parts.netloc!r} is not in EXPORTPIPE_SOURCE_BUCKETS",
+                reason="source_bucket_not_allowed",
+            )
         source = open_source(
             job.url,
             manager=self.manager,

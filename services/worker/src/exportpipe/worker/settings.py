@@ -51,6 +51,11 @@ class WorkerSettings(CommonSettings):
         stale_commit_seconds: an object left by an attempt that never wrote its manifest
             is replaced once it is this old (the committing phase of a job lasts seconds).
         protection_minutes: ECS task scale-in protection held while busy.
+        source_buckets: buckets ``s3://`` sources may be read from (comma-separated,
+            env EXPORTPIPE_SOURCE_BUCKETS). Empty (the default) refuses every ``s3://``
+            URL: the task role could otherwise be made to read any bucket it can reach.
+        max_spool_bytes: the largest zip spooled to local disk for one job; the task's
+            ephemeral storage is shared by ``concurrency`` jobs (50 GiB / 4 by default).
     """
 
     jobs_queue_url: str = Field(min_length=1)
@@ -83,10 +88,19 @@ class WorkerSettings(CommonSettings):
     protection_minutes: int = Field(
         default=DEFAULT_DEPLOYMENT.worker_scaling.protection_minutes, ge=1, le=2880
     )
+    source_buckets: Annotated[frozenset[str], NoDecode] = frozenset()
+    max_spool_bytes: int = Field(default=10 * 1024 * _MIB, ge=_MIB)
 
     @field_validator("download_allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(h.strip().lower().rstrip(".") for h in value.split(",") if h.strip())
+        return value
+
+    @field_validator("source_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(b.strip() for b in value.split(",") if b.strip())
         return value
