@@ -3,9 +3,11 @@
 Tests and benchmarks point ``AWS_ENDPOINT_URL`` at the proxy instead of moto. Each
 request is forwarded unchanged unless a rule intervenes: a rule sees the request's
 operation (``X-Amz-Target`` for SQS/DynamoDB JSON calls, ``METHOD /path`` otherwise)
-and may add latency, answer with an error, reset the connection, or rewrite the JSON
-body of a SendMessageBatch to report some entries as failed (those entries are *not*
-forwarded, so a retry is not a duplicate).
+and may add latency, answer with an error, reset the connection, forward the request and
+then reset the connection instead of answering (the call took effect but the caller never
+learns it, so its retry meets its own earlier write), or rewrite the JSON body of a
+SendMessageBatch to report some entries as failed (those entries are *not* forwarded, so
+a retry is not a duplicate).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -38,16 +41,37 @@ class Request:
 
 @dataclass(frozen=True)
 class Fault:
-    """What a rule asks for. All fields optional; an empty Fault forwards untouched."""
+    """What a rule asks for. All fields optional; an empty Fault forwards untouched.
+
+    Attributes:
+        delay: seconds to wait before acting.
+        status / error_code: answer with this HTTP status and AWS error code.
+        reset: close the connection without forwarding the request.
+        drop_response: forward the request, then close the connection without answering.
+        fail_batch_entries: report the first N entries of a batch call as failed.
+    """
 
     delay: float = 0.0
     status: int | None = None
     error_code: str = "InternalError"
     reset: bool = False
+    drop_response: bool = False
     fail_batch_entries: int = 0
 
 
 Rule = Callable[[Request], Fault | None]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-request (a killed process, a timed-out call) is
+        # routine here; anything else is a bug in the proxy and is printed.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -96,8 +120,7 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -125,13 +148,16 @@ class FaultProxy:
         with self._lock:
             self.counts[operation] += 1
             fault = next((f for rule in self.rules if (f := rule(request)) is not None), None)
+            if fault is not None:
+                self.faults[self._fault_kind(fault)] += 1
         if self.delay:
             time.sleep(self.delay)
         if fault is not None:
-            self.faults[self._fault_kind(fault)] += 1
             if fault.delay:
                 time.sleep(fault.delay)
-            if fault.reset:
+            if fault.reset or fault.drop_response:
+                if fault.drop_response:
+                    self._upstream(h, body)
                 h.close_connection = True
                 h.connection.shutdown(2)
                 return
@@ -148,6 +174,8 @@ class FaultProxy:
     def _fault_kind(fault: Fault) -> str:
         if fault.reset:
             return "reset"
+        if fault.drop_response:
+            return "drop_response"
         if fault.status is not None:
             return f"{fault.status}:{fault.error_code}"
         if fault.fail_batch_entries:
@@ -162,12 +190,30 @@ class FaultProxy:
         data["Entries"] = entries[n:]
         return json.dumps(data).encode(), failed
 
-    def _forward(
-        self, h: BaseHTTPRequestHandler, body: bytes, failed: list[str] | None = None
-    ) -> None:
+    def _upstream(
+        self, h: BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """Send the request to the upstream; return its status, body and headers."""
         headers = {
             k: v for k, v in h.headers.items() if k.lower() not in {"host", "content-length"}
         }
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=120)
+        try:
+            conn.request(h.command, h.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            out = resp.read()
+            resp_headers = {
+                k: v
+                for k, v in resp.getheaders()
+                if k.lower() not in {"content-length", "transfer-encoding", "connection"}
+            }
+            return resp.status, out, resp_headers
+        finally:
+            conn.close()
+
+    def _forward(
+        self, h: BaseHTTPRequestHandler, body: bytes, failed: list[str] | None = None
+    ) -> None:
         if failed is not None and not json.loads(body).get("Entries"):
             status, out, resp_headers = (
                 200,
@@ -175,19 +221,7 @@ class FaultProxy:
                 {"Content-Type": "application/x-amz-json-1.0"},
             )
         else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=120)
-            try:
-                conn.request(h.command, h.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                out = resp.read()
-                status = resp.status
-                resp_headers = {
-                    k: v
-                    for k, v in resp.getheaders()
-                    if k.lower() not in {"content-length", "transfer-encoding", "connection"}
-                }
-            finally:
-                conn.close()
+            status, out, resp_headers = self._upstream(h, body)
         if failed:
             data = json.loads(out or b"{}")
             data.setdefault("Failed", []).extend(

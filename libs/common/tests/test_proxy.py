@@ -1,0 +1,58 @@
+"""The fault-injecting proxy's own behaviour: resets and lost responses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from exportpipe.common.testing import Fault, FaultProxy, Request
+
+
+@pytest.fixture
+def proxy(moto_server: str) -> Iterator[FaultProxy]:
+    with FaultProxy(upstream=moto_server) as p:
+        yield p
+
+
+def _once(operation: str, fault: Fault) -> Any:
+    seen: list[str] = []
+
+    def rule(request: Request) -> Fault | None:
+        if request.operation != operation or seen:
+            return None
+        seen.append(operation)
+        return fault
+
+    return rule
+
+
+def _client(proxy: FaultProxy) -> Any:
+    return boto3.client(
+        "sqs", endpoint_url=proxy.endpoint, config=Config(retries={"max_attempts": 3})
+    )
+
+
+def _bodies(sqs: Any, url: str) -> list[str]:
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [m["Body"] for m in got]
+
+
+def test_reset_is_not_forwarded(sqs: Any, queue_pair: tuple[str, str], proxy: FaultProxy) -> None:
+    proxy.rules.append(_once("SendMessage", Fault(reset=True)))
+    _client(proxy).send_message(QueueUrl=queue_pair[0], MessageBody="once")
+    assert proxy.faults["reset"] == 1
+    assert _bodies(sqs, queue_pair[0]) == ["once"]  # the retry is the only delivery
+
+
+def test_dropped_response_was_forwarded(
+    sqs: Any, queue_pair: tuple[str, str], proxy: FaultProxy
+) -> None:
+    proxy.rules.append(_once("SendMessage", Fault(drop_response=True)))
+    _client(proxy).send_message(QueueUrl=queue_pair[0], MessageBody="twice")
+    assert proxy.faults["drop_response"] == 1
+    # The first call took effect although the client saw a reset, so its retry duplicates.
+    assert _bodies(sqs, queue_pair[0]) == ["twice", "twice"]
