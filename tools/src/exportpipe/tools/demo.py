@@ -49,7 +49,7 @@ from exportpipe.tools.local import StackOptions, down, up
 from exportpipe.tools.processes import ProcessGroup
 from exportpipe.tools.simulator import ExportSpec, FileSpec, SimulatorConfig
 from exportpipe.tools.status import human_bytes
-from exportpipe.tools.submit import submit_export, wait_for_export
+from exportpipe.tools.submit import WaitTimeout, submit_export, wait_for_export
 from exportpipe.tools.verify import VerifyReport, verify_export
 
 __all__ = ["CORRUPT_FILE_ID", "DemoOptions", "demo_export", "run_demo"]
@@ -175,7 +175,7 @@ def _summary(outcome: _Outcome, spec: ExportSpec, console: Console) -> None:
     seconds = max(state.last_activity - state.first_activity, 1e-3)
     table = Table(title=f"export {escape(spec.export_id)}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     table.add_row("status", state.status)
     table.add_row("files listed", str(spec.count))
     table.add_row("files landed (byte-exact)", f"{len(report.landed)} of {spec.count - 1}")
@@ -265,9 +265,19 @@ def _run(options: DemoOptions, state_dir: Path, console: Console) -> _Outcome:
             start_worker(group, env, log_dir=log_dir, name=f"worker-{n}")
         console.print(f"[bold]4/5[/bold] submit {spec.export_id}")
         submit_export(stack, spec.export_id)
-        state = wait_for_export(
-            stack, spec.export_id, console=console, timeout=options.timeout, check=_watch(group)
-        )
+        try:
+            state = wait_for_export(
+                stack,
+                spec.export_id,
+                console=console,
+                timeout=options.timeout,
+                check=_watch(group),
+            )
+        except WaitTimeout:
+            raise CliError(
+                f"export {spec.export_id} did not finish within {options.timeout:.0f} s",
+                exit_code=EXIT_FAILED,
+            ) from None
         exit_codes = group.stop_all()
     console.print("[bold]5/5[/bold] verify every byte in S3 against the simulator's files")
     report = verify_export(stack.client("s3"), state.bucket, state.prefix, spec)

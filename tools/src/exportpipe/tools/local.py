@@ -1,8 +1,8 @@
 """The local stack: a moto server with the queues, bucket, table and topic of a deployment.
 
-``exportpipe local up`` starts a moto server (SQS, S3, DynamoDB, SNS) on a free loopback
-port, detached in its own session, and creates on it what the CDK shared stack creates
-in AWS:
+``exportpipe local up`` starts a moto server (SQS, S3, DynamoDB, SNS; see
+:mod:`exportpipe.tools.motoserver`) on a free loopback port, detached in its own
+session, and creates on it what the CDK shared stack creates in AWS:
 
 * SQS 1 ``exportpipe-requests`` and SQS 2 ``exportpipe-jobs``, each with a dead-letter
   queue and a redrive policy; visibility timeout and max receives come from
@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 STATE_FILE_NAME = "local.json"
+SERVER_MODULE = "exportpipe.tools.motoserver"  # moto.server with DynamoDB serialized
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 LOCAL_NAMES = {
@@ -107,7 +108,7 @@ class LocalState:
             return False
         command = process_command(self.pid)
         if command is not None:
-            return "moto.server" in command and str(self.port) in command
+            return SERVER_MODULE in command and str(self.port) in command
         # Cannot read its command line: trust it only if moto answers on its port.
         return server_answers(self.endpoint)
 
@@ -155,7 +156,7 @@ def _start_server(state_dir: Path, timeout: float) -> LocalState:
     for _ in range(3):  # the free port may be taken between choosing and binding it
         port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        argv = [sys.executable, "-m", SERVER_MODULE, "-H", "127.0.0.1", "-p", str(port)]
         try:
             pid = spawn_detached(argv, log_file=log_file, env=env, cwd=state_dir)
         except RuntimeError as exc:

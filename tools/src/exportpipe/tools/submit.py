@@ -34,7 +34,11 @@ from exportpipe.tools.errors import (
 )
 from exportpipe.tools.status import human_bytes
 
-__all__ = ["Submitted", "exit_code_for", "submit_export", "wait_for_export"]
+__all__ = ["Submitted", "WaitTimeout", "exit_code_for", "submit_export", "wait_for_export"]
+
+
+class WaitTimeout(CliError):
+    """The export did not finish within the wait's timeout (it may still be running)."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,8 @@ def wait_for_export(
             (the demo checks its service processes are still alive).
 
     Raises:
-        CliError: the wait timed out (exit 1), was interrupted (exit 130), or ``check``
-            raised.
+        WaitTimeout: the wait timed out (exit 1).
+        CliError: the wait was interrupted (exit 130), or ``check`` raised.
     """
     tracker = stack.tracker()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -168,7 +172,7 @@ def wait_for_export(
                 if check is not None:
                     check()
                 if deadline is not None and time.monotonic() > deadline:
-                    raise CliError(
+                    raise WaitTimeout(
                         f"export {export_id} did not finish within {timeout:.0f} s "
                         f"(it continues; check it with `exportpipe status {export_id}`)",
                         exit_code=EXIT_FAILED,
