@@ -112,15 +112,15 @@ def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
 def test_submit_puts_an_export_request_on_sqs1(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(env, "submit", "exp-1", "--tenant", "acme", "--prefix", "landing") == 0
+    assert run(env, "submit", "exp-1", "--tenant", "acme", "--prefix", "exports/acme") == 0
     out = capsys.readouterr().out
-    assert "s3://out-bucket/landing/exp-1/" in out
+    assert "s3://out-bucket/exports/acme/exp-1/" in out
     [message] = receive_all(env.sqs, env["EXPORTPIPE_REQUESTS_QUEUE_URL"])
     request = decode(message["Body"], ExportRequested)
     assert (request.export_id, request.tenant, request.destination_prefix) == (
         "exp-1",
         "acme",
-        "landing/",
+        "exports/acme/",
     )
     assert request.page == 0
     assert request.cursor is None
@@ -131,6 +131,7 @@ def test_submit_puts_an_export_request_on_sqs1(
     [
         (["submit", "bad id!"], "invalid export_id"),
         (["submit", "exp-1", "--prefix", "../escape"], "invalid destination_prefix"),
+        (["submit", "exp-1", "--prefix", "elsewhere"], "must be under the output prefix"),
         (["submit"], "required: EXPORT_ID"),
         (["submit", "exp-1", "--wait", "--timeout", "-1"], "must be positive"),
         (["dlq", "list", "--queue", "nope"], "invalid choice"),

@@ -59,11 +59,12 @@ def submit_export(
         stack: where to send it.
         export_id: the vendor's export id.
         tenant: optional tenant id carried on every job.
-        prefix: destination key prefix (default ``EXPORTPIPE_OUTPUT_PREFIX``); files land
-            under ``{prefix}{export_id}/``.
+        prefix: destination key prefix under ``EXPORTPIPE_OUTPUT_PREFIX`` (default: that
+            prefix itself); files land under ``{prefix}{export_id}/``.
 
     Raises:
-        CliError: an invalid export id, tenant or prefix, or missing settings.
+        CliError: an invalid export id, tenant or prefix (also one outside the output
+            prefix, which the services would refuse), or missing settings.
     """
     try:
         request = ExportRequested(export_id=export_id, tenant=tenant, destination_prefix=prefix)
@@ -71,10 +72,16 @@ def submit_export(
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "request"
         raise CliError(f"invalid {field}: {err['msg']}") from None
+    root = request.destination_prefix or stack.output_prefix
+    if not root.startswith(stack.output_prefix):
+        # The services dead-letter such a request; say so before sending it.
+        raise CliError(
+            f"--prefix {prefix!r} must be under the output prefix {stack.output_prefix!r} "
+            f"(EXPORTPIPE_OUTPUT_PREFIX), e.g. {stack.output_prefix}{prefix}"
+        )
     queue_url = stack.require("EXPORTPIPE_REQUESTS_QUEUE_URL")
     bucket = stack.get("EXPORTPIPE_BUCKET") or "<bucket>"
     sent = stack.client("sqs").send_message(QueueUrl=queue_url, MessageBody=encode(request))
-    root = request.destination_prefix or stack.output_prefix
     return Submitted(
         export_id=export_id,
         message_id=str(sent["MessageId"]),
