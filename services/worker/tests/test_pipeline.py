@@ -223,6 +223,20 @@ def test_invalid_content_is_rejected_with_nothing_under_data(
     _assert_rejected(s3, bucket, job, "invalid_jsonl")
 
 
+def test_rejection_aborts_uploads_of_other_attempts(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # An upload this attempt never learnt about: an earlier attempt was killed, or a
+    # CreateMultipartUpload response was lost and the retry opened a second one.
+    payload = gzip.compress(jsonl(500) + b"[1, 2, 3]\n", 1)
+    job = make_job(file_server.add(payload), body=payload)
+    key = f"{job.destination.prefix}data/{job.file_id}/orphan.jsonl"
+    s3.create_multipart_upload(Bucket=bucket, Key=key)
+    with pytest.raises(ValidationFailed):
+        Pipeline(settings, s3=s3).run(job)
+    _assert_rejected(s3, bucket, job, "invalid_jsonl")  # includes: no open uploads
+
+
 def test_unsafe_archive_is_rejected(
     s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
 ) -> None:

@@ -250,6 +250,10 @@ class Pipeline:
             )
         except PermanentError as exc:
             uploader.abort_all()
+            # Nothing ever commits a refused file, so nothing else would clear uploads
+            # this attempt never learnt about (a CreateMultipartUpload whose response
+            # was lost, an earlier attempt that was killed): abort them here.
+            self._abort_leftovers(job, keys)
             self._reject(job, keys, exc)
             raise
         except JobReleased:
@@ -279,16 +283,20 @@ class Pipeline:
                 "remove it to re-import this file",
                 reason="manifest_conflict",
             )
-        try:
-            abort_uploads_under(self.s3, job.destination.bucket, keys.data_prefix)
-        except Exception as exc:  # leftovers only cost storage; a lifecycle rule ends them
-            self._warn("could not abort leftover uploads", {"error": type(exc).__name__})
+        self._abort_leftovers(job, keys)
         return JobResult(
             status="duplicate",
             manifest_key=keys.manifest,
             source_bytes=int(manifest.get("source", {}).get("size") or 0),
             seconds=time.monotonic() - started,
         )
+
+    def _abort_leftovers(self, job: DownloadJob, keys: JobKeys) -> None:
+        """Abort every open multipart upload under the file's ``data/`` prefix."""
+        try:
+            abort_uploads_under(self.s3, job.destination.bucket, keys.data_prefix)
+        except Exception as exc:  # leftovers only cost storage; a lifecycle rule ends them
+            self._warn("could not abort leftover uploads", {"error": type(exc).__name__})
 
     def _stream_and_commit(
         self,
