@@ -156,16 +156,14 @@ def _cmd_dlq_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = Table(title=f"{len(letters)} dead letter(s)", title_justify="left")
     table.add_column("queue", no_wrap=True)
-    table.add_column("message id", no_wrap=True)
-    table.add_column("reason", no_wrap=True)
-    table.add_column("what", overflow="fold")
-    table.add_column("receives", justify="right")
+    table.add_column("message id / what", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    table.add_column("recv", justify="right")
     for d in letters:
         table.add_row(
             d.queue,
-            d.message_id,
+            f"{d.message_id}\n[dim]{escape(d.summary)}[/dim]",
             escape(d.reason),
-            escape(d.summary),
             "" if d.receive_count is None else str(d.receive_count),
         )
     console.print(table)
