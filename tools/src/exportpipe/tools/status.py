@@ -204,7 +204,7 @@ def render_status(status: ExportStatus, console: Console) -> None:
     s = status.state
     table = Table(title=f"export {s.export_id}", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     table.add_row("status", _status_text(status))
     if s.tenant:
         table.add_row("tenant", s.tenant)
