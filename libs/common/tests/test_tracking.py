@@ -13,6 +13,7 @@ import pytest
 
 from exportpipe.common.completion import EventPublisher, ExportCompleter
 from exportpipe.common.schemas import ExportCompleted, decode
+from exportpipe.common.testing import Fault, FaultProxy, Request
 from exportpipe.common.tracking import ExportTracker
 
 PREFIX = "exports/exp-1/"
@@ -163,3 +164,28 @@ def test_stall_watcher_reports_metric(tracker: ExportTracker) -> None:
         tracker, Metrics(namespace="ExportPipe", service="t"), get_logger("t"), stall_seconds=3600
     )
     assert quiet.check() == []
+
+
+def test_claim_survives_a_lost_response_and_stays_exclusive(
+    tracker: ExportTracker, moto_server: str
+) -> None:
+    assert _page(tracker, 0, 1, last=True)
+    assert _file(tracker, "f0")
+    lost: list[str] = []
+
+    def lose_first_update(request: Request) -> Fault | None:
+        if request.operation != "UpdateItem" or lost:
+            return None
+        lost.append(request.operation)
+        return Fault(drop_response=True)
+
+    with FaultProxy(upstream=moto_server, rules=[lose_first_update]) as proxy:
+        proxied = ExportTracker(
+            boto3.client("dynamodb", endpoint_url=proxy.endpoint), tracker.table
+        )
+        # The update applied but its answer was lost; the retry must see its own claim.
+        assert proxied.try_claim_completion("exp-1", "owner-a")
+        assert proxy.faults["drop_response"] == 1
+    # Another call, even by the same owner (another thread), does not get it too.
+    assert not tracker.try_claim_completion("exp-1", "owner-a")
+    assert not tracker.try_claim_completion("exp-1", "owner-b")

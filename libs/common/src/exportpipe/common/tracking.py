@@ -22,13 +22,16 @@ a conditional claim; exactly one process wins and writes the manifest and the ev
 
 from __future__ import annotations
 
+import random
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
+from exportpipe.common.errors import AwsTransientError
 from exportpipe.common.retry import call_aws
 
 __all__ = [
@@ -253,18 +256,26 @@ class ExportTracker:
             ]
         )
 
-    def _transact(self, items: list[dict[str, Any]]) -> bool:
-        try:
-            call_aws(self._db.transact_write_items, TransactItems=items)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+    def _transact(self, items: list[dict[str, Any]], *, attempts: int = 6) -> bool:
+        for attempt in range(attempts):
+            try:
+                call_aws(self._db.transact_write_items, TransactItems=items)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if codes and codes[0] == "ConditionalCheckFailed":
+                    return False  # already counted: a re-run page or a redelivered job
+                if not codes and "ConditionalCheckFailed" in str(exc):
+                    return False
+                if "TransactionConflict" in codes and attempt + 1 < attempts:
+                    # Another transaction on the export's META item: back off and retry.
+                    time.sleep(random.uniform(0.05, 0.2) * 2**attempt)  # noqa: S311
+                    continue
+                if "TransactionConflict" in codes:
+                    raise AwsTransientError("tracking table: transaction kept conflicting") from exc
                 raise
-            reasons = exc.response.get("CancellationReasons", [])
-            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                return False  # already counted: a re-run page or a redelivered job
-            if not reasons and "ConditionalCheckFailed" in str(exc):
-                return False
-            raise
+            return True
         return True
 
     def get(self, export_id: str) -> ExportState | None:
@@ -303,8 +314,13 @@ class ExportTracker:
         Succeeds only when the listing is complete, nothing is outstanding, the export is
         not finished, and nobody holds a claim younger than ``stale_after`` seconds (a
         claimer that died mid-completion is taken over after that).
+
+        Each call claims under its own token, so a retry of the same call (its first
+        response lost, the update applied) recognises its own claim; any other call --
+        another process, or another thread of this one -- does not.
         """
         now = time.time()
+        claim = f"{owner}#{uuid.uuid4().hex[:12]}"
         try:
             call_aws(
                 self._db.update_item,
@@ -313,11 +329,12 @@ class ExportTracker:
                 UpdateExpression="SET claimed_by = :me, claimed_at = :now",
                 ConditionExpression=(
                     "listing_complete = :true AND files_outstanding = :zero AND "
-                    "#st = :listing AND (attribute_not_exists(claimed_at) OR claimed_at < :stale)"
+                    "#st = :listing AND (attribute_not_exists(claimed_at) OR "
+                    "claimed_at < :stale OR claimed_by = :me)"
                 ),
                 ExpressionAttributeNames={"#st": "status"},
                 ExpressionAttributeValues={
-                    ":me": {"S": owner},
+                    ":me": {"S": claim},
                     ":now": {"N": f"{now:.3f}"},
                     ":true": {"BOOL": True},
                     ":zero": {"N": "0"},

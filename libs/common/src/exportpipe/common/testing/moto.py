@@ -12,7 +12,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MotoServer", "create_queue_pair", "free_port"]
+__all__ = ["SERVER_MODULE", "MotoServer", "create_queue_pair", "free_port"]
+
+SERVER_MODULE = "exportpipe.common.testing.motoserver"
+"""moto.server with DynamoDB requests serialized, as real DynamoDB applies item writes."""
 
 
 def free_port() -> int:
@@ -40,7 +43,7 @@ class MotoServer:
         out: Any = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", SERVER_MODULE, "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"},
