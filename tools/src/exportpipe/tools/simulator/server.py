@@ -529,6 +529,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a client's connection pool expects
+    # Headers and body are separate writes: without TCP_NODELAY a small body waits for
+    # the client's delayed ACK (~40 ms per response on Linux).
+    disable_nagle_algorithm = True
     server: _HTTPServer
     server_version = "ExportApiSimulator/1"
 
