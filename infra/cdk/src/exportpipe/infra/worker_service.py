@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aws_cdk import Arn, ArnComponents, ArnFormat, Stack
+from aws_cdk import Arn, ArnComponents, ArnFormat, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
@@ -149,4 +150,30 @@ class WorkerService(Construct):
             service_name=self.runtime.service.service_name,
             jobs_per_task=sizing.concurrency,
             policy=deployment.worker_scaling,
+        )
+        # The shared dashboard cannot name this stack's service; the scaling signals
+        # (what the policies act on) get a dashboard of their own, released with it.
+        self.dashboard = cloudwatch.Dashboard(
+            self, "ScalingDashboard", default_interval=Duration.hours(3)
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Worker load ratio (1.0 = every job slot busy, nothing waiting)",
+                left=[self.scaling.load_ratio],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(
+                        value=step.lower, label=f"scale out +{step.percent}%"
+                    )
+                    for step in deployment.worker_scaling.scale_out_steps
+                ]
+                + [
+                    cloudwatch.HorizontalAnnotation(
+                        value=deployment.worker_scaling.scale_in_below_ratio, label="scale in"
+                    )
+                ],
+                width=16,
+            ),
+            cloudwatch.GraphWidget(
+                title="Activation from zero", left=[self.scaling.activation], width=8
+            ),
         )
