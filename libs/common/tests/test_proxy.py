@@ -56,3 +56,12 @@ def test_dropped_response_was_forwarded(
     assert proxy.faults["drop_response"] == 1
     # The first call took effect although the client saw a reset, so its retry duplicates.
     assert _bodies(sqs, queue_pair[0]) == ["twice", "twice"]
+
+
+def test_head_keeps_the_object_size(s3: Any, proxy: FaultProxy) -> None:
+    s3.create_bucket(Bucket="proxy-head")
+    s3.put_object(Bucket="proxy-head", Key="k", Body=b"x" * 1234)
+    proxied = boto3.client("s3", endpoint_url=proxy.endpoint)
+    head = proxied.head_object(Bucket="proxy-head", Key="k")
+    assert head["ContentLength"] == 1234
+    assert proxied.get_object(Bucket="proxy-head", Key="k")["Body"].read() == b"x" * 1234

@@ -202,11 +202,11 @@ class FaultProxy:
             conn.request(h.command, h.path, body=body, headers=headers)
             resp = conn.getresponse()
             out = resp.read()
-            resp_headers = {
-                k: v
-                for k, v in resp.getheaders()
-                if k.lower() not in {"content-length", "transfer-encoding", "connection"}
-            }
+            # A HEAD answer's Content-Length is the object's size, not the (empty) body's.
+            dropped = {"transfer-encoding", "connection"}
+            if h.command != "HEAD":
+                dropped.add("content-length")
+            resp_headers = {k: v for k, v in resp.getheaders() if k.lower() not in dropped}
             return resp.status, out, resp_headers
         finally:
             conn.close()
@@ -232,7 +232,8 @@ class FaultProxy:
         h.send_response(status)
         for k, v in resp_headers.items():
             h.send_header(k, v)
-        h.send_header("Content-Length", str(len(out)))
+        if h.command != "HEAD":
+            h.send_header("Content-Length", str(len(out)))
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(out)
