@@ -1,7 +1,8 @@
 """``python -m bench.faults [--seed N] [--files N] [--workers N] [--duration S] ...``.
 
 Exit status: 0 when every must-be-zero figure of the ledger is zero, 1 when one is not,
-2 when the run could not be set up (bad arguments, the local stack did not start).
+2 when the run could not be set up (bad arguments, the local stack did not start), 130
+when interrupted (the stack and every process are stopped first).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CliError) as exc:
         print(f"bench.faults: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # everything was stopped on the way out
+        print("bench.faults: interrupted", file=sys.stderr)
+        return 130
     print(ledger.format())
     if args.json is not None:
         args.json.write_text(json.dumps(ledger.to_json(), indent=2) + "\n")

@@ -34,6 +34,8 @@ run, so orchestrator kills and listing faults land mid-listing, and it keeps SQS
 (the moto server's SQS slows down as a queue grows)."""
 
 PAGE_SIZE = 10
+"""Files per page the orchestrator asks for (``EXPORTPIPE_PAGE_SIZE``). The simulator
+itself would serve up to 1000, so the run can read the whole listing in one call."""
 
 _KIB, _MIB = 1024, 1024 * 1024
 _GOOD_KINDS: tuple[FileKind, ...] = (
@@ -93,7 +95,10 @@ def accepted_reasons(spec: FileSpec) -> frozenset[str]:
     if spec.corrupt == "path_escape":
         return frozenset({"path_escape"})
     if spec.corrupt == "bomb":
-        return frozenset({"compression_ratio", "output_too_large"})
+        # A bomb of zeros is one endless "line": in JSONL or CSV the line-length limit
+        # (8 MiB) trips before the ratio check starts (after 16 MiB of output).
+        line = {"jsonl": "invalid_jsonl", "csv": "csv_record_too_long"}.get(fmt)
+        return frozenset({"compression_ratio", "output_too_large", *([line] if line else [])})
     return frozenset()
 
 
@@ -199,7 +204,7 @@ def build_export(seed: int, files: int) -> ExportPlan:
         export_id=f"faults-s{seed}",
         seed=seed,
         files=tuple(specs),
-        page_size=PAGE_SIZE,
+        page_size=1000,
         faults=RandomFaults(
             seed=seed,
             download_bytes_per_second=DOWNLOAD_BYTES_PER_SECOND,

@@ -51,6 +51,8 @@ class Fleet:
         crashes: processes that exited without being signalled.
         unclean: SIGTERMed processes that exited non-zero or too late.
         clean_stops: SIGTERMed processes that exited 0 in time.
+        startup_stops: processes SIGTERMed before their consumer started (Python's
+            default action ends them; they had received nothing, so nothing is lost).
         restarts: replacement processes started.
     """
 
@@ -63,6 +65,7 @@ class Fleet:
     crashes: list[Exit] = field(default_factory=list)
     unclean: list[Exit] = field(default_factory=list)
     clean_stops: list[Exit] = field(default_factory=list)
+    startup_stops: list[Exit] = field(default_factory=list)
     restarts: int = 0
     _generation: dict[int, int] = field(default_factory=dict)
     _due: dict[int, float] = field(default_factory=dict)
@@ -149,6 +152,8 @@ class Fleet:
             if code is None:
                 code = entry.process.kill()
                 self.unclean.append(Exit(entry.process.name, code, waited, "killed: too slow"))
+            elif code == -signal.SIGTERM and _never_started(entry.process):
+                self.startup_stops.append(Exit(entry.process.name, code, waited))
             elif code != 0:
                 self.unclean.append(
                     Exit(entry.process.name, code, waited, entry.process.log_tail(30))
@@ -169,3 +174,11 @@ class Fleet:
         while self._stopping:
             self.tick(restart=False)
             time.sleep(0.1)
+
+
+def _never_started(process: ServiceProcess) -> bool:
+    """True if the process never logged that its consumer started."""
+    try:
+        return "consumer started" not in process.log_file.read_text(errors="replace")
+    except OSError:
+        return True

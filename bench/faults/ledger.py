@@ -20,6 +20,7 @@ status (:attr:`Ledger.failures`).
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ _SERVICE_LOG_PREFIXES = ("worker", "orchestrator")
 class Observed:
     """What the run saw and did, handed to :func:`reconcile`."""
 
-    wall_seconds: float
+    started: float
     export_seconds: float | None
     scheduled: Counter[str]
     injected: Counter[str]
@@ -279,7 +280,10 @@ def _tracking(stack: Stack, plan: ExportPlan, root: str) -> list[str]:
         elif spec.corrupt is not None and (
             got[0] != "rejected" or got[1].split(":", 1)[0] not in accepted_reasons(spec)
         ):
-            problems.append(f"FILE#{spec.file_id}: {got[0]} ({got[1][:80]}), expected rejected")
+            problems.append(
+                f"FILE#{spec.file_id}: {got[0]} ({got[1][:80]}), expected rejected as one of "
+                f"{sorted(accepted_reasons(spec))}"
+            )
     problems += [f"FILE#{fid}: recorded but not listed" for fid in sorted(outcomes)]
     return problems
 
@@ -551,6 +555,17 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
                     ),
                 ),
                 Row(
+                    "download_resumes",
+                    "downloads resumed with Range after a cut",
+                    sum(
+                        1
+                        for r in observed.simulator_requests
+                        if r.get("export_id") == export_id
+                        and r["route"] == "download"
+                        and r.get("range")
+                    ),
+                ),
+                Row(
                     "aws_requests_failed",
                     "AWS requests failed by the proxy",
                     sum(observed.aws_hits.values()),
@@ -567,6 +582,12 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
                     "SIGTERMed processes that exited 0",
                     len(fleet.clean_stops),
                     details=(f"longest took {_longest(fleet.clean_stops):.1f} s",),
+                ),
+                Row(
+                    "startup_stops",
+                    "SIGTERMed while starting (killed by the signal, held no work)",
+                    len(fleet.startup_stops),
+                    details=tuple(e.name for e in fleet.startup_stops),
                 ),
                 Row(
                     "crashes",
@@ -607,7 +628,7 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
                     if observed.export_seconds is not None
                     else "not completed",
                 ),
-                Row("wall_seconds", "wall time (s)", round(observed.wall_seconds, 1)),
+                Row("wall_seconds", "wall time (s)", round(time.monotonic() - observed.started, 1)),
             ],
         ),
     ]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.faults.aws import FAULTS, AwsFaults
-from bench.faults.export import ExportPlan, build_export
+from bench.faults.export import PAGE_SIZE, ExportPlan, build_export
 from bench.faults.fleet import ORCHESTRATOR, Fleet
 from bench.faults.ledger import Ledger, Observed, reconcile
 from bench.faults.messages import Injected, MessageFactory, fetch_listing
@@ -43,6 +43,7 @@ __all__ = ["Options", "plan_run", "run"]
 TOKEN = "faults-token"  # noqa: S105 - the local simulator's token
 VISIBILITY_TIMEOUT = 10
 """Short, so a killed process's messages come back within seconds (as in the e2e tests)."""
+_MAX_DEFER = 15.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +68,7 @@ class Options:
     files: int = 300
     workers: int = 3
     concurrency: int = 3
-    duration: float = 90.0
+    duration: float = 100.0
     kinds: list[str] | None = None
     timeout: float = 600.0
     drain_timeout: float = 90.0
@@ -204,9 +205,11 @@ class _Player:
                 self._send("jobs", [body, body])
                 self.played.duplicates_sent += 2
         elif kind == "garbage_requests":
-            self._hostile(self.factory.garbage_request(p["variant"]))
+            for variant in p["variants"]:
+                self._hostile(self.factory.garbage_request(variant))
         elif kind == "garbage_jobs":
-            self._hostile(self.factory.garbage_job(p["variant"]))
+            for variant in p["variants"]:
+                self._hostile(self.factory.garbage_job(variant))
         elif kind == "wrong_version_requests":
             self._hostile(self.factory.wrong_version("requests", int(p["version"])))
         elif kind == "wrong_version_jobs":
@@ -314,7 +317,7 @@ def _run(
             fleet = Fleet(
                 group=services,
                 worker_env=environment(EXPORTPIPE_CONCURRENCY=str(options.concurrency)),
-                orchestrator_env=environment(),
+                orchestrator_env=environment(EXPORTPIPE_PAGE_SIZE=str(PAGE_SIZE)),
                 log_dir=state_dir / "logs",
                 workers=options.workers,
             )
@@ -358,7 +361,7 @@ def _run(
             )
             fleet.stop_all()
             observed = Observed(
-                wall_seconds=time.monotonic() - started,
+                started=started,
                 export_seconds=finished_at,
                 scheduled=Counter(e.kind for e in events),
                 injected=played.injected,
@@ -391,6 +394,7 @@ def _play(
 ) -> float | None:
     """Play the schedule until the export finishes; returns when it did (or ``None``)."""
     pending = list(events)
+    deferred: list[Event] = []
     next_check = next_report = 0.0
     tracker = stack.tracker()
     export_id = plan.spec.export_id
@@ -399,12 +403,18 @@ def _play(
         while pending and pending[0].at <= now:
             event = pending.pop(0)
             done = player.play(event)
-            if done is None:
-                player.played.skipped[event.kind] += 1
-                out(f"  [{now:6.1f}s] skipped {event.describe()} (nothing to act on)")
-            else:
+            if done is not None:
                 player.played.injected[event.kind] += 1
-                out(f"  [{now:6.1f}s] {done}")
+                late = now - event.at
+                out(f"  [{now:6.1f}s] {done}" + (f" ({late:.1f} s late)" if late > 1 else ""))
+            elif now - event.at < _MAX_DEFER:
+                # Its process is down (being replaced): act once the replacement runs.
+                deferred.append(event)
+            else:
+                player.played.skipped[event.kind] += 1
+                out(f"  [{now:6.1f}s] skipped {event.describe()} (no process to signal)")
+        pending = sorted(pending + deferred)
+        deferred.clear()
         player.fleet.tick()
         if now >= next_check:
             next_check = now + 1.0

@@ -17,8 +17,9 @@ kind gets at least one):
   ``download_drop`` (the next download of a large file is cut at ``at`` of its length,
   mid-transfer), ``truncated_bodies`` (the next downloads stop at half their length);
 * queues (sent straight to the moto server): ``duplicate_jobs`` (the same ``DownloadJob``
-  sent twice more), ``garbage_requests`` / ``garbage_jobs`` (malformed and hostile
-  bodies on SQS 1 / SQS 2), ``wrong_version_requests`` / ``wrong_version_jobs``;
+  sent twice more), ``garbage_requests`` / ``garbage_jobs`` (one of each malformed or
+  hostile body of :data:`GARBAGE_REQUESTS` / :data:`GARBAGE_JOBS`, in a seeded order, on
+  SQS 1 / SQS 2), ``wrong_version_requests`` / ``wrong_version_jobs``;
 * AWS (the fault proxy between the services and moto, for ``seconds``, hitting each
   matching request with ``probability``): ``s3_reset``, ``s3_lost_response``,
   ``s3_500``, ``s3_slowdown``, ``sqs_reset``, ``sqs_lost_response``, ``sqs_500``,
@@ -129,9 +130,9 @@ def _params(
     if kind == "duplicate_jobs":
         return {"file_ids": sorted(rng.sample(good, min(3, len(good))))}
     if kind == "garbage_requests":
-        return {"variant": rng.choice(GARBAGE_REQUESTS)}
+        return {"variants": rng.sample(GARBAGE_REQUESTS, len(GARBAGE_REQUESTS))}
     if kind == "garbage_jobs":
-        return {"variant": rng.choice(GARBAGE_JOBS)}
+        return {"variants": rng.sample(GARBAGE_JOBS, len(GARBAGE_JOBS))}
     if kind in ("wrong_version_requests", "wrong_version_jobs"):
         return {"version": rng.choice((2, 3, 99))}
     # An AWS fault window.
