@@ -351,6 +351,7 @@ class _Letters:
     total: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
     hostile_ok: int = 0
+    repeats: int = 0
     corrupt: Counter[str] = field(default_factory=Counter)
     unexplained: list[str] = field(default_factory=list)
     hostile_missing: list[str] = field(default_factory=list)
@@ -366,6 +367,11 @@ def _letters(stack: Stack, plan: ExportPlan, hostile: list[Injected]) -> _Letter
         out.by_reason[f"{letter.queue}:{letter.reason}"] += 1
         message = expected.get(letter.body)
         if message is not None:
+            if letter.body in seen:
+                # Dead-lettered again: a process died between the DLQ send and the
+                # delete, so the message came back (at least once, never lost).
+                out.repeats += 1
+                continue
             seen.add(letter.body)
             if letter.reason == message.reason:
                 out.hostile_ok += 1
@@ -506,6 +512,11 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
                     "dlq_hostile",
                     "  injected bad messages, with the expected reason",
                     f"{letters.hostile_ok} (of {len(observed.hostile)} injected)",
+                ),
+                Row(
+                    "dlq_repeats",
+                    "  the same bad message dead-lettered again",
+                    letters.repeats,
                 ),
                 Row(
                     "dlq_corrupt",
