@@ -38,7 +38,7 @@ from exportpipe.tools.processes import ProcessGroup
 from exportpipe.tools.simulator import Fault, SimulatorConfig
 from exportpipe.tools.submit import submit_export
 
-__all__ = ["Options", "plan_run", "run"]
+__all__ = ["Options", "describe_plan", "plan_run", "run"]
 
 TOKEN = "faults-token"  # noqa: S105 - the local simulator's token
 VISIBILITY_TIMEOUT = 10
@@ -84,7 +84,6 @@ class _Played:
     skipped: Counter[str] = field(default_factory=Counter)
     messages: list[Injected] = field(default_factory=list)
     duplicates_sent: int = 0
-    log: list[str] = field(default_factory=list)
 
 
 def plan_run(options: Options) -> tuple[ExportPlan, list[Event]]:
@@ -155,7 +154,6 @@ class _Player:
     def __init__(
         self,
         *,
-        plan: ExportPlan,
         fleet: Fleet,
         sim: _Simulator,
         aws: AwsFaults,
@@ -164,7 +162,7 @@ class _Player:
         factory: MessageFactory,
         sizes: dict[str, int],
     ) -> None:
-        self.plan, self.fleet, self.sim, self.aws = plan, fleet, sim, aws
+        self.fleet, self.sim, self.aws = fleet, sim, aws
         self.sqs, self.queues, self.factory, self.sizes = sqs, queues, factory, sizes
         self.played = _Played()
 
@@ -323,7 +321,6 @@ def _run(
             )
             fleet.start()
             player = _Player(
-                plan=plan,
                 fleet=fleet,
                 sim=sim,
                 aws=aws,
