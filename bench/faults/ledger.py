@@ -110,7 +110,7 @@ class Ledger:
         """The value of figure ``key``."""
         return next(row.value for row in self.rows if row.key == key)
 
-    def format(self, *, max_details: int = 12) -> str:
+    def format(self, *, max_details: int = 20) -> str:
         """The printed ledger."""
         width = max(len(row.label) for row in self.rows) + 2
         lines = [f"LEDGER  seed {self.seed}  export {self.export_id}"]
