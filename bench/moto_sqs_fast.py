@@ -1,95 +1,21 @@
-"""A moto server whose SQS neither loses messages under concurrency nor slows with depth.
+"""``python -m bench.moto_sqs_fast -H 127.0.0.1 -p PORT``: moto.server with the SQS patches.
 
-``python -m bench.moto_sqs_fast -H 127.0.0.1 -p PORT`` runs ``moto.server`` after
-benchmark-only patches to moto's SQS models.
-
-**A correctness fix.** moto 5.2's ``Queue.delete_message`` rebuilds the message list
-from a snapshot *without* the lock that ``add_message`` appends under, so a message sent
-while another client deletes from the same queue can vanish (measured here: 512 of
-20,000 jobs lost with producers and a drainer working concurrently). The patched delete
-removes the message in place, under that lock; receives take the same lock, so two
-concurrent receives no longer hand out one message twice or race a delete.
-
-**Speed-ups** that change how fast moto computes, not what it returns:
-
-* ``Queue.messages`` and the approximate-count properties read the clock once per scan
-  instead of once per message (moto's ``unix_time`` builds two datetimes per call);
-* ``is_message_valid_based_on_retention_period``, called for *every* received message,
-  reads the queue's retention directly instead of rebuilding every queue attribute
-  (three full scans of the queue) each time;
-* the patched delete stops at the message instead of scanning the queue twice.
-
-Unpatched, every SendMessage rebuilds all queue attributes and every received message
-triggers another rebuild, so each message costs O(depth) and a benchmark that pushes
-thousands of jobs measures moto's quadratic slowdown rather than the orchestrator
-(FIELD-NOTES: "send latency grew 23 -> 95 ms per batch as a queue grew from 200 to 600
-messages"). Real SQS has no such cost; the delay proxy stands in for its latency.
+The patches live in :mod:`exportpipe.common.testing.moto_patches` (also used by the
+test and local-stack moto server); this entry point runs plain ``moto.server`` with
+them, for benchmarks that compare against ``--plain-moto``.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import Any
 
+from exportpipe.common.testing.moto_patches import patch_sqs as patch
 
-def patch() -> None:
-    """Apply the patches to moto's SQS models (idempotent)."""
-    from moto.sqs import models
-    from moto.sqs.exceptions import ReceiptHandleIsInvalid
-
-    queue_cls: Any = models.Queue
-    if getattr(queue_cls, "_bench_fast", False):
-        return
-
-    def messages(self: Any) -> list[Any]:
-        now = time.time() * 1000.0
-        return [m for m in self._messages if now > m.visible_at and now >= m.delayed_until]
-
-    def not_visible(self: Any) -> int:
-        now = time.time() * 1000.0
-        return sum(1 for m in self._messages if not now > m.visible_at)
-
-    def delayed(self: Any) -> int:
-        now = time.time() * 1000.0
-        return sum(1 for m in self._messages if now < m.delayed_until)
-
-    def delete_message(self: Any, receipt_handle: str) -> None:
-        with self._messages_lock:
-            if receipt_handle in self.deleted_messages:
-                return  # already deleted: SQS accepts a repeated delete
-            # Received messages are usually near the front: the scan stops early.
-            for index, message in enumerate(self._messages):
-                if message.had_receipt_handle(receipt_handle):
-                    del self._messages[index]
-                    self.pending_messages.discard(message)
-                    self.deleted_messages.update(message.all_receipt_handles)
-                    return
-        raise ReceiptHandleIsInvalid()
-
-    def retention_ok(self: Any, queue_name: str, message: Any) -> bool:
-        queue = self.get_queue(queue_name)
-        retain_until = int(queue.message_retention_period) + message.sent_timestamp / 1000
-        return bool(retain_until > time.time())
-
-    original_receive = models.SQSBackend.receive_message
-
-    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
-        # Two unlocked receives can hand out the same message and interleave its
-        # receipt-handle update with a delete; waiting for messages releases the lock.
-        with self.get_queue(queue_name)._messages_lock:
-            return original_receive(self, queue_name, *args, **kwargs)
-
-    models.SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
-    queue_cls.delete_message = delete_message
-    queue_cls.messages = property(messages)
-    queue_cls.approximate_number_of_messages_not_visible = property(not_visible)
-    queue_cls.approximate_number_of_messages_delayed = property(delayed)
-    models.SQSBackend.is_message_valid_based_on_retention_period = retention_ok  # type: ignore[method-assign]
-    queue_cls._bench_fast = True
+__all__ = ["main", "patch"]
 
 
 def main() -> None:
+    """Run moto.server with the SQS patches applied."""
     patch()
     from moto.server import main as moto_main
 

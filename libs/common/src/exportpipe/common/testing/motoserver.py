@@ -5,8 +5,10 @@ its own thread: two concurrent ``UpdateItem`` / ``TransactWriteItems`` calls on 
 can interleave and lose an ``ADD`` (measured here: 4 threads x 10 counted files, a
 counter ended 1 or 2 short in 2 of 5 runs). Real DynamoDB applies the writes to an item
 one at a time, and the export tracker's exactly-once counting relies on that. This
-server is ``moto.server`` with one lock around every DynamoDB request; SQS, S3 and SNS
-stay concurrent (SQS long polls must not block each other).
+server is ``moto.server`` with one lock around every DynamoDB request, and with moto's
+SQS patched so concurrent sends and deletes do not lose messages
+(:mod:`exportpipe.common.testing.moto_patches`); SQS, S3 and SNS stay concurrent (SQS
+long polls must not block each other).
 
 Run as ``python -m exportpipe.common.testing.motoserver -H 127.0.0.1 -p PORT``.
 """
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
         create_backend_app,
     )
     from werkzeug.serving import run_simple
+
+    from exportpipe.common.testing.moto_patches import patch_sqs
+
+    patch_sqs()
 
     parser = argparse.ArgumentParser(prog="python -m exportpipe.common.testing.motoserver")
     parser.add_argument("-H", "--host", default="127.0.0.1")
