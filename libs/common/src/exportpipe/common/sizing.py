@@ -173,8 +173,11 @@ class Deployment:
         )
     )
     requests_queue: QueueTiming = field(
+        # Every transient failure of a page (vendor 5xx, 429) costs a receive; with the
+        # runtime's backoff (10 s doubling to 900 s) 15 receives ride out ~2 h of vendor
+        # outage before a page is parked in the DLQ. 5 gave up after ~150 s.
         default_factory=lambda: QueueTiming(
-            visibility_timeout_seconds=120, heartbeat_seconds=40, max_receive_count=5
+            visibility_timeout_seconds=120, heartbeat_seconds=40, max_receive_count=15
         )
     )
     jobs_queue: QueueTiming = field(
