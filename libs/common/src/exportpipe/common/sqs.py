@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -53,6 +53,7 @@ from exportpipe.common.retry import call_aws
 __all__ = [
     "SQS_MAX_VISIBILITY_SECONDS",
     "ConsumerConfig",
+    "ConsumerSettings",
     "JobContext",
     "QueueConsumer",
     "dead_letter_attributes",
@@ -63,6 +64,25 @@ SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
 _BATCH = 10
 _MAX_REASON_CHARS = 1000
 _DELETE_LINGER = 0.1
+
+
+class ConsumerSettings(Protocol):
+    """The settings fields :meth:`ConsumerConfig.from_settings` reads."""
+
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def wait_time_seconds(self) -> int: ...
+    @property
+    def visibility_timeout_seconds(self) -> int: ...
+    @property
+    def heartbeat_seconds(self) -> float: ...
+    @property
+    def max_receive_count(self) -> int: ...
+    @property
+    def shutdown_grace_seconds(self) -> float: ...
+    @property
+    def heartbeat_file(self) -> Path | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +122,23 @@ class ConsumerConfig:
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 900.0
     liveness_file: Path | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: ConsumerSettings, *, queue_url: str, dlq_url: str
+    ) -> ConsumerConfig:
+        """The consumer configuration a service's settings describe."""
+        return cls(
+            queue_url=queue_url,
+            dlq_url=dlq_url,
+            concurrency=settings.concurrency,
+            wait_time_seconds=settings.wait_time_seconds,
+            visibility_timeout=settings.visibility_timeout_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            max_receive_count=settings.max_receive_count,
+            shutdown_grace_seconds=settings.shutdown_grace_seconds,
+            liveness_file=settings.heartbeat_file,
+        )
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

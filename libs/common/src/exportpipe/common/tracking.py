@@ -182,31 +182,8 @@ class ExportTracker:
         if is_last:
             expr = expr.replace("SET ", "SET listing_complete = :true, ", 1)
             values[":true"] = {"BOOL": True}
-        return self._transact(
-            [
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": {
-                            "pk": _pk(export_id),
-                            "sk": {"S": f"PAGE#{page:09d}"},
-                            "files": {"N": str(files)},
-                            "expires_at": values[":ttl"],
-                        },
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
-                        "UpdateExpression": expr,
-                        "ExpressionAttributeNames": _names(values),
-                        "ExpressionAttributeValues": values,
-                    }
-                },
-            ]
-        )
+        item = {"files": {"N": str(files)}}
+        return self._record_once(export_id, f"PAGE#{page:09d}", item, expr, values)
 
     def record_file(
         self,
@@ -228,6 +205,30 @@ class ExportTracker:
         counter = "files_done" if outcome == "done" else "files_rejected"
         expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
         values.update({":one_n": {"N": "1"}, ":minus": {"N": "-1"}, ":size": {"N": str(size)}})
+        item = {
+            "outcome": {"S": outcome},
+            "detail": {"S": detail[:1000]},
+            "size": {"N": str(size)},
+        }
+        return self._record_once(
+            export_id, f"FILE#{file_id}", item, expr, values, names={"#bytes": "bytes"}
+        )
+
+    def _record_once(
+        self,
+        export_id: str,
+        sk: str,
+        item: dict[str, Any],
+        expr: str,
+        values: dict[str, Any],
+        *,
+        names: dict[str, str] | None = None,
+    ) -> bool:
+        """Write item ``sk`` once and apply ``expr`` to META in the same transaction.
+
+        Returns ``False`` (and changes nothing) when ``sk`` already exists: the page or
+        file was counted before.
+        """
         return self._transact(
             [
                 {
@@ -235,10 +236,8 @@ class ExportTracker:
                         "TableName": self._table,
                         "Item": {
                             "pk": _pk(export_id),
-                            "sk": {"S": f"FILE#{file_id}"},
-                            "outcome": {"S": outcome},
-                            "detail": {"S": detail[:1000]},
-                            "size": {"N": str(size)},
+                            "sk": {"S": sk},
+                            **item,
                             "expires_at": values[":ttl"],
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
@@ -249,7 +248,7 @@ class ExportTracker:
                         "TableName": self._table,
                         "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
                         "UpdateExpression": expr,
-                        "ExpressionAttributeNames": {**_names(values), "#bytes": "bytes"},
+                        "ExpressionAttributeNames": {**_names(values), **(names or {})},
                         "ExpressionAttributeValues": values,
                     }
                 },

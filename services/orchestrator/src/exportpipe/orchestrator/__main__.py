@@ -46,16 +46,8 @@ class Orchestrator:
 
 def consumer_config(settings: OrchestratorSettings) -> ConsumerConfig:
     """SQS 1 consumer timing (defaults from ``DEFAULT_DEPLOYMENT.requests_queue``)."""
-    return ConsumerConfig(
-        queue_url=settings.requests_queue_url,
-        dlq_url=settings.requests_dlq_url,
-        concurrency=settings.concurrency,
-        wait_time_seconds=settings.wait_time_seconds,
-        visibility_timeout=settings.visibility_timeout_seconds,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        max_receive_count=settings.max_receive_count,
-        shutdown_grace_seconds=settings.shutdown_grace_seconds,
-        liveness_file=settings.heartbeat_file,
+    return ConsumerConfig.from_settings(
+        settings, queue_url=settings.requests_queue_url, dlq_url=settings.requests_dlq_url
     )
 
 

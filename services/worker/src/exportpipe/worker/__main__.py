@@ -27,16 +27,8 @@ def build_consumer(
     )
     pipeline = Pipeline(settings, s3=s3, logger=logger)
     tracking = build_tracking(settings, s3=s3, metrics=metrics)
-    config = ConsumerConfig(
-        queue_url=settings.jobs_queue_url,
-        dlq_url=settings.jobs_dlq_url,
-        concurrency=settings.concurrency,
-        wait_time_seconds=settings.wait_time_seconds,
-        visibility_timeout=settings.visibility_timeout_seconds,
-        heartbeat_seconds=settings.heartbeat_seconds,
-        max_receive_count=settings.max_receive_count,
-        shutdown_grace_seconds=settings.shutdown_grace_seconds,
-        liveness_file=settings.heartbeat_file,
+    config = ConsumerConfig.from_settings(
+        settings, queue_url=settings.jobs_queue_url, dlq_url=settings.jobs_dlq_url
     )
     return QueueConsumer(
         sqs,
