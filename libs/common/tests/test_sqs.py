@@ -265,19 +265,25 @@ def test_sigterm_releases_job_to_second_consumer_and_exits_zero(
         raise AssertionError("process ended without starting a job")
 
     first = start()
-    line = next_start(first)
-    t0 = time.monotonic()
-    first.send_signal(signal.SIGTERM)
-    with first:  # closes the pipe
-        assert first.wait(timeout=30) == 0
-    assert time.monotonic() - t0 < 5 + 2 + 3  # grace is 5 s; long job released at once
-    second = start()
+    second: subprocess.Popen[str] | None = None
     try:
+        line = next_start(first)
+        t0 = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+        assert time.monotonic() - t0 < 5 + 2 + 3  # grace is 5 s; long job released at once
+        second = start()
         assert next_start(second) == line  # same message, picked up again
-    finally:
         second.send_signal(signal.SIGTERM)
-        with second:
-            assert second.wait(timeout=30) == 0
+        assert second.wait(timeout=30) == 0
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()  # never leave a consumer behind when an assertion fails
+                proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
 
 
 def test_liveness_file_is_touched(sqs: Any, queue_pair: tuple[str, str], tmp_path: Path) -> None:
