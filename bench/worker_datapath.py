@@ -237,19 +237,28 @@ def run_worker(  # noqa: PLR0917 - called from a table of runs
             sha256=sha,
             compression="gzip",
             format="jsonl",
-            destination=S3Destination(bucket=ctx["bucket"], prefix=f"bench/{export_id}/"),
+            destination=S3Destination(bucket=ctx["bucket"], prefix=f"exports/{export_id}/"),
         )
-        manifest = f"bench/{export_id}/manifests/f1.json"
+        manifest = f"exports/{export_id}/manifests/f1.json"
+        rejected = f"exports/{export_id}/rejected/f1.json"
         started = time.perf_counter()
         sqs.send_message(QueueUrl=queue_url, MessageBody=encode(job))
         while True:
             if proc.poll() is not None:
                 raise RuntimeError("the worker exited; see its log in the temp dir")
+            if time.perf_counter() - started > 900:
+                raise RuntimeError("no manifest after 900 s; see the worker's log")
             try:
                 s3.head_object(Bucket=ctx["bucket"], Key=manifest)
                 break
             except s3.exceptions.ClientError:
+                pass
+            try:
+                s3.head_object(Bucket=ctx["bucket"], Key=rejected)
+            except s3.exceptions.ClientError:
                 time.sleep(0.05)
+            else:
+                raise RuntimeError("the worker rejected the job; see its log")
         wall = time.perf_counter() - started
         cpu = _proc_cpu(proc.pid) - base_cpu
         rss = _proc_hwm_mb(proc.pid)
