@@ -13,7 +13,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from exportpipe.tools.simulator import KIND_INFO, ExportSpec, FileKind, FileSpec, RandomFaults
+from exportpipe.tools.simulator import (
+    ALL_KINDS,
+    KIND_INFO,
+    ExportSpec,
+    FileKind,
+    FileSpec,
+    RandomFaults,
+)
 
 __all__ = [
     "API_LATENCY_SECONDS",
@@ -38,17 +45,7 @@ PAGE_SIZE = 10
 itself would serve up to 1000, so the run can read the whole listing in one call."""
 
 _KIB, _MIB = 1024, 1024 * 1024
-_GOOD_KINDS: tuple[FileKind, ...] = (
-    "jsonl.gz",
-    "jsonl.zst",
-    "csv.zip",
-    "jsonl.tar.gz",
-    "jsonl",
-    "csv",
-    "csv.gz",
-    "csv.tar",
-    "bin",
-)
+_GOOD_KINDS: tuple[FileKind, ...] = ALL_KINDS  # every kind the simulator makes
 _LARGE_KINDS: tuple[FileKind, ...] = ("bin", "jsonl.gz", "csv.tar", "jsonl.zst", "jsonl")
 _BOMB_BYTES = 64 * _MIB
 

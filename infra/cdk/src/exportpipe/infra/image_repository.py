@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from dataclasses import dataclass
+
+from aws_cdk import CfnParameter, RemovalPolicy
 from aws_cdk import aws_ecr as ecr
 from constructs import Construct
 
-__all__ = ["REPOSITORY_NAMES", "ImageRepository"]
+__all__ = ["REPOSITORY_NAMES", "ImageRepository", "ReleasedImage", "released_image"]
 
 REPOSITORY_NAMES = {
     "orchestrator": "exportpipe/orchestrator",
@@ -39,3 +41,28 @@ class ImageRepository(Construct):
             lifecycle_rules=[ecr.LifecycleRule(max_image_count=keep_images)],
             removal_policy=RemovalPolicy.RETAIN,
         )
+
+
+@dataclass(frozen=True)
+class ReleasedImage:
+    """What a service stack runs: its repository and the ``ImageTag`` it was deployed with."""
+
+    repository: ecr.IRepository
+    tag: str
+
+
+def released_image(scope: Construct, service: str) -> ReleasedImage:
+    """Import ``service``'s repository and declare the stack's ``ImageTag`` parameter.
+
+    Each service stack takes its image tag as a parameter, so one team deploys its own
+    service (``cdk deploy --exclusively``) without touching the other's.
+    """
+    image_tag = CfnParameter(
+        scope,
+        "ImageTag",
+        type="String",
+        description=f"Tag of the exportpipe/{service} image to run (CI: the commit SHA)",
+        allowed_pattern=r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
+    )
+    repository = ecr.Repository.from_repository_name(scope, "Images", REPOSITORY_NAMES[service])
+    return ReleasedImage(repository, image_tag.value_as_string)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnParameter, Stack
-from aws_cdk import aws_ecr as ecr
+from aws_cdk import Stack
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from exportpipe.infra.config import InfraConfig
-from exportpipe.infra.image_repository import REPOSITORY_NAMES
+from exportpipe.infra.image_repository import released_image
 from exportpipe.infra.orchestrator_service import OrchestratorService
 from exportpipe.infra.shared_stack import SharedResources
 
@@ -35,13 +34,7 @@ class OrchestratorStack(Stack):
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        image_tag = CfnParameter(
-            self,
-            "ImageTag",
-            type="String",
-            description="Tag of the exportpipe/orchestrator image to run (CI: the commit SHA)",
-            allowed_pattern=r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
-        )
+        image = released_image(self, "orchestrator")
         # Imported by named output: it appears in a wildcard IAM resource (see
         # SharedResources).
         bucket = s3.Bucket.from_bucket_name(self, "OutputBucket", shared.output("OutputBucketName"))
@@ -50,10 +43,8 @@ class OrchestratorStack(Stack):
             "Orchestrator",
             cluster=shared.cluster,
             deployment=config.deployment,
-            repository=ecr.Repository.from_repository_name(
-                self, "Images", REPOSITORY_NAMES["orchestrator"]
-            ),
-            image_tag=image_tag.value_as_string,
+            repository=image.repository,
+            image_tag=image.tag,
             requests=shared.requests,
             jobs=shared.jobs,
             bucket=bucket,

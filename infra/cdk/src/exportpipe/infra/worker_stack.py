@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnParameter, Stack
-from aws_cdk import aws_ecr as ecr
+from aws_cdk import Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from exportpipe.infra.config import InfraConfig
-from exportpipe.infra.image_repository import REPOSITORY_NAMES
+from exportpipe.infra.image_repository import released_image
 from exportpipe.infra.shared_stack import SharedResources
 from exportpipe.infra.worker_service import WorkerService
 
@@ -36,13 +35,7 @@ class WorkerStack(Stack):
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        image_tag = CfnParameter(
-            self,
-            "ImageTag",
-            type="String",
-            description="Tag of the exportpipe/worker image to run (CI: the commit SHA)",
-            allowed_pattern=r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
-        )
+        image = released_image(self, "worker")
         # Imported by named output: both appear in wildcard IAM resources (see
         # SharedResources), the cluster in the task-protection ARN.
         bucket = s3.Bucket.from_bucket_name(self, "OutputBucket", shared.output("OutputBucketName"))
@@ -54,10 +47,8 @@ class WorkerStack(Stack):
             "Worker",
             cluster=cluster,
             deployment=config.deployment,
-            repository=ecr.Repository.from_repository_name(
-                self, "Images", REPOSITORY_NAMES["worker"]
-            ),
-            image_tag=image_tag.value_as_string,
+            repository=image.repository,
+            image_tag=image.tag,
             jobs=shared.jobs,
             bucket=bucket,
             output_prefix=config.output_prefix,
