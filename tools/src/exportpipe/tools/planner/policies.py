@@ -279,16 +279,22 @@ class CpuTargetPolicy:
         return _CpuController(self)
 
 
-class _CpuController:
-    def __init__(self, policy: CpuTargetPolicy) -> None:
-        d = policy.deployment
-        self.p = policy
-        self.min = max(1, d.worker.min_tasks)
-        self.max = d.worker.max_tasks
-        s = d.worker_scaling
+class _AlarmController:
+    """State shared by the comparison policies: bounds, metric lag, cooldown clocks."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.min = max(1, deployment.worker.min_tasks)
+        self.max = deployment.worker.max_tasks
+        s = deployment.worker_scaling
         self.lag = _lag(s.metric_period_seconds, s.metric_delay_seconds)
         self.last_out = -math.inf
         self.last_in = -math.inf
+
+
+class _CpuController(_AlarmController):
+    def __init__(self, policy: CpuTargetPolicy) -> None:
+        super().__init__(policy.deployment)
+        self.p = policy
 
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
         target = self.p.target_percent / 100.0
@@ -359,16 +365,10 @@ class QueueDepthPolicy:
         return _QueueDepthController(self)
 
 
-class _QueueDepthController:
+class _QueueDepthController(_AlarmController):
     def __init__(self, policy: QueueDepthPolicy) -> None:
-        d = policy.deployment
+        super().__init__(policy.deployment)
         self.p = policy
-        self.min = max(1, d.worker.min_tasks)
-        self.max = d.worker.max_tasks
-        s = d.worker_scaling
-        self.lag = _lag(s.metric_period_seconds, s.metric_delay_seconds)
-        self.last_out = -math.inf
-        self.last_in = -math.inf
 
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
         p = self.p
