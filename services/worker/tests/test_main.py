@@ -166,6 +166,17 @@ def _started_upload(s3: Any, bucket: str) -> bool:
     return False
 
 
+def _send_slow_job(
+    sqs: Any, queue_url: str, file_server: Any, make_job: Any
+) -> tuple[str, DownloadJob]:
+    """Queue a job for a large file served at 0.5 MiB/s, so a worker is caught mid-job."""
+    payload = gzip.compress(BIG, 1)
+    url = file_server.add(payload, bytes_per_second=MIB // 2)
+    job: DownloadJob = make_job(url, body=payload)
+    sqs.send_message(QueueUrl=queue_url, MessageBody=encode(job))
+    return url, job
+
+
 @pytest.mark.e2e
 def test_kill_9_mid_upload_then_redelivery_commits_exactly_once(
     *,
@@ -177,10 +188,7 @@ def test_kill_9_mid_upload_then_redelivery_commits_exactly_once(
     make_job: Any,
     start_worker: Callable[..., Worker],
 ) -> None:
-    payload = gzip.compress(BIG, 1)
-    url = file_server.add(payload, bytes_per_second=MIB // 2)
-    job: DownloadJob = make_job(url, body=payload)
-    sqs.send_message(QueueUrl=queues[0], MessageBody=encode(job))
+    url, job = _send_slow_job(sqs, queues[0], file_server, make_job)
     first = start_worker()
     _wait(lambda: _started_upload(s3, bucket), 40, "a part to be uploaded")
     first.stop(signal.SIGKILL)
@@ -217,10 +225,7 @@ def test_sigterm_mid_job_releases_and_aborts(
     make_job: Any,
     start_worker: Callable[..., Worker],
 ) -> None:
-    payload = gzip.compress(BIG, 1)
-    url = file_server.add(payload, bytes_per_second=MIB // 2)
-    job: DownloadJob = make_job(url, body=payload)
-    sqs.send_message(QueueUrl=queues[0], MessageBody=encode(job))
+    _, job = _send_slow_job(sqs, queues[0], file_server, make_job)
     worker = start_worker(EXPORTPIPE_SHUTDOWN_GRACE_SECONDS="1")
     _wait(lambda: _started_upload(s3, bucket), 40, "a part to be uploaded")
     started = time.monotonic()
