@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -14,12 +15,14 @@ from exportpipe.worker.validate import (
 )
 
 
-def _run(validator: Validator, data: bytes, *, seed: int = 0, max_chunk: int = 37) -> int | None:
+def _run(
+    validator: Validator, data: bytes, *, seed: int = 0, max_chunk: int = 37, min_chunk: int = 1
+) -> int | None:
     """Feed ``data`` in random-sized chunks (so lines and records straddle them)."""
     rng = random.Random(seed)
     pos = 0
     while pos < len(data):
-        step = rng.randint(1, max_chunk)
+        step = rng.randint(min_chunk, max_chunk)
         validator.feed(data[pos : pos + step])
         pos += step
     return validator.finish()
@@ -66,6 +69,85 @@ def test_jsonl_failures_name_the_line(data: bytes, where: str | None) -> None:
         _run(_jsonl(), data, max_chunk=5)
     assert where in info.value.message
     assert info.value.reason == "invalid_jsonl"
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b'{"a": 1} {"b": 2}\n', "not JSON"),  # two values on one line
+        (b'{"a": [1\n2]}\n', "not JSON"),  # one value across two lines
+        (b'{"a": [\n]}\n', "not JSON"),
+        (b'{"a": NaN}\n', "not JSON"),
+        (b'{"a": 1,}\n', "not JSON"),
+        (b'{"a": "\\ud800"}\n', "not JSON"),  # a lone surrogate escape
+        (b'{"a": "x\x01"}\n', "not JSON"),  # a raw control character
+        (b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "JSON nested too deeply"),
+        (b"[1, 2]\n", "not a JSON object"),
+        (b'{"caf\xc3": 1}\n', "not UTF-8"),
+    ],
+)
+@pytest.mark.parametrize("chunked", [True, False])
+def test_jsonl_rejects(data: bytes, why: str, chunked: bool) -> None:
+    """Each bad line fails with its reason, in the fast block path and line by line."""
+    block = b'{"ok": 1}\n' * 3 + data + b'{"ok": 2}\n'
+    validator = _jsonl(max_line=1 << 20)
+    chunk = 7 if chunked else len(block) + 1  # whole: one feed, the block fast path
+    with pytest.raises(ValidationFailed) as info:
+        _run(validator, block, max_chunk=chunk, min_chunk=chunk if not chunked else 1)
+    assert "line 4: " + why in info.value.message
+    assert info.value.reason == "invalid_jsonl"
+
+
+def _json_object_reference(line: bytes) -> bool:
+    """The oracle: strict UTF-8, the standard library's parser, no NaN/Infinity."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    try:
+        value = json.loads(line.decode("utf-8"), parse_constant=refuse)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(value, dict)
+
+
+def test_jsonl_agrees_with_the_standard_library_on_mutated_lines() -> None:
+    """Random byte edits of valid lines: accepted exactly when ``json.loads`` gives a dict."""
+    rng = random.Random(20261129)
+    seeds = [
+        json.dumps(
+            {"id": i, "s": 'h\u00e9llo "q" \\ x', "f": -1.5e-3, "l": [1, {"b": None}, True]},
+            ensure_ascii=bool(i % 2),
+        ).encode()
+        for i in range(20)
+    ]
+    alphabet = b'{}[]:,"\\01-+.eE tfnalr\xff\xc3\xa9\x00\x1f/'
+    accepted = rejected = 0
+    for _ in range(20_000):
+        line = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(line))
+            edit = rng.random()
+            if edit < 0.4:
+                del line[at]
+            elif edit < 0.8:
+                line.insert(at, rng.choice(alphabet))
+            else:
+                line[at] = rng.choice(alphabet)
+        line = line.replace(b"\n", b" ")
+        expected = _json_object_reference(bytes(line)) or not line.strip()
+        validator = _jsonl(max_line=1 << 20)
+        try:
+            validator.feed(bytes(line) + b"\n")
+            validator.finish()
+        except ValidationFailed:
+            assert not expected, line
+            rejected += 1
+        else:
+            assert expected, line
+            accepted += 1
+    assert accepted > 1000
+    assert rejected > 1000
 
 
 def test_jsonl_line_length_limit() -> None:

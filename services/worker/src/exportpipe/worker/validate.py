@@ -1,8 +1,8 @@
 """Content validation by declared format, fed chunk by chunk as bytes stream past.
 
-* ``jsonl`` — every non-empty line is a JSON object (parsed with orjson, which also
-  rejects invalid UTF-8); no line longer than ``max_line_bytes``. Records: non-empty
-  lines.
+* ``jsonl`` — every non-empty line is one JSON object in UTF-8 (checked with msgspec,
+  see :class:`JsonlValidator`); no line longer than ``max_line_bytes``. Records:
+  non-empty lines.
 * ``csv`` — UTF-8, a non-empty header row, and every row with the header's field count
   (RFC 4180 quoting; quoted fields may span lines). Records: rows after the header.
 * ``binary`` — integrity only; no record count.
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import deque
 from typing import Protocol
 
-import orjson
+import msgspec
 
 from exportpipe.common.errors import ValidationFailed
 from exportpipe.common.schemas import ContentFormat
@@ -51,8 +52,24 @@ class BinaryValidator:
         return None
 
 
+class _AnyObject(msgspec.Struct):
+    """Any JSON object. Decoding checks the syntax of every member and keeps none."""
+
+
+_decode_object = msgspec.json.Decoder(_AnyObject).decode
+_JSON_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
+
+
 class JsonlValidator:
-    """Every non-empty line must be a JSON object."""
+    """Every non-empty line must be a JSON object.
+
+    Lines are decoded with msgspec into a field-less struct: the decoder checks the
+    whole line's JSON syntax (trailing characters included) and that it is an object,
+    but builds no Python object for its members, which makes it about twice as fast as
+    parsing every line into a dict (ADR 0012). msgspec does not check the UTF-8 of
+    strings it skips, so each block of lines is checked for UTF-8 first (free when it
+    is ASCII).
+    """
 
     def __init__(self, *, what: str, max_line_bytes: int) -> None:
         self._what = what
@@ -65,14 +82,21 @@ class JsonlValidator:
         return ValidationFailed(f"{self._what}: line {line_no}: {why}", reason="invalid_jsonl")
 
     def _check_line(self, line: bytes, line_no: int) -> None:
+        if not line.isascii():
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise self._fail(line_no, f"not UTF-8 at byte {exc.start + 1}") from None
         try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            _decode_object(line)
+        except msgspec.ValidationError:  # valid JSON, but not an object
+            raise self._fail(line_no, "not a JSON object") from None
+        except msgspec.DecodeError as exc:
             if not line.strip():
                 return
             raise self._fail(line_no, f"not JSON ({exc})") from None
-        if type(value) is not dict:
-            raise self._fail(line_no, f"a JSON {type(value).__name__}, expected an object")
+        except RecursionError:
+            raise self._fail(line_no, "JSON nested too deeply") from None
         self.records += 1
 
     def feed(self, data: bytes) -> None:
@@ -93,23 +117,24 @@ class JsonlValidator:
         self._carry = data[last + 1 :]
         if last == first:
             return
-        lines = data[first + 1 : last].split(b"\n")
+        block = data[first + 1 : last]
+        lines = block.split(b"\n")
         base = self._lines
         self._lines += len(lines)
-        if len(data) > self._max and max(map(len, lines)) > self._max:
+        if len(block) > self._max and max(map(len, lines)) > self._max:
             self._check_lines(lines, base)  # names the long line
-        # Fast path: parse and type-check the whole block in C (map into a set of
-        # types). Any failure, or an empty line, takes the slow path, which finds and
-        # names the offending line.
-        # Each parsed value is dropped as soon as its type is taken, so no garbage
-        # builds up (keeping a block's worth of dicts alive costs more in GC than the
-        # parsing itself).
+        # Fast path: one C-level pass over the block. Whole lines hold whole UTF-8
+        # sequences, so the block's UTF-8 can be checked at once. Any failure, or an
+        # empty line, takes the slow path, which finds and names the offending line.
+        if not block.isascii():
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                self._check_lines(lines, base)
+                return
         try:
-            kinds = set(map(type, map(orjson.loads, lines)))
-        except orjson.JSONDecodeError:
-            self._check_lines(lines, base)
-            return
-        if kinds != {dict}:
+            deque(map(_decode_object, lines), maxlen=0)
+        except _JSON_ERRORS:
             self._check_lines(lines, base)
             return
         self.records += len(lines)
