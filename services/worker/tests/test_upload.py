@@ -78,6 +78,28 @@ def test_parts_in_memory_are_bounded(s3: Any, bucket: str, monkeypatch: pytest.M
     assert peak == 2
 
 
+def test_part_buffers_are_reused(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight parts go through at most parts_in_flight + 1 buffers, and land intact."""
+    up = _uploader(s3, bucket, parts_in_flight=2)
+    bodies: list[bytearray] = []  # kept alive, so distinct buffers have distinct ids
+    real = up._upload_part
+
+    def recording(obj: Any, number: int, body: bytearray) -> Any:
+        bodies.append(body)
+        return real(obj, number, body)
+
+    monkeypatch.setattr(up, "_upload_part", recording)
+    data = os.urandom(40 * MIB + 17)
+    obj = up.open("reused")
+    _write(obj, data)
+    assert obj.commit() == "created"
+    up.close()
+    assert len(bodies) == 9
+    assert len({id(b) for b in bodies}) <= 3 + 1  # the pooled buffers + the last part's copy
+    assert s3.get_object(Bucket=bucket, Key="reused")["Body"].read() == data
+    assert obj.sha256 == hashlib.sha256(data).hexdigest()
+
+
 def test_same_content_commit_is_identical(s3: Any, bucket: str) -> None:
     data = os.urandom(6 * MIB)
     first, second = _uploader(s3, bucket), _uploader(s3, bucket)

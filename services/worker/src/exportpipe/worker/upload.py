@@ -4,6 +4,8 @@ An :class:`Uploader` serves one job. :meth:`Uploader.open` starts a multipart up
 for one output object; :meth:`ObjectUpload.write` cuts the stream into fixed-size parts
 and uploads them on a small thread pool while the caller keeps producing. Memory is
 bounded: at most ``parts_in_flight`` parts are uploading and one is filling, per job.
+Part buffers are allocated once and reused (:class:`_PartBuffers`), so a long file
+costs no new memory, page faults or reallocation per part.
 
 Nothing is visible in S3 until :meth:`ObjectUpload.commit`, which the pipeline calls
 only after the whole source was downloaded, verified and validated. Commits use
@@ -48,6 +50,15 @@ class CommitConflict(RetryableError):
     reason = "commit_conflict"
 
 
+def _settled(fut: Future[None]) -> bool:
+    """Wait for ``fut``; True if it ran to the end (False if it failed or was cancelled)."""
+    try:
+        fut.result()
+    except Exception:  # includes CancelledError
+        return False
+    return True
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -90,7 +101,8 @@ class ObjectUpload:
     size: int = 0
     outcome: str | None = None
     _hash: Any = field(default_factory=hashlib.sha256)
-    _buf: bytearray = field(default_factory=bytearray)
+    _buf: bytearray | None = None  # the part being filled (a pooled buffer)
+    _fill: int = 0
     _next_part: int = 1
     _futures: list[Future[PartRecord]] = field(default_factory=list)
     _hashing: list[Future[None]] = field(default_factory=list)
@@ -117,10 +129,13 @@ class ObjectUpload:
         part_size = self.uploader.part_size
         view = memoryview(data)
         while view:
-            room = part_size - len(self._buf)
-            self._buf += view[:room]
-            view = view[room:]
-            if len(self._buf) >= part_size:
+            if self._buf is None:
+                self._buf, self._fill = self.uploader._buffers.take(), 0
+            n = min(part_size - self._fill, len(view))
+            self._buf[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == part_size:
                 self._submit()
 
     def close(self) -> None:
@@ -128,17 +143,28 @@ class ObjectUpload:
         if self._closed:
             return
         self._closed = True
-        if self._buf or self._next_part == 1:
+        if self._fill or self._next_part == 1:
             self._submit()
 
     def _submit(self) -> None:
         self.uploader._raise_if_failed(self._futures)
-        body, self._buf = self._buf, bytearray()
+        buf, fill = self._buf, self._fill
+        self._buf, self._fill = None, 0
+        pooled = buf is not None and fill == len(buf)
+        if pooled:
+            body = buf
+        else:  # a short last part: copy it out and recycle the buffer now
+            body = bytearray(memoryview(buf)[:fill]) if buf is not None else bytearray()
+            if buf is not None:
+                self.uploader._buffers.give(buf)
         number, self._next_part = self._next_part, self._next_part + 1
         # Hashed part by part on the job's single hashing thread (FIFO keeps the order;
         # hashlib releases the GIL), off the thread that decompresses and validates.
-        self._hashing.append(self.uploader._hasher.submit(self._hash.update, body))
-        self._futures.append(self.uploader._submit_part(self, number, body))
+        hashed = self.uploader._hasher.submit(self._hash.update, body)
+        self._hashing.append(hashed)
+        self._futures.append(
+            self.uploader._submit_part(self, number, body, hashed if pooled else None)
+        )
 
     def parts(self) -> list[PartRecord]:
         """Wait for every part; return them in order (raises the first part failure)."""
@@ -177,6 +203,31 @@ class ObjectUpload:
         self.uploader._abort(self.key, self.upload_id)
 
 
+class _PartBuffers:
+    """Part-sized buffers kept for reuse, at most ``keep`` of them.
+
+    A cache, not a limit: :meth:`take` never blocks (the upload slots bound the parts
+    in flight); buffers beyond ``keep`` are left to the garbage collector.
+    """
+
+    def __init__(self, size: int, keep: int) -> None:
+        self._size = size
+        self._keep = keep
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(self._size)
+
+    def give(self, buf: bytearray) -> None:
+        with self._lock:
+            if len(self._free) < self._keep and len(buf) == self._size:
+                self._free.append(buf)
+
+
 class Uploader:
     """Multipart uploads of one job into one bucket (see the module docstring)."""
 
@@ -201,6 +252,7 @@ class Uploader:
         self._cancelled = cancelled
         self._slots = threading.BoundedSemaphore(parts_in_flight)
         self._pool = ThreadPoolExecutor(parts_in_flight, thread_name_prefix="upload")
+        self._buffers = _PartBuffers(part_size, parts_in_flight + 1)
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
         self._objects: list[ObjectUpload] = []
         self._warn = on_warning or (lambda _msg, _extra: None)
@@ -226,34 +278,44 @@ class Uploader:
             if self._cancelled is not None and self._cancelled.is_set():
                 raise JobReleased("upload cancelled")
 
-    def _submit_part(self, obj: ObjectUpload, number: int, body: bytearray) -> Future[PartRecord]:
+    def _submit_part(
+        self, obj: ObjectUpload, number: int, body: bytearray, hashed: Future[None] | None
+    ) -> Future[PartRecord]:
         self._acquire_slot()
         try:
-            return self._pool.submit(self._upload_part, obj, number, body)
+            return self._pool.submit(self._run_part, obj, number, body, hashed)
         except BaseException:
             self._slots.release()
             raise
 
-    def _upload_part(self, obj: ObjectUpload, number: int, body: bytearray) -> PartRecord:
+    def _run_part(
+        self, obj: ObjectUpload, number: int, body: bytearray, hashed: Future[None] | None
+    ) -> PartRecord:
+        """Upload one part, then free its slot; a pooled ``body`` is recycled once hashed."""
         try:
-            if self._cancelled is not None and self._cancelled.is_set():
-                raise JobReleased("upload cancelled")
-            response = self._call_part(
-                self.s3.upload_part,
-                Bucket=self.bucket,
-                Key=obj.key,
-                UploadId=obj.upload_id,
-                PartNumber=number,
-                Body=body,
-                ChecksumAlgorithm=self._algorithm,
-                attempts=4,
-                max_wait=5.0,
-            )
-            self.bytes_uploaded += len(body)
-            return PartRecord(number, response["ETag"], response.get(self._checksum_key))
+            return self._upload_part(obj, number, body)
         finally:
+            if hashed is not None and _settled(hashed):
+                self._buffers.give(body)
             del body
             self._slots.release()
+
+    def _upload_part(self, obj: ObjectUpload, number: int, body: bytearray) -> PartRecord:
+        if self._cancelled is not None and self._cancelled.is_set():
+            raise JobReleased("upload cancelled")
+        response = self._call_part(
+            self.s3.upload_part,
+            Bucket=self.bucket,
+            Key=obj.key,
+            UploadId=obj.upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm=self._algorithm,
+            attempts=4,
+            max_wait=5.0,
+        )
+        self.bytes_uploaded += len(body)
+        return PartRecord(number, response["ETag"], response.get(self._checksum_key))
 
     @staticmethod
     def _call_part(fn: Any, **kwargs: Any) -> Any:
