@@ -150,13 +150,13 @@ class ObjectUpload:
         self.uploader._raise_if_failed(self._futures)
         buf, fill = self._buf, self._fill
         self._buf, self._fill = None, 0
-        pooled = buf is not None and fill == len(buf)
-        if pooled:
-            body = buf
+        if buf is None:  # an empty object: one empty part
+            body, pooled = bytearray(), False
+        elif fill == len(buf):  # a whole part travels in its pooled buffer
+            body, pooled = buf, True
         else:  # a short last part: copy it out and recycle the buffer now
-            body = bytearray(memoryview(buf)[:fill]) if buf is not None else bytearray()
-            if buf is not None:
-                self.uploader._buffers.give(buf)
+            body, pooled = bytearray(memoryview(buf)[:fill]), False
+            self.uploader._buffers.give(buf)
         number, self._next_part = self._next_part, self._next_part + 1
         # Hashed part by part on the job's single hashing thread (FIFO keeps the order;
         # hashlib releases the GIL), off the thread that decompresses and validates.
