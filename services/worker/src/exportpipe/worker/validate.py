@@ -123,9 +123,10 @@ class JsonlValidator:
         self._lines += len(lines)
         if len(block) > self._max and max(map(len, lines)) > self._max:
             self._check_lines(lines, base)  # names the long line
-        # Fast path: one C-level pass over the block. Whole lines hold whole UTF-8
-        # sequences, so the block's UTF-8 can be checked at once. Any failure, or an
-        # empty line, takes the slow path, which finds and names the offending line.
+        # Fast path: the block's lines go through the decoder with no Python code per
+        # line. Whole lines hold whole UTF-8 sequences, so the block's UTF-8 can be
+        # checked at once. Any failure, or an empty line, takes the slow path, which
+        # finds and names the offending line.
         if not block.isascii():
             try:
                 block.decode("utf-8")
