@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 from bench.faults.export import ExportPlan, accepted_reasons
 from bench.faults.fleet import Exit, Fleet
 from bench.faults.messages import Injected
+from exportpipe.common.sqs import queue_depth
 from exportpipe.tools.context import Stack
 from exportpipe.tools.dlq import list_dead_letters
 from exportpipe.tools.verify import verify_export
@@ -328,21 +329,13 @@ def _queue_counts(stack: Stack) -> tuple[int, list[str]]:
     sqs = stack.client("sqs")
     total, lines = 0, []
     for name in ("requests", "jobs"):
-        url = stack.queue_urls(name)[0]
-        attrs = sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )["Attributes"]
-        visible = int(attrs["ApproximateNumberOfMessages"])
-        hidden = int(attrs["ApproximateNumberOfMessagesNotVisible"])
-        delayed = int(attrs["ApproximateNumberOfMessagesDelayed"])
-        total += visible + hidden + delayed
+        depth = queue_depth(sqs, stack.queue_urls(name)[0])
+        total += depth.total
         label = "SQS 1" if name == "requests" else "SQS 2"
-        lines.append(f"{label}: {visible} visible, {hidden} in flight, {delayed} delayed")
+        lines.append(
+            f"{label}: {depth.visible} visible, {depth.in_flight} in flight, "
+            f"{depth.delayed} delayed"
+        )
     return total, lines
 
 

@@ -30,6 +30,7 @@ from bench.faults.ledger import Ledger, Observed, reconcile
 from bench.faults.messages import Injected, MessageFactory, fetch_listing
 from bench.faults.schedule import Event, build_schedule, format_schedule
 from exportpipe.common.schemas import encode
+from exportpipe.common.sqs import queue_depth
 from exportpipe.common.testing import FaultProxy
 from exportpipe.tools.context import Stack
 from exportpipe.tools.launch import service_environment, start_simulator
@@ -220,19 +221,8 @@ class _Player:
 
 
 def _queue_counts(sqs: Any, url: str) -> dict[str, int]:
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return {
-        "visible": int(attrs["ApproximateNumberOfMessages"]),
-        "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-        "delayed": int(attrs["ApproximateNumberOfMessagesDelayed"]),
-    }
+    depth = queue_depth(sqs, url)
+    return {"visible": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed}
 
 
 def _progress(t: float, stack: Stack, export_id: str, sqs: Any, queues: dict[str, str]) -> str:

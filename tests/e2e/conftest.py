@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from exportpipe.common.sqs import queue_depth
 from exportpipe.common.tracking import ExportState
 from exportpipe.tools.context import Stack
 from exportpipe.tools.launch import (
@@ -125,13 +126,8 @@ class E2EStack:
     def jobs_backlog(self) -> int:
         """SQS 2's visible + in-flight messages."""
         url = self.up.values["EXPORTPIPE_JOBS_QUEUE_URL"]
-        attrs = self.stack.client("sqs").get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(
-            attrs["ApproximateNumberOfMessagesNotVisible"]
-        )
+        depth = queue_depth(self.stack.client("sqs"), url)
+        return depth.visible + depth.in_flight
 
     def state(self, export_id: str) -> ExportState | None:
         return self.stack.tracker().get(export_id)

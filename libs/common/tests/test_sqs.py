@@ -18,7 +18,7 @@ import pytest
 
 from exportpipe.common.errors import MalformedMessage, RateLimited, UpstreamUnavailable
 from exportpipe.common.observability import Metrics, get_logger
-from exportpipe.common.sqs import ConsumerConfig, JobContext, QueueConsumer
+from exportpipe.common.sqs import ConsumerConfig, JobContext, QueueConsumer, queue_depth
 from exportpipe.common.testing import create_queue_pair
 
 
@@ -71,13 +71,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
+    depth = queue_depth(sqs, url)
+    return depth.visible, depth.in_flight
+
+
+def test_queue_depth_counts_each_state(sqs: Any, queue_pair: tuple[str, str]) -> None:
+    url = queue_pair[0]
+    for body in ("a", "b"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+    assert sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60)[
+        "Messages"
+    ]
+    depth = queue_depth(sqs, url)
+    assert (depth.visible, depth.in_flight, depth.delayed) == (1, 1, 1)
+    assert depth.total == 3
 
 
 def test_success_deletes(sqs: Any, queue_pair: tuple[str, str]) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.schemas import DownloadJob, ExportRequested, decode, encode
-from exportpipe.common.sqs import JobContext
+from exportpipe.common.sqs import JobContext, queue_depth
 from exportpipe.common.testing import create_queue_pair
 from exportpipe.orchestrator.__main__ import Orchestrator, build, consumer_config
 from exportpipe.orchestrator.settings import OrchestratorSettings
@@ -126,15 +126,7 @@ class Stack:
         return self.collected
 
     def queue_depth(self, url: str) -> int:
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )["Attributes"]
-        return sum(int(v) for v in attrs.values())
+        return queue_depth(self.sqs, url).total
 
     def requests_idle(self) -> bool:
         return self.queue_depth(self.settings.requests_queue_url) == 0

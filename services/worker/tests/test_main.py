@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from exportpipe.common.schemas import DownloadJob, encode
+from exportpipe.common.sqs import queue_depth
 from exportpipe.common.testing import create_queue_pair
 
 MIB = 1024 * 1024
@@ -106,13 +107,8 @@ def _uploads(s3: Any, bucket: str) -> list[Any]:
 
 
 def _queue_counts(sqs: Any, url: str) -> tuple[int, int]:
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
+    depth = queue_depth(sqs, url)
+    return depth.visible, depth.in_flight
 
 
 @pytest.mark.e2e

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from exportpipe.common.sqs import queue_depth
 from exportpipe.common.tracking import ExportState, ExportTracker
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import CliError
@@ -113,14 +114,8 @@ def _jobs_queue(stack: Stack) -> dict[str, int] | None:
     url = stack.get("EXPORTPIPE_JOBS_QUEUE_URL")
     if url is None:
         return None
-    attrs = stack.client("sqs").get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return {
-        "visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
-        "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-    }
+    depth = queue_depth(stack.client("sqs"), url)
+    return {"visible": depth.visible, "in_flight": depth.in_flight}
 
 
 def fetch_status(

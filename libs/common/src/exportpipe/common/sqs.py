@@ -56,7 +56,9 @@ __all__ = [
     "ConsumerSettings",
     "JobContext",
     "QueueConsumer",
+    "QueueDepth",
     "dead_letter_attributes",
+    "queue_depth",
     "run_consumer",
 ]
 
@@ -195,6 +197,37 @@ class JobContext:
 class _InFlight:
     ctx: JobContext
     released: bool = False  # visibility handed back; the outcome must not touch SQS
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """A queue's approximate message counts, as SQS reports them."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        """Every message the queue holds, whatever its state."""
+        return self.visible + self.in_flight + self.delayed
+
+
+_DEPTH_ATTRIBUTES = {
+    "visible": "ApproximateNumberOfMessages",
+    "in_flight": "ApproximateNumberOfMessagesNotVisible",
+    "delayed": "ApproximateNumberOfMessagesDelayed",
+}
+
+
+def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
+    """The approximate visible, in-flight and delayed counts of ``queue_url``."""
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=list(_DEPTH_ATTRIBUTES.values())
+    )["Attributes"]
+    return QueueDepth(
+        **{field: int(attrs.get(name, 0)) for field, name in _DEPTH_ATTRIBUTES.items()}
+    )
 
 
 def dead_letter_attributes(
