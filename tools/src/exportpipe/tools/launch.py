@@ -127,25 +127,23 @@ def service_environment(
     }
 
 
+def _start_service(
+    group: ProcessGroup, module: str, env: Mapping[str, str], *, log_dir: Path, name: str
+) -> ServiceProcess:
+    return group.start(
+        name, [sys.executable, "-m", module], env=env, log_file=log_dir / f"{name}.log"
+    )
+
+
 def start_orchestrator(
     group: ProcessGroup, env: Mapping[str, str], *, log_dir: Path, name: str = "orchestrator"
 ) -> ServiceProcess:
     """Start one orchestrator process (``python -m exportpipe.orchestrator``)."""
-    return group.start(
-        name,
-        [sys.executable, "-m", "exportpipe.orchestrator"],
-        env=env,
-        log_file=log_dir / f"{name}.log",
-    )
+    return _start_service(group, "exportpipe.orchestrator", env, log_dir=log_dir, name=name)
 
 
 def start_worker(
     group: ProcessGroup, env: Mapping[str, str], *, log_dir: Path, name: str = "worker"
 ) -> ServiceProcess:
     """Start one worker process (``python -m exportpipe.worker``)."""
-    return group.start(
-        name,
-        [sys.executable, "-m", "exportpipe.worker"],
-        env=env,
-        log_file=log_dir / f"{name}.log",
-    )
+    return _start_service(group, "exportpipe.worker", env, log_dir=log_dir, name=name)
