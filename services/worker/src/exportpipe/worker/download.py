@@ -139,6 +139,24 @@ class Source:
         while self.read(1 << 20):
             pass
 
+    # -- resume hook (ADR 0020) ---------------------------------------------------
+
+    @property
+    def validator(self) -> str | None:
+        """The source's version tag (HTTP ``ETag``/``Last-Modified``), if known."""
+        return None
+
+    def start_at(self, offset: int, *, hasher: Any, validator: str | None) -> None:
+        """Continue an earlier attempt's read: the next byte read is byte ``offset``.
+
+        ``hasher`` holds the sha256 state of bytes ``0..offset`` (so the checks at EOF
+        cover the whole file); ``validator`` is sent as ``If-Range``.
+
+        Raises:
+            NotImplementedError: this kind of source cannot resume.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot resume at an offset")
+
     def close(self) -> None:
         """Release the underlying connection."""
 
@@ -231,6 +249,20 @@ class HttpSource(Source):
         self.resumed = 0  # reads resumed after an interruption, for metrics and tests
         self.retries = 0  # request attempts retried
         self._aborted = False
+
+    @property
+    def validator(self) -> str | None:
+        """The first response's ``ETag`` or ``Last-Modified`` (``None`` before it)."""
+        return self._validator
+
+    def start_at(self, offset: int, *, hasher: Any, validator: str | None) -> None:
+        """See :meth:`Source.start_at`: the first request asks for ``Range: offset-``."""
+        if self.bytes_read or self._resp is not None:
+            raise RuntimeError("start_at() must come before the first read")
+        self.bytes_read = offset
+        self._hash = hasher
+        self._validator = validator
+        self._total = self.expected_size
 
     # -- opening ------------------------------------------------------------
 

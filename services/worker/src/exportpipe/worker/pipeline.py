@@ -40,16 +40,19 @@ from exportpipe.common.errors import (
     JobReleased,
     MalformedMessage,
     PermanentError,
+    RetryableError,
     UnsafeSource,
 )
 from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import DownloadJob
+from exportpipe.worker.checkpoint import checkpoint_key
 from exportpipe.worker.download import Prefetcher, open_source
 from exportpipe.worker.extract import ExtractLimits, iter_members
+from exportpipe.worker.resume import ResumeDiscarded, Resumer
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
 from exportpipe.worker.settings import WorkerSettings
-from exportpipe.worker.upload import ObjectUpload, Uploader, abort_uploads_under
+from exportpipe.worker.upload import CommitConflict, ObjectUpload, Uploader, abort_uploads_under
 from exportpipe.worker.validate import validator_for
 
 __all__ = ["JobKeys", "JobResult", "MemberResult", "Pipeline"]
@@ -119,6 +122,8 @@ class JobResult:
     source_bytes: int = 0
     members: list[MemberResult] = field(default_factory=list)
     seconds: float = 0.0
+    resumed_from: int = 0  # source offset a ranged resume started at (ADR 0020)
+    parts_reused: int = 0  # parts an earlier attempt had uploaded, not uploaded again
 
     @property
     def output_bytes(self) -> int:
@@ -229,6 +234,8 @@ class Pipeline:
         if existing is not None:
             return self._duplicate(job, keys, existing, started)
         cancelled = cancelled or threading.Event()
+        # resume hook (ADR 0020): continue an earlier attempt's checkpoint, keep ours.
+        resumer = self._resumer(job, keys)
         uploader = Uploader(
             self.s3,
             bucket,
@@ -239,6 +246,7 @@ class Pipeline:
             cancelled=cancelled,
             on_warning=self._warn,
         )
+        resumer.attach(uploader)
         try:
             result = self._stream_and_commit(
                 job=job,
@@ -247,17 +255,33 @@ class Pipeline:
                 cancelled=cancelled,
                 set_eta=set_eta,
                 started=started,
+                resumer=resumer,
             )
+        except IntegrityError as exc:
+            if resumer.mode != "range":
+                self._refuse(job, keys, uploader, exc)
+                raise
+            # A resumed read cannot tell a changed source from a bad one: start clean.
+            uploader.abort_all()
+            resumer.discard(None, f"resumed source failed its checks ({exc.reason})")
+            raise ResumeDiscarded(
+                "the source changed since the checkpoint; the next attempt starts clean"
+            ) from exc
         except PermanentError as exc:
-            uploader.abort_all()
-            # Nothing ever commits a refused file, so nothing else would clear uploads
-            # this attempt never learnt about (a CreateMultipartUpload whose response
-            # was lost, an earlier attempt that was killed): abort them here.
-            self._abort_leftovers(job, keys)
-            self._reject(job, keys, exc)
+            self._refuse(job, keys, uploader, exc)
             raise
-        except JobReleased:
-            uploader.abort_all()
+        except (JobReleased, RetryableError) as exc:
+            # resume hook (ADR 0020): a released or transiently failed attempt keeps its
+            # uploads open under a checkpoint for the next delivery to continue.
+            if isinstance(exc, CommitConflict) or not resumer.keep(
+                uploader, settle_seconds=self.settings.release_settle_seconds
+            ):
+                uploader.abort_all()
+            if isinstance(exc, JobReleased):
+                raise
+            existing = self._read_json_quietly(bucket, keys.manifest)
+            if existing is not None and _same_source(job, existing):
+                return self._duplicate(job, keys, existing, started)
             raise
         except Exception:
             uploader.abort_all()
@@ -273,6 +297,34 @@ class Pipeline:
         finally:
             uploader.close()
         return result
+
+    def _resumer(self, job: DownloadJob, keys: JobKeys) -> Resumer:
+        resumer = Resumer(
+            s3=self.s3,
+            job=job,
+            root=keys.root,
+            part_size=self.settings.part_size_bytes,
+            checksum_algorithm=self.settings.checksum_algorithm,
+            interval=self.settings.checkpoint_seconds,
+            max_output_bytes=self.settings.max_total_output_bytes,
+            warn=self._warn,
+        )
+        resumer.prepare()
+        return resumer
+
+    def _refuse(
+        self,
+        job: DownloadJob,
+        keys: JobKeys,
+        uploader: Uploader,
+        exc: PermanentError,
+    ) -> None:
+        uploader.abort_all()
+        # Nothing ever commits a refused file, so nothing else would clear uploads
+        # this attempt never learnt about (a CreateMultipartUpload whose response
+        # was lost, an earlier attempt that was killed): abort them here.
+        self._abort_leftovers(job, keys)
+        self._reject(job, keys, exc)
 
     def _duplicate(
         self, job: DownloadJob, keys: JobKeys, manifest: dict[str, Any], started: float
@@ -297,6 +349,19 @@ class Pipeline:
             abort_uploads_under(self.s3, job.destination.bucket, keys.data_prefix)
         except Exception as exc:  # leftovers only cost storage; a lifecycle rule ends them
             self._warn("could not abort leftover uploads", {"error": type(exc).__name__})
+            return
+        self._drop_checkpoint(job, keys)
+
+    def _drop_checkpoint(self, job: DownloadJob, keys: JobKeys) -> None:
+        """resume hook (ADR 0020): the file is settled, its checkpoint owns nothing."""
+        try:
+            call_aws(
+                self.s3.delete_object,
+                Bucket=job.destination.bucket,
+                Key=checkpoint_key(keys.root, job.file_id),
+            )
+        except Exception as exc:  # the next delivery finds the manifest and retries this
+            self._warn("could not delete the checkpoint", {"error": type(exc).__name__})
 
     def _stream_and_commit(
         self,
@@ -307,6 +372,7 @@ class Pipeline:
         cancelled: threading.Event,
         set_eta: Callable[[float | None], None] | None,
         started: float,
+        resumer: Resumer,
     ) -> JobResult:
         settings = self.settings
         parts = urlsplit(job.url)
@@ -328,6 +394,7 @@ class Pipeline:
             read_timeout=settings.read_timeout_seconds,
             cancelled=cancelled,
         )
+        resumer.prepare_source(source)
         prefetch = Prefetcher(
             source,
             chunk_size=settings.download_chunk_bytes,
@@ -337,26 +404,34 @@ class Pipeline:
         pending: list[tuple[ObjectUpload, int | None, str]] = []
         last_eta = 0.0
         try:
-            members = iter_members(
-                prefetch, compression=job.compression, file_name=job.file_name, limits=self.limits
+            members = resumer.members(
+                prefetch,
+                lambda stream: iter_members(
+                    stream, compression=job.compression, file_name=job.file_name, limits=self.limits
+                ),
             )
             for member in members:
                 if cancelled.is_set():
                     raise JobReleased("job released")
-                obj = uploader.open(
+                obj = resumer.open(
+                    uploader,
                     keys.data_prefix + member.path,
+                    member.path,
                     content_type=_CONTENT_TYPES.get(job.format, "application/octet-stream"),
                 )
                 validator = validator_for(
                     job.format, what=member.path, max_line_bytes=settings.max_line_bytes
                 )
+                resumer.restore(obj, validator)
                 read, feed, write = member.stream.read, validator.feed, obj.write
+                size, after_write = resumer.read_size, resumer.after_write
                 while True:
-                    chunk = read(_READ)
+                    chunk = read(size(obj))
                     if not chunk:
                         break
                     feed(chunk)
                     write(chunk)
+                    after_write(obj, validator)
                     if cancelled.is_set():
                         raise JobReleased("job released")
                     now = time.monotonic()
@@ -398,6 +473,8 @@ class Pipeline:
             source_bytes=source.bytes_read,
             members=members_out,
             seconds=time.monotonic() - started,
+            resumed_from=resumer.offset,
+            parts_reused=resumer.parts_reused,
         )
 
     @staticmethod
@@ -413,6 +490,7 @@ class Pipeline:
             call_aws(self.s3.delete_object, Bucket=job.destination.bucket, Key=keys.rejected)
         except Exception as exc:  # the commit stands; this only tidies up
             self._warn("post-commit cleanup failed", {"error": type(exc).__name__})
+        self._drop_checkpoint(job, keys)
 
     def _manifest(
         self, job: DownloadJob, size: int, sha256: str, members: list[MemberResult]

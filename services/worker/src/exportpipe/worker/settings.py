@@ -50,6 +50,10 @@ class WorkerSettings(CommonSettings):
         checksum_algorithm: the S3 checksum sent with every part and object.
         stale_commit_seconds: an object left by an attempt that never wrote its manifest
             is replaced once it is this old (the committing phase of a job lasts seconds).
+        checkpoint_seconds: the least time between two checkpoint writes of a job
+            (ADR 0020); a crash loses at most the parts uploaded in that window.
+        release_settle_seconds: on a release, how long parts on the wire may take to
+            land before the checkpoint is written (within ECS's 120 s stop timeout).
         protection_minutes: ECS task scale-in protection held while busy.
         source_buckets: buckets ``s3://`` sources may be read from (comma-separated,
             env EXPORTPIPE_SOURCE_BUCKETS). Empty (the default) refuses every ``s3://``
@@ -84,6 +88,8 @@ class WorkerSettings(CommonSettings):
     upload_parts_in_flight: int = Field(default=4, ge=1, le=32)
     checksum_algorithm: Literal["CRC32", "CRC32C", "SHA256"] = "CRC32"
     stale_commit_seconds: float = Field(default=900.0, ge=0)
+    checkpoint_seconds: float = Field(default=5.0, ge=0)
+    release_settle_seconds: float = Field(default=20.0, ge=0, le=100)
 
     protection_minutes: int = Field(
         default=DEFAULT_DEPLOYMENT.worker_scaling.protection_minutes, ge=1, le=2880

@@ -27,14 +27,21 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from exportpipe.common.errors import JobReleased, RetryableError
 from exportpipe.common.retry import call_aws
 
-__all__ = ["CommitConflict", "ObjectUpload", "PartRecord", "Uploader", "abort_uploads_under"]
+__all__ = [
+    "CommitConflict",
+    "ObjectUpload",
+    "PartObserver",
+    "PartRecord",
+    "Uploader",
+    "abort_uploads_under",
+]
 
 _CHECKSUM_KEY = {"CRC32": "ChecksumCRC32", "CRC32C": "ChecksumCRC32C", "SHA256": "ChecksumSHA256"}
 
@@ -160,11 +167,18 @@ class ObjectUpload:
         number, self._next_part = self._next_part, self._next_part + 1
         # Hashed part by part on the job's single hashing thread (FIFO keeps the order;
         # hashlib releases the GIL), off the thread that decompresses and validates.
-        hashed = self.uploader._hasher.submit(self._hash.update, body)
+        hashed = self.uploader._hasher.submit(self._hash_part, number, body)
         self._hashing.append(hashed)
         self._futures.append(
             self.uploader._submit_part(self, number, body, hashed if pooled else None)
         )
+
+    def _hash_part(self, number: int, body: bytearray) -> None:
+        self._hash.update(body)
+        # resume hook (ADR 0020): the output's sha256 state at this part boundary.
+        observer = self.uploader.observer
+        if observer is not None and hasattr(self._hash, "state"):
+            observer.part_hashed(self.key, number, self._hash.state())
 
     def parts(self) -> list[PartRecord]:
         """Wait for every part; return them in order (raises the first part failure)."""
@@ -257,6 +271,9 @@ class Uploader:
         self._objects: list[ObjectUpload] = []
         self._warn = on_warning or (lambda _msg, _extra: None)
         self.bytes_uploaded = 0
+        # resume hook (ADR 0020): told of every part uploaded and hashed; may supply a
+        # part already in S3 instead of uploading it again (see exportpipe.worker.resume).
+        self.observer: PartObserver | None = None
 
     # -- objects ------------------------------------------------------------
 
@@ -272,6 +289,38 @@ class Uploader:
         obj = ObjectUpload(uploader=self, key=key, upload_id=response["UploadId"])
         self._objects.append(obj)
         return obj
+
+    def attach(
+        self,
+        key: str,
+        upload_id: str,
+        *,
+        parts: list[PartRecord] | None = None,
+        size: int = 0,
+        hasher: Any = None,
+    ) -> ObjectUpload:
+        """Continue an open multipart upload of an earlier attempt (ADR 0020).
+
+        ``parts`` (numbered ``1..n``) are already in S3 and hold the first ``size``
+        bytes, whose running sha256 is ``hasher``; writing continues with part ``n + 1``.
+        With no ``parts`` the object is written from its first byte again (the
+        observer may still supply parts already uploaded).
+        """
+        obj = ObjectUpload(uploader=self, key=key, upload_id=upload_id, size=size)
+        if hasher is not None:
+            obj._hash = hasher
+        for record in parts or []:
+            done: Future[PartRecord] = Future()
+            done.set_result(record)
+            obj._futures.append(done)
+        obj._next_part = len(obj._futures) + 1
+        self._objects.append(obj)
+        return obj
+
+    def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the parts on the wire (a released job keeps them)."""
+        wait([f for o in self._objects for f in o._futures], timeout=timeout)
+        wait([f for o in self._objects for f in o._hashing], timeout=timeout)
 
     def _acquire_slot(self) -> None:
         while not self._slots.acquire(timeout=0.5):
@@ -303,6 +352,10 @@ class Uploader:
     def _upload_part(self, obj: ObjectUpload, number: int, body: bytearray) -> PartRecord:
         if self._cancelled is not None and self._cancelled.is_set():
             raise JobReleased("upload cancelled")
+        if self.observer is not None:  # resume hook (ADR 0020)
+            known = self.observer.reuse(obj.key, number, body)
+            if known is not None:
+                return known
         response = self._call_part(
             self.s3.upload_part,
             Bucket=self.bucket,
@@ -315,7 +368,10 @@ class Uploader:
             max_wait=5.0,
         )
         self.bytes_uploaded += len(body)
-        return PartRecord(number, response["ETag"], response.get(self._checksum_key))
+        record = PartRecord(number, response["ETag"], response.get(self._checksum_key))
+        if self.observer is not None:  # resume hook (ADR 0020)
+            self.observer.part_uploaded(obj.key, record, len(body))
+        return record
 
     @staticmethod
     def _call_part(fn: Any, **kwargs: Any) -> Any:
@@ -431,6 +487,22 @@ class Uploader:
         return abort_uploads_under(
             self.s3, self.bucket, prefix, keep=frozenset(o.upload_id for o in self._objects)
         )
+
+
+class PartObserver(Protocol):
+    """What the resume machinery (ADR 0020) hears from an :class:`Uploader`."""
+
+    def reuse(self, key: str, number: int, body: bytearray) -> PartRecord | None:
+        """A part already uploaded with exactly this content, or ``None``."""
+        ...
+
+    def part_uploaded(self, key: str, record: PartRecord, size: int) -> None:
+        """Part ``record`` of ``key`` (``size`` bytes) is in S3."""
+        ...
+
+    def part_hashed(self, key: str, number: int, state: dict[str, Any]) -> None:
+        """The object's running sha256 state after part ``number``."""
+        ...
 
 
 def abort_uploads_under(

@@ -1,0 +1,356 @@
+"""Durable progress of a job at part boundaries, so an interrupted job can resume (ADR 0020).
+
+A checkpoint is one small JSON object next to the job's output::
+
+    P checkpoints/F.json        (P: the export's root, F: the file id)
+
+It names the open multipart uploads of the attempt that wrote it, the parts each one
+holds (number, ETag, S3 checksum, size), and — when the file is uncompressed — the
+*resume point*: the last part boundary up to which every part is uploaded, with the
+source offset consumed there, the running sha256 states of the source and the output
+(:mod:`exportpipe.worker.sha256state`) and the validator's carried-over state. The
+next delivery of the job reads it (:mod:`exportpipe.worker.resume`).
+
+:class:`Checkpointer` collects progress from the upload threads (a part uploaded), the
+hashing thread (a part hashed) and the job's thread (a part boundary reached) and
+writes the checkpoint at most every ``interval`` seconds, plus once more when the job
+is released. Between two writes only the parts uploaded since the last write are at
+risk, and those are re-uploaded: a checkpoint never names a part that was not uploaded.
+
+A checkpoint is deleted once its job commits or is refused; the uploads it names are
+then committed or aborted, so none is left open.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from botocore.exceptions import ClientError
+
+from exportpipe.common.retry import call_aws
+from exportpipe.worker.sha256state import HashState
+
+__all__ = [
+    "CHECKPOINT_SCHEMA",
+    "Checkpoint",
+    "CheckpointPart",
+    "CheckpointStore",
+    "Checkpointer",
+    "MemberCheckpoint",
+    "ResumePoint",
+    "SourceIdentity",
+    "checkpoint_key",
+    "validator_state",
+    "restore_validator",
+]
+
+CHECKPOINT_SCHEMA = "exportpipe.Checkpoint"
+
+
+def checkpoint_key(root: str, file_id: str) -> str:
+    """The checkpoint's key for file ``file_id`` under the export root ``root``."""
+    return f"{root}checkpoints/{file_id}.json"
+
+
+class CheckpointPart(msgspec.Struct, frozen=True):
+    """One uploaded part."""
+
+    number: int
+    etag: str
+    checksum: str | None
+    size: int
+
+
+class ResumePoint(msgspec.Struct, frozen=True):
+    """Where a ranged resume continues: after part ``part`` of the (single) member.
+
+    Attributes:
+        part: every part ``1..part`` is uploaded; the next attempt uploads ``part + 1``.
+        offset: source bytes consumed (== output bytes for an uncompressed file).
+        source_hash / output_hash: the running sha256 states at ``offset``.
+        validator: the content validator's state at ``offset``.
+    """
+
+    part: int
+    offset: int
+    source_hash: HashState
+    output_hash: HashState
+    validator: dict[str, Any]
+
+
+class MemberCheckpoint(msgspec.Struct, frozen=True):
+    """One output object's open multipart upload."""
+
+    path: str
+    key: str
+    upload_id: str
+    parts: list[CheckpointPart]
+
+
+class SourceIdentity(msgspec.Struct, frozen=True):
+    """What the source was: a resume must find the same file.
+
+    Attributes:
+        size / sha256: as the job stated them (``None`` if it did not).
+        validator: the HTTP ``ETag`` (or ``Last-Modified``) of the first response, sent
+            as ``If-Range`` when resuming.
+        compression: the compression the file was read with (declared or detected).
+    """
+
+    size: int | None
+    sha256: str | None
+    validator: str | None
+    compression: str | None
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """The document stored at :func:`checkpoint_key`."""
+
+    schema: str
+    version: int
+    job_id: str
+    file_id: str
+    attempt: str
+    written_at: str
+    part_size: int
+    checksum_algorithm: str
+    source: SourceIdentity
+    members: list[MemberCheckpoint]
+    resume: ResumePoint | None = None
+
+
+_decoder = msgspec.json.Decoder(Checkpoint)
+
+
+def validator_state(validator: Any) -> dict[str, Any]:
+    """The resumable state of a :mod:`~exportpipe.worker.validate` validator.
+
+    Only the fields that carry across a chunk boundary: the unfinished line or record
+    (base64), the counters, and the CSV header's field count.
+    """
+    state: dict[str, Any] = {"kind": type(validator).__name__}
+    for name in ("_lines", "_rows", "records", "_fields"):
+        if hasattr(validator, name):
+            state[name.lstrip("_")] = getattr(validator, name)
+    if hasattr(validator, "_carry"):
+        state["carry"] = base64.b64encode(validator._carry).decode("ascii")
+    return state
+
+
+def restore_validator(validator: Any, state: dict[str, Any]) -> None:
+    """Put ``validator`` (a fresh one of the same kind) in the saved ``state``.
+
+    Raises:
+        ValueError: the state was saved from another kind of validator.
+    """
+    if state.get("kind") != type(validator).__name__:
+        raise ValueError(f"validator state of {state.get('kind')!r}, not {type(validator)}")
+    for name in ("_lines", "_rows", "records", "_fields"):
+        if hasattr(validator, name):
+            setattr(validator, name, state.get(name.lstrip("_")))
+    if hasattr(validator, "_carry"):
+        validator._carry = base64.b64decode(state.get("carry", ""))
+
+
+class CheckpointStore:
+    """Reads, writes and deletes checkpoints in the job's bucket."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.writes = 0  # PutObject calls made, for the benchmark's cost figure
+
+    def read(self, key: str) -> Checkpoint | None:
+        """The checkpoint at ``key``; ``None`` if there is none or it is unreadable."""
+        try:
+            body = call_aws(self.s3.get_object, Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        try:
+            checkpoint = _decoder.decode(body)
+        except msgspec.DecodeError:
+            return None  # torn or foreign: treated like no checkpoint (and replaced)
+        if checkpoint.schema != CHECKPOINT_SCHEMA or checkpoint.version != 1:
+            return None
+        return checkpoint
+
+    def write(self, key: str, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` (a whole-object PUT: S3 never shows half of it)."""
+        call_aws(
+            self.s3.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=msgspec.json.encode(checkpoint),
+            ContentType="application/json",
+        )
+        self.writes += 1
+
+    def delete(self, key: str) -> None:
+        """Remove the checkpoint (no error if it is gone)."""
+        call_aws(self.s3.delete_object, Bucket=self.bucket, Key=key)
+
+
+@dataclass
+class _Member:
+    path: str
+    key: str
+    upload_id: str
+    parts: dict[int, CheckpointPart] = field(default_factory=dict)
+    hashes: dict[int, HashState] = field(default_factory=dict)  # output sha256 after part n
+    boundaries: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+
+
+class Checkpointer:
+    """Collects one attempt's progress and writes it as a :class:`Checkpoint`.
+
+    Thread-safe: upload and hashing threads report parts, the job's thread reports
+    boundaries and calls :meth:`maybe_write`.
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        key: str,
+        *,
+        job_id: str,
+        file_id: str,
+        part_size: int,
+        checksum_algorithm: str,
+        source: SourceIdentity,
+        interval: float,
+        ranged: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self._job_id = job_id
+        self._file_id = file_id
+        self._part_size = part_size
+        self._algorithm = checksum_algorithm
+        self.source = source
+        self._interval = interval
+        self.ranged = ranged  # resume points are recorded (single uncompressed member)
+        self._clock = clock
+        self._attempt = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._members: dict[str, _Member] = {}
+        self._last_write = clock()
+        self._dirty = False
+        self.written = False
+
+    # -- reports ----------------------------------------------------------------
+
+    def member(self, path: str, key: str, upload_id: str) -> None:
+        """An upload was opened (or resumed) for ``path``."""
+        with self._lock:
+            self._members.setdefault(key, _Member(path, key, upload_id))
+            self._dirty = True
+
+    def seed(self, key: str, parts: list[CheckpointPart], resume: ResumePoint | None) -> None:
+        """Carry a verified checkpoint's parts (and resume point) into this attempt."""
+        with self._lock:
+            m = self._members[key]
+            for p in parts:
+                m.parts[p.number] = p
+            if resume is not None:
+                m.hashes[resume.part] = resume.output_hash
+                m.boundaries[resume.part] = (resume.offset, resume.validator)
+
+    def part_uploaded(self, key: str, part: CheckpointPart) -> None:
+        """Called by an upload thread once ``part`` is in S3."""
+        with self._lock:
+            m = self._members.get(key)
+            if m is not None:
+                m.parts[part.number] = part
+                self._dirty = True
+
+    def part_hashed(self, key: str, number: int, state: HashState) -> None:
+        """Called by the hashing thread: the output's sha256 state after part ``number``."""
+        if not self.ranged:
+            return
+        with self._lock:
+            m = self._members.get(key)
+            if m is not None:
+                m.hashes[number] = state
+
+    def boundary(self, key: str, number: int, offset: int, validator: Any) -> None:
+        """The job's thread consumed exactly up to the end of part ``number``."""
+        if not self.ranged:
+            return
+        state = validator_state(validator)
+        with self._lock:
+            m = self._members.get(key)
+            if m is not None:
+                m.boundaries[number] = (offset, state)
+
+    # -- writing ------------------------------------------------------------------
+
+    def snapshot(self) -> Checkpoint:
+        """The checkpoint as of now."""
+        with self._lock:
+            members = list(self._members.values())
+            resume = self._resume_point(members)
+            return Checkpoint(
+                schema=CHECKPOINT_SCHEMA,
+                version=1,
+                job_id=self._job_id,
+                file_id=self._file_id,
+                attempt=self._attempt,
+                written_at=datetime.now(UTC).isoformat(),
+                part_size=self._part_size,
+                checksum_algorithm=self._algorithm,
+                source=self.source,
+                members=[
+                    MemberCheckpoint(
+                        m.path, m.key, m.upload_id, [m.parts[n] for n in sorted(m.parts)]
+                    )
+                    for m in members
+                ],
+                resume=resume,
+            )
+
+    def _resume_point(self, members: list[_Member]) -> ResumePoint | None:
+        if not self.ranged or len(members) != 1:
+            return None
+        m = members[0]
+        best: ResumePoint | None = None
+        n = 1
+        while n in m.parts:
+            if n in m.hashes and n in m.boundaries:
+                offset, validator = m.boundaries[n]
+                best = ResumePoint(n, offset, m.hashes[n], m.hashes[n], validator)
+            n += 1
+        # Older snapshots can never be used again: drop them to keep memory flat.
+        if best is not None:
+            for table in (m.hashes, m.boundaries):
+                for old in [k for k in table if k < best.part]:
+                    del table[old]
+        return best
+
+    def maybe_write(self) -> None:
+        """Write if something changed and ``interval`` seconds passed since the last write."""
+        if self._dirty and self._clock() - self._last_write >= self._interval:
+            self.write()
+
+    def write(self) -> None:
+        """Write the checkpoint now."""
+        with self._lock:
+            self._dirty = False
+            self._last_write = self._clock()
+        self.store.write(self.key, self.snapshot())
+        self.written = True
+
+    def upload_ids(self) -> frozenset[str]:
+        """The uploads this checkpoint names."""
+        with self._lock:
+            return frozenset(m.upload_id for m in self._members.values())

@@ -1,0 +1,452 @@
+"""Resuming a job where an earlier attempt stopped (ADR 0020).
+
+:meth:`Resumer.prepare` runs before a job streams. It reads the file's checkpoint
+(:mod:`exportpipe.worker.checkpoint`), checks it against the job and the source it
+names and against S3 (``ListParts`` of every upload it names), and picks one of:
+
+``fresh``
+    No usable checkpoint. A checkpoint that does not match (another source, another
+    part size, an upload gone — e.g. aborted by the bucket's lifecycle rule — or a part
+    that differs from S3's record) is discarded first: its uploads are aborted and the
+    checkpoint deleted, so nothing torn or half-known is ever continued.
+``range``
+    An uncompressed file (``compression`` ``none``, declared or detected) with a resume
+    point: the download continues with ``Range``/``If-Range`` at the point's offset,
+    the sha256 states and the validator are restored, and uploading continues with the
+    next part of the same multipart upload. If the source answers that it changed, the
+    job fails with :class:`ResumeDiscarded` (retryable) after discarding the checkpoint,
+    and the next delivery starts clean.
+``parts``
+    Any other format (gzip, zstd, tar, zip) or no resume point: the source is read from
+    its start again, but every part whose content matches the checkpoint (size, MD5 =
+    the part's ETag, and the S3 checksum) is taken from the earlier upload instead of
+    being uploaded again.
+
+Part boundaries are deterministic (a fixed part size over a deterministic byte
+stream), so the same part number always holds the same bytes; two attempts writing
+the same part write the same content, and S3 refuses a completion whose listed ETags
+do not match what it holds.
+
+During the attempt, :class:`Resumer` is the :class:`~exportpipe.worker.upload.Uploader`
+observer and feeds a :class:`~exportpipe.worker.checkpoint.Checkpointer`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from exportpipe.common.errors import ArchiveRejected, RetryableError
+from exportpipe.common.retry import call_aws
+from exportpipe.common.schemas import DownloadJob
+from exportpipe.worker import sha256state
+from exportpipe.worker.checkpoint import (
+    Checkpoint,
+    CheckpointPart,
+    Checkpointer,
+    CheckpointStore,
+    MemberCheckpoint,
+    SourceIdentity,
+    checkpoint_key,
+    restore_validator,
+)
+from exportpipe.worker.download import HttpSource, Readable, Source
+from exportpipe.worker.extract import Member, detect_compression
+from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader
+
+__all__ = ["ResumeDiscarded", "Resumer"]
+
+Mode = Literal["fresh", "range", "parts"]
+_READ = 1 << 20
+_HEAD = 512
+
+
+class ResumeDiscarded(RetryableError):
+    """The checkpoint could not be continued (the source changed); the next try starts clean."""
+
+    reason = "resume_discarded"
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def list_parts(s3: Any, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
+    """``{part number: (ETag, size)}`` of an open upload; ``None`` if it is gone."""
+    found: dict[int, tuple[str, int]] = {}
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+    while True:
+        try:
+            page = call_aws(s3.list_parts, **kwargs)
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchUpload", "NoSuchKey", "404"):
+                return None
+            raise
+        for part in page.get("Parts", []):
+            found[int(part["PartNumber"])] = (str(part["ETag"]), int(part["Size"]))
+        if not page.get("IsTruncated"):
+            return found
+        kwargs["PartNumberMarker"] = page.get("NextPartNumberMarker", 0)
+
+
+def _content_checksum(algorithm: str, body: bytearray) -> str | None:
+    """The S3 checksum of ``body`` (base64), for the algorithms computable here."""
+    if algorithm == "CRC32":
+        return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode("ascii")
+    if algorithm == "SHA256":
+        return base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+    return None
+
+
+def part_matches(part: CheckpointPart, body: bytearray, algorithm: str) -> bool:
+    """True if ``body`` is the content of the uploaded ``part``.
+
+    Compares the size, the MD5 (S3's ETag of a part, unless the bucket encrypts with
+    KMS) and the S3 checksum; at least one content hash must be comparable.
+    """
+    if part.size != len(body):
+        return False
+    compared = False
+    etag = part.etag.strip('"')
+    if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower()):
+        if hashlib.md5(body).hexdigest() != etag.lower():  # noqa: S324 - S3's ETag
+            return False
+        compared = True
+    if part.checksum is not None:
+        mine = _content_checksum(algorithm, body)
+        if mine is not None:
+            if mine != part.checksum:
+                return False
+            compared = True
+    return compared
+
+
+@dataclass
+class _Verified:
+    mode: Mode
+    members: dict[str, MemberCheckpoint]  # by key
+    checkpoint: Checkpoint | None
+
+
+class _HeadTap:
+    """Passes reads through, keeping the first bytes (to learn the detected compression)."""
+
+    def __init__(self, inner: Readable) -> None:
+        self._inner = inner
+        self.head = b""
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._inner.read(size)
+        if len(self.head) < _HEAD:
+            self.head += data[: _HEAD - len(self.head)]
+        return data
+
+
+class _Capped:
+    """An uncompressed member read straight from the source, with the output size cap."""
+
+    def __init__(self, inner: Readable, start: int, cap: int) -> None:
+        self._inner = inner
+        self._total = start
+        self._cap = cap
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._inner.read(size)
+        self._total += len(data)
+        if self._total > self._cap:
+            raise ArchiveRejected(
+                f"uncompressed output exceeds the {self._cap} byte limit",
+                reason="output_too_large",
+            )
+        return data
+
+
+class Resumer:
+    """One attempt's view of its checkpoint: what to continue and what to record.
+
+    Attributes:
+        mode: ``fresh``, ``range`` or ``parts`` (see the module docstring).
+        offset: the source offset this attempt starts reading at (0 unless ``range``).
+        parts_reused: parts taken from an earlier attempt instead of uploaded.
+        discarded: why a checkpoint was discarded (``None`` if none was).
+    """
+
+    def __init__(
+        self,
+        *,
+        s3: Any,
+        job: DownloadJob,
+        root: str,
+        part_size: int,
+        checksum_algorithm: str,
+        interval: float,
+        max_output_bytes: int,
+        warn: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self.s3 = s3
+        self.job = job
+        self.bucket = job.destination.bucket
+        self.key = checkpoint_key(root, job.file_id)
+        self.store = CheckpointStore(s3, self.bucket)
+        self._part_size = part_size
+        self._algorithm = checksum_algorithm
+        self._max_output = max_output_bytes
+        self._warn = warn
+        self.mode: Mode = "fresh"
+        self.offset = 0
+        self.parts_reused = 0
+        self.discarded: str | None = None
+        self._members: dict[str, MemberCheckpoint] = {}
+        self._checkpoint: Checkpoint | None = None
+        self._tap: _HeadTap | None = None
+        self._source: Source | None = None
+        self.checkpointer = Checkpointer(
+            self.store,
+            self.key,
+            job_id=job.job_id,
+            file_id=job.file_id,
+            part_size=part_size,
+            checksum_algorithm=checksum_algorithm,
+            source=SourceIdentity(job.size_bytes, job.sha256, None, job.compression),
+            interval=interval,
+            ranged=False,
+        )
+
+    # -- before streaming ---------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Read and verify the checkpoint; choose the mode (discarding a bad checkpoint)."""
+        checkpoint = self.store.read(self.key)
+        if checkpoint is None:
+            return
+        why = self._mismatch(checkpoint)
+        if why is None:
+            why = self._verify_uploads(checkpoint)
+        if why is not None:
+            self.discard(checkpoint, why)
+            return
+        self._checkpoint = checkpoint
+        self._members = {m.key: m for m in checkpoint.members}
+        resume = checkpoint.resume
+        if (
+            resume is not None
+            and len(checkpoint.members) == 1
+            and checkpoint.source.compression == "none"
+            and checkpoint.source.validator
+            and self.job.url.lower().startswith(("http://", "https://"))
+            and sha256state.available()
+        ):
+            self.mode = "range"
+            self.offset = resume.offset
+        else:
+            self.mode = "parts"
+        for m in checkpoint.members:
+            self.checkpointer.member(m.path, m.key, m.upload_id)
+            self.checkpointer.seed(
+                m.key, m.parts, resume if self.mode == "range" else None
+            )
+        self.checkpointer.source = checkpoint.source
+
+    def _mismatch(self, cp: Checkpoint) -> str | None:
+        job = self.job
+        if cp.file_id != job.file_id:
+            return "another file"
+        if (cp.source.size, cp.source.sha256) != (job.size_bytes, job.sha256):
+            return "another source (size or sha256 differ)"
+        if job.compression is not None and cp.source.compression not in (None, job.compression):
+            return "another compression"
+        if (cp.part_size, cp.checksum_algorithm) != (self._part_size, self._algorithm):
+            return "another part size or checksum algorithm"
+        return None
+
+    def _verify_uploads(self, cp: Checkpoint) -> str | None:
+        for m in cp.members:
+            listed = list_parts(self.s3, self.bucket, m.key, m.upload_id)
+            if listed is None:
+                return f"upload of {m.path} is gone (aborted or completed)"
+            for p in m.parts:
+                if listed.get(p.number) != (p.etag, p.size):
+                    return f"part {p.number} of {m.path} differs from S3's record"
+        # Parts S3 holds beyond the checkpoint (uploaded after its last write) are
+        # simply uploaded again with the same content.
+        return None
+
+    def discard(self, checkpoint: Checkpoint | None, why: str) -> None:
+        """Abort the checkpoint's uploads and delete it."""
+        self.discarded = why
+        self._warn("checkpoint discarded", {"reason": why, "key": self.key})
+        for m in checkpoint.members if checkpoint is not None else []:
+            try:
+                call_aws(
+                    self.s3.abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=m.key,
+                    UploadId=m.upload_id,
+                    attempts=3,
+                    max_wait=2.0,
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "NoSuchUpload":
+                    raise
+        self.store.delete(self.key)
+        self.mode, self.offset, self._members, self._checkpoint = "fresh", 0, {}, None
+
+    # -- hooks while streaming ----------------------------------------------------
+
+    def attach(self, uploader: Uploader) -> None:
+        """Become ``uploader``'s observer."""
+        uploader.observer = self
+
+    def prepare_source(self, source: Source) -> None:
+        """In ``range`` mode, make the source start at the resume offset."""
+        self._source = source
+        if self.mode != "range" or self._checkpoint is None:
+            return
+        resume = self._checkpoint.resume
+        assert resume is not None  # noqa: S101 - range mode is only chosen with one
+        source.start_at(
+            resume.offset,
+            hasher=sha256state.ResumableSha256(resume.source_hash),
+            validator=self._checkpoint.source.validator,
+        )
+
+    def members(
+        self, prefetch: Readable, extract: Callable[[Readable], Iterator[Member]]
+    ) -> Iterator[Member]:
+        """The members to stream: extracted, or (``range``) the one uncompressed member."""
+        if self.mode == "range" and self._checkpoint is not None:
+            only = self._checkpoint.members[0]
+            yield Member(path=only.path, stream=_Capped(prefetch, self.offset, self._max_output))
+            return
+        self._tap = _HeadTap(prefetch)
+        yield from extract(self._tap)
+
+    def open(self, uploader: Uploader, key: str, path: str, *, content_type: str) -> ObjectUpload:
+        """The upload for ``key``: the checkpoint's (continued or re-fed) or a new one."""
+        known = self._members.get(key)
+        if known is not None and self.mode == "range" and self._checkpoint is not None:
+            resume = self._checkpoint.resume
+            assert resume is not None  # noqa: S101
+            self.checkpointer.ranged = True
+            obj = uploader.attach(
+                key,
+                known.upload_id,
+                parts=[
+                    PartRecord(p.number, p.etag, p.checksum)
+                    for p in known.parts
+                    if p.number <= resume.part
+                ],
+                size=resume.offset,
+                hasher=sha256state.ResumableSha256(resume.output_hash),
+            )
+            return obj
+        if known is not None:
+            obj = uploader.attach(key, known.upload_id)
+        else:
+            obj = uploader.open(key, content_type=content_type)
+            self.checkpointer.member(path, key, obj.upload_id)
+        if self._fresh_single_uncompressed():
+            # A resume point needs the output's sha256 state at part boundaries.
+            self.checkpointer.ranged = True
+            obj._hash = sha256state.ResumableSha256()
+        return obj
+
+    def _fresh_single_uncompressed(self) -> bool:
+        if self.mode == "range" or not sha256state.available() or self._tap is None:
+            return False
+        if len(self.checkpointer.upload_ids()) != 1:
+            self.checkpointer.ranged = False
+            return False
+        compression = self.job.compression or detect_compression(self._tap.head)
+        validator = self._source.validator if self._source is not None else None
+        self.checkpointer.source = SourceIdentity(
+            self.job.size_bytes, self.job.sha256, validator, compression
+        )
+        return compression == "none" and validator is not None
+
+    def restore(self, obj: ObjectUpload, validator: Any) -> None:
+        """In ``range`` mode, put the content validator back in its saved state."""
+        if self.mode == "range" and self._checkpoint is not None:
+            resume = self._checkpoint.resume
+            assert resume is not None  # noqa: S101
+            restore_validator(validator, resume.validator)
+
+    def read_size(self, obj: ObjectUpload) -> int:
+        """How much to read next: never across a part boundary while recording resume points."""
+        if not self.checkpointer.ranged:
+            return _READ
+        return min(_READ, self._part_size - obj.size % self._part_size)
+
+    def after_write(self, obj: ObjectUpload, validator: Any) -> None:
+        """Record a part boundary just reached; write the checkpoint if it is due."""
+        if self.checkpointer.ranged and obj.size and obj.size % self._part_size == 0:
+            self.checkpointer.boundary(obj.key, obj.size // self._part_size, obj.size, validator)
+        self.checkpointer.maybe_write()
+
+    # -- the Uploader's observer ----------------------------------------------------
+
+    def reuse(self, key: str, number: int, body: bytearray) -> PartRecord | None:
+        """A checkpointed part with exactly ``body``'s content (``parts`` mode)."""
+        known = self._members.get(key)
+        if known is None or self.mode != "parts":
+            return None
+        for part in known.parts:
+            if part.number == number:
+                if part_matches(part, body, self._algorithm):
+                    self.parts_reused += 1
+                    self.checkpointer.part_uploaded(key, part)
+                    return PartRecord(part.number, part.etag, part.checksum)
+                return None
+        return None
+
+    def part_uploaded(self, key: str, record: PartRecord, size: int) -> None:
+        """Record an uploaded part."""
+        self.checkpointer.part_uploaded(
+            key, CheckpointPart(record.number, record.etag, record.checksum, size)
+        )
+
+    def part_hashed(self, key: str, number: int, state: dict[str, Any]) -> None:
+        """Record the output's sha256 state after a part."""
+        self.checkpointer.part_hashed(key, number, state)
+
+    # -- endings --------------------------------------------------------------------
+
+    def keep(self, uploader: Uploader, *, settle_seconds: float) -> bool:
+        """On a release: let parts land, write the checkpoint; True if the uploads stay open.
+
+        False (the caller aborts) when nothing worth keeping was uploaded or the
+        checkpoint could not be written.
+        """
+        uploader.settle(settle_seconds)
+        snapshot = self.checkpointer.snapshot()
+        if not any(m.parts for m in snapshot.members):
+            self._forget()
+            return False
+        try:
+            self.checkpointer.write()
+        except Exception as exc:
+            self._warn("checkpoint not written", {"error": type(exc).__name__})
+            self._forget()
+            return False
+        return True
+
+    def _forget(self) -> None:
+        """Delete a checkpoint whose uploads the caller is about to abort."""
+        if self.checkpointer.written or self._checkpoint is not None:
+            try:
+                self.store.delete(self.key)
+            except Exception as exc:
+                self._warn("checkpoint not deleted", {"error": type(exc).__name__})
+
+    def finished(self) -> None:
+        """The job committed or was refused: its uploads are settled; drop the checkpoint."""
+        try:
+            self.store.delete(self.key)
+        except Exception as exc:  # a leftover checkpoint is discarded by the next delivery
+            self._warn("checkpoint not deleted", {"error": type(exc).__name__})
