@@ -48,8 +48,8 @@ __all__ = [
     "ResumePoint",
     "SourceIdentity",
     "checkpoint_key",
-    "validator_state",
     "restore_validator",
+    "validator_state",
 ]
 
 CHECKPOINT_SCHEMA = "exportpipe.Checkpoint"

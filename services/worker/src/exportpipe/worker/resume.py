@@ -48,15 +48,15 @@ from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker import sha256state
 from exportpipe.worker.checkpoint import (
     Checkpoint,
-    CheckpointPart,
     Checkpointer,
+    CheckpointPart,
     CheckpointStore,
     MemberCheckpoint,
     SourceIdentity,
     checkpoint_key,
     restore_validator,
 )
-from exportpipe.worker.download import HttpSource, Readable, Source
+from exportpipe.worker.download import Readable, Source
 from exportpipe.worker.extract import Member, detect_compression
 from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader
 
@@ -248,9 +248,7 @@ class Resumer:
             self.mode = "parts"
         for m in checkpoint.members:
             self.checkpointer.member(m.path, m.key, m.upload_id)
-            self.checkpointer.seed(
-                m.key, m.parts, resume if self.mode == "range" else None
-            )
+            self.checkpointer.seed(m.key, m.parts, resume if self.mode == "range" else None)
         self.checkpointer.source = checkpoint.source
 
     def _mismatch(self, cp: Checkpoint) -> str | None:

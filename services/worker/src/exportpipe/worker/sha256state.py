@@ -107,7 +107,7 @@ class ResumableSha256:
     @property
     def length(self) -> int:
         """Bytes hashed so far."""
-        return ((self._ctx.Nh << 32) | self._ctx.Nl) >> 3
+        return int(((self._ctx.Nh << 32) | self._ctx.Nl) >> 3)
 
     def state(self) -> HashState:
         """The running state as JSON-ready fields."""

@@ -1,0 +1,315 @@
+"""Resumable jobs (ADR 0020): checkpoints at part boundaries, ranged resume, part reuse."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+
+from exportpipe.common.errors import JobReleased
+from exportpipe.worker.checkpoint import Checkpoint, CheckpointStore, checkpoint_key
+from exportpipe.worker.pipeline import JobResult, Pipeline
+from exportpipe.worker.resume import ResumeDiscarded
+from exportpipe.worker.settings import WorkerSettings
+from exportpipe.worker.upload import CommitConflict
+
+MIB = 1024 * 1024
+PART = 5 * MIB
+
+
+def jsonl(records: int) -> bytes:
+    return b"".join(b'{"id": %d, "pad": "%s"}\n' % (i, b"y" * (i % 97)) for i in range(records))
+
+
+BODY = jsonl(330_000)  # ~22 MiB: four whole 5 MiB parts and a short fifth
+
+
+@pytest.fixture
+def rsettings(settings: WorkerSettings) -> WorkerSettings:
+    # Checkpoint at every part boundary so the tests can release at a known point.
+    return settings.model_copy(update={"checkpoint_seconds": 0.0})
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def _uploads(s3: Any, bucket: str) -> list[Any]:
+    return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def _path(file_server: Any, url: str) -> str:
+    return str(url.split(f":{file_server.port}", 1)[1].split("?", maxsplit=1)[0])
+
+
+def _checkpoint(s3: Any, bucket: str, job: Any) -> Checkpoint | None:
+    key = checkpoint_key(job.destination.prefix, job.file_id)
+    return CheckpointStore(s3, bucket).read(key)
+
+
+@contextmanager
+def _part_uploads(s3: Any) -> Iterator[list[int]]:
+    """Part numbers of every UploadPart call made through ``s3`` meanwhile."""
+    numbers: list[int] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        numbers.append(int(params["PartNumber"]))
+
+    s3.meta.events.register("provide-client-params.s3.UploadPart", count)
+    try:
+        yield numbers
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.UploadPart", count)
+
+
+def _release_after(
+    s3: Any, bucket: str, job: Any, settings: WorkerSettings, *, parts: int
+) -> Checkpoint:
+    """Run ``job`` and release it once its checkpoint names ``parts`` parts."""
+    cancelled = threading.Event()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            cp = _checkpoint(s3, bucket, job)
+            if cp is not None and cp.members and len(cp.members[0].parts) >= parts:
+                cancelled.set()
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with pytest.raises(JobReleased):
+            Pipeline(settings, s3=s3).run(job, cancelled=cancelled)
+    finally:
+        stop.set()
+        watcher.join()
+    cp = _checkpoint(s3, bucket, job)
+    assert cp is not None
+    return cp
+
+
+def _assert_settled(s3: Any, bucket: str, job: Any, result: JobResult, body: bytes) -> None:
+    root = job.destination.prefix
+    key = f"{root}data/{job.file_id}/{result.members[0].path}"
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert manifest["members"][0]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+    assert not any("checkpoints/" in k for k in _keys(s3, bucket, root))
+
+
+def test_released_uncompressed_job_resumes_with_range(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    # The release kept the work: the upload is open and the checkpoint owns it.
+    assert [u["UploadId"] for u in _uploads(s3, bucket)] == [cp.members[0].upload_id]
+    assert cp.resume is not None
+    assert cp.resume.offset == cp.resume.part * PART
+    served = file_server.files[_path(file_server, url)]
+    served.bytes_per_second = 0
+    before = len(file_server.requests_for(url))
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.status == "done"
+    assert result.resumed_from == cp.resume.offset
+    # Only the rest of the file was asked for, conditional on the same version.
+    (request,) = file_server.requests_for(url)[before:]
+    assert request["Range"] == f"bytes={cp.resume.offset}-"
+    assert request["If-Range"] == served.etag
+    assert min(uploaded) == cp.resume.part + 1
+    _assert_settled(s3, bucket, job, result, BODY)
+    # The manifest's source digest covers the whole file, not just the resumed tail.
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert manifest["source"]["sha256"] == hashlib.sha256(BODY).hexdigest()
+    assert manifest["members"][0]["records"] == 330_000
+
+
+def test_resume_validates_across_the_boundary(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # A bad line after the resume point must still be found, with its line number
+    # (the validator's counters and carried-over partial line are restored).
+    bad = bytearray(BODY)
+    at = BODY.index(b"\n", 3 * PART + 10) + 1
+    bad[at] = ord("[")
+    body = bytes(bad)
+    line = BODY[:at].count(b"\n") + 1
+    url = file_server.add(body, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=body, file_name="part.jsonl", compression="none")
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    assert cp.resume is not None
+    assert cp.resume.offset <= 3 * PART
+    from exportpipe.common.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match=f"line {line}:"):
+        Pipeline(rsettings, s3=s3).run(job)
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+
+
+@pytest.mark.parametrize(
+    ("compression", "name", "encode"),
+    [
+        ("gzip", "part.jsonl.gz", lambda b: gzip.compress(b, 1)),
+        ("zstd", "part.jsonl.zst", lambda b: zstandard.ZstdCompressor(level=1).compress(b)),
+    ],
+)
+def test_compressed_resume_reuploads_no_checkpointed_part(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    compression: str,
+    name: str,
+    encode: Any,
+) -> None:
+    payload = encode(BODY)
+    url = file_server.add(payload, name=name, bytes_per_second=MIB // 2)
+    job = make_job(url, body=payload, file_name=name, compression=compression)
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    assert cp.resume is None  # compressed: no ranged resume point
+    kept = {p.number for p in cp.members[0].parts}
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.status == "done"
+    assert result.parts_reused == len(kept)
+    assert kept.isdisjoint(uploaded)
+    assert sorted(uploaded) == [n for n in range(1, 6) if n not in kept]
+    _assert_settled(s3, bucket, job, result, BODY)
+
+
+def test_checkpoint_whose_uploads_were_aborted_starts_clean(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    # The bucket's lifecycle rule ends incomplete uploads after some days.
+    for m in cp.members:
+        s3.abort_multipart_upload(Bucket=bucket, Key=m.key, UploadId=m.upload_id)
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert result.parts_reused == 0
+    assert sorted(uploaded) == [1, 2, 3, 4, 5]
+    _assert_settled(s3, bucket, job, result, BODY)
+
+
+def test_stale_checkpoint_of_another_source_is_discarded(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    # The file was re-exported: same file id, other content, sha256 and size.
+    other = jsonl(300_000)
+    url2 = file_server.add(other, name="part.jsonl")
+    job2 = make_job(
+        url2, body=other, file_name="part.jsonl", compression="none", export_id=job.export_id
+    )
+    result = Pipeline(rsettings, s3=s3).run(job2)
+    assert result.resumed_from == 0
+    assert cp.members[0].upload_id not in {u["UploadId"] for u in _uploads(s3, bucket)}
+    _assert_settled(s3, bucket, job2, result, other)
+
+
+def test_checkpoint_part_that_differs_from_s3_starts_clean(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    m = cp.members[0]
+    # Part 1 replaced by other bytes after the checkpoint was written.
+    s3.upload_part(Bucket=bucket, Key=m.key, UploadId=m.upload_id, PartNumber=1, Body=b"x" * PART)
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    _assert_settled(s3, bucket, job, result, BODY)
+
+
+def test_kill_after_checkpoint_before_next_part_lands(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    assert cp.resume is not None
+    m = cp.members[0]
+    # A killed attempt got the next part (a torn one, even) into S3 but never
+    # checkpointed it: the resumed attempt must upload that part again.
+    nxt = cp.resume.part + 1
+    s3.upload_part(
+        Bucket=bucket, Key=m.key, UploadId=m.upload_id, PartNumber=nxt, Body=b"torn" * 1000
+    )
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == cp.resume.offset
+    assert nxt in uploaded
+    _assert_settled(s3, bucket, job, result, BODY)
+
+
+def test_source_changed_since_checkpoint_restarts_clean(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    # No sha256/size in the job: only the server's ETag tells versions apart.
+    job = make_job(url, file_name="part.jsonl", compression="none")
+    _release_after(s3, bucket, job, rsettings, parts=2)
+    path = _path(file_server, url)
+    changed = jsonl(340_000)
+    file_server.files[path] = type(file_server.files[path])(body=changed)
+    with pytest.raises(ResumeDiscarded):
+        Pipeline(rsettings, s3=s3).run(job)
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+    result = Pipeline(rsettings, s3=s3).run(job)
+    _assert_settled(s3, bucket, job, result, changed)
+
+
+def test_two_resumed_attempts_at_once_commit_once(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    _release_after(s3, bucket, job, rsettings, parts=2)
+    results: list[JobResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def attempt() -> None:
+        start.wait()
+        try:
+            results.append(Pipeline(rsettings, s3=s3).run(job))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    # Both continue the same upload with identical parts; one commits. The other is a
+    # duplicate, or (if it lost the upload under its feet) retries later.
+    assert "done" in [r.status for r in results]
+    assert all(isinstance(e, CommitConflict) for e in errors), errors
+    if errors:
+        assert Pipeline(rsettings, s3=s3).run(job).status == "duplicate"
+    done = next(r for r in results if r.status == "done")
+    _assert_settled(s3, bucket, job, done, BODY)
