@@ -165,16 +165,29 @@ def _json_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _open_uploads(s3: Any, bucket: str) -> list[str]:
-    found: list[str] = []
+def _open_uploads(s3: Any, bucket: str, owned: frozenset[str]) -> tuple[list[str], list[str]]:
+    """Open uploads as (leaked, owned by a checkpoint (ADR 0020)) keys."""
+    leaked: list[str] = []
+    kept: list[str] = []
     kwargs: dict[str, Any] = {"Bucket": bucket}
     while True:
         page = s3.list_multipart_uploads(**kwargs)
-        found += [u["Key"] for u in page.get("Uploads", [])]
+        for u in page.get("Uploads", []):
+            (kept if u["UploadId"] in owned else leaked).append(u["Key"])
         if not page.get("IsTruncated"):
-            return sorted(found)
+            return sorted(leaked), sorted(kept)
         kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
         kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+
+def _checkpoints(s3: Any, bucket: str, root: str) -> tuple[list[str], frozenset[str]]:
+    """Checkpoints left under ``root`` and the upload ids they own (ADR 0020)."""
+    keys = sorted(_keys(s3, bucket, f"{root}checkpoints/"))
+    owned: set[str] = set()
+    for key in keys:
+        doc = _json_object(s3, bucket, key) or {}
+        owned |= {str(m.get("upload_id")) for m in doc.get("members", [])}
+    return keys, frozenset(owned)
 
 
 @dataclass
@@ -437,7 +450,9 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
     export_id = plan.spec.export_id
     root = f"{stack.output_prefix}{export_id}/"
     files, stray = _files(s3, bucket, root, plan)
-    uploads = _open_uploads(s3, bucket)
+    checkpoints, owned = _checkpoints(s3, bucket, root)
+    stray = [k for k in stray if k not in checkpoints]
+    uploads, resumable = _open_uploads(s3, bucket, owned)
     tracking = _tracking(stack, plan, root) + _export_manifest(s3, bucket, root, plan)
     events = _events(stack, export_id)
     if events != 1:
@@ -477,6 +492,21 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
                     tuple(files.damaged) + tuple(f"stray object {k}" for k in stray),
                 ),
                 Row("open_uploads", "open multipart uploads", len(uploads), True, tuple(uploads)),
+                Row(
+                    "checkpoint_uploads",
+                    "  open uploads a checkpoint owns",
+                    len(resumable),
+                    details=tuple(resumable),
+                ),
+                # Every file is settled at the end of a run, and settling deletes the
+                # file's checkpoint: one left behind owns uploads nothing will end.
+                Row(
+                    "checkpoints_left",
+                    "checkpoints left behind",
+                    len(checkpoints),
+                    True,
+                    tuple(checkpoints),
+                ),
                 Row(
                     "tracking_mismatches",
                     "tracking table / completion mismatches",

@@ -39,6 +39,7 @@ MUST_BE_ZERO = (
     "misclassified",
     "duplicated_or_torn",
     "open_uploads",
+    "checkpoints_left",
     "tracking_mismatches",
     "dlq_unexplained",
     "dlq_missing",
