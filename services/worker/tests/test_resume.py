@@ -313,3 +313,17 @@ def test_two_resumed_attempts_at_once_commit_once(
         assert Pipeline(rsettings, s3=s3).run(job).status == "duplicate"
     done = next(r for r in results if r.status == "done")
     _assert_settled(s3, bucket, job, done, BODY)
+
+
+def test_resume_off_aborts_on_release_and_starts_over(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    off = rsettings.model_copy(update={"resume": False})
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    cancelled = threading.Event()
+    threading.Timer(2.0, cancelled.set).start()
+    with pytest.raises(JobReleased):
+        Pipeline(off, s3=s3).run(job, cancelled=cancelled)
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None

@@ -308,6 +308,7 @@ class Pipeline:
             interval=self.settings.checkpoint_seconds,
             max_output_bytes=self.settings.max_total_output_bytes,
             warn=self._warn,
+            enabled=self.settings.resume,
         )
         resumer.prepare()
         return resumer

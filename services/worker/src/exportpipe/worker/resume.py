@@ -188,6 +188,7 @@ class Resumer:
         interval: float,
         max_output_bytes: int,
         warn: Callable[[str, dict[str, Any]], None],
+        enabled: bool = True,
     ) -> None:
         self.s3 = s3
         self.job = job
@@ -198,6 +199,7 @@ class Resumer:
         self._algorithm = checksum_algorithm
         self._max_output = max_output_bytes
         self._warn = warn
+        self.enabled = enabled
         self.mode: Mode = "fresh"
         self.offset = 0
         self.parts_reused = 0
@@ -214,7 +216,7 @@ class Resumer:
             part_size=part_size,
             checksum_algorithm=checksum_algorithm,
             source=SourceIdentity(job.size_bytes, job.sha256, None, job.compression),
-            interval=interval,
+            interval=interval if enabled else float("inf"),
             ranged=False,
         )
 
@@ -222,6 +224,8 @@ class Resumer:
 
     def prepare(self) -> None:
         """Read and verify the checkpoint; choose the mode (discarding a bad checkpoint)."""
+        if not self.enabled:
+            return
         checkpoint = self.store.read(self.key)
         if checkpoint is None:
             return
@@ -356,7 +360,12 @@ class Resumer:
         return obj
 
     def _fresh_single_uncompressed(self) -> bool:
-        if self.mode == "range" or not sha256state.available() or self._tap is None:
+        if (
+            not self.enabled
+            or self.mode == "range"
+            or not sha256state.available()
+            or self._tap is None
+        ):
             return False
         if len(self.checkpointer.upload_ids()) != 1:
             self.checkpointer.ranged = False
@@ -421,6 +430,8 @@ class Resumer:
         False (the caller aborts) when nothing worth keeping was uploaded or the
         checkpoint could not be written.
         """
+        if not self.enabled:
+            return False
         uploader.settle(settle_seconds)
         snapshot = self.checkpointer.snapshot()
         if not any(m.parts for m in snapshot.members):

@@ -50,6 +50,8 @@ class WorkerSettings(CommonSettings):
         checksum_algorithm: the S3 checksum sent with every part and object.
         stale_commit_seconds: an object left by an attempt that never wrote its manifest
             is replaced once it is this old (the committing phase of a job lasts seconds).
+        resume: keep an interrupted job's uploads under a checkpoint and continue them
+            on the next delivery (ADR 0020); off, every attempt starts from byte 0.
         checkpoint_seconds: the least time between two checkpoint writes of a job
             (ADR 0020); a crash loses at most the parts uploaded in that window.
         release_settle_seconds: on a release, how long parts on the wire may take to
@@ -88,6 +90,7 @@ class WorkerSettings(CommonSettings):
     upload_parts_in_flight: int = Field(default=4, ge=1, le=32)
     checksum_algorithm: Literal["CRC32", "CRC32C", "SHA256"] = "CRC32"
     stale_commit_seconds: float = Field(default=900.0, ge=0)
+    resume: bool = True
     checkpoint_seconds: float = Field(default=5.0, ge=0)
     release_settle_seconds: float = Field(default=20.0, ge=0, le=100)
 
