@@ -91,5 +91,8 @@ class JobHandler:
                 "seconds": round(seconds, 3),
                 "output_mb_per_s": round(result.output_bytes / seconds / 1e6, 1),
                 "manifest": result.manifest_key,
+                # resume figures (ADR 0020): where a ranged resume started, parts reused
+                "resumed_from": result.resumed_from,
+                "parts_reused": result.parts_reused,
             },
         )

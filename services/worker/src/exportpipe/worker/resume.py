@@ -302,8 +302,9 @@ class Resumer:
     # -- hooks while streaming ----------------------------------------------------
 
     def attach(self, uploader: Uploader) -> None:
-        """Become ``uploader``'s observer."""
-        uploader.observer = self
+        """Become ``uploader``'s observer (when resume is on)."""
+        if self.enabled:
+            uploader.observer = self
 
     def prepare_source(self, source: Source) -> None:
         """In ``range`` mode, make the source start at the resume offset."""

@@ -350,7 +350,9 @@ class Uploader:
             self._slots.release()
 
     def _upload_part(self, obj: ObjectUpload, number: int, body: bytearray) -> PartRecord:
-        if self._cancelled is not None and self._cancelled.is_set():
+        # With a resume observer (ADR 0020) a part already handed over still goes up
+        # after a release: the checkpoint keeps it, the next attempt need not redo it.
+        if self._cancelled is not None and self._cancelled.is_set() and self.observer is None:
             raise JobReleased("upload cancelled")
         if self.observer is not None:  # resume hook (ADR 0020)
             known = self.observer.reuse(obj.key, number, body)
