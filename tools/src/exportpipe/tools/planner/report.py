@@ -102,6 +102,8 @@ class PolicyReport:
     sim_events: int
     sim_seconds: float
     series: dict[str, list[float]] = field(repr=False)
+    # job-hours lost to releases by cause (spot, scale-in): (without, with resume)
+    lost_job_hours: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,6 +259,13 @@ def _policy_report(
         releases=run.releases,
         dead_lettered=run.dead_lettered,
         lost_slot_hours=run.lost_slot_seconds / 3600.0,
+        lost_job_hours={
+            cause: (
+                run.lost_seconds.get(cause, 0.0) / 3600,
+                run.lost_seconds_resumed.get(cause, 0.0) / 3600,
+            )
+            for cause in ("spot", "scale-in")
+        },
         unfinished=run.unfinished,
         oldest_message_alarm_minutes=run.oldest_alarm_periods
         * deployment.worker_scaling.metric_period_seconds
@@ -347,6 +356,10 @@ def _rows(p: PolicyReport) -> list[str]:
         f"{p.jobs_retried_spot:,}",
         f"{p.jobs_retried_scale_in:,}",
         f"{p.lost_slot_hours:,.1f}",
+        *(
+            "{:,.1f} / {:,.1f}".format(*p.lost_job_hours.get(cause, (0.0, 0.0)))
+            for cause in ("spot", "scale-in")
+        ),
         f"{p.dead_lettered}",
         f"{p.unfinished:,}",
         f"{p.scale_outs}/{p.scale_ins}",
@@ -378,6 +391,8 @@ _LABELS = [
     "jobs retried after reclaim",
     "jobs retried after scale-in",
     "work lost to releases (slot-h)",
+    "job-h lost, reclaims: no resume / resume",
+    "job-h lost, drains: no resume / resume",
     "jobs dead-lettered",
     "jobs unfinished at end",
     "scale-outs/scale-ins",

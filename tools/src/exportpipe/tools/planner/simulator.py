@@ -23,6 +23,10 @@ Model, in the order things happen to a job:
   rest (``ChangeMessageVisibility`` 0) at the end of the grace. A released job is
   visible again at once and is retried from the start by another task; a job received
   ``max_receive_count`` times is dead-lettered instead.
+* Job-hours lost to releases are counted per cause (Spot reclaim, scale-in drain) as
+  simulated (each retry starts from byte 0) and as they would be with resumable jobs
+  (ADR 0020): a release then loses at most ``resume_loss_seconds`` (the unfinished part,
+  buffers, the restart). The second figure is counted on the same run, not re-simulated.
 
 Event loop: one heap of timed events (job done, job released, task ready, task
 stopped, Spot reclaim) merged with the sorted arrival array and the per-period control
@@ -45,7 +49,13 @@ from exportpipe.tools.planner.fanout import SqsCounts
 from exportpipe.tools.planner.policies import MetricSample, ScalingPolicy
 from exportpipe.tools.planner.workload import FloatArray
 
-__all__ = ["ScalingAction", "WorkerRun", "simulate_workers"]
+__all__ = ["RESUME_LOSS_SECONDS", "ScalingAction", "WorkerRun", "simulate_workers"]
+
+# What a released job still loses with resume (ADR 0020): the part being filled and the
+# buffers ahead of it (~24 MiB, about a second at the worker's rate), up to one
+# checkpoint interval (5 s) if the release came as a crash, and the next attempt's
+# checkpoint read and ListParts. Rounded up; bench/resume.py measures the real figure.
+RESUME_LOSS_SECONDS = 15.0
 
 _DONE, _RELEASE, _READY, _STOP, _RECLAIM = range(5)
 _SPOT, _SCALE_IN = "spot", "scale-in"
@@ -80,6 +90,8 @@ class WorkerRun:
         releases: all releases of window jobs.
         dead_lettered: window jobs dead-lettered after ``max_receive_count`` receives.
         lost_slot_seconds: work thrown away by releases (elapsed time of released runs).
+        lost_seconds / lost_seconds_resumed: the same by cause (``spot``, ``scale-in``),
+            without and with resumable jobs.
         unfinished: window jobs not finished when the simulation stopped.
         spot_reclaims: Spot reclaims inside the window.
         oldest_alarm_periods: metric periods inside the window in which the oldest
@@ -104,6 +116,8 @@ class WorkerRun:
     releases: int = 0
     dead_lettered: int = 0
     lost_slot_seconds: float = 0.0
+    lost_seconds: dict[str, float] = field(default_factory=dict)
+    lost_seconds_resumed: dict[str, float] = field(default_factory=dict)
     unfinished: int = 0
     spot_reclaims: int = 0
     oldest_alarm_periods: int = 0
@@ -297,6 +311,9 @@ class _Sim:
         if in_window_job:
             self.run.releases += 1
             self.run.lost_slot_seconds += t - started
+            lost, resumed = self.run.lost_seconds, self.run.lost_seconds_resumed
+            lost[cause] = lost.get(cause, 0.0) + t - started
+            resumed[cause] = resumed.get(cause, 0.0) + min(t - started, RESUME_LOSS_SECONDS)
             causes = self.released_by[j]
             if causes is None:
                 causes = self.released_by[j] = set()
