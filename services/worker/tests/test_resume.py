@@ -195,6 +195,36 @@ def test_compressed_resume_reuploads_no_checkpointed_part(
     _assert_settled(s3, bucket, job, result, BODY)
 
 
+def test_multi_frame_zstd_resumes_at_a_frame_start(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # Frames of ~1 MiB, each with its content size (as pzstd or a seekable writer do).
+    step = 1_000_003
+    payload = b"".join(
+        zstandard.ZstdCompressor(level=1).compress(BODY[i : i + step])
+        for i in range(0, len(BODY), step)
+    )
+    url = file_server.add(payload, name="part.jsonl.zst", bytes_per_second=MIB // 2)
+    job = make_job(url, body=payload, file_name="part.jsonl.zst", compression="zstd")
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    assert cp.resume is not None
+    assert cp.resume.frame_output is not None
+    # The frame holding the end of the last whole part, at most one frame back.
+    assert cp.resume.frame_output <= cp.resume.part * PART < cp.resume.frame_output + step
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    before = len(file_server.requests_for(url))
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == cp.resume.offset > 0
+    (request,) = file_server.requests_for(url)[before:]
+    assert request["Range"] == f"bytes={cp.resume.offset}-"
+    assert min(uploaded) == cp.resume.part + 1
+    _assert_settled(s3, bucket, job, result, BODY)
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert manifest["source"]["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert manifest["members"][0]["records"] == 330_000
+
+
 def test_checkpoint_whose_uploads_were_aborted_starts_clean(
     *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
 ) -> None:

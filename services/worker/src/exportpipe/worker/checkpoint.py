@@ -37,6 +37,7 @@ from botocore.exceptions import ClientError
 
 from exportpipe.common.retry import call_aws
 from exportpipe.worker.sha256state import HashState
+from exportpipe.worker.zstdframes import FrameTracker
 
 __all__ = [
     "CHECKPOINT_SCHEMA",
@@ -74,9 +75,14 @@ class ResumePoint(msgspec.Struct, frozen=True):
 
     Attributes:
         part: every part ``1..part`` is uploaded; the next attempt uploads ``part + 1``.
-        offset: source bytes consumed (== output bytes for an uncompressed file).
-        source_hash / output_hash: the running sha256 states at ``offset``.
-        validator: the content validator's state at ``offset``.
+        offset: the source offset the download resumes at: the end of part ``part`` for
+            an uncompressed file, the start of a zstd frame for a zstd file.
+        source_hash: the source's running sha256 state at ``offset``.
+        output_hash: the output's running sha256 state at the end of part ``part``.
+        validator: the content validator's state at the end of part ``part``.
+        frame_output: for zstd, the output offset at which the frame at ``offset``
+            starts (the output up to the end of part ``part`` is decoded again and
+            dropped); ``None`` for an uncompressed file.
     """
 
     part: int
@@ -84,6 +90,7 @@ class ResumePoint(msgspec.Struct, frozen=True):
     source_hash: HashState
     output_hash: HashState
     validator: dict[str, Any]
+    frame_output: int | None = None
 
 
 class MemberCheckpoint(msgspec.Struct, frozen=True):
@@ -240,6 +247,7 @@ class Checkpointer:
         self.source = source
         self._interval = interval
         self.ranged = ranged  # resume points are recorded (single uncompressed member)
+        self.frames: FrameTracker | None = None  # zstd frame starts (a zstd file)
         self._clock = clock
         self._attempt = uuid.uuid4().hex
         self._lock = threading.Lock()
@@ -264,7 +272,7 @@ class Checkpointer:
                 m.parts[p.number] = p
             if resume is not None:
                 m.hashes[resume.part] = resume.output_hash
-                m.boundaries[resume.part] = (resume.offset, resume.validator)
+                m.boundaries[resume.part] = (resume.part * self._part_size, resume.validator)
 
     def part_uploaded(self, key: str, part: CheckpointPart) -> None:
         """Called by an upload thread once ``part`` is in S3."""
@@ -323,18 +331,35 @@ class Checkpointer:
         if not self.ranged or len(members) != 1:
             return None
         m = members[0]
+        frames = self.frames
+        if frames is not None and not frames.usable:
+            return None
         best: ResumePoint | None = None
         n = 1
         while n in m.parts:
             if n in m.hashes and n in m.boundaries:
-                offset, validator = m.boundaries[n]
-                best = ResumePoint(n, offset, m.hashes[n], m.hashes[n], validator)
+                output, validator = m.boundaries[n]
+                if frames is None:
+                    best = ResumePoint(n, output, m.hashes[n], m.hashes[n], validator)
+                else:
+                    # The last frame that starts at or before the end of part n.
+                    start = None
+                    for frame in frames.frames:
+                        if frame[1] > output:
+                            break
+                        start = frame
+                    # A frame at byte 0 saves no download: part reuse does as well.
+                    if start is not None and start[0] > 0:
+                        src, out, state = start
+                        best = ResumePoint(n, src, state, m.hashes[n], validator, out)
             n += 1
         # Older snapshots can never be used again: drop them to keep memory flat.
         if best is not None:
             for table in (m.hashes, m.boundaries):
                 for old in [k for k in table if k < best.part]:
                     del table[old]
+            if frames is not None and best.frame_output is not None:
+                frames.drop_before(best.frame_output)
         return best
 
     def maybe_write(self) -> None:

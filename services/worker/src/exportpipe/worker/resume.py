@@ -10,12 +10,14 @@ names and against S3 (``ListParts`` of every upload it names), and picks one of:
     that differs from S3's record) is discarded first: its uploads are aborted and the
     checkpoint deleted, so nothing torn or half-known is ever continued.
 ``range``
-    An uncompressed file (``compression`` ``none``, declared or detected) with a resume
-    point: the download continues with ``Range``/``If-Range`` at the point's offset,
-    the sha256 states and the validator are restored, and uploading continues with the
-    next part of the same multipart upload. If the source answers that it changed, the
-    job fails with :class:`ResumeDiscarded` (retryable) after discarding the checkpoint,
-    and the next delivery starts clean.
+    An uncompressed file (``compression`` ``none``, declared or detected), or a zstd
+    file whose frames all state their content size, with a resume point: the download
+    continues with ``Range``/``If-Range`` at the point's offset (the end of the last
+    whole part; for zstd the start of the frame holding it, whose output up to that
+    part's end is decoded again and dropped), the sha256 states and the validator are
+    restored, and uploading continues with the next part of the same multipart upload.
+    If the source answers that it changed, the job fails with :class:`ResumeDiscarded`
+    (retryable) after discarding the checkpoint, and the next delivery starts clean.
 ``parts``
     Any other format (gzip, zstd, tar, zip) or no resume point: the source is read from
     its start again, but every part whose content matches the checkpoint (size, MD5 =
@@ -59,6 +61,7 @@ from exportpipe.worker.checkpoint import (
 from exportpipe.worker.download import Readable, Source
 from exportpipe.worker.extract import Member, detect_compression
 from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader
+from exportpipe.worker.zstdframes import FrameTracker
 
 __all__ = ["ResumeDiscarded", "Resumer"]
 
@@ -71,6 +74,14 @@ class ResumeDiscarded(RetryableError):
     """The checkpoint could not be continued (the source changed); the next try starts clean."""
 
     reason = "resume_discarded"
+
+
+def _zstd_reader(source: Any) -> Any:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(
+        source, read_size=_READ, read_across_frames=True, closefd=False
+    )
 
 
 def _error_code(exc: ClientError) -> str:
@@ -148,6 +159,22 @@ class _HeadTap:
         return data
 
 
+class _Skip:
+    """Drops the first ``count`` bytes of a stream (output already in earlier parts)."""
+
+    def __init__(self, inner: Any, count: int) -> None:
+        self._inner = inner
+        self._left = count
+
+    def read(self, size: int = -1, /) -> bytes:
+        while self._left:
+            data = self._inner.read(min(self._left, _READ))
+            if not data:
+                return b""
+            self._left -= len(data)
+        return bytes(self._inner.read(size))
+
+
 class _Capped:
     """An uncompressed member read straight from the source, with the output size cap."""
 
@@ -207,6 +234,7 @@ class Resumer:
         self._members: dict[str, MemberCheckpoint] = {}
         self._checkpoint: Checkpoint | None = None
         self._tap: _HeadTap | None = None
+        self._frames: FrameTracker | None = None
         self._source: Source | None = None
         self.checkpointer = Checkpointer(
             self.store,
@@ -241,7 +269,8 @@ class Resumer:
         if (
             resume is not None
             and len(checkpoint.members) == 1
-            and checkpoint.source.compression == "none"
+            and checkpoint.source.compression in ("none", "zstd")
+            and (resume.frame_output is None) == (checkpoint.source.compression == "none")
             and checkpoint.source.validator
             and self.job.url.lower().startswith(("http://", "https://"))
             and sha256state.available()
@@ -325,9 +354,27 @@ class Resumer:
         """The members to stream: extracted, or (``range``) the one uncompressed member."""
         if self.mode == "range" and self._checkpoint is not None:
             only = self._checkpoint.members[0]
-            yield Member(path=only.path, stream=_Capped(prefetch, self.offset, self._max_output))
+            resume = self._checkpoint.resume
+            assert resume is not None  # noqa: S101
+            done = resume.part * self._part_size
+            if resume.frame_output is None:
+                yield Member(path=only.path, stream=_Capped(prefetch, done, self._max_output))
+                return
+            frames = FrameTracker(
+                prefetch,
+                offset=resume.offset,
+                output=resume.frame_output,
+                hasher=sha256state.ResumableSha256(resume.source_hash),
+            )
+            self.checkpointer.frames = frames
+            decoded = _Skip(_zstd_reader(frames), done - resume.frame_output)
+            yield Member(path=only.path, stream=_Capped(decoded, done, self._max_output))
             return
-        self._tap = _HeadTap(prefetch)
+        inner: Readable = prefetch
+        if self.enabled and self.job.compression in (None, "zstd") and sha256state.available():
+            self._frames = FrameTracker(prefetch)
+            inner = self._frames
+        self._tap = _HeadTap(inner)
         yield from extract(self._tap)
 
     def open(self, uploader: Uploader, key: str, path: str, *, content_type: str) -> ObjectUpload:
@@ -337,6 +384,7 @@ class Resumer:
             resume = self._checkpoint.resume
             assert resume is not None  # noqa: S101
             self.checkpointer.ranged = True
+            done = resume.part * self._part_size
             obj = uploader.attach(
                 key,
                 known.upload_id,
@@ -345,7 +393,7 @@ class Resumer:
                     for p in known.parts
                     if p.number <= resume.part
                 ],
-                size=resume.offset,
+                size=done,
                 hasher=sha256state.ResumableSha256(resume.output_hash),
             )
             return obj
@@ -354,13 +402,13 @@ class Resumer:
         else:
             obj = uploader.open(key, content_type=content_type)
             self.checkpointer.member(path, key, obj.upload_id)
-        if self._fresh_single_uncompressed():
+        if self._fresh_resumable():
             # A resume point needs the output's sha256 state at part boundaries.
             self.checkpointer.ranged = True
             obj._hash = sha256state.ResumableSha256()
         return obj
 
-    def _fresh_single_uncompressed(self) -> bool:
+    def _fresh_resumable(self) -> bool:
         if (
             not self.enabled
             or self.mode == "range"
@@ -376,7 +424,12 @@ class Resumer:
         self.checkpointer.source = SourceIdentity(
             self.job.size_bytes, self.job.sha256, validator, compression
         )
-        return compression == "none" and validator is not None
+        if validator is None:
+            return False
+        if compression == "zstd" and self._frames is not None and self._frames.usable:
+            self.checkpointer.frames = self._frames
+            return True
+        return compression == "none"
 
     def restore(self, obj: ObjectUpload, validator: Any) -> None:
         """In ``range`` mode, put the content validator back in its saved state."""
