@@ -258,7 +258,7 @@ class Pipeline:
                 resumer=resumer,
             )
         except IntegrityError as exc:
-            if resumer.mode != "range":
+            if resumer.mode != "range" or exc.reason == "manifest_conflict":
                 self._refuse(job, keys, uploader, exc)
                 raise
             # A resumed read cannot tell a changed source from a bad one: start clean.
