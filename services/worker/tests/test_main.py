@@ -211,7 +211,8 @@ def test_kill_9_mid_upload_then_redelivery_commits_exactly_once(
 
 
 @pytest.mark.e2e
-def test_sigterm_mid_job_releases_and_aborts(
+@pytest.mark.parametrize("resume", ["true", "false"])
+def test_sigterm_mid_job_releases_and_keeps_or_aborts(
     *,
     s3: Any,
     sqs: Any,
@@ -220,14 +221,26 @@ def test_sigterm_mid_job_releases_and_aborts(
     file_server: Any,
     make_job: Any,
     start_worker: Callable[..., Worker],
+    resume: str,
 ) -> None:
     _, job = _send_slow_job(sqs, queues[0], file_server, make_job)
-    worker = start_worker(EXPORTPIPE_SHUTDOWN_GRACE_SECONDS="1")
+    worker = start_worker(EXPORTPIPE_SHUTDOWN_GRACE_SECONDS="1", EXPORTPIPE_RESUME=resume)
     _wait(lambda: _started_upload(s3, bucket), 40, "a part to be uploaded")
     started = time.monotonic()
     assert worker.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 20
-    assert _uploads(s3, bucket) == []
-    assert _keys(s3, bucket, f"exports/{job.export_id}/") == []
+    root = f"exports/{job.export_id}/"
+    if resume == "false":
+        assert _uploads(s3, bucket) == []
+        assert _keys(s3, bucket, root) == []
+    else:
+        # ADR 0020: the work is kept, and a checkpoint owns every upload left open.
+        assert _keys(s3, bucket, root) == [f"{root}checkpoints/file-1.json"]
+        checkpoint = orjson.loads(
+            s3.get_object(Bucket=bucket, Key=f"{root}checkpoints/file-1.json")["Body"].read()
+        )
+        owned = {m["upload_id"] for m in checkpoint["members"]}
+        assert {u["UploadId"] for u in _uploads(s3, bucket)} == owned != set()
+        assert checkpoint["members"][0]["parts"]
     # Released, not deleted: the message is visible again at once.
     assert _queue_counts(sqs, queues[0]) == (1, 0)
