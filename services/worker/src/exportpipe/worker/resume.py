@@ -506,10 +506,3 @@ class Resumer:
                 self.store.delete(self.key)
             except Exception as exc:
                 self._warn("checkpoint not deleted", {"error": type(exc).__name__})
-
-    def finished(self) -> None:
-        """The job committed or was refused: its uploads are settled; drop the checkpoint."""
-        try:
-            self.store.delete(self.key)
-        except Exception as exc:  # a leftover checkpoint is discarded by the next delivery
-            self._warn("checkpoint not deleted", {"error": type(exc).__name__})
