@@ -357,3 +357,26 @@ def test_resume_off_aborts_on_release_and_starts_over(
         Pipeline(off, s3=s3).run(job, cancelled=cancelled)
     assert _uploads(s3, bucket) == []
     assert _checkpoint(s3, bucket, job) is None
+
+
+def test_a_part_is_reused_only_if_its_content_matches() -> None:
+    import base64
+    import zlib
+
+    from exportpipe.worker.checkpoint import CheckpointPart
+    from exportpipe.worker.resume import part_matches
+
+    body = bytearray(b"abc" * 1000)
+    md5 = hashlib.md5(body).hexdigest()  # noqa: S324 - S3's part ETag
+    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    assert part_matches(CheckpointPart(1, f'"{md5}"', crc, len(body)), body, "CRC32")
+    other = bytearray(body)
+    other[7] ^= 1
+    assert not part_matches(CheckpointPart(1, f'"{md5}"', crc, len(body)), other, "CRC32")
+    assert not part_matches(CheckpointPart(1, f'"{md5}"', crc, len(body) + 1), body, "CRC32")
+    # A KMS-encrypted part's ETag is no MD5: the checksum alone decides.
+    kms = CheckpointPart(1, '"kms-opaque-etag"', crc, len(body))
+    assert part_matches(kms, body, "CRC32")
+    assert not part_matches(kms, other, "CRC32")
+    # Nothing comparable (no MD5 ETag, a checksum this worker cannot compute): no reuse.
+    assert not part_matches(CheckpointPart(1, '"x"', "AAAA", len(body)), body, "CRC32C")
