@@ -44,7 +44,7 @@ import boto3
 
 from exportpipe.common.layout import ExportKeys
 from exportpipe.common.schemas import DownloadJob, S3Destination, encode, job_id_for
-from exportpipe.common.testing import MotoServer, create_queue_pair, free_port
+from exportpipe.testing import MotoServer, create_queue_pair, free_port
 
 MB = 1_000_000
 _CLK = os.sysconf("SC_CLK_TCK")
