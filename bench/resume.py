@@ -50,6 +50,7 @@ from typing import Any
 import boto3
 
 from bench.worker_datapath import _blocks
+from exportpipe.common.layout import ExportKeys
 from exportpipe.common.schemas import (
     Compression,
     DownloadJob,
@@ -57,7 +58,7 @@ from exportpipe.common.schemas import (
     encode,
     job_id_for,
 )
-from exportpipe.common.testing import MotoServer, create_queue_pair
+from exportpipe.testing import MotoServer, create_queue_pair
 
 MB = 1_000_000
 _RANGE = re.compile(r"^bytes=(\d+)-$")
@@ -261,7 +262,7 @@ class Bench:
         return True
 
     def _wait_manifest(self, job: DownloadJob, proc: subprocess.Popen[bytes], log: Path) -> float:
-        manifest = f"{job.destination.prefix}manifests/f1.json"
+        manifest = ExportKeys.at(job.destination.prefix).file("f1").manifest
         deadline = time.monotonic() + 1800
         while not self._exists(manifest):
             if proc.poll() is not None:
@@ -335,7 +336,8 @@ class Bench:
         resumed_after = 0
         try:
             body = self.s3.get_object(
-                Bucket=self.ctx["bucket"], Key=f"{job.destination.prefix}checkpoints/f1.json"
+                Bucket=self.ctx["bucket"],
+                Key=ExportKeys.at(job.destination.prefix).file("f1").checkpoint,
             )["Body"].read()
         except self.s3.exceptions.ClientError:
             body = b""

@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 from botocore.exceptions import ClientError
 
+from exportpipe.common.layout import ExportKeys
 from exportpipe.common.retry import call_aws
 from exportpipe.worker.sha256state import HashState
 from exportpipe.worker.zstdframes import FrameTracker
@@ -58,7 +59,7 @@ CHECKPOINT_SCHEMA = "exportpipe.Checkpoint"
 
 def checkpoint_key(root: str, file_id: str) -> str:
     """The checkpoint's key for file ``file_id`` under the export root ``root``."""
-    return f"{root}checkpoints/{file_id}.json"
+    return ExportKeys.at(root).file(file_id).checkpoint
 
 
 class CheckpointPart(msgspec.Struct, frozen=True):
