@@ -319,8 +319,6 @@ class Resumer:
                     Bucket=self.bucket,
                     Key=m.key,
                     UploadId=m.upload_id,
-                    attempts=3,
-                    max_wait=2.0,
                 )
             except ClientError as exc:
                 if _error_code(exc) != "NoSuchUpload":
