@@ -380,3 +380,29 @@ def test_a_part_is_reused_only_if_its_content_matches() -> None:
     assert not part_matches(kms, other, "CRC32")
     # Nothing comparable (no MD5 ETag, a checksum this worker cannot compute): no reuse.
     assert not part_matches(CheckpointPart(1, '"x"', "AAAA", len(body)), body, "CRC32C")
+
+
+def test_checkpoint_naming_another_files_key_is_discarded(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    import msgspec
+
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    m = cp.members[0]
+    # A checkpoint must never make this job write another file's key.
+    foreign = m.key.replace("/data/file-1/", "/data/file-2/")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=foreign)["UploadId"]
+    forged = msgspec.structs.replace(
+        cp, members=[msgspec.structs.replace(m, key=foreign, upload_id=upload, parts=[])]
+    )
+    CheckpointStore(s3, bucket).write(checkpoint_key(job.destination.prefix, job.file_id), forged)
+    s3.abort_multipart_upload(Bucket=bucket, Key=m.key, UploadId=m.upload_id)
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert foreign not in _keys(s3, bucket, job.destination.prefix)
+    # The other file's upload was neither used nor aborted.
+    assert [u["UploadId"] for u in _uploads(s3, bucket)] == [upload]
+    s3.abort_multipart_upload(Bucket=bucket, Key=foreign, UploadId=upload)
+    _assert_settled(s3, bucket, job, result, BODY)

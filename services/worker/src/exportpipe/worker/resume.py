@@ -45,6 +45,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from exportpipe.common.errors import ArchiveRejected, RetryableError
+from exportpipe.common.layout import ExportKeys
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker import sha256state
@@ -221,6 +222,8 @@ class Resumer:
         self.job = job
         self.bucket = job.destination.bucket
         self.key = checkpoint_key(root, job.file_id)
+        # A checkpoint may only continue uploads of this file's own members.
+        self._data_prefix = ExportKeys.at(root).file(job.file_id).data_prefix
         self.store = CheckpointStore(s3, self.bucket)
         self._part_size = part_size
         self._algorithm = checksum_algorithm
@@ -269,6 +272,7 @@ class Resumer:
         if (
             resume is not None
             and len(checkpoint.members) == 1
+            and checkpoint.members[0].key == self._data_prefix + checkpoint.members[0].path
             and checkpoint.source.compression in ("none", "zstd")
             and (resume.frame_output is None) == (checkpoint.source.compression == "none")
             and checkpoint.source.validator
@@ -286,7 +290,9 @@ class Resumer:
 
     def _mismatch(self, cp: Checkpoint) -> str | None:
         job = self.job
-        if cp.file_id != job.file_id:
+        if cp.file_id != job.file_id or not all(
+            m.key.startswith(self._data_prefix) for m in cp.members
+        ):
             return "another file"
         if (cp.source.size, cp.source.sha256) != (job.size_bytes, job.sha256):
             return "another source (size or sha256 differ)"
@@ -313,6 +319,8 @@ class Resumer:
         self.discarded = why
         self._warn("checkpoint discarded", {"reason": why, "key": self.key})
         for m in checkpoint.members if checkpoint is not None else []:
+            if not m.key.startswith(self._data_prefix):
+                continue  # never touch another file's uploads
             try:
                 call_aws(
                     self.s3.abort_multipart_upload,
@@ -395,6 +403,10 @@ class Resumer:
                 hasher=sha256state.ResumableSha256(resume.output_hash),
             )
             return obj
+        if self.mode == "range":
+            # Continuing a read mid-file into anything but the checkpoint's own upload
+            # would commit a torn object.
+            raise RuntimeError(f"ranged resume of {key!r}, which the checkpoint does not name")
         if known is not None:
             obj = uploader.attach(key, known.upload_id)
         else:
