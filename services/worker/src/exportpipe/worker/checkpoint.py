@@ -252,6 +252,7 @@ class Checkpointer:
         self._clock = clock
         self._attempt = uuid.uuid4().hex
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # one PUT at a time, so none lands out of order
         self._members: dict[str, _Member] = {}
         self._last_write = clock()
         self._dirty = False
@@ -364,12 +365,26 @@ class Checkpointer:
         return best
 
     def maybe_write(self) -> None:
-        """Write if something changed and ``interval`` seconds passed since the last write."""
-        if self._dirty and self._clock() - self._last_write >= self._interval:
-            self.write()
+        """Write if something changed and ``interval`` seconds passed since the last write.
+
+        Called by the job's thread and by upload threads as parts land (so checkpoints
+        go on while the job's thread waits for an upload slot); a call that finds a
+        write in progress leaves it to that one.
+        """
+        if not (self._dirty and self._clock() - self._last_write >= self._interval):
+            return
+        if self._writing.acquire(blocking=False):
+            try:
+                self._write()
+            finally:
+                self._writing.release()
 
     def write(self) -> None:
         """Write the checkpoint now."""
+        with self._writing:
+            self._write()
+
+    def _write(self) -> None:
         with self._lock:
             self._dirty = False
             self._last_write = self._clock()

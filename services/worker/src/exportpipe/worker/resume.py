@@ -458,7 +458,7 @@ class Resumer:
         """Record a part boundary just reached; write the checkpoint if it is due."""
         if self.checkpointer.ranged and obj.size and obj.size % self._part_size == 0:
             self.checkpointer.boundary(obj.key, obj.size // self._part_size, obj.size, validator)
-        self.checkpointer.maybe_write()
+        self._maybe_write()
 
     # -- the Uploader's observer ----------------------------------------------------
 
@@ -477,10 +477,17 @@ class Resumer:
         return None
 
     def part_uploaded(self, key: str, record: PartRecord, size: int) -> None:
-        """Record an uploaded part."""
+        """Record an uploaded part (and write the checkpoint if it is due)."""
         self.checkpointer.part_uploaded(
             key, CheckpointPart(record.number, record.etag, record.checksum, size)
         )
+        self._maybe_write()
+
+    def _maybe_write(self) -> None:
+        try:
+            self.checkpointer.maybe_write()
+        except Exception as exc:  # a checkpoint is an optimisation: the job goes on
+            self._warn("checkpoint not written", {"error": type(exc).__name__})
 
     def part_hashed(self, key: str, number: int, state: dict[str, Any]) -> None:
         """Record the output's sha256 state after a part."""
