@@ -296,6 +296,13 @@ class Bench:
         for line in log.read_text(errors="replace").splitlines():
             if '"job committed"' in line and job.export_id in line:
                 committed = json.loads(line)
+        # Keep the moto server's storage (and the next run's CPU) apart from this run.
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.ctx["bucket"], Prefix=job.destination.prefix
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                self.s3.delete_object(Bucket=self.ctx["bucket"], Key=obj["Key"])
         return Attempt(done - first, sent, committed)
 
     def full(self, fmt: str, path: Path, sha: str) -> Attempt:
@@ -307,10 +314,11 @@ class Bench:
 
     def interrupted(
         self, fmt: str, path: Path, sha: str, *, sig: str, at: float, resume: bool
-    ) -> tuple[Attempt, int, int | None]:
-        """The finishing attempt, bytes sent before the stop, checkpointed parts it sent again.
+    ) -> tuple[Attempt, int | None, int]:
+        """The finishing attempt, checkpointed parts it sent again, parts it continued after.
 
-        The last is ``None`` when there was no checkpoint.
+        The second is ``None`` when there was no checkpoint; the third is the resume
+        point's part for a ranged resume (0 otherwise).
         """
         queue_url, dlq_url = create_queue_pair(self.sqs, f"rb-{uuid.uuid4().hex[:8]}")
         job = self._job(fmt, path, sha)
@@ -325,7 +333,6 @@ class Bench:
                 if first.poll() is not None:
                     raise RuntimeError(f"the worker exited early; see {log}")
                 time.sleep(0.02)
-            before = self.counter.sent
             first.send_signal(signal.SIGKILL if sig == "KILL" else signal.SIGTERM)
             first.wait(timeout=120)
         finally:
@@ -347,13 +354,11 @@ class Bench:
             resumed_after = (checkpoint.get("resume") or {}).get("part", 0)
         attempt = self._finish(job, env, log)
         if not body:
-            return attempt, before, None
+            return attempt, None, 0
         if attempt.committed.get("resumed_from"):
             # A ranged resume continues after its resume point; later parts go again.
-            again = sum(1 for n in kept if n > resumed_after)
-        else:
-            again = len(kept) - int(attempt.committed.get("parts_reused", 0))
-        return attempt, before, again
+            return attempt, sum(1 for n in kept if n > resumed_after), resumed_after
+        return attempt, len(kept) - int(attempt.committed.get("parts_reused", 0)), 0
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -425,16 +430,14 @@ def main(argv: list[str] | None = None) -> int:
             for fmt in formats:
                 path, sha = paths[fmt], shas[fmt]
                 full = bench.full(fmt, path, sha)
-                print(_row(fmt, "full", full, full, None, args.part_mib << 20), flush=True)
+                print(_row(fmt, "full", full, full, None, 0), flush=True)
                 for sig in signals:
                     for resume in (True, False):
-                        attempt, _before, again = bench.interrupted(
+                        attempt, again, continued = bench.interrupted(
                             fmt, path, sha, sig=sig, at=args.at, resume=resume
                         )
                         label = f"{sig} {'resume' if resume else 'no resume'}"
-                        print(
-                            _row(fmt, label, attempt, full, again, args.part_mib << 20), flush=True
-                        )
+                        print(_row(fmt, label, attempt, full, again, continued), flush=True)
                 print(flush=True)
     finally:
         if server is not None:
@@ -448,11 +451,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(  # noqa: PLR0917 - one row of the table
-    fmt: str, label: str, a: Attempt, full: Attempt, again: int | None, part: int
+    fmt: str, label: str, a: Attempt, full: Attempt, again: int | None, continued: int
 ) -> str:
-    reused = int(a.committed.get("parts_reused", 0))
-    if a.committed.get("resumed_from"):
-        reused += int(a.committed["resumed_from"]) // part  # parts continued
+    reused = int(a.committed.get("parts_reused", 0)) + continued
     shown = "-" if again is None else str(again)
     return (
         f"{fmt:<6} {label:<14} {a.seconds:>8.1f} {a.seconds / full.seconds:>9.0%} "
