@@ -420,6 +420,22 @@ def test_dlq_redrive_one_then_all(
     assert "nothing to redrive" in capsys.readouterr().out
 
 
+def test_dlq_redrive_restores_the_tenant_message_group(
+    env: Env, dead_letters: dict[str, str]
+) -> None:
+    env.sqs.send_message(QueueUrl=env["EXPORTPIPE_JOBS_DLQ_URL"], MessageBody="{not json")
+    assert run(env, "dlq", "redrive") == 0
+    groups = sorted(
+        (m["Body"] == "{not json", m.get("Attributes", {}).get("MessageGroupId"))
+        for url in ("EXPORTPIPE_JOBS_QUEUE_URL", "EXPORTPIPE_REQUESTS_QUEUE_URL")
+        for m in env.sqs.receive_message(
+            QueueUrl=env[url], MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+        )["Messages"]
+    )
+    # Two jobs and a request of export exp-d; the unreadable body goes back without one.
+    assert groups == [(False, "exp-d"), (False, "exp-d"), (False, "exp-d"), (True, None)]
+
+
 # ----------------------------------------------------------------------- errors
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import re
 
-from exportpipe.common.schemas import ExportRequested
-from exportpipe.common.tenancy import MAX_GROUP_ID_LENGTH, group_id_for, message_group_id
+from exportpipe.common.schemas import ExportRequested, encode
+from exportpipe.common.tenancy import (
+    MAX_GROUP_ID_LENGTH,
+    group_id_for,
+    group_id_for_body,
+    message_group_id,
+)
 
 # What SQS accepts in MessageGroupId: 1-128 alphanumeric or punctuation characters.
 _SQS_GROUP = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
@@ -28,3 +33,11 @@ def test_long_ids_are_bounded_and_stay_distinct() -> None:
     assert group_id_for("e" * 128, None) == "e" * 128
     assert group_id_for("e" * 129, None) != "e" * 128
     assert group_id_for("e", "x" * 256) == a  # deterministic
+
+
+def test_group_of_an_encoded_body() -> None:
+    assert group_id_for_body(encode(ExportRequested(export_id="e1", tenant="acme"))) == "acme"
+    assert group_id_for_body(encode(ExportRequested(export_id="e1"))) == "e1"
+    assert group_id_for_body('{"export_id": "e1", "tenant": "bad tenant!"}') == "e1"
+    for body in ("{not json", "[1]", '{"export_id": 3}', '{"export_id": "a b"}', "{}"):
+        assert group_id_for_body(body) is None

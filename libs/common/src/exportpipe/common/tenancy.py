@@ -12,15 +12,19 @@ so an untagged whale export is still one group and cannot starve everyone else.
 from __future__ import annotations
 
 import hashlib
+import re
+
+import orjson
 
 from exportpipe.common.schemas import DownloadJob, ExportRequested
 
-__all__ = ["MAX_GROUP_ID_LENGTH", "group_id_for", "message_group_id"]
+__all__ = ["MAX_GROUP_ID_LENGTH", "group_id_for", "group_id_for_body", "message_group_id"]
 
 MAX_GROUP_ID_LENGTH = 128
 """SQS's limit on ``MessageGroupId``; our ids may be up to 256 characters."""
 
 _DIGEST_CHARS = 32
+_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,256}$")  # the schemas' id rule
 
 
 def group_id_for(export_id: str, tenant: str | None) -> str:
@@ -42,3 +46,21 @@ def group_id_for(export_id: str, tenant: str | None) -> str:
 def message_group_id(message: ExportRequested | DownloadJob) -> str:
     """The ``MessageGroupId`` ``message`` is sent with (see :func:`group_id_for`)."""
     return group_id_for(message.export_id, message.tenant)
+
+
+def group_id_for_body(body: str | bytes) -> str | None:
+    """The group of an already-encoded body, or ``None`` if it names no valid export.
+
+    For sending a body back as it is (a DLQ redrive) without decoding it against a
+    schema: a dead letter may be malformed, and still goes back, only without a group.
+    """
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    export_id, tenant = raw.get("export_id"), raw.get("tenant")
+    if not isinstance(export_id, str) or not _ID.match(export_id):
+        return None
+    return group_id_for(export_id, tenant if isinstance(tenant, str) and _ID.match(tenant) else None)
