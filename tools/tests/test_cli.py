@@ -127,9 +127,7 @@ def test_submit_puts_an_export_request_on_sqs1(
 
 
 @pytest.mark.parametrize(("tenant", "group"), [(["--tenant", "acme"], "acme"), ([], "exp-2")])
-def test_submit_sends_in_the_tenant_message_group(
-    env: Env, tenant: list[str], group: str
-) -> None:
+def test_submit_sends_in_the_tenant_message_group(env: Env, tenant: list[str], group: str) -> None:
     assert run(env, "submit", "exp-2", *tenant) == 0
     [message] = env.sqs.receive_message(
         QueueUrl=env["EXPORTPIPE_REQUESTS_QUEUE_URL"],

@@ -63,4 +63,5 @@ def group_id_for_body(body: str | bytes) -> str | None:
     export_id, tenant = raw.get("export_id"), raw.get("tenant")
     if not isinstance(export_id, str) or not _ID.match(export_id):
         return None
-    return group_id_for(export_id, tenant if isinstance(tenant, str) and _ID.match(tenant) else None)
+    valid_tenant = isinstance(tenant, str) and _ID.match(tenant) is not None
+    return group_id_for(export_id, tenant if valid_tenant else None)
