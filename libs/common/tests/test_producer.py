@@ -18,7 +18,7 @@ from exportpipe.common.schemas import (
     job_id_for,
 )
 from exportpipe.common.tenancy import group_id_for
-from exportpipe.common.testing import Fault, FaultProxy, Request
+from exportpipe.testing import Fault, FaultProxy, Request
 
 
 @pytest.fixture

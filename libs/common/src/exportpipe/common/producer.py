@@ -6,15 +6,14 @@ tenant (:mod:`exportpipe.common.tenancy`), which makes the standard queues fair 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from exportpipe.common.errors import AwsTransientError, PermanentError
-from exportpipe.common.retry import call_aws
+from exportpipe.common.errors import PermanentError
+from exportpipe.common.retry import call_aws, retry_unfinished
 from exportpipe.common.schemas import DownloadJob, ExportRequested, Message, encode
 from exportpipe.common.tenancy import message_group_id
 
@@ -116,18 +115,12 @@ class BatchProducer:
                 future.cancel()
         return sent
 
-    def send_one_batch(self, bodies: list[str], *, delay_seconds: int = 0) -> int:
-        """Send at most 10 bodies synchronously (used for single continuations)."""
-        entries: list[_Entry] = [(b, None) for b in bodies]
-        return sum(self._send_batch(b, delay_seconds) for b in _batches(entries))
-
     def close(self) -> None:
         """Release the producer's threads."""
         self._executor.shutdown(wait=True)
 
     def _send_batch(self, entries: list[_Entry], delay_seconds: int) -> int:
-        pending = {str(i): entry for i, entry in enumerate(entries)}
-        for attempt in range(self._max_attempts):
+        def attempt(pending: dict[str, _Entry]) -> dict[str, _Entry]:
             self.requests += 1
             try:
                 response = call_aws(
@@ -141,8 +134,6 @@ class BatchProducer:
             except ClientError as exc:  # call_aws re-raises only non-transient ones
                 code = exc.response.get("Error", {}).get("Code", "ClientError")
                 raise SendFailed(f"SQS rejected the batch: {code}") from exc
-            for ok in response.get("Successful", []):
-                pending.pop(ok["Id"], None)
             failed = response.get("Failed", [])
             fatal = [f for f in failed if f.get("SenderFault")]
             if fatal:
@@ -151,12 +142,16 @@ class BatchProducer:
                     f"SQS rejected {len(fatal)} message(s): {first.get('Code')}: "
                     f"{first.get('Message', '')}"
                 )
-            if not pending:
-                return len(entries)
-            time.sleep(min(5.0, 0.1 * 2**attempt))
-        raise AwsTransientError(
-            f"{len(pending)} message(s) still failing after {self._max_attempts} attempts"
+            done = {ok["Id"] for ok in response.get("Successful", [])}
+            return {key: entry for key, entry in pending.items() if key not in done}
+
+        retry_unfinished(
+            attempt,
+            {str(i): entry for i, entry in enumerate(entries)},
+            what="message(s)",
+            attempts=self._max_attempts,
         )
+        return len(entries)
 
 
 def _batch_entry(key: str, body: str, group: str | None, delay_seconds: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ Modules, one concept each: :mod:`~exportpipe.worker.settings` (configuration),
 from exportpipe.worker.download import HttpSource, Prefetcher, S3Source, Source, open_source
 from exportpipe.worker.extract import ExtractLimits, Member, iter_members, safe_member_path
 from exportpipe.worker.handler import JobHandler
-from exportpipe.worker.pipeline import JobKeys, JobResult, MemberResult, Pipeline
+from exportpipe.worker.pipeline import JobResult, MemberResult, Pipeline, keys_for
 from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.protection import TaskProtection
 from exportpipe.worker.safety import AddressGuard, address_refusal, check_url, pinned_pool_manager
@@ -30,7 +30,6 @@ __all__ = [
     "HostPoliteness",
     "HttpSource",
     "JobHandler",
-    "JobKeys",
     "JobResult",
     "Member",
     "MemberResult",
@@ -45,6 +44,7 @@ __all__ = [
     "address_refusal",
     "check_url",
     "iter_members",
+    "keys_for",
     "open_source",
     "parse_retry_after",
     "pinned_pool_manager",
