@@ -255,3 +255,12 @@ def test_pipeline_shares_one_politeness_from_the_setting(settings: WorkerSetting
     tuned = WorkerSettings(**{**settings.model_dump(), "max_downloads_per_host": 3})
     pipeline = Pipeline(tuned, s3=None)
     assert pipeline.politeness.max_per_host == 3
+
+
+def test_retry_after_as_an_http_date_reaches_the_job(host_server: HostServer) -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+    host_server.answers["/dated"] = [(429, {"Retry-After": when})]
+    with pytest.raises(RateLimited) as info:
+        _download(host_server.url("/dated"), HostPoliteness(max_per_host=2))
+    assert info.value.retry_after is not None
+    assert 55 <= info.value.retry_after <= 61

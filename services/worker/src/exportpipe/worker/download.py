@@ -55,7 +55,7 @@ from exportpipe.common.errors import (
     UpstreamUnavailable,
 )
 from exportpipe.common.observability import redact_url
-from exportpipe.worker.politeness import HostPoliteness
+from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.safety import AddressGuard, UnsafeAddressError, check_url
 
 __all__ = [
@@ -169,11 +169,8 @@ class Source:
 
 def _classify_status(status: int, headers: Any, display_url: str) -> ExportPipeError:
     if status == 429 or (status == 503 and headers.get("Retry-After")):
-        retry_after: float | None = None
-        try:
-            retry_after = float(headers.get("Retry-After", ""))
-        except ValueError:
-            retry_after = None
+        # Seconds or an HTTP date (RFC 9110); an unreadable value leaves it to the runtime.
+        retry_after = parse_retry_after(headers.get("Retry-After"))
         return RateLimited(f"{display_url}: HTTP {status}", retry_after=retry_after)
     if status >= 500 or status == 408:
         return UpstreamUnavailable(f"{display_url}: HTTP {status}", reason=f"http_{status}")
