@@ -43,7 +43,7 @@ class HostServer:
     """
 
     port: int = 0
-    hold_seconds: float = 0.3
+    hold_seconds: float = 0.5
     seen: list[Seen] = field(default_factory=list)
     answers: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
     peak: dict[str, int] = field(default_factory=dict)
@@ -140,7 +140,7 @@ def test_without_a_cap_every_job_hits_the_host_at_once(host_server: HostServer) 
     """The control: what the cap below prevents."""
     urls = [host_server.url(f"/free/{i}") for i in range(5)]
     assert _parallel(urls, None) == [BODY] * 5
-    assert host_server.peak["localhost"] == 5
+    assert host_server.peak["localhost"] >= 3  # above the cap of 2 used below
 
 
 def test_cap_bounds_concurrent_downloads_per_host_across_jobs(host_server: HostServer) -> None:
@@ -175,11 +175,11 @@ def test_a_job_waiting_for_a_slot_can_be_cancelled() -> None:
 def test_429_with_retry_after_slows_the_host_for_every_job(host_server: HostServer) -> None:
     politeness = HostPoliteness(max_per_host=8)
     host_server.hold_seconds = 0.0
-    host_server.answers["/limited"] = [(429, {"Retry-After": "1"})]
+    host_server.answers["/limited"] = [(429, {"Retry-After": "2"})]
 
     with pytest.raises(RateLimited) as info:
         _download(host_server.url("/limited"), politeness)
-    assert info.value.retry_after == 1.0
+    assert info.value.retry_after == 2.0
     refused_at = host_server.requests("/limited")[0].at
     assert politeness.active("localhost") == 0  # the refused job gave its slot back
 
@@ -188,9 +188,9 @@ def test_429_with_retry_after_slows_the_host_for_every_job(host_server: HostServ
     assert _download(host_server.url("/next"), politeness) == BODY
     assert other_host == BODY
     (asked,) = host_server.requests("/next")
-    assert asked.at - refused_at >= 0.9
+    assert asked.at - refused_at >= 1.9
     (unaffected,) = host_server.requests("/elsewhere")
-    assert unaffected.at - refused_at < 0.5  # 127.0.0.1 was never paused
+    assert unaffected.at - refused_at < 1.5  # 127.0.0.1 was never paused
     assert politeness.pauses == 1
 
 
