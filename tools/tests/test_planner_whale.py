@@ -177,6 +177,15 @@ def test_exportpipe_plan_whale_writes_json_and_png(
     assert (tmp_path / "whale.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_the_exportpipe_cli_reaches_the_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    from exportpipe.tools import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["plan", "whale", "--help"])
+    assert done.value.code == 0
+    assert "exportpipe plan whale" in capsys.readouterr().out
+
+
 def test_bad_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert plan_main(["whale", "--whale-hour", "25", "--no-plot"]) == 2
     assert "whale_hour" in capsys.readouterr().err
