@@ -311,8 +311,8 @@ class _EofWatch:
 class _MemberStream:
     """A member's output stream: bounded reads, metered, every decoder error classified.
 
-    ``eof`` (optional) tells whether the underlying bytes ran out: a decoder that fails
-    then is reading a truncated file, not a corrupt one.
+    ``eof`` (optional) tells whether the underlying bytes ran out, which with tarfile's
+    "unexpected end of data" makes a failure a truncation rather than damage.
     """
 
     def __init__(
@@ -350,7 +350,11 @@ def _classify(
     """The named error for an exception a decoder raised on third-party bytes."""
     if isinstance(exc, ExportPipeError):
         return exc
-    if isinstance(exc, EOFError) or (eof is not None and eof.at_eof):
+    if isinstance(exc, EOFError) or (
+        # tarfile's one word for "the data stopped"; it reads ahead, so having reached
+        # the end of the input alone does not mean the failure is a truncation.
+        eof is not None and eof.at_eof and "unexpected end of data" in str(exc)
+    ):
         return IntegrityError(f"{what}: the file ends early (truncated): {exc}", reason="truncated")
     if isinstance(exc, gzip.BadGzipFile) and str(exc).startswith("Not a gzipped file"):
         # The first member's magic is checked up front, so this is after a complete member.
