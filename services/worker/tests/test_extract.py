@@ -632,3 +632,19 @@ def test_cpython_testtar_cut_or_damaged_is_always_classified() -> None:
             blob[rng.randrange(len(blob))] ^= 1 << rng.randrange(8)
         with contextlib.suppress(ArchiveRejected, IntegrityError):
             _extract(bytes(blob), "tar", "testtar.tar")
+
+
+def test_tar_extended_headers_are_bounded() -> None:
+    """tarfile reads a pax header whole into memory: its size is capped."""
+    info = tarfile.TarInfo("a.jsonl")
+    info.pax_headers = {"comment": "x" * 70_000}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info.size = 3
+        archive.addfile(info, io.BytesIO(b"{}\n"))
+    assert _refusal(buf.getvalue(), "tar") == ("ArchiveRejected", "corrupt_archive")
+    info.pax_headers = {"comment": "x" * 1000}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        archive.addfile(info, io.BytesIO(b"{}\n"))
+    assert _extract(buf.getvalue(), "tar") == {"a.jsonl": b"{}\n"}

@@ -350,6 +350,8 @@ def _classify(
     """The named error for an exception a decoder raised on third-party bytes."""
     if isinstance(exc, ExportPipeError):
         return exc
+    if isinstance(exc, MemoryError):
+        raise exc  # the worker's state, not the file's: never a permanent refusal
     if isinstance(exc, EOFError) or (
         # tarfile's one word for "the data stopped"; it reads ahead, so having reached
         # the end of the input alone does not mean the failure is a truncation.
@@ -679,6 +681,8 @@ def _zip_members(
         try:
             archive = stack.enter_context(zipfile.ZipFile(spool))
             infos = archive.infolist()
+        except MemoryError:
+            raise
         except Exception as exc:  # any failure to parse third-party bytes is named
             raise ArchiveRejected(
                 f"{what}: not a readable zip ({type(exc).__name__}: {exc})",
@@ -717,6 +721,8 @@ def _zip_members(
             seen.add(path)
             try:
                 inner = archive.open(info)
+            except MemoryError:
+                raise
             except Exception as exc:
                 raise ArchiveRejected(
                     f"{what}: member {path!r} cannot be read ({exc})", reason="unsupported_member"
