@@ -648,3 +648,23 @@ def test_tar_extended_headers_are_bounded() -> None:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
         archive.addfile(info, io.BytesIO(b"{}\n"))
     assert _extract(buf.getvalue(), "tar") == {"a.jsonl": b"{}\n"}
+
+
+def test_zstd_streams_of_near_empty_blocks_are_refused_quickly() -> None:
+    # Frame header: no content size, no checksum; window descriptor 0x38 (128 KiB).
+    header = b"\x28\xb5\x2f\xfd\x00\x38"
+    raw_one_byte = (1 << 3).to_bytes(3, "little") + b"a"  # a raw block of one byte
+    last_empty = (1).to_bytes(3, "little")
+    data = header + raw_one_byte * 200_000 + last_empty
+    assert _refusal(data, "zstd", "x.zst") == ("ArchiveRejected", "corrupt_compressed_data")
+    # The same bytes in few blocks are a valid stream of the same content.
+    few = header + ((100_000 << 3) | 1).to_bytes(3, "little") + b"a" * 100_000  # one block
+    assert _extract(few, "zstd", "x.zst") == {"x": b"a" * 100_000}
+
+
+def test_zstd_many_small_frames_are_accepted() -> None:
+    """One frame per record, as some streaming loggers write: blocks of a few bytes."""
+    cctx = zstandard.ZstdCompressor(write_checksum=True)
+    lines = [b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * (i % 7)) for i in range(60_000)]
+    data = b"".join(cctx.compress(line) for line in lines)
+    assert _extract(data, "zstd", "x.zst") == {"x": b"".join(lines)}
