@@ -668,3 +668,13 @@ def test_zstd_many_small_frames_are_accepted() -> None:
     lines = [b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * (i % 7)) for i in range(60_000)]
     data = b"".join(cctx.compress(line) for line in lines)
     assert _extract(data, "zstd", "x.zst") == {"x": b"".join(lines)}
+
+
+def test_zip_member_must_produce_its_declared_size() -> None:
+    data = bytearray(_zip([("a.jsonl", b'{"a": 1}\n')]))
+    cd = data.index(b"PK\x01\x02")
+    # Both headers now declare 100 bytes; the deflate stream and CRC-32 hold 9.
+    data[22:26] = (100).to_bytes(4, "little")
+    data[cd + 24 : cd + 28] = (100).to_bytes(4, "little")
+    assert zipfile.ZipFile(io.BytesIO(bytes(data))).read("a.jsonl") == b'{"a": 1}\n'
+    assert _refusal(bytes(data), "zip") == ("ArchiveRejected", "corrupt_archive")

@@ -753,7 +753,32 @@ def _zip_members(
                 # zipfile caps each member's output at its declared size, which
                 # _check_zip_directory bounded; the meter watches the running total.
                 meter.input_bytes = spooled
-                yield _archive_member(inner, meter, path=path, what=f"{what}:{path}")
+                sized = _DeclaredSize(inner, info.file_size, what=f"{what}:{path}")
+                yield _archive_member(sized, meter, path=path, what=f"{what}:{path}")
+
+
+class _DeclaredSize:
+    """A zip member must produce exactly the size its directory entry declares.
+
+    zipfile stops at the declared size, and checks the CRC-32 at the end of the data,
+    but a deflate stream that ends early with a CRC-32 of what it did produce would
+    pass as a shorter member.
+    """
+
+    def __init__(self, inner: Any, size: int, *, what: str) -> None:
+        self._inner = inner
+        self._left = size
+        self._what = what
+
+    def read(self, size: int = -1, /) -> bytes:
+        data: bytes = self._inner.read(size)
+        self._left -= len(data)
+        if not data and self._left:
+            raise ArchiveRejected(
+                f"{self._what}: {self._left} bytes fewer than its directory entry declares",
+                reason="corrupt_archive",
+            )
+        return data
 
 
 def _check_zip_directory(infos: list[zipfile.ZipInfo], limits: ExtractLimits, *, what: str) -> None:
