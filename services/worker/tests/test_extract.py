@@ -678,3 +678,42 @@ def test_zip_member_must_produce_its_declared_size() -> None:
     data[cd + 24 : cd + 28] = (100).to_bytes(4, "little")
     assert zipfile.ZipFile(io.BytesIO(bytes(data))).read("a.jsonl") == b'{"a": 1}\n'
     assert _refusal(bytes(data), "zip") == ("ArchiveRejected", "corrupt_archive")
+
+
+class _FailingSource:
+    """A download that breaks after ``after`` bytes with an error of its own."""
+
+    def __init__(self, data: bytes, after: int) -> None:
+        self._data = io.BytesIO(data)
+        self._left = after
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._left <= 0:
+            raise ConnectionResetError("peer reset")
+        chunk = self._data.read(min(size if size > 0 else 1 << 20, self._left))
+        self._left -= len(chunk)
+        return chunk
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "tar", "tar.gz", "zip", "none"])
+def test_a_failing_download_is_not_taken_for_a_bad_file(compression: str) -> None:
+    """Only the file's bytes are classified; the source's own failure passes unchanged."""
+    members = {"a.jsonl": TEXT}
+    data = {
+        "gzip": gzip.compress(TEXT),
+        "zstd": zstandard.ZstdCompressor().compress(TEXT),
+        "tar": _tar([(_file("a.jsonl"), TEXT)]),
+        "tar.gz": _tar([(_file("a.jsonl"), TEXT)], "w:gz"),
+        "zip": _zip(list(members.items())),
+        "none": TEXT,
+    }[compression]
+
+    def read_all() -> None:
+        for member in iter_members(
+            _FailingSource(data, 600), compression=compression, file_name="f", limits=LIMITS
+        ):
+            while member.stream.read(65536):
+                pass
+
+    with pytest.raises(ConnectionResetError):
+        read_all()

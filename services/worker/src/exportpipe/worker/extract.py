@@ -268,6 +268,18 @@ class _Meter:
             )
 
 
+class _SourceFailure(Exception):
+    """A failure of the download itself, carried unchanged through the decoders.
+
+    Only failures of the file's bytes are classified as refusals; this one is raised
+    again as it was (retryable or not, as the download decided).
+    """
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 class _CountingInput:
     """Counts bytes read from the compressed stream into a meter."""
 
@@ -276,7 +288,12 @@ class _CountingInput:
         self._meter = meter
 
     def read(self, size: int = -1, /) -> bytes:
-        data = self._inner.read(size)
+        try:
+            data = self._inner.read(size)
+        except ExportPipeError:
+            raise
+        except Exception as exc:
+            raise _SourceFailure(exc) from exc
         self._meter.input_bytes += len(data)
         return data
 
@@ -350,6 +367,8 @@ def _classify(
     """The named error for an exception a decoder raised on third-party bytes."""
     if isinstance(exc, ExportPipeError):
         return exc
+    if isinstance(exc, _SourceFailure):
+        raise exc  # the download's failure, not the file's: unwrapped for the caller
     if isinstance(exc, MemoryError):
         raise exc  # the worker's state, not the file's: never a permanent refusal
     if isinstance(exc, EOFError) or (
@@ -906,6 +925,29 @@ def iter_members(
         ArchiveRejected: an unsafe or over-limit archive (see the module docstring).
         IntegrityError: compressed data that ends early.
     """
+    try:
+        for member in _members(source, compression=compression, file_name=file_name, limits=limits):
+            yield Member(path=member.path, stream=_Unwrapped(member.stream))
+    except _SourceFailure as exc:
+        raise exc.original from None
+
+
+class _Unwrapped:
+    """A member stream as the caller sees it: a download failure surfaces as itself."""
+
+    def __init__(self, inner: Readable) -> None:
+        self._inner = inner
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._inner.read(size)
+        except _SourceFailure as exc:
+            raise exc.original from None
+
+
+def _members(
+    source: Readable, *, compression: Compression | None, file_name: str, limits: ExtractLimits
+) -> Iterator[Member]:
     meter = _Meter(limits)
     what = output_name(file_name, None)
     peekable = _Peekable(source)
