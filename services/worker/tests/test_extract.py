@@ -717,3 +717,10 @@ def test_a_failing_download_is_not_taken_for_a_bad_file(compression: str) -> Non
 
     with pytest.raises(ConnectionResetError):
         read_all()
+
+
+def test_a_declared_zstd_holding_a_tar_says_how_to_read_it() -> None:
+    with pytest.raises(ArchiveRejected) as raised:
+        _extract(_real("real.tar.zst"), "zstd", "real.tar.zst")
+    assert raised.value.reason == "nested_archive"
+    assert "declare compression none" in raised.value.message

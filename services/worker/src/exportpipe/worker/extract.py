@@ -990,7 +990,11 @@ def _members(
         return
     path = output_name(file_name, compression)
     if _is_archive_magic(head):
-        hint = " (declare compression 'tar.gz')" if _looks_like_tar(head) else ""
+        hint = ""
+        if _looks_like_tar(head):
+            # There is no declared "tar.zst"; left undeclared, a zstd tar is recognised.
+            fix = "'tar.gz'" if compression == "gzip" else "none, so it is recognised"
+            hint = f" (declare compression {fix})"
         raise ArchiveRejected(
             f"{what}: the {compression} stream contains another archive{hint}",
             reason="nested_archive",
