@@ -723,4 +723,4 @@ def test_a_declared_zstd_holding_a_tar_says_how_to_read_it() -> None:
     with pytest.raises(ArchiveRejected) as raised:
         _extract(_real("real.tar.zst"), "zstd", "real.tar.zst")
     assert raised.value.reason == "nested_archive"
-    assert "declare compression none" in raised.value.message
+    assert "leave compression unset" in raised.value.message

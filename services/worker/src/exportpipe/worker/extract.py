@@ -993,8 +993,11 @@ def _members(
         hint = ""
         if _looks_like_tar(head):
             # There is no declared "tar.zst"; left undeclared, a zstd tar is recognised.
-            fix = "'tar.gz'" if compression == "gzip" else "none, so it is recognised"
-            hint = f" (declare compression {fix})"
+            hint = (
+                " (declare compression 'tar.gz')"
+                if compression == "gzip"
+                else " (leave compression unset, null, and it is recognised as a tar.zst)"
+            )
         raise ArchiveRejected(
             f"{what}: the {compression} stream contains another archive{hint}",
             reason="nested_archive",
