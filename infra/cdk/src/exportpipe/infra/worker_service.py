@@ -24,7 +24,7 @@ from exportpipe.infra.access import (
 from exportpipe.infra.backlog_scaling import BacklogScaling
 from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
 from exportpipe.infra.queue_service import QueueService
-from exportpipe.infra.work_queue import WorkQueue
+from exportpipe.infra.work_queue import QueuePair
 
 __all__ = ["WORKER_OBJECT_ACTIONS", "WorkerService"]
 
@@ -63,7 +63,8 @@ class WorkerService(Construct):
         deployment: Deployment,
         repository: ecr.IRepository,
         image_tag: str,
-        jobs: WorkQueue,
+        shared_revision: str,
+        jobs: QueuePair,
         bucket: s3.IBucket,
         output_prefix: str,
         table: dynamodb.ITable,
@@ -82,6 +83,7 @@ class WorkerService(Construct):
             sizing=sizing,
             repository=repository,
             image_tag=image_tag,
+            shared_revision=shared_revision,
             command="exportpipe-worker",
             environment={
                 "EXPORTPIPE_JOBS_QUEUE_URL": jobs.queue.queue_url,
