@@ -103,6 +103,6 @@ def test_scaling_dashboard_shows_the_load_ratio_and_activation(synth):
     dashboards = synth.resources("ExportPipeWorker", "AWS::CloudWatch::Dashboard")
     assert len(dashboards) == 1
     (body,) = [synth.text(d["Properties"]["DashboardBody"]) for d in dashboards.values()]
-    assert "(visible + inFlight) / IF(FILL(running, 0) < 1, 1, FILL(running, 0)) / 4" in body
+    assert "(visible + inFlight) / IF(tasks < 1, 1, tasks) / 4" in body
     assert "IF(FILL(running, 0) < 1 AND visible > 0, 1, 0)" in body
     assert "scale out +25%" in body

@@ -24,6 +24,7 @@ from constructs import Construct
 __all__ = [
     "SHARED_OUTPUTS",
     "SHARED_REVISION_PARAMETER",
+    "TASK_SUBNET_OUTPUTS",
     "ImportedQueue",
     "ImportedShared",
     "import_shared",
@@ -50,10 +51,16 @@ SHARED_OUTPUTS: tuple[str, ...] = (
     "JobsDlqArn",
     "TrackingTableArn",
     "VpcId",
-    "TaskSubnetIds",
+    "TaskSubnetA",
+    "TaskSubnetB",
     "AlarmTopicArn",
+    "RequestsQueueName",
+    "JobsQueueName",
 )
 """Every output name the shared stack publishes; append only."""
+
+TASK_SUBNET_OUTPUTS = ("TaskSubnetA", "TaskSubnetB")
+"""The two subnets (two AZs) tasks are placed in."""
 
 SHARED_REVISION_PARAMETER = "SharedRevision"
 """The service stacks' parameter naming the shared stack's outputs revision.
@@ -87,9 +94,7 @@ class ImportedShared:
     alarm_topic: sns.ITopic
 
 
-def import_shared(
-    scope: Construct, *, stack_name: str, task_subnet_count: int
-) -> ImportedShared:
+def import_shared(scope: Construct, *, stack_name: str) -> ImportedShared:
     """Import every shared resource into ``scope``'s stack from the named outputs."""
 
     def out(name: str) -> str:
@@ -97,6 +102,8 @@ def import_shared(
             raise KeyError(f"{name} is not a shared output (exportpipe.infra.shared_outputs)")
         return Fn.get_stack_output(stack_name, name)
 
+    # Names come from their own outputs: deriving them with Fn::Split would work in
+    # CloudFormation, but cfn-lint does not accept Fn::GetStackOutput inside Fn::Split.
     def queue(prefix: str) -> ImportedQueue:
         return ImportedQueue(
             queue=sqs.Queue.from_queue_attributes(
@@ -104,6 +111,7 @@ def import_shared(
                 f"{prefix}Queue",
                 queue_arn=out(f"{prefix}QueueArn"),
                 queue_url=out(f"{prefix}QueueUrl"),
+                queue_name=out(f"{prefix}QueueName"),
             ),
             dlq=sqs.Queue.from_queue_attributes(
                 scope,
@@ -121,10 +129,9 @@ def import_shared(
         "@aws-cdk/aws-ec2:vpcAttributeIsListTokenavailabilityZones",
         "Tasks are placed in the explicit TaskSubnetIds; nothing selects subnets by AZ.",
     )
-    subnet_ids = Fn.split(",", out("TaskSubnetIds"), task_subnet_count)
     subnets = []
-    for i in range(task_subnet_count):
-        subnet = ec2.Subnet.from_subnet_id(scope, f"TaskSubnet{i}", Fn.select(i, subnet_ids))
+    for name in TASK_SUBNET_OUTPUTS:
+        subnet = ec2.Subnet.from_subnet_id(scope, name, out(name))
         Annotations.of(subnet).acknowledge_warning(
             "@aws-cdk/aws-ec2:noSubnetRouteTableId",
             "Only the subnet id is used, for task placement; no route is read or added.",
@@ -139,9 +146,7 @@ def import_shared(
         requests=queue("Requests"),
         jobs=queue("Jobs"),
         bucket=s3.Bucket.from_bucket_name(scope, "OutputBucket", out("OutputBucketName")),
-        table=dynamodb.Table.from_table_attributes(
-            scope, "TrackingTable", table_arn=out("TrackingTableArn")
-        ),
+        table=dynamodb.Table.from_table_name(scope, "TrackingTable", out("TrackingTableName")),
         events_topic=sns.Topic.from_topic_arn(scope, "EventsTopic", out("EventsTopicArn")),
         api_token=secretsmanager.Secret.from_secret_complete_arn(
             scope, "ExportApiToken", out("ExportApiTokenSecretArn")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import CfnOutput, Fn, Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -16,7 +16,12 @@ from exportpipe.infra.image_repository import REPOSITORY_NAMES, ImageRepository
 from exportpipe.infra.monitoring import Monitoring
 from exportpipe.infra.network import Network
 from exportpipe.infra.output_bucket import OutputBucket
-from exportpipe.infra.shared_outputs import SHARED_OUTPUTS, ImportedShared, import_shared
+from exportpipe.infra.shared_outputs import (
+    SHARED_OUTPUTS,
+    TASK_SUBNET_OUTPUTS,
+    ImportedShared,
+    import_shared,
+)
 from exportpipe.infra.tracking_table import TrackingTable
 from exportpipe.infra.work_queue import WorkQueue
 
@@ -35,13 +40,10 @@ class SharedResources:
 
     stack_name: str
     assign_public_ip: bool
-    task_subnet_count: int
 
     def import_into(self, scope: Construct) -> ImportedShared:
         """The shared resources imported into ``scope``'s stack."""
-        return import_shared(
-            scope, stack_name=self.stack_name, task_subnet_count=self.task_subnet_count
-        )
+        return import_shared(scope, stack_name=self.stack_name)
 
 
 class SharedStack(Stack):
@@ -103,10 +105,10 @@ class SharedStack(Stack):
         task_subnet_ids = network.vpc.select_subnets(
             subnet_type=network.task_subnets.subnet_type
         ).subnet_ids
+        if len(task_subnet_ids) < len(TASK_SUBNET_OUTPUTS):
+            raise ValueError(f"tasks need {len(TASK_SUBNET_OUTPUTS)} subnets (two AZs)")
         self.resources = SharedResources(
-            stack_name=self.stack_name,
-            assign_public_ip=network.assign_public_ip,
-            task_subnet_count=len(task_subnet_ids),
+            stack_name=self.stack_name, assign_public_ip=network.assign_public_ip
         )
         outputs = {
             "RequestsQueueUrl": requests.queue.queue_url,
@@ -126,8 +128,12 @@ class SharedStack(Stack):
             "JobsDlqArn": jobs.dlq.queue_arn,
             "TrackingTableArn": table.table_arn,
             "VpcId": network.vpc.vpc_id,
-            "TaskSubnetIds": Fn.join(",", task_subnet_ids),
+            # The first two: one per AZ in the VPC this stack creates.
+            "TaskSubnetA": task_subnet_ids[0],
+            "TaskSubnetB": task_subnet_ids[1],
             "AlarmTopicArn": monitoring.alarm_topic.topic_arn,
+            "RequestsQueueName": requests.queue.queue_name,
+            "JobsQueueName": jobs.queue.queue_name,
         }
         if tuple(outputs) != SHARED_OUTPUTS:
             raise ValueError("the shared stack must publish exactly SHARED_OUTPUTS, in order")
