@@ -146,7 +146,7 @@ class WorkerScaling:
     task_startup_seconds: int = 60
     protection_minutes: int = 60
     drain_after_minutes: int = 30
-    drain_grace_minutes: int = 60
+    drain_grace_minutes: int = 300
 
     @property
     def release_bound_minutes(self) -> int:
