@@ -56,9 +56,12 @@ def main() -> None:
     spot = prices.task_hour(deployment.worker, spot=True)
     on_demand = prices.task_hour(deployment.worker)
     deploy_at = stream.window[0] + workload.arrivals.peak_hour * 3600.0
-    print(f"seed {args.seed}: {fanout.job_times.size:,} jobs simulated (warm-up included), configured policy")
-    print(f"{'drain after/grace':34s} {'deploy':>6s} {'$/day':>7s} {'peak':>5s} {'p95':>6s} "
-          f"{'drains':>6s} {'released':>8s} {'DLQ':>4s} {'deployment':>10s}")
+    jobs = fanout.job_times.size
+    print(f"seed {args.seed}: {jobs:,} jobs simulated (warm-up included), configured policy")
+    print(
+        f"{'drain after/grace':34s} {'deploy':>6s} {'$/day':>7s} {'peak':>5s} {'p95':>6s} "
+        f"{'drains':>6s} {'released':>8s} {'DLQ':>4s} {'deployment':>10s}"
+    )
     for label, after, grace in SETTINGS:
         for deploy in (None, deploy_at):
             run = simulate_workers(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import replace
 from pathlib import Path
 
@@ -142,7 +141,8 @@ def test_worker_requests_follow_the_consumer_runtime() -> None:
             FixedFleet(tasks=1),
             deployment,
             window=(0.0, 3600.0),
-            start=0.0, drain_after_seconds=math.inf,
+            start=0.0,
+            drain_after_seconds=math.inf,
         ).sqs2
 
     one, four = run(1), run(4)

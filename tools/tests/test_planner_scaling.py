@@ -66,7 +66,8 @@ def test_step_in_load_scales_out_after_delay_and_evaluation_by_the_step_percent(
         deployment,
         window=(0.0, 3600.0),
         start=0.0,
-        initial_tasks=tasks, drain_after_seconds=math.inf,
+        initial_tasks=tasks,
+        drain_after_seconds=math.inf,
     )
 
     first_sample = math.ceil(t_step / PERIOD) * PERIOD
@@ -98,7 +99,8 @@ def test_idle_fleet_scales_in_slowly_by_the_configured_percent() -> None:
         deployment,
         window=(0.0, 3600.0),
         start=0.0,
-        initial_tasks=tasks, drain_after_seconds=math.inf,
+        initial_tasks=tasks,
+        drain_after_seconds=math.inf,
     )
 
     first, second = run.actions[:2]
@@ -116,7 +118,8 @@ def test_fleet_at_zero_activates_on_the_first_message_until_a_task_shows_up() ->
         ConfiguredPolicy(deployment=deployment),
         deployment,
         window=(0.0, 3600.0),
-        start=0.0, drain_after_seconds=math.inf,
+        start=0.0,
+        drain_after_seconds=math.inf,
     )
 
     activation = run.actions[0]
@@ -144,7 +147,8 @@ def test_cpu_policy_scales_in_busy_tasks_unless_protected(protected: bool) -> No
         deployment,
         window=(0.0, 2 * 3600.0),
         start=0.0,
-        initial_tasks=tasks, drain_after_seconds=math.inf,
+        initial_tasks=tasks,
+        drain_after_seconds=math.inf,
     )
 
     assert run.actions
@@ -175,7 +179,8 @@ def test_spot_reclaims_release_long_jobs_for_a_retry_and_spare_short_ones() -> N
             window=(0.0, 8 * 3600.0),
             spot_interruptions_per_hour=1.0,
             seed=5,
-            start=0.0, drain_after_seconds=math.inf,
+            start=0.0,
+            drain_after_seconds=math.inf,
         )
 
     long_run = run_with(1800.0)
@@ -202,7 +207,8 @@ def test_job_released_max_receive_count_times_is_dead_lettered() -> None:
         window=(0.0, 3600.0),
         spot_interruptions_per_hour=120.0,  # reclaimed every 30 s on average
         seed=3,
-        start=0.0, drain_after_seconds=math.inf,
+        start=0.0,
+        drain_after_seconds=math.inf,
     )
 
     assert run.dead_lettered == 1

@@ -37,9 +37,7 @@ def test_load_ratio_counts_in_flight_messages_per_task_running_or_desired(synth)
     # Issue 17: dividing by running tasks alone compounds +300 % steps while tasks fail
     # to start (the steps apply to the desired count); max(running, desired) does not.
     alarm = _find(synth, "AWS::CloudWatch::Alarm", "ScaleOutOnBacklog")
-    assert (
-        _expression(alarm) == f"(visible + inFlight) / IF(tasks < 1, 1, tasks) / {JOBS_PER_TASK}"
-    )
+    assert _expression(alarm) == f"(visible + inFlight) / IF(tasks < 1, 1, tasks) / {JOBS_PER_TASK}"
     metrics = _metrics(alarm)
     assert metrics["tasks"]["Expression"] == TASKS
     assert metrics["tasks"]["ReturnData"] is False

@@ -66,7 +66,11 @@ def test_committed_cdk_json_has_every_environment_the_workflows_deploy():
 @pytest.mark.parametrize(
     ("environ", "context", "variable"),
     [
-        ({"EXPORTPIPE_EXPORT_API_URL": "http://plain.example.com"}, None, "EXPORTPIPE_EXPORT_API_URL"),
+        (
+            {"EXPORTPIPE_EXPORT_API_URL": "http://plain.example.com"},
+            None,
+            "EXPORTPIPE_EXPORT_API_URL",
+        ),
         # Issue 17: network settings are committed per environment, never ad hoc.
         ({"EXPORTPIPE_NAT_GATEWAYS": "1"}, None, "EXPORTPIPE_NAT_GATEWAYS"),
         ({"EXPORTPIPE_VPC_ID": "vpc-1"}, None, "EXPORTPIPE_VPC_ID"),

@@ -184,7 +184,8 @@ def test_scratch_mount_is_a_volume_the_service_user_owns(service):
         for i, (kind, args) in enumerate(final)
         if kind == "RUN" and f"chown 10001:10001 {SCRATCH_PATH}" in args
     ]
-    assert owned and owned[0] < kinds.index("VOLUME") < kinds.index("USER")
+    assert owned
+    assert owned[0] < kinds.index("VOLUME") < kinds.index("USER")
     (user,) = [args for kind, args in final if kind == "USER"]
     assert user == "10001:10001"
 
@@ -233,7 +234,8 @@ def test_every_image_the_build_pulls_is_pinned_by_digest(service):
             assert source in aliases or re.search(_DIGEST, source), source
         if kind == "RUN" and "pip install" in arguments:
             packages = [w for w in arguments.split("pip install", 1)[1].split() if w[0] != "-"]
-            assert packages and all("==" in p for p in packages), arguments
+            assert packages, arguments
+            assert all("==" in p for p in packages), arguments
 
 
 def test_every_locked_dependency_has_a_linux_aarch64_wheel():
@@ -243,7 +245,9 @@ def test_every_locked_dependency_has_a_linux_aarch64_wheel():
     missing = []
     for package in lock["package"]:
         wheels = [w["url"].rsplit("/", 1)[-1] for w in package.get("wheels", [])]
-        if "source" in package and ("editable" in package["source"] or "virtual" in package["source"]):
+        if "source" in package and (
+            "editable" in package["source"] or "virtual" in package["source"]
+        ):
             continue  # a workspace member
         if not wheels:
             missing.append(f"{package['name']} (sdist only)")

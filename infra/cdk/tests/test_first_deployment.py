@@ -221,8 +221,7 @@ def test_worker_alarms_when_desired_exceeds_running_for_ten_minutes(synth):
 @pytest.mark.parametrize("stack", SERVICES)
 def test_egress_is_https_only(synth, stack):
     (group,) = [
-        res["Properties"]
-        for res in synth.resources(stack, "AWS::EC2::SecurityGroup").values()
+        res["Properties"] for res in synth.resources(stack, "AWS::EC2::SecurityGroup").values()
     ]
     assert group["SecurityGroupEgress"] == [
         {

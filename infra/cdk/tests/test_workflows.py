@@ -81,9 +81,7 @@ def test_release_runs_in_order_test_images_shared_orchestrator_worker():
     assert jobs["deploy-shared"]["needs"] == "images"
     assert jobs["deploy-orchestrator"]["needs"] == "deploy-shared"
     assert jobs["deploy-worker"]["needs"] == "deploy-orchestrator"
-    deploys = {
-        name: _runs({"jobs": {name: job}}) for name, job in jobs.items() if "deploy" in name
-    }
+    deploys = {name: _runs({"jobs": {name: job}}) for name, job in jobs.items() if "deploy" in name}
     assert "make deploy-shared" in deploys["deploy-shared"]
     for service in SERVICES:
         run = deploys[f"deploy-{service}"]

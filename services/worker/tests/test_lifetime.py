@@ -20,7 +20,7 @@ def test_drains_with_the_long_grace_at_the_maximum_age() -> None:
         calls.append(kwargs)
         fired.set()
 
-    lifetime = TaskLifetime(shutdown, drain_after_seconds=0.2, drain_grace_seconds=90).start()
+    lifetime = TaskLifetime(drain_after_seconds=0.2, drain_grace_seconds=90).start(shutdown)
     assert fired.wait(5)
     assert calls == [{"grace_seconds": 90, "reason": "max_age"}]
     assert lifetime.drained.is_set()
@@ -30,9 +30,9 @@ def test_drains_with_the_long_grace_at_the_maximum_age() -> None:
 
 def test_cancel_disarms() -> None:
     calls: list[dict[str, Any]] = []
-    lifetime = TaskLifetime(
-        lambda **kw: calls.append(kw), drain_after_seconds=0.2, drain_grace_seconds=1
-    ).start()
+    lifetime = TaskLifetime(drain_after_seconds=0.2, drain_grace_seconds=1).start(
+        lambda **kw: calls.append(kw)
+    )
     lifetime.cancel()
     assert not lifetime.drained.wait(0.5)
     assert calls == []

@@ -105,7 +105,10 @@ class FleetAlarms(Construct):
                     period=Duration.minutes(10),
                     statistic="Sum",
                 )
-                for name, rule in (("started", "TaskFailedToStart"), ("exited", "TaskExitedNonZero"))
+                for name, rule in (
+                    ("started", "TaskFailedToStart"),
+                    ("exited", "TaskExitedNonZero"),
+                )
             },
             period=Duration.minutes(10),
             label="Tasks failed (to start, or exited non-zero)",
@@ -130,7 +133,10 @@ class FleetAlarms(Construct):
 
         self.capacity_gap = cloudwatch.MathExpression(
             expression="FILL(desired, 0) - FILL(running, 0)",
-            using_metrics={"desired": count("DesiredTaskCount"), "running": count("RunningTaskCount")},
+            using_metrics={
+                "desired": count("DesiredTaskCount"),
+                "running": count("RunningTaskCount"),
+            },
             period=_MINUTE,
             label="Desired minus running tasks",
         )

@@ -86,32 +86,23 @@ def main(argv: list[str] | None = None) -> int:
         service="worker",
         flush_seconds=settings.metrics_flush_seconds,
     )
-    protection: TaskProtection | None = None
-    lifetime: TaskLifetime | None = None
+    lifetime = TaskLifetime(
+        drain_after_seconds=settings.drain_after_minutes * 60,
+        drain_grace_seconds=settings.drain_grace_minutes * 60,
+        logger=logger,
+    )
+    protection = TaskProtection.from_env(
+        minutes=settings.protection_minutes,
+        logger=logger,
+        deadline=lifetime.protection_deadline,
+    )
     try:
-        consumer_box: list[QueueConsumer] = []
-        lifetime = TaskLifetime(
-            lambda **kw: consumer_box[0].shutdown(**kw),
-            drain_after_seconds=settings.drain_after_minutes * 60,
-            drain_grace_seconds=settings.drain_grace_minutes * 60,
-            logger=logger,
-        )
-        protection = TaskProtection.from_env(
-            minutes=settings.protection_minutes,
-            logger=logger,
-            deadline=lifetime.protection_deadline,
-        )
-        consumer = build_consumer(
-            settings, logger=logger, metrics=metrics, protection=protection
-        )
-        consumer_box.append(consumer)
-        lifetime.start()
+        consumer = build_consumer(settings, logger=logger, metrics=metrics, protection=protection)
+        lifetime.start(consumer.shutdown)
         return run_consumer(consumer, metrics=metrics)
     finally:
-        if lifetime is not None:
-            lifetime.cancel()
-        if protection is not None:
-            protection.close()
+        lifetime.cancel()
+        protection.close()
 
 
 if __name__ == "__main__":

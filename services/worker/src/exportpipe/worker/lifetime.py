@@ -26,10 +26,12 @@ _RELEASE_MARGIN_SECONDS = 60.0
 
 
 class TaskLifetime:
-    """Starts the drain of ``shutdown`` once the task is ``drain_after_seconds`` old.
+    """Drains the consumer once the task is ``drain_after_seconds`` old.
+
+    Created before the consumer (scale-in protection needs :attr:`protection_deadline`);
+    :meth:`start` takes the consumer's ``shutdown(grace_seconds=..., reason=...)``.
 
     Args:
-        shutdown: the consumer's ``shutdown(grace_seconds=..., reason=...)``.
         drain_after_seconds: the task's maximum age before it drains.
         drain_grace_seconds: how long running jobs may then finish.
         logger: where the drain is announced.
@@ -38,14 +40,13 @@ class TaskLifetime:
 
     def __init__(
         self,
-        shutdown: Callable[..., None],
         *,
         drain_after_seconds: float,
         drain_grace_seconds: float,
         logger: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._shutdown = shutdown
+        self._shutdown: Callable[..., None] | None = None
         self._drain_after = drain_after_seconds
         self._grace = drain_grace_seconds
         self._log = logger
@@ -59,8 +60,9 @@ class TaskLifetime:
         self._timer.name = "lifetime"
         self.drained = threading.Event()
 
-    def start(self) -> TaskLifetime:
-        """Arm the timer; returns ``self``."""
+    def start(self, shutdown: Callable[..., None]) -> TaskLifetime:
+        """Arm the timer to call ``shutdown`` at the maximum age; returns ``self``."""
+        self._shutdown = shutdown
         self._timer.start()
         return self
 
@@ -75,7 +77,8 @@ class TaskLifetime:
                 },
             )
         self.drained.set()
-        self._shutdown(grace_seconds=self._grace, reason="max_age")
+        if self._shutdown is not None:
+            self._shutdown(grace_seconds=self._grace, reason="max_age")
 
     def cancel(self) -> None:
         """Disarm the timer (the consumer stopped for another reason)."""
