@@ -86,7 +86,7 @@ class PriceTable:
     sqs_per_million: float = 0.40
     public_ipv4_hour: float = 0.005
     metric_month: float = 0.30
-    container_insights_metrics: int = 60
+    container_insights_metrics: float = 60.0
     log_ingest_gb: float = 0.50
     container_insights_kb_per_task_minute: float = 2.0
 
