@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,9 @@ def _ruff(path: str, source: str) -> subprocess.CompletedProcess[str]:
         ("services/worker/src/exportpipe/worker/x.py", "exportpipe.orchestrator"),
         ("services/worker/src/exportpipe/worker/x.py", "exportpipe.tools"),
         ("libs/common/src/exportpipe/common/x.py", "exportpipe.worker"),
+        ("libs/common/src/exportpipe/common/x.py", "exportpipe.testing"),
+        ("services/worker/src/exportpipe/worker/x.py", "exportpipe.testing"),
+        ("services/orchestrator/src/exportpipe/orchestrator/x.py", "exportpipe.testing"),
     ],
 )
 def test_cross_imports_fail_lint(path: str, banned: str) -> None:
@@ -53,6 +57,7 @@ def test_members_match_the_workspace() -> None:
     members = root["tool"]["uv"]["workspace"]["members"]
     assert members == [
         "libs/common",
+        "libs/testing",
         "services/orchestrator",
         "services/worker",
         "infra/cdk",
@@ -63,3 +68,28 @@ def test_members_match_the_workspace() -> None:
         assert not (ROOT / member / "src" / "exportpipe" / "__init__.py").exists(), (
             "exportpipe is a namespace package shared by every member"
         )
+
+
+# Building an output key by hand: an f-string placeholder or a quote right before a
+# layout segment. Prose that names a key (docstrings, messages) does not match.
+_KEY_BUILT_BY_HAND = re.compile(r"""[}"'](?:data/|manifests/|rejected/|_manifest\.json)""")
+_LAYOUT_MODULE = ROOT / "libs/common/src/exportpipe/common/layout.py"
+
+
+def _hand_built_keys() -> list[str]:
+    found = []
+    trees = ["libs/common/src", "libs/testing/src", "services", "tools/src", "bench"]
+    for tree in trees:
+        for path in sorted((ROOT / tree).rglob("*.py")):
+            if path == _LAYOUT_MODULE or "/tests/" in path.as_posix():
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if _KEY_BUILT_BY_HAND.search(line):
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    return found
+
+
+def test_output_keys_are_built_only_by_the_layout_module() -> None:
+    # ADR 0019: changing the output layout is a change to exportpipe.common.layout alone.
+    assert _hand_built_keys() == []
+    assert _KEY_BUILT_BY_HAND.search('key = f"{root}manifests/{file_id}.json"')
