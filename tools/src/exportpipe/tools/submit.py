@@ -101,15 +101,12 @@ def submit_export(
     queue_url = stack.require("EXPORTPIPE_REQUESTS_QUEUE_URL")
     bucket = stack.get("EXPORTPIPE_BUCKET") or "<bucket>"
     sent = stack.client("sqs").send_message(QueueUrl=queue_url, MessageBody=encode(request))
+    root = export_root(prefix_root, export_id)
     if stack.get("EXPORTPIPE_TABLE") is not None:
         # So `status` knows the export before an orchestrator lists it.
-        stack.tracker().record_request(
-            export_id, bucket=bucket, prefix=f"{root}{export_id}/", tenant=tenant
-        )
+        stack.tracker().record_request(export_id, bucket=bucket, prefix=root, tenant=tenant)
     return Submitted(
-        export_id=export_id,
-        message_id=str(sent["MessageId"]),
-        output=f"s3://{bucket}/{export_root(prefix_root, export_id)}",
+        export_id=export_id, message_id=str(sent["MessageId"]), output=f"s3://{bucket}/{root}"
     )
 
 
