@@ -138,7 +138,7 @@ def _cmd_local_ps(args: argparse.Namespace) -> int:
                 "pid": record.pid,
                 "running": record.is_running(),
                 "url": record.url,
-                "log": record.log_file,
+                "log": _shown_path(Path(record.log_file)),
             }
         )
     stack = Stack.load(Path(state.env_file))
@@ -169,6 +169,14 @@ def _cmd_local_ps(args: argparse.Namespace) -> int:
         depth_table.add_row(label, str(counts["visible"]), str(counts["in_flight"]))
     console.print(depth_table)
     return EXIT_OK
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the current directory when it lies below it (shorter)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _cmd_local_logs(args: argparse.Namespace) -> int:

@@ -329,7 +329,7 @@ def stop_services(state_dir: Path, *, grace: float = 15.0) -> list[ServiceRecord
     stop_pids([r.pid for r in services], grace=grace)
     stop_pids([r.pid for r in simulators], grace=grace)
     (state_dir / SERVICES_FILE_NAME).unlink(missing_ok=True)
-    return running
+    return [*services, *simulators]
 
 
 def log_files(state_dir: Path, service: str | None = None) -> Iterator[tuple[str, Path]]:
