@@ -144,6 +144,7 @@ def test_follow_emits_whole_lines_only(tmp_path: Path) -> None:
     assert seen == [("a", "x"), ("a", "yz")]
 
 
+@pytest.mark.slow
 def test_a_reused_pid_is_not_our_service() -> None:
     """The record's start time must match: a pid the system handed on is left alone."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
