@@ -181,7 +181,7 @@ def test_compressed_resume_reuploads_no_checkpointed_part(
     encode: Any,
 ) -> None:
     payload = encode(BODY)
-    url = file_server.add(payload, name=name, bytes_per_second=MIB // 2)
+    url = file_server.add(payload, name=name, bytes_per_second=len(payload) // 12)
     job = make_job(url, body=payload, file_name=name, compression=compression)
     cp = _release_after(s3, bucket, job, rsettings, parts=2)
     assert cp.resume is None  # compressed: no ranged resume point
@@ -204,7 +204,7 @@ def test_multi_frame_zstd_resumes_at_a_frame_start(
         zstandard.ZstdCompressor(level=1).compress(BODY[i : i + step])
         for i in range(0, len(BODY), step)
     )
-    url = file_server.add(payload, name="part.jsonl.zst", bytes_per_second=MIB // 2)
+    url = file_server.add(payload, name="part.jsonl.zst", bytes_per_second=len(payload) // 12)
     job = make_job(url, body=payload, file_name="part.jsonl.zst", compression="zstd")
     cp = _release_after(s3, bucket, job, rsettings, parts=2)
     assert cp.resume is not None
