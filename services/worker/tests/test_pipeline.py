@@ -13,6 +13,7 @@ import orjson
 import pytest
 import zstandard
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
     ArchiveRejected,
     IntegrityError,
@@ -327,11 +328,11 @@ def test_cancel_stops_a_stalled_download(
     # One 64 KiB write every 3 s: the first 1 MiB read would take ~48 s to return.
     url = file_server.add(payload, bytes_per_second=64 * 1024 // 3)
     job = make_job(url, body=payload)
-    cancelled = threading.Event()
-    threading.Timer(0.5, cancelled.set).start()
+    cancel = CancelToken()
+    threading.Timer(0.5, cancel.cancel, args=(JobReleased("released at shutdown"),)).start()
     started = time.monotonic()
     with pytest.raises(JobReleased):
-        Pipeline(settings, s3=s3).run(job, cancelled=cancelled)
+        Pipeline(settings, s3=s3).run(job, cancel=cancel)
     assert time.monotonic() - started < 10
     assert _uploads(s3, bucket) == []
     assert _keys(s3, bucket, f"exports/{job.export_id}/") == []

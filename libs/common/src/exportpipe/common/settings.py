@@ -65,6 +65,14 @@ class CommonSettings(BaseSettings):
     heartbeat_file: Path | None = Field(
         default=None, description="Touched while the consumer loops run (container health)."
     )
+    max_job_seconds: float = Field(
+        # 15 minutes under SQS's 12-hour visibility ceiling: time to dead-letter the job
+        # with its reason before the message could reappear on its own.
+        default=12 * 3600 - 15 * 60,
+        gt=0,
+        lt=12 * 3600,
+        description="A job running this long is refused as job_deadline_exceeded.",
+    )
 
     @field_validator("output_prefix")
     @classmethod

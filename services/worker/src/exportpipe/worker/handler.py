@@ -47,7 +47,7 @@ class JobHandler:
             {"export_id": job.export_id, "file_id": job.file_id, "job_id": job.job_id}
         )
         try:
-            result = self._pipeline.run(job, cancelled=ctx.cancelled, set_eta=ctx.set_eta)
+            result = self._pipeline.run(job, cancel=ctx.token, set_eta=ctx.set_eta)
         except PermanentError as exc:
             if not isinstance(exc, MessageError):
                 self._track(job, "rejected", detail=f"{exc.reason}: {redact_text(exc.message)}")

@@ -22,7 +22,6 @@ The sequence:
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import orjson
 from botocore.exceptions import ClientError
 from urllib3 import PoolManager
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
     ExportPipeError,
     IntegrityError,
@@ -212,10 +212,17 @@ class Pipeline:
         self,
         job: DownloadJob,
         *,
-        cancelled: threading.Event | None = None,
+        cancel: CancelToken | None = None,
         set_eta: Callable[[float | None], None] | None = None,
     ) -> JobResult:
         """Run ``job`` to a committed manifest, or raise why not.
+
+        Args:
+            job: the job.
+            cancel: the job's token; once cancelled, the job stops at its next check
+                and raises the token's reason (a deadline is a permanent failure with
+                a rejection record; a release is retryable and records nothing).
+            set_eta: told the expected remaining seconds now and then.
 
         Raises:
             PermanentError: the file was refused (a rejection record was written).
@@ -228,7 +235,7 @@ class Pipeline:
         existing = self._read_json(bucket, keys.manifest)
         if existing is not None:
             return self._duplicate(job, keys, existing, started)
-        cancelled = cancelled or threading.Event()
+        cancel = cancel or CancelToken()
         uploader = Uploader(
             self.s3,
             bucket,
@@ -236,7 +243,7 @@ class Pipeline:
             parts_in_flight=self.settings.upload_parts_in_flight,
             checksum_algorithm=self.settings.checksum_algorithm,
             stale_commit_seconds=self.settings.stale_commit_seconds,
-            cancelled=cancelled,
+            cancel=cancel,
             on_warning=self._warn,
         )
         try:
@@ -244,7 +251,7 @@ class Pipeline:
                 job=job,
                 keys=keys,
                 uploader=uploader,
-                cancelled=cancelled,
+                cancel=cancel,
                 set_eta=set_eta,
                 started=started,
             )
@@ -304,7 +311,7 @@ class Pipeline:
         job: DownloadJob,
         keys: JobKeys,
         uploader: Uploader,
-        cancelled: threading.Event,
+        cancel: CancelToken,
         set_eta: Callable[[float | None], None] | None,
         started: float,
     ) -> JobResult:
@@ -326,13 +333,13 @@ class Pipeline:
             attempts=settings.download_attempts,
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         prefetch = Prefetcher(
             source,
             chunk_size=settings.download_chunk_bytes,
             depth=settings.download_buffer_chunks,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         pending: list[tuple[ObjectUpload, int | None, str]] = []
         last_eta = 0.0
@@ -341,8 +348,7 @@ class Pipeline:
                 prefetch, compression=job.compression, file_name=job.file_name, limits=self.limits
             )
             for member in members:
-                if cancelled.is_set():
-                    raise JobReleased("job released")
+                cancel.check()
                 obj = uploader.open(
                     keys.data_prefix + member.path,
                     content_type=_CONTENT_TYPES.get(job.format, "application/octet-stream"),
@@ -357,8 +363,7 @@ class Pipeline:
                         break
                     feed(chunk)
                     write(chunk)
-                    if cancelled.is_set():
-                        raise JobReleased("job released")
+                    cancel.check()
                     now = time.monotonic()
                     if set_eta is not None and now - last_eta > 5:
                         last_eta = now
