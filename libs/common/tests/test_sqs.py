@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 
-from exportpipe.common.errors import MalformedMessage, RateLimited, UpstreamUnavailable
+from exportpipe.common.errors import (
+    JobDeadlineExceeded,
+    MalformedMessage,
+    RateLimited,
+    UpstreamUnavailable,
+)
 from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.sqs import ConsumerConfig, JobContext, QueueConsumer, queue_depth
 from exportpipe.common.testing import create_queue_pair
@@ -126,6 +131,51 @@ def test_retry_after_is_honoured(sqs: Any, queue_pair: tuple[str, str]) -> None:
     with running(sqs, _config(queue_pair), handler):
         wait_for(lambda: len(calls) == 2)
     assert calls[1] - calls[0] >= 2.5
+
+
+@pytest.mark.parametrize("asked", ["43200", "inf", "nan"])
+def test_a_hostile_retry_after_is_capped(
+    sqs: Any, queue_pair: tuple[str, str], asked: str
+) -> None:
+    calls: list[float] = []
+
+    def handler(ctx: JobContext) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            # 12 hours (or no number at all) asked for: the message would vanish for
+            # the rest of SQS's ceiling on every receive.
+            raise RateLimited("429", retry_after=float(asked))
+
+    sqs.send_message(QueueUrl=queue_pair[0], MessageBody="x")
+    with running(sqs, _config(queue_pair, retry_after_max_seconds=2), handler):
+        wait_for(lambda: len(calls) == 2, timeout=15)
+    assert calls[1] - calls[0] < 10
+
+
+def test_a_job_past_max_job_seconds_is_dead_lettered_with_its_reason(
+    sqs: Any, queue_pair: tuple[str, str]
+) -> None:
+    reasons: list[str] = []
+
+    def handler(ctx: JobContext) -> None:
+        try:
+            ctx.token.sleep(60)  # a job that would run on; the deadline wakes it
+        except JobDeadlineExceeded as exc:
+            reasons.append(exc.reason)
+            raise
+
+    sqs.send_message(QueueUrl=queue_pair[0], MessageBody="long")
+    config = _config(queue_pair, max_job_seconds=1.5, heartbeat_seconds=0.5)
+    with running(sqs, config, handler):
+        wait_for(lambda: queue_counts(sqs, queue_pair[1])[0] == 1)
+        wait_for(lambda: queue_counts(sqs, queue_pair[0]) == (0, 0))
+    assert reasons == ["job_deadline_exceeded"]
+    dead = sqs.receive_message(
+        QueueUrl=queue_pair[1], MessageAttributeNames=["All"], WaitTimeSeconds=1
+    )["Messages"][0]
+    attrs = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert attrs["exportpipe-error-reason"] == "job_deadline_exceeded"
+    assert "EXPORTPIPE_MAX_JOB_SECONDS" in attrs["exportpipe-error-message"]
 
 
 def test_permanent_goes_to_dlq_with_reason(sqs: Any, queue_pair: tuple[str, str]) -> None:
