@@ -385,3 +385,41 @@ def test_zip_over_the_spool_limit_is_refused(
         Pipeline(small, s3=s3).run(job)
     assert refused.value.reason == "spool_too_large"
     assert not _uploads(s3, bucket)
+
+
+def test_a_job_cannot_write_into_another_exports_folder(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    from exportpipe.common.schemas import S3Destination
+
+    payload = gzip.compress(jsonl(1))
+    job = make_job(file_server.add(payload), body=payload, export_id="exp-a")
+    into_b = job.model_copy(
+        update={"destination": S3Destination(bucket=settings.bucket, prefix="exports/exp-b/")}
+    )
+    with pytest.raises(MalformedMessage) as info:
+        Pipeline(settings, s3=s3).run(into_b)
+    assert info.value.reason == "destination_not_export_folder"
+    assert _keys(s3, bucket, "exports/exp-b/") == []
+
+
+def test_a_member_key_over_s3_limit_is_refused_before_any_upload(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # A path the extractor accepts (under 900 bytes) under the longest export id the
+    # schema allows: together past S3's 1,024-byte key limit.
+    long_name = "/".join(["d" * 220] * 4) + "/rows.jsonl"  # 894 bytes
+    payload = _tar({"short.jsonl": jsonl(2), long_name: jsonl(2)})
+    job = make_job(
+        file_server.add(payload),
+        body=payload,
+        file_name="x.tar",
+        compression="tar",
+        export_id="e" * 128,
+    )
+    with pytest.raises(ArchiveRejected) as info:
+        Pipeline(settings, s3=s3).run(job)
+    assert info.value.reason == "key_too_long"
+    root = f"exports/{job.export_id}/"
+    assert _keys(s3, bucket, root) == [f"{root}rejected/file-1.json"]
+    assert _uploads(s3, bucket) == []

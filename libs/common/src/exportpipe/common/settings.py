@@ -79,6 +79,8 @@ class CommonSettings(BaseSettings):
     def _prefix_ends_with_slash(cls, value: str) -> str:
         if value.startswith("/") or ".." in value.split("/"):
             raise ValueError("must be a relative key prefix such as 'exports/'")
+        if len(value.encode()) > 511:  # with its "/", within schemas.PREFIX_MAX_LENGTH
+            raise ValueError("must fit in 512 bytes (S3 keys are limited to 1,024)")
         return value if value == "" or value.endswith("/") else value + "/"
 
 

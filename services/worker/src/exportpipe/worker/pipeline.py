@@ -1,7 +1,9 @@
 """One download job, end to end: idempotency check, stream, verify, commit, manifest.
 
-For a job with export ``E``, file ``F`` and destination ``s3://B/P`` (``P`` is the
-export's root, normally ``{output_prefix}{E}/``)::
+For a job with export ``E``, file ``F`` and destination ``s3://B/P`` (``P`` must be the
+export's own folder, ``{output_prefix}{E}/`` or ``{destination_prefix}{E}/``, see
+:func:`~exportpipe.common.schemas.is_export_root`; anything else is refused before any
+write)::
 
     P data/F/{member_path}      the validated members
     P manifests/F.json          the commit marker, written last
@@ -35,6 +37,7 @@ from urllib3 import PoolManager
 
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
+    ArchiveRejected,
     ExportPipeError,
     IntegrityError,
     JobReleased,
@@ -44,7 +47,7 @@ from exportpipe.common.errors import (
 )
 from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws
-from exportpipe.common.schemas import DownloadJob
+from exportpipe.common.schemas import S3_MAX_KEY_BYTES, DownloadJob, is_export_root
 from exportpipe.worker.download import Prefetcher, open_source
 from exportpipe.worker.extract import ExtractLimits, iter_members
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
@@ -84,12 +87,35 @@ class JobKeys:
                 f"destination prefix {root!r} is not a relative key prefix",
                 reason="bad_destination",
             )
-        return cls(
+        keys = cls(
             root=root,
             data_prefix=f"{root}data/{job.file_id}/",
             manifest=f"{root}manifests/{job.file_id}.json",
             rejected=f"{root}rejected/{job.file_id}.json",
         )
+        for key in (keys.manifest, keys.rejected, keys.data_prefix):
+            if len(key.encode()) > S3_MAX_KEY_BYTES:
+                raise MalformedMessage(
+                    f"key {key[:80]!r}... is longer than S3's {S3_MAX_KEY_BYTES} bytes",
+                    reason="key_too_long",
+                )
+        return keys
+
+    def member_key(self, path: str) -> str:
+        """The key of archive member ``path``.
+
+        Raises:
+            ArchiveRejected: the key would pass S3's 1,024-byte limit (``key_too_long``);
+                raised before anything of the file is uploaded.
+        """
+        key = self.data_prefix + path
+        if len(key.encode()) > S3_MAX_KEY_BYTES:
+            raise ArchiveRejected(
+                f"member {path[:80]!r}...: its key would be {len(key.encode())} bytes, over "
+                f"S3's {S3_MAX_KEY_BYTES}",
+                reason="key_too_long",
+            )
+        return key
 
 
 @dataclass(frozen=True)
@@ -204,6 +230,16 @@ class Pipeline:
                 f"destination prefix {job.destination.prefix!r} is outside the output prefix "
                 f"{self.settings.output_prefix!r}",
                 reason="destination_not_allowed",
+            )
+        if not is_export_root(
+            job.destination.prefix, job.export_id, output_prefix=self.settings.output_prefix
+        ):
+            # Another export's folder: writing there would mix two exports' files (and
+            # no rejection record is written there either).
+            raise MalformedMessage(
+                f"destination prefix {job.destination.prefix!r} is not export "
+                f"{job.export_id!r}'s own folder ('<prefix>{job.export_id}/')",
+                reason="destination_not_export_folder",
             )
 
     # -- the job --------------------------------------------------------------
@@ -350,7 +386,7 @@ class Pipeline:
             for member in members:
                 cancel.check()
                 obj = uploader.open(
-                    keys.data_prefix + member.path,
+                    keys.member_key(member.path),
                     content_type=_CONTENT_TYPES.get(job.format, "application/octet-stream"),
                 )
                 validator = validator_for(
@@ -472,6 +508,4 @@ class Pipeline:
 
 
 def _empty_archive(job: DownloadJob) -> PermanentError:
-    from exportpipe.common.errors import ArchiveRejected
-
     return ArchiveRejected(f"{job.file_name}: the archive has no files", reason="empty_archive")
