@@ -41,7 +41,7 @@ from typing import Any
 import boto3
 import orjson
 
-from exportpipe.common.testing import MotoServer, create_queue_pair
+from exportpipe.testing import MotoServer, create_queue_pair
 
 TOKEN = "bench-token"  # noqa: S105 - local simulator token
 AWS_ENV = {

@@ -41,7 +41,8 @@ def test_children_follow_their_parent_but_not_the_other_way() -> None:
     parent = CancelToken()
     child = parent.child()
     child.cancel(JobReleased("download abandoned"))
-    assert child.cancelled and not parent.cancelled
+    assert child.cancelled
+    assert not parent.cancelled
     other = parent.child()
     parent.cancel(JobDeadlineExceeded("too long"))
     with pytest.raises(JobDeadlineExceeded):

@@ -4,17 +4,15 @@ import orjson
 import pytest
 
 from exportpipe.common.errors import MalformedMessage, PermanentError, UnsupportedSchemaVersion
+from exportpipe.common.layout import S3_MAX_KEY_BYTES, export_root, is_export_root
 from exportpipe.common.schemas import (
     ID_MAX_LENGTH,
     PREFIX_MAX_LENGTH,
-    S3_MAX_KEY_BYTES,
     DownloadJob,
     ExportRequested,
     S3Destination,
     decode,
     encode,
-    export_root,
-    is_export_root,
     is_valid_id,
     job_id_for,
 )

@@ -55,7 +55,6 @@ def test_prefix_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(CommonSettings).output_prefix == "lake/raw/"
 
 
-
 def test_max_job_seconds_is_a_setting_below_sqs_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
     from exportpipe.common.sqs import SQS_MAX_VISIBILITY_SECONDS
 

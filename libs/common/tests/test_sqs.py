@@ -24,7 +24,7 @@ from exportpipe.common.errors import (
 )
 from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.sqs import ConsumerConfig, JobContext, QueueConsumer, queue_depth
-from exportpipe.common.testing import create_queue_pair
+from exportpipe.testing import create_queue_pair
 
 
 def _config(queue_pair: tuple[str, str], **overrides: Any) -> ConsumerConfig:
@@ -134,9 +134,7 @@ def test_retry_after_is_honoured(sqs: Any, queue_pair: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize("asked", ["43200", "inf", "nan"])
-def test_a_hostile_retry_after_is_capped(
-    sqs: Any, queue_pair: tuple[str, str], asked: str
-) -> None:
+def test_a_hostile_retry_after_is_capped(sqs: Any, queue_pair: tuple[str, str], asked: str) -> None:
     calls: list[float] = []
 
     def handler(ctx: JobContext) -> None:

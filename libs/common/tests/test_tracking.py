@@ -13,8 +13,8 @@ import pytest
 
 from exportpipe.common.completion import EventPublisher, ExportCompleter
 from exportpipe.common.schemas import ExportCompleted, decode
-from exportpipe.common.testing import Fault, FaultProxy, Request
 from exportpipe.common.tracking import ExportTracker
+from exportpipe.testing import Fault, FaultProxy, Request
 
 PREFIX = "exports/exp-1/"
 
@@ -211,4 +211,5 @@ def test_outcomes_for_files_the_export_never_listed_are_ignored(tracker: ExportT
     assert tracker.get("exp-unknown") is None
     assert record("exp-ids", "f2")
     state = tracker.get("exp-ids")
-    assert state is not None and state.files_outstanding == 0
+    assert state is not None
+    assert state.files_outstanding == 0

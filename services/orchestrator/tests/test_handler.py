@@ -377,6 +377,7 @@ def test_crash_before_delete_reruns_the_page_without_gaps(
             jobs=CrashAfterSend(stack.sqs, stack.settings.jobs_queue_url),
             logger=crashing.handler._log,
             metrics=stack.metrics,
+            s3=crashing.handler._s3,
         )
     else:
         handler = type(crashing.handler)(
@@ -386,6 +387,7 @@ def test_crash_before_delete_reruns_the_page_without_gaps(
             jobs=crashing.producer,
             logger=crashing.handler._log,
             metrics=stack.metrics,
+            s3=crashing.handler._s3,
         )
     ctx = _receive_one(stack)
     with pytest.raises(Crash):

@@ -100,4 +100,5 @@ def test_an_entry_rejected_at_listing_is_counted_and_the_export_can_complete(
         prefix="exports/exp-mixed/",
     )
     state = tracker.get("exp-mixed")
-    assert state is not None and state.files_outstanding == 0
+    assert state is not None
+    assert state.files_outstanding == 0

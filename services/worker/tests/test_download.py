@@ -336,9 +336,7 @@ def test_hostile_protocol_values_are_classified(
 def test_a_closed_prefetcher_leaves_no_thread_behind(hostile_server: Any) -> None:
     server = hostile_server(_empty_206(promise_rest=False))
     before = {t for t in threading.enumerate() if t.name != "hostile-server"}
-    prefetch = Prefetcher(
-        _source(server.url, expected_size=len(PAYLOAD)), chunk_size=500, depth=1
-    )
+    prefetch = Prefetcher(_source(server.url, expected_size=len(PAYLOAD)), chunk_size=500, depth=1)
     assert prefetch.read(500) == PAYLOAD[:500]
     prefetch.close()  # the reader gave up; the download thread is mid-resume
     after = {t for t in threading.enumerate() if t.name != "hostile-server"}

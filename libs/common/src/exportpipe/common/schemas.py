@@ -16,10 +16,8 @@ longest fixed key is ``manifests/{file_id}.json``, so the fixed keys use at most
 512 + 129 + 10 + 128 + 5 = 784 bytes, and an archive member's path gets the rest
 (a member whose key would pass 1,024 bytes is refused before any upload).
 
-**Destination.** A job's destination is its export's own folder,
-``{base}{export_id}/`` (:func:`export_root`), where ``base`` is the output prefix or an
-``ExportRequested.destination_prefix`` under it; :func:`is_export_root` is the check the
-worker applies before writing anything.
+The destination rule (a job writes only into its own export's folder) lives with the
+key layout, in :mod:`exportpipe.common.layout`.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ __all__ = [
     "ID_MAX_LENGTH",
     "ID_PATTERN",
     "PREFIX_MAX_LENGTH",
-    "S3_MAX_KEY_BYTES",
     "Compression",
     "ContentFormat",
     "DownloadJob",
@@ -48,8 +45,6 @@ __all__ = [
     "S3Destination",
     "decode",
     "encode",
-    "export_root",
-    "is_export_root",
     "is_valid_id",
     "job_id_for",
 ]
@@ -60,7 +55,6 @@ ContentFormat = Literal["jsonl", "csv", "binary"]
 ID_MAX_LENGTH = 128
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 PREFIX_MAX_LENGTH = 512
-S3_MAX_KEY_BYTES = 1024
 
 _Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 _ID_RE = re.compile(ID_PATTERN)
@@ -84,27 +78,6 @@ def job_id_for(export_id: str, file_id: str) -> str:
 def is_valid_id(value: str) -> bool:
     """True when ``value`` follows the id rule (see the module docstring)."""
     return _ID_RE.fullmatch(value) is not None
-
-
-def export_root(base: str, export_id: str) -> str:
-    """The export's own folder: ``{base}{export_id}/`` (``base`` empty or ending in ``/``)."""
-    return f"{base}{export_id}/"
-
-
-def is_export_root(prefix: str, export_id: str, *, output_prefix: str) -> bool:
-    """True when ``prefix`` is ``export_id``'s own folder under ``output_prefix``.
-
-    The folder's last segment must be the export id and what comes before it a prefix
-    under the output prefix: a job for export A can never write into B's folder.
-    """
-    base, sep, rest = prefix.removesuffix("/").rpartition("/")
-    base = base + sep
-    return (
-        prefix.endswith("/")
-        and rest == export_id
-        and base.startswith(output_prefix)
-        and ".." not in base.split("/")
-    )
 
 
 class Message(BaseModel):

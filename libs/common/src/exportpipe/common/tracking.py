@@ -29,6 +29,7 @@ a conditional claim; exactly one process wins and writes the manifest and the ev
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
@@ -262,18 +263,19 @@ class ExportTracker:
                 "ConditionExpression": "attribute_exists(pk)",
             }
         }
+        record = functools.partial(
+            self._record_file,
+            export_id,
+            file_id,
+            outcome,
+            size=size,
+            detail=detail,
+            bucket=bucket,
+            prefix=prefix,
+            tenant=tenant,
+        )
         try:
-            return self._record_file(
-                export_id,
-                file_id,
-                outcome,
-                size,
-                detail,
-                (listed,),
-                bucket=bucket,
-                prefix=prefix,
-                tenant=tenant,
-            )
+            return record(checks=(listed,))
         except _NotListed:
             pass
         state = self.get(export_id)
@@ -281,27 +283,17 @@ class ExportTracker:
             # Not this export's file (or no such export): counting it would drive the
             # export's outstanding count below zero or complete it early.
             return False
-        return self._record_file(
-            export_id,
-            file_id,
-            outcome,
-            size,
-            detail,
-            (),
-            bucket=bucket,
-            prefix=prefix,
-            tenant=tenant,
-        )
+        return record(checks=())
 
     def _record_file(
         self,
         export_id: str,
         file_id: str,
         outcome: FileOutcome,
+        *,
         size: int,
         detail: str,
         checks: tuple[dict[str, Any], ...],
-        *,
         bucket: str,
         prefix: str,
         tenant: str | None,

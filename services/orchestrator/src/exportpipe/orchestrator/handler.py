@@ -33,8 +33,8 @@ the page, a rejection record ``rejected/{file_id}.json`` is written (reason
 in tracking, so the export completes ``completed_with_errors`` and says which file and
 why. The other files of the page go on: one bad entry never blocks its neighbours, and
 nothing is dropped silently. An entry whose very ``file_id`` breaks the rule is
-recorded under ``invalid-{sha256(file_id)[:24]}`` (the record keeps the listed id,
-shortened). Whether a *valid* URL is safe to fetch (its addresses, redirects) is the
+recorded under ``invalid-{sha256(file_id)[:24]}`` (the record's message quotes the
+listed id, shortened). Whether a *valid* URL is safe to fetch (its addresses, redirects) is the
 worker's decision at download time, reported per file.
 """
 
@@ -49,7 +49,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import orjson
 from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
@@ -60,6 +59,13 @@ from exportpipe.common.errors import (
     MessageError,
     PermanentError,
     UpstreamRejected,
+)
+from exportpipe.common.layout import (
+    ExportKeys,
+    FileRejection,
+    SourceRef,
+    export_root,
+    is_under,
 )
 from exportpipe.common.observability import Metrics, redact_text, redact_url
 from exportpipe.common.producer import BatchProducer
@@ -99,9 +105,6 @@ def not_ready_delay(checks: int, *, initial: int, maximum: int) -> int:
     if initial <= 0:
         return 0
     return min(maximum, initial << min(checks, 30))
-
-
-REJECTION_SCHEMA = "exportpipe.FileRejected"  # the worker's rejection record, same shape
 
 
 @dataclass(frozen=True)
@@ -304,14 +307,16 @@ class PageHandler:
 
     def _destination(self, request: ExportRequested) -> S3Destination:
         prefix = request.destination_prefix or self._settings.output_prefix
-        if not prefix.startswith(self._settings.output_prefix):
+        if not is_under(prefix, self._settings.output_prefix):
             # Workers may only write under the output prefix (their IAM grant).
             raise MalformedMessage(
                 f"destination_prefix {prefix!r} is outside EXPORTPIPE_OUTPUT_PREFIX "
                 f"{self._settings.output_prefix!r}",
                 reason="destination_not_allowed",
             )
-        return S3Destination(bucket=self._settings.bucket, prefix=f"{prefix}{request.export_id}/")
+        return S3Destination(
+            bucket=self._settings.bucket, prefix=export_root(prefix, request.export_id)
+        )
 
     def _build_jobs(
         self, request: ExportRequested, page: FilePage
@@ -341,26 +346,25 @@ class PageHandler:
         """Write the entry's rejection record and count its outcome (before any job)."""
         destination = self._destination(request)
         entry, error = refusal.entry, refusal.error
-        record: dict[str, Any] = {
-            "schema": REJECTION_SCHEMA,
-            "version": 1,
-            "job_id": job_id_for(request.export_id, refusal.file_id),
-            "export_id": request.export_id,
-            "file_id": refusal.file_id,
-            "file_name": entry.name[:1024],
-            "source": {"url": redact_url(entry.url) if isinstance(entry.url, str) else None},
-            "error": type(error).__name__,
-            "reason": error.reason,
-            "message": redact_text(error.message),
-            "rejected_at": self._clock().isoformat(),
-        }
+        message = redact_text(error.message)
         if refusal.file_id != entry.file_id:
-            record["listed_file_id"] = repr(entry.file_id)[:200]
+            message += f" (listed file_id {str(entry.file_id)[:120]!r})"
+        record = FileRejection(
+            job_id=job_id_for(request.export_id, refusal.file_id),
+            export_id=request.export_id,
+            file_id=refusal.file_id,
+            file_name=str(entry.name)[:1024],
+            source=SourceRef(url=redact_url(str(entry.url))),
+            error=type(error).__name__,
+            reason=error.reason,
+            message=message,
+            rejected_at=self._clock(),
+        )
         call_aws(
             self._s3.put_object,
             Bucket=destination.bucket,
-            Key=f"{destination.prefix}rejected/{refusal.file_id}.json",
-            Body=orjson.dumps(record, option=orjson.OPT_INDENT_2),
+            Key=ExportKeys.at(destination.prefix).file(refusal.file_id).rejected,
+            Body=record.to_json(),
             ContentType="application/json",
         )
         self._metrics.add("EntriesRejected", reason=error.reason)
@@ -370,7 +374,7 @@ class PageHandler:
                 "export_id": request.export_id,
                 "file_id": refusal.file_id,
                 "reason": error.reason,
-                "error": record["message"][:300],
+                "error": message[:300],
             },
         )
         if self._tracking is not None:
@@ -378,7 +382,7 @@ class PageHandler:
                 request.export_id,
                 refusal.file_id,
                 "rejected",
-                detail=f"{error.reason}: {record['message']}",
+                detail=f"{error.reason}: {message}",
                 bucket=destination.bucket,
                 prefix=destination.prefix,
                 tenant=request.tenant,

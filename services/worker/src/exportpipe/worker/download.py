@@ -544,7 +544,6 @@ class S3Source(Source):
         except OSError as exc:
             raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
 
-
     def close(self) -> None:
         """Close the smart-open reader."""
         self._fh.close()

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from exportpipe.common.testing import Fault, FaultProxy, Request
+from exportpipe.testing import Fault, FaultProxy, Request
 
 
 @pytest.fixture
