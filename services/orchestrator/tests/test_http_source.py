@@ -219,7 +219,9 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("7") == 7
     assert parse_retry_after(" 1.5 ") == 1.5
     assert parse_retry_after("-3") == 0
-    assert parse_retry_after("99999999") == 6 * 3600
+    assert parse_retry_after("99999999") == 900  # capped: 15 minutes, not hours
+    assert parse_retry_after("43200") == 900
+    assert parse_retry_after("inf") == 900
     assert parse_retry_after("soon") is None
     assert parse_retry_after("nan") is None
     now = time.time()

@@ -9,6 +9,8 @@ Transport rules, and why:
   raises :class:`RateLimited` so the queue runtime returns the message after that delay
   instead of a thread sleeping on it; until the delay has passed, every other call from
   this process fails fast with ``RateLimited`` too, rather than hammering the vendor.
+  The delay is capped at 15 minutes (``RETRY_AFTER_MAX_SECONDS``, as the runtime caps
+  it): asked for more, we ask again sooner rather than vanish for hours.
 * **Brief 5xx and timeouts** are retried a few times in-process with jittered backoff
   (cheap, and most blips last well under a second); then :class:`UpstreamUnavailable`
   hands the message back to the queue with backoff.
@@ -41,6 +43,7 @@ from tenacity import (
 )
 
 from exportpipe.common.errors import RateLimited, UpstreamRejected, UpstreamUnavailable
+from exportpipe.common.sqs import RETRY_AFTER_MAX_SECONDS
 from exportpipe.orchestrator.settings import OrchestratorSettings
 from exportpipe.orchestrator.source import (
     ExportInfo,
@@ -56,14 +59,15 @@ __all__ = ["HttpExportSource", "parse_retry_after"]
 _STATUSES = frozenset({"pending", "running", "ready", "failed", "expired"})
 _MAX_BODY_BYTES = 64 * 2**20
 _DEFAULT_RETRY_AFTER = 30.0
-_MAX_RETRY_AFTER = 6 * 3600.0
 _READ_CHUNK = 256 * 1024
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
 
-    Returns ``None`` when absent or unparseable; clamps to ``[0, 6 h]``.
+    Returns ``None`` when absent or unparseable; clamps to ``[0, 15 min]``
+    (:data:`~exportpipe.common.sqs.RETRY_AFTER_MAX_SECONDS`): a hostile header must not
+    park the message, nor every call of this process, for hours.
     """
     if value is None:
         return None
@@ -81,7 +85,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         seconds = when.timestamp() - current
     if math.isnan(seconds):
         return None
-    return max(0.0, min(seconds, _MAX_RETRY_AFTER))
+    return max(0.0, min(seconds, RETRY_AFTER_MAX_SECONDS))
 
 
 class _Transient(UpstreamUnavailable):
