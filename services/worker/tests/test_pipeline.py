@@ -16,7 +16,9 @@ import zstandard
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
     ArchiveRejected,
+    ExportPipeError,
     IntegrityError,
+    JobDeadlineExceeded,
     JobReleased,
     MalformedMessage,
     UnsafeSource,
@@ -423,3 +425,74 @@ def test_a_member_key_over_s3_limit_is_refused_before_any_upload(
     root = f"exports/{job.export_id}/"
     assert _keys(s3, bucket, root) == [f"{root}rejected/file-1.json"]
     assert _uploads(s3, bucket) == []
+
+
+def _stalling_server(payload: bytes) -> Any:
+    """200 with the whole length promised, 64 KiB sent, connection cut; every resume
+    then gets a ``206`` with the right ``Content-Range`` and an empty body."""
+
+    def respond(handler: Any) -> None:
+        asked = handler.headers.get("Range")
+        if asked is None:
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.send_header("ETag", '"v1"')
+            handler.end_headers()
+            handler.wfile.write(payload[: 64 * 1024])
+        else:
+            start = int(asked.removeprefix("bytes=").rstrip("-"))
+            handler.send_response(206)
+            handler.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+            handler.send_header("Content-Length", "0")
+            handler.send_header("ETag", '"v1"')
+            handler.end_headers()
+        handler.close_connection = True
+
+    return respond
+
+
+def _job_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name != "hostile-server"}
+
+
+@pytest.mark.parametrize(
+    ("reason", "error"),
+    [
+        (JobReleased("released at shutdown"), JobReleased),
+        (JobDeadlineExceeded("ran 1 s, past the 1 s limit"), JobDeadlineExceeded),
+    ],
+    ids=["shutdown", "deadline"],
+)
+def test_a_cancelled_job_stops_with_its_reason_and_leaves_no_thread(
+    *,
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    hostile_server: Any,
+    make_job: Any,
+    reason: ExportPipeError,
+    error: type[ExportPipeError],
+) -> None:
+    payload = gzip.compress(jsonl(200_000), 1)
+    server = hostile_server(_stalling_server(payload))
+    job = make_job(server.url, body=payload)
+    pipeline = Pipeline(settings, s3=s3)
+    baseline = _job_threads()
+    token = CancelToken()
+    # Lands while the download backs off between two resumes that brought nothing.
+    threading.Timer(0.8, token.cancel, args=(reason,)).start()
+    started = time.monotonic()
+    with pytest.raises(error):
+        pipeline.run(job, cancel=token)
+    assert time.monotonic() - started < 10
+    assert _job_threads() == baseline  # no download, upload or hash thread outlives it
+    assert _uploads(s3, bucket) == []
+    root = f"exports/{job.export_id}/"
+    if error is JobDeadlineExceeded:
+        # Permanent, with its reason on record; a release records nothing.
+        rejection = orjson.loads(
+            s3.get_object(Bucket=bucket, Key=f"{root}rejected/file-1.json")["Body"].read()
+        )
+        assert rejection["reason"] == "job_deadline_exceeded"
+    else:
+        assert _keys(s3, bucket, root) == []
