@@ -214,6 +214,26 @@ def test_unexpected_error_dead_letters_on_last_receive(sqs: Any) -> None:
     )
 
 
+def test_retryable_error_dead_letters_with_its_reason_on_last_receive(sqs: Any) -> None:
+    pair = create_queue_pair(sqs, "q-stall-" + str(time.monotonic_ns()), max_receive_count=2)
+    seen: list[tuple[int, bool]] = []
+
+    def handler(ctx: JobContext) -> None:
+        seen.append((ctx.receive_count, ctx.final_attempt))
+        raise UpstreamUnavailable("resumes brought nothing", reason="download_stalled")
+
+    sqs.send_message(QueueUrl=pair[0], MessageBody="x")
+    config = _config(pair, max_receive_count=2, retry_base_seconds=0.5, retry_max_seconds=0.5)
+    with running(sqs, config, handler):
+        wait_for(lambda: queue_counts(sqs, pair[1])[0] == 1)
+        wait_for(lambda: queue_counts(sqs, pair[0]) == (0, 0))
+    assert seen == [(1, False), (2, True)]
+    dead = sqs.receive_message(QueueUrl=pair[1], MessageAttributeNames=["All"])["Messages"][0]
+    assert dead["MessageAttributes"]["exportpipe-error-reason"]["StringValue"] == (
+        "download_stalled"
+    )
+
+
 def test_heartbeat_keeps_a_long_job_exactly_once(sqs: Any, queue_pair: tuple[str, str]) -> None:
     """A job three times longer than the visibility timeout runs once across two consumers."""
     runs: Counter[str] = Counter()

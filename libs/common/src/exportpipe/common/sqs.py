@@ -17,8 +17,11 @@ bounded pool of threads:
   capped at ``retry_after_max_seconds``: a hostile header could otherwise hide the
   message for the rest of SQS's 12 hours on every receive).
   ``PermanentError`` → sent to the dead-letter queue with the reason in message
-  attributes, then deleted. Any other exception is a bug: retried with backoff, and
-  dead-lettered with its reason on the last receive the redrive policy allows.
+  attributes, then deleted. Any other exception is a bug: retried with backoff. On the
+  last receive the redrive policy allows (:attr:`JobContext.final_attempt`), a
+  retryable error or a bug is dead-lettered *with its reason* too, instead of being
+  handed back for SQS's redrive to move without one: every retry loop ends with a
+  named outcome.
 * **Graceful shutdown.** :meth:`QueueConsumer.shutdown` stops receiving at once; jobs
   whose expected remaining time (see :meth:`JobContext.set_eta`) fits in the grace
   period may finish; the rest are cancelled and released (visibility 0) immediately so
@@ -176,6 +179,10 @@ class JobContext:
     Handlers doing long work should call :meth:`check` between steps (it raises once the
     runtime cancelled the job, with the reason), pass :attr:`token` down to whatever
     blocks or sleeps, and call :meth:`set_eta` as they learn how long is left.
+
+    ``final_attempt`` is true on the last receive the redrive policy allows: whatever
+    the handler raises then (but a release) is dead-lettered, so a handler that keeps
+    per-item records should record this failure as final.
     """
 
     message_id: str
@@ -185,6 +192,7 @@ class JobContext:
     attributes: dict[str, str]
     received_at: float = field(default_factory=time.monotonic)
     token: CancelToken = field(default_factory=CancelToken)
+    final_attempt: bool = False
     log_keys: dict[str, str] = field(default_factory=dict)
     _eta_seconds: float | None = None
     _eta_set_at: float = 0.0
@@ -400,6 +408,8 @@ class QueueConsumer:
             receipt_handle=raw["ReceiptHandle"],
             body=raw.get("Body", ""),
             receive_count=int(attrs.get("ApproximateReceiveCount", "1")),
+            final_attempt=int(attrs.get("ApproximateReceiveCount", "1"))
+            >= self._config.max_receive_count,
             attributes={
                 k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()
             },
@@ -425,14 +435,18 @@ class QueueConsumer:
             outcome = "released"
             self._release(ctx)
         except RetryableError as exc:
-            outcome = "retried"
-            self._retry_later(ctx, exc)
+            if ctx.final_attempt:
+                outcome = "dead_lettered"
+                self._dead_letter(ctx, exc)
+            else:
+                outcome = "retried"
+                self._retry_later(ctx, exc)
         except Exception as exc:
             self._log.exception(
                 "handler failed unexpectedly",
                 extra={"message_id": ctx.message_id, **ctx.log_keys},
             )
-            if ctx.receive_count >= self._config.max_receive_count:
+            if ctx.final_attempt:
                 outcome = "dead_lettered"
                 self._dead_letter(ctx, exc)
             else:

@@ -465,6 +465,13 @@ class Pipeline:
             ],
         )
 
+    def reject(self, job: DownloadJob, exc: ExportPipeError) -> None:
+        """Write ``job``'s rejection record for ``exc`` (its last delivery failed).
+
+        For a failure that is final although retryable (the runtime's last receive).
+        """
+        self._reject(job, keys_for(job), exc)
+
     def _reject(self, job: DownloadJob, keys: FileKeys, exc: ExportPipeError) -> None:
         record = FileRejection(
             job_id=job.job_id,
