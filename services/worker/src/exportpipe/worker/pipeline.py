@@ -219,6 +219,8 @@ class Pipeline:
                 f"{self.settings.output_prefix!r}",
                 reason="destination_not_allowed",
             )
+
+    def _check_export_root(self, job: DownloadJob) -> None:
         if not is_export_root(
             job.destination.prefix, job.export_id, output_prefix=self.settings.output_prefix
         ):
@@ -254,7 +256,8 @@ class Pipeline:
         """
         started = time.monotonic()
         self._check_destination(job)
-        keys = keys_for(job)
+        keys = keys_for(job)  # a prefix with ".." is refused here, as bad_destination
+        self._check_export_root(job)
         bucket = job.destination.bucket
         existing = self._read_manifest(bucket, keys.manifest)
         if existing is not None:
