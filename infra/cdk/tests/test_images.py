@@ -47,6 +47,7 @@ print(json.dumps({
     "main": f"{main.__module__}:{main.__name__}",
     "other": importlib.util.find_spec(f"exportpipe.{other}") is not None,
     "testing": importlib.util.find_spec("exportpipe.testing") is not None,
+    "sources": sorted(e.name for e in md.entry_points(group="exportpipe.export_sources")),
     "installed": sorted(d.metadata["Name"].lower() for d in md.distributions()),
     "common_file": exportpipe.common.__file__,
 }))
@@ -132,6 +133,8 @@ def test_image_installs_only_its_service(tmp_path, service, other):
     assert found["main"] == f"exportpipe.{service}.__main__:main"
     assert found["other"] is False
     assert found["testing"] is False  # test support never ships in an image
+    # The built-in Export API source is found through its entry point, in its image only.
+    assert found["sources"] == (["http-v1"] if service == "orchestrator" else [])
     installed = set(found["installed"])
     assert {"exportpipe-common", f"exportpipe-{service}"} <= installed
     assert f"exportpipe-{other}" not in installed

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import orjson
 
 from exportpipe.common.observability import redact_text
+from exportpipe.common.tenancy import group_id_for_body
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import CliError
 
@@ -186,6 +187,15 @@ def find_dead_letter(letters: Iterable[DeadLetter], message_id: str) -> DeadLett
     raise CliError(f"no dead letter with message id {message_id!r} (see `exportpipe dlq list`)")
 
 
+def _send_back(sqs: Any, url: str, body: str) -> None:
+    """Send ``body`` to ``url`` in its tenant's message group (fair queues, ADR 0018)."""
+    group = group_id_for_body(body)
+    if group is None:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    else:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group)
+
+
 def redrive(
     stack: Stack, queues: Iterable[QueueName] = QUEUES, *, message_id: str | None = None
 ) -> list[DeadLetter]:
@@ -215,7 +225,7 @@ def redrive(
         for url, dlq_url, letters in scanned:
             for letter in letters:
                 if target is None or letter is target:
-                    sqs.send_message(QueueUrl=url, MessageBody=letter.body)
+                    _send_back(sqs, url, letter.body)
                     sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
                     done.append(letter)
         return done

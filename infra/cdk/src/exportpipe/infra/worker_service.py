@@ -22,6 +22,7 @@ from exportpipe.infra.access import (
     tracking_statements,
 )
 from exportpipe.infra.backlog_scaling import BacklogScaling
+from exportpipe.infra.fair_queues import fair_queue_widgets
 from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
 from exportpipe.infra.queue_service import QueueService
 from exportpipe.infra.work_queue import WorkQueue
@@ -176,4 +177,12 @@ class WorkerService(Construct):
             cloudwatch.GraphWidget(
                 title="Activation from zero", left=[self.scaling.activation], width=8
             ),
+        )
+        # Fair sharing (ADR 0018): is one tenant noisy, and do the others still flow?
+        self.dashboard.add_widgets(
+            *fair_queue_widgets(
+                jobs.queue,
+                name="SQS 2 (jobs)",
+                alarm_seconds=deployment.jobs_queue.oldest_message_alarm_seconds,
+            )
         )

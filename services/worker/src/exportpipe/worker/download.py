@@ -23,7 +23,11 @@ HTTP specifics:
   an unparseable URL, anything urllib3 or ``http.client`` chokes on) are classified:
   any error reading the response that is not already an :class:`ExportPipeError`
   becomes :class:`UpstreamRejected` with reason ``bad_response``;
-* nothing logged or raised here carries the URL's query string.
+* nothing logged or raised here carries the URL's query string;
+* with a :class:`~exportpipe.worker.politeness.HostPoliteness` (one per process), a
+  download holds one of its host's slots while it runs, no request goes to a host
+  while that host's pause lasts, and a ``429``/``503`` with ``Retry-After`` pauses the
+  host for every job of the process.
 
 :class:`Prefetcher` moves the network reads to their own thread with a bounded queue of
 chunks in between, so downloading overlaps decompression and validation.
@@ -62,6 +66,7 @@ from exportpipe.common.errors import (
     UpstreamUnavailable,
 )
 from exportpipe.common.observability import redact_url
+from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.safety import AddressGuard, UnsafeAddressError, check_url
 
 __all__ = [
@@ -218,14 +223,8 @@ def _content_length(headers: Any, display_url: str) -> int | None:
 
 def _classify_status(status: int, headers: Any, display_url: str) -> ExportPipeError:
     if status == 429 or (status == 503 and headers.get("Retry-After")):
-        retry_after: float | None = None
-        try:
-            retry_after = float(headers.get("Retry-After", ""))
-        except ValueError:
-            retry_after = None
-        # The runtime caps the delay it honours; here only refuse what is not a delay.
-        if retry_after is not None and not 0 <= retry_after < float("inf"):
-            retry_after = None
+        # Seconds or an HTTP date (RFC 9110); an unreadable value leaves it to the runtime.
+        retry_after = parse_retry_after(headers.get("Retry-After"))
         return RateLimited(f"{display_url}: HTTP {status}", retry_after=retry_after)
     if status >= 500 or status == 408:
         return UpstreamUnavailable(f"{display_url}: HTTP {status}", reason=f"http_{status}")
@@ -273,6 +272,7 @@ class HttpSource(Source):
         read_timeout: float = 60.0,
         cancel: CancelToken | None = None,
         max_wait_seconds: float = 10.0,
+        politeness: HostPoliteness | None = None,
     ) -> None:
         super().__init__(
             redact_url(url),
@@ -295,6 +295,21 @@ class HttpSource(Source):
         self.retries = 0  # request attempts retried
         self._stalled = 0  # resumes in a row that delivered no byte
         self._progress = 0  # bytes the current response delivered
+        self._politeness = politeness
+        self._slot_host: str | None = None  # the host whose politeness slot is held
+
+    # -- politeness -----------------------------------------------------------
+
+    def _take_slot(self) -> None:
+        if self._politeness is not None and self._slot_host is None:
+            host = urlsplit(self._url).hostname or ""
+            self._politeness.acquire(host, self._cancel)
+            self._slot_host = host
+
+    def _give_slot(self) -> None:
+        if self._politeness is not None and self._slot_host is not None:
+            self._politeness.release(self._slot_host)
+            self._slot_host = None
 
     # -- opening ------------------------------------------------------------
 
@@ -309,6 +324,8 @@ class HttpSource(Source):
         for _hop in range(self._max_redirects + 1):
             self._cancel.check()
             check_url(url, self._guard)
+            if self._politeness is not None:
+                self._politeness.before_request(urlsplit(url).hostname, self._cancel)
             try:
                 resp = self._manager.request(
                     "GET",
@@ -354,6 +371,8 @@ class HttpSource(Source):
                 continue
             if resp.status in (200, 206):
                 return resp
+            if self._politeness is not None:
+                self._politeness.note_response(urlsplit(url).hostname, resp.status, resp.headers)
             error = _classify_status(resp.status, resp.headers, redact_url(url))
             resp.drain_conn()
             resp.release_conn()
@@ -431,6 +450,7 @@ class HttpSource(Source):
         while True:
             self._cancel.check()
             if self._resp is None:
+                self._take_slot()
                 self._resp = self._open_with_retry(self.bytes_read)
                 self._progress = 0
             try:
@@ -450,6 +470,7 @@ class HttpSource(Source):
                 self._resume("body ended early")
                 continue
             self._drop_response()
+            self._give_slot()
             return b""
 
     def _resume(self, why: str) -> None:
@@ -483,6 +504,7 @@ class HttpSource(Source):
     def close(self) -> None:
         """Release the connection (the download may be abandoned midway)."""
         self._drop_response()
+        self._give_slot()
 
     def abort(self) -> None:
         """Unblock a read stuck in another thread by shutting the socket down.
@@ -562,6 +584,7 @@ def open_source(
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
     cancel: CancelToken | None = None,
+    politeness: HostPoliteness | None = None,
 ) -> Source:
     """Open ``url`` (http, https or s3) as a verified :class:`Source`.
 
@@ -589,6 +612,7 @@ def open_source(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         cancel=cancel,
+        politeness=politeness,
     )
 
 

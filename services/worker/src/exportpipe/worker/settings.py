@@ -39,6 +39,11 @@ class WorkerSettings(CommonSettings):
         download_attempts: tries per request (first request or a ``Range`` resume).
         download_chunk_bytes / download_buffer_chunks: read size and the bounded queue
             between the network and the decompressor.
+        max_downloads_per_host: downloads this process runs against one host at once
+            (every job of the process counts); a ``429``/``503`` with ``Retry-After``
+            from a host also pauses that host for the whole process (see
+            :mod:`exportpipe.worker.politeness`). The default is generous: it only
+            binds above 16 concurrent jobs.
         max_members: archive members allowed in one file.
         max_total_output_bytes: cap on the uncompressed bytes of one file.
         max_compression_ratio / ratio_check_after_bytes: refuse output/input beyond the
@@ -72,6 +77,7 @@ class WorkerSettings(CommonSettings):
     download_attempts: int = Field(default=5, ge=1, le=20)
     download_chunk_bytes: int = Field(default=1 * _MIB, ge=16 * 1024)
     download_buffer_chunks: int = Field(default=8, ge=1, le=256)
+    max_downloads_per_host: int = Field(default=16, ge=1, le=1024)
 
     max_members: int = Field(default=10_000, ge=1)
     max_total_output_bytes: int = Field(default=200 * 1024 * _MIB, ge=1)
