@@ -561,9 +561,12 @@ class S3Source(Source):
             raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
 
     def _read_raw(self, size: int) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             return bytes(self._fh.read(size))
-        except OSError as exc:
+        except (OSError, BotoCoreError, ClientError) as exc:
+            # botocore has retried already; a later delivery may still succeed.
             raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
 
     def close(self) -> None:
