@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +196,30 @@ def test_invalid_entry_is_rejected_and_its_page_goes_on(stack: Stack, s3: Any) -
     assert "files[4]" in record["message"]
     assert "scheme 'file'" in record["message"]
     assert stack.metrics.snapshot()["EntriesRejected"] == 1
+
+
+def test_a_wrongly_typed_entry_is_rejected_alone(stack: Stack, s3: Any) -> None:
+    good = FileSpec(file_id="ok1", name="ok.jsonl", kind="jsonl")
+    stack.sim.add_export(ExportSpec(export_id="exp-types", files=(good,)))
+    orchestrator = stack.direct_handler()
+    real_list_files = orchestrator.source.list_files
+
+    def with_a_bad_entry(*args: Any, **kwargs: Any) -> Any:
+        from exportpipe.orchestrator.http_source import _listed_file
+
+        page = real_list_files(*args, **kwargs)
+        bad = _listed_file({"file_id": 7, "name": "n", "url": "u", "format": "csv"}, 1, "/x")
+        return dataclasses.replace(page, files=(*page.files, bad))
+
+    orchestrator.handler._source.list_files = with_a_bad_entry  # type: ignore[method-assign]
+    orchestrator.handler(stack.context(ExportRequested(export_id="exp-types")))
+    orchestrator.close()
+    assert [j.file_id for j in stack.drain_jobs()] == ["ok1"]
+    found = s3.list_objects_v2(Bucket="exports-bucket", Prefix="exports/exp-types/rejected/")
+    (key,) = [o["Key"] for o in found.get("Contents", [])]
+    record = orjson.loads(s3.get_object(Bucket="exports-bucket", Key=key)["Body"].read())
+    assert record["reason"] == "invalid_listing_entry"
+    assert "'file_id' must be a string" in record["message"]
 
 
 @pytest.mark.parametrize(

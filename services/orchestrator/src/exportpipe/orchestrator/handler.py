@@ -397,6 +397,8 @@ class PageHandler:
             f"export {request.export_id} page {request.page} files[{index}] "
             f"(file_id {str(entry.file_id)[:80]!r})"
         )
+        if entry.problem is not None:
+            raise UpstreamRejected(f"{where}: {entry.problem}", reason="invalid_listing_entry")
         problem = _url_problem(entry.url)
         if problem is not None:
             raise UpstreamRejected(f"{where}: url {problem}", reason="invalid_listing_entry")

@@ -320,26 +320,49 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _listed_file(entry: object, index: int, path: str) -> ListedFile:
-    """Check an entry's JSON *types*; the handler checks its values against the contract."""
-
-    def bad(what: str) -> UpstreamRejected:
-        return UpstreamRejected(f"GET {path}: files[{index}]: {what}", reason="malformed_listing")
-
-    if not isinstance(entry, dict):
-        raise bad(f"is a JSON {type(entry).__name__}, expected an object")
+def _type_problem(entry: dict[str, Any]) -> str | None:
     for key in ("file_id", "name", "url"):
         if not isinstance(entry.get(key), str):
-            raise bad(f"{key!r} must be a string")
+            return f"{key!r} must be a string"
     size = entry.get("size_bytes")
     if size is not None and not _is_int(size):
-        raise bad("'size_bytes' must be an integer or null")
+        return "'size_bytes' must be an integer or null"
     for key in ("sha256", "compression"):
         if entry.get(key) is not None and not isinstance(entry.get(key), str):
-            raise bad(f"{key!r} must be a string or null")
-    fmt = entry.get("format")
-    if not isinstance(fmt, str):
-        raise bad("'format' must be a string")
+            return f"{key!r} must be a string or null"
+    if not isinstance(entry.get("format"), str):
+        return "'format' must be a string"
+    return None
+
+
+def _listed_file(entry: object, index: int, path: str) -> ListedFile:
+    """Check an entry's JSON *types*; the handler checks its values against the contract.
+
+    An entry with wrong types comes back with ``problem`` set (and its fields as text),
+    so that the handler rejects that entry alone and the rest of the page goes on.
+    """
+    if not isinstance(entry, dict):
+        # No usable id: the entry's own JSON stands for it (stable across re-runs).
+        text = orjson.dumps(entry).decode()[:1000]
+        return ListedFile(
+            file_id=text,
+            name="",
+            url="",
+            problem=f"GET {path}: files[{index}] is a JSON {type(entry).__name__}, "
+            "expected an object",
+        )
+    problem = _type_problem(entry)
+    if problem is not None:
+        file_id = entry.get("file_id")
+        return ListedFile(
+            # Without a string id, the entry's own JSON stands for it (as above).
+            file_id=file_id if isinstance(file_id, str) else orjson.dumps(entry).decode()[:1000],
+            name=str(entry.get("name", ""))[:1024],
+            url=str(entry.get("url", ""))[:8192],
+            problem=f"GET {path}: files[{index}]: {problem}",
+        )
+    size = entry.get("size_bytes")
+    fmt = entry["format"]
     return ListedFile(
         file_id=entry["file_id"],
         name=entry["name"],
