@@ -25,7 +25,7 @@ from exportpipe.infra.backlog_scaling import BacklogScaling
 from exportpipe.infra.fair_queues import fair_queue_widgets
 from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
 from exportpipe.infra.queue_service import QueueService
-from exportpipe.infra.work_queue import WorkQueue
+from exportpipe.infra.work_queue import QueuePair
 
 __all__ = ["WORKER_OBJECT_ACTIONS", "WorkerService"]
 
@@ -64,7 +64,8 @@ class WorkerService(Construct):
         deployment: Deployment,
         repository: ecr.IRepository,
         image_tag: str,
-        jobs: WorkQueue,
+        shared_revision: str,
+        jobs: QueuePair,
         bucket: s3.IBucket,
         output_prefix: str,
         table: dynamodb.ITable,
@@ -83,6 +84,7 @@ class WorkerService(Construct):
             sizing=sizing,
             repository=repository,
             image_tag=image_tag,
+            shared_revision=shared_revision,
             command="exportpipe-worker",
             environment={
                 "EXPORTPIPE_JOBS_QUEUE_URL": jobs.queue.queue_url,

@@ -56,6 +56,8 @@ class WorkerSettings(CommonSettings):
         stale_commit_seconds: an object left by an attempt that never wrote its manifest
             is replaced once it is this old (the committing phase of a job lasts seconds).
         protection_minutes: ECS task scale-in protection held while busy.
+        drain_after_minutes / drain_grace_minutes: the task's maximum age, then how long
+            its running jobs may finish while it drains (``exportpipe.worker.lifetime``).
         source_buckets: buckets ``s3://`` sources may be read from (comma-separated,
             env EXPORTPIPE_SOURCE_BUCKETS). Empty (the default) refuses every ``s3://``
             URL: the task role could otherwise be made to read any bucket it can reach.
@@ -93,6 +95,12 @@ class WorkerSettings(CommonSettings):
 
     protection_minutes: int = Field(
         default=DEFAULT_DEPLOYMENT.worker_scaling.protection_minutes, ge=1, le=2880
+    )
+    drain_after_minutes: float = Field(
+        default=DEFAULT_DEPLOYMENT.worker_scaling.drain_after_minutes, gt=0
+    )
+    drain_grace_minutes: float = Field(
+        default=DEFAULT_DEPLOYMENT.worker_scaling.drain_grace_minutes, ge=0
     )
     source_buckets: Annotated[frozenset[str], NoDecode] = frozenset()
     max_spool_bytes: int = Field(default=10 * 1024 * _MIB, ge=_MIB)
