@@ -21,6 +21,10 @@ One table, items keyed by ``pk = "EXPORT#<export_id>"`` and ``sk``:
 ``FILE#<file_id>``
     written once per file outcome (done or rejected); the same transaction moves the
     counters, so a redelivered job never counts twice.
+``REQUEST``
+    written by ``exportpipe submit`` when it sends the ``ExportRequested``: the export
+    is known (``submitted``) before an orchestrator lists it. Nothing else reads or
+    changes it; the META item alone drives progress and completion.
 
 Completion: ``files_outstanding`` = expected - done - rejected is maintained by the same
 transactions. Whoever observes ``listing_complete`` and ``files_outstanding == 0`` tries
@@ -44,6 +48,7 @@ from exportpipe.common.retry import call_aws
 
 __all__ = [
     "ACTIVE_INDEX",
+    "SUBMITTED",
     "ExportState",
     "ExportTracker",
     "FileOutcome",
@@ -51,6 +56,8 @@ __all__ = [
 
 ACTIVE_INDEX = "active"
 FileOutcome = Literal["done", "rejected"]
+SUBMITTED = "submitted"
+"""Status of an export submitted but not listed by an orchestrator yet."""
 _TTL_SECONDS = 90 * 24 * 3600
 _BATCH_WRITE = 25  # BatchWriteItem's limit
 
@@ -388,15 +395,50 @@ class ExportTracker:
             return True
         return True
 
-    def get(self, export_id: str) -> ExportState | None:
-        """The export's current state (strongly consistent), or ``None`` if unknown."""
+    def get(self, export_id: str, *, submitted: bool = False) -> ExportState | None:
+        """The export's current state (strongly consistent), or ``None`` if unknown.
+
+        With ``submitted``, an export that was submitted (:meth:`record_request`) but not
+        listed yet comes back with status :data:`SUBMITTED`, no counts, and its
+        submission time as first and last activity.
+        """
         item = call_aws(
             self._db.get_item,
             TableName=self._table,
             Key={"pk": _pk(export_id), "sk": {"S": "META"}},
             ConsistentRead=True,
         ).get("Item")
-        return ExportState.from_item(item) if item else None
+        if item:
+            return ExportState.from_item(item)
+        if not submitted:
+            return None
+        request = call_aws(
+            self._db.get_item,
+            TableName=self._table,
+            Key={"pk": _pk(export_id), "sk": {"S": "REQUEST"}},
+            ConsistentRead=True,
+        ).get("Item")
+        if not request:
+            return None
+        return ExportState.from_item({**request, "status": {"S": SUBMITTED}})
+
+    def record_request(
+        self, export_id: str, *, bucket: str, prefix: str, tenant: str | None = None
+    ) -> None:
+        """Record that ``export_id`` was submitted (a re-submission updates the time)."""
+        now = time.time()
+        item: dict[str, Any] = {
+            "pk": _pk(export_id),
+            "sk": {"S": "REQUEST"},
+            "bucket": {"S": bucket},
+            "prefix": {"S": prefix},
+            "first_activity": {"N": f"{now:.3f}"},
+            "last_activity": {"N": f"{now:.3f}"},
+            "expires_at": {"N": str(int(now) + self._ttl)},
+        }
+        if tenant:
+            item["tenant"] = {"S": tenant}
+        call_aws(self._db.put_item, TableName=self._table, Item=item)
 
     def file_outcomes(self, export_id: str) -> Iterator[tuple[str, str, str, int]]:
         """Every recorded file outcome as ``(file_id, outcome, detail, size)``, paged."""
