@@ -189,3 +189,27 @@ def test_claim_survives_a_lost_response_and_stays_exclusive(
     # Another call, even by the same owner (another thread), does not get it too.
     assert not tracker.try_claim_completion("exp-1", "owner-a")
     assert not tracker.try_claim_completion("exp-1", "owner-b")
+
+
+def test_outcomes_for_files_the_export_never_listed_are_ignored(tracker: ExportTracker) -> None:
+    assert tracker.record_page(
+        "exp-ids", 0, ["f1", "f2"], is_last=True, bucket="bkt", prefix="exports/exp-ids/"
+    )
+
+    def record(export_id: str, file_id: str) -> bool:
+        return tracker.record_file(
+            export_id, file_id, "rejected", detail="x", bucket="bkt", prefix=f"exports/{export_id}/"
+        )
+
+    assert not record("exp-ids", "never-listed")
+    assert not record("exp-unknown", "f1")  # an export nobody listed
+    assert record("exp-ids", "f1")
+    state = tracker.get("exp-ids")
+    assert state is not None
+    assert (state.files_expected, state.files_rejected, state.files_outstanding) == (2, 1, 1)
+    assert state.status == "listing"
+    assert tracker.get("exp-unknown") is None
+    assert record("exp-ids", "f2")
+    state = tracker.get("exp-ids")
+    assert state is not None
+    assert state.files_outstanding == 0

@@ -8,11 +8,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
 from exportpipe.common.errors import RateLimited, UpstreamRejected, UpstreamUnavailable
 from exportpipe.orchestrator.http_source import HttpExportSource, _listed_file, parse_retry_after
+from exportpipe.orchestrator.settings import ApiClientConfig
 from exportpipe.orchestrator.source import ExportNotReady
 from exportpipe.tools.simulator import ExportSpec, Fault, FileSpec, SimulatorServer
 
@@ -26,9 +28,9 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-def client(sim: SimulatorServer, **kw: object) -> HttpExportSource:
-    options: dict[str, object] = {"retry_attempts": 3, "retry_max_wait": 0.05, **kw}
-    return HttpExportSource(sim.url, str(options.pop("token", TOKEN)), **options)  # type: ignore[arg-type]
+def client(sim: SimulatorServer, token: str = TOKEN, **kw: Any) -> HttpExportSource:
+    options: dict[str, Any] = {"retry_attempts": 3, "retry_max_wait": 0.05, **kw}
+    return HttpExportSource(sim.url, token, config=ApiClientConfig(**options))
 
 
 def test_status_and_pages(sim: SimulatorServer) -> None:
@@ -162,10 +164,12 @@ def test_malformed_bodies_are_permanent(
     ],
 )
 def test_entry_types_are_checked(entry: object, problem: str) -> None:
-    with pytest.raises(UpstreamRejected, match=problem) as caught:
-        _listed_file(entry, 3, "/v1/exports/e/files")
-    assert caught.value.reason == "malformed_listing"
-    assert "files[3]" in str(caught.value)
+    # A wrongly typed entry is that entry's problem, not its page's: the handler rejects
+    # it alone (invalid_listing_entry) and lists the rest.
+    listed = _listed_file(entry, 3, "/v1/exports/e/files")
+    assert listed.problem is not None
+    assert problem in listed.problem
+    assert "files[3]" in listed.problem
 
 
 def test_values_are_passed_on_unchanged_for_the_handler_to_judge(sim: SimulatorServer) -> None:
@@ -219,7 +223,9 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("7") == 7
     assert parse_retry_after(" 1.5 ") == 1.5
     assert parse_retry_after("-3") == 0
-    assert parse_retry_after("99999999") == 6 * 3600
+    assert parse_retry_after("99999999") == 900  # capped: 15 minutes, not hours
+    assert parse_retry_after("43200") == 900
+    assert parse_retry_after("inf") == 900
     assert parse_retry_after("soon") is None
     assert parse_retry_after("nan") is None
     now = time.time()

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import zstandard
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import JobReleased
 from exportpipe.worker.checkpoint import Checkpoint, CheckpointStore, checkpoint_key
 from exportpipe.worker.pipeline import JobResult, Pipeline
@@ -75,14 +76,14 @@ def _release_after(
     s3: Any, bucket: str, job: Any, settings: WorkerSettings, *, parts: int
 ) -> Checkpoint:
     """Run ``job`` and release it once its checkpoint names ``parts`` parts."""
-    cancelled = threading.Event()
+    cancel = CancelToken()
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
             cp = _checkpoint(s3, bucket, job)
             if cp is not None and cp.members and len(cp.members[0].parts) >= parts:
-                cancelled.set()
+                cancel.cancel(JobReleased("released"))
                 return
             time.sleep(0.05)
 
@@ -90,7 +91,7 @@ def _release_after(
     watcher.start()
     try:
         with pytest.raises(JobReleased):
-            Pipeline(settings, s3=s3).run(job, cancelled=cancelled)
+            Pipeline(settings, s3=s3).run(job, cancel=cancel)
     finally:
         stop.set()
         watcher.join()
@@ -351,10 +352,10 @@ def test_resume_off_aborts_on_release_and_starts_over(
     off = rsettings.model_copy(update={"resume": False})
     url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
     job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
-    cancelled = threading.Event()
-    threading.Timer(2.0, cancelled.set).start()
+    cancel = CancelToken()
+    threading.Timer(2.0, cancel.cancel, args=(JobReleased("released"),)).start()
     with pytest.raises(JobReleased):
-        Pipeline(off, s3=s3).run(job, cancelled=cancelled)
+        Pipeline(off, s3=s3).run(job, cancel=cancel)
     assert _uploads(s3, bucket) == []
     assert _checkpoint(s3, bucket, job) is None
 

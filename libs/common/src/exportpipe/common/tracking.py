@@ -11,6 +11,13 @@ One table, items keyed by ``pk = "EXPORT#<export_id>"`` and ``sk``:
 ``PAGE#<n>``
     written once per listed page; the transaction that writes it adds the page's file
     count, so a re-run page never counts twice.
+``LISTED#<file_id>``
+    written for every file of a page, before the page is counted: the proof that the
+    export listed the file. An outcome for a file the export never listed (a job
+    addressed to the wrong export, a forged message) is ignored, so no count can go
+    negative and no export completes early. Exports whose pages were counted without
+    ids (``listed_by_id`` absent on META, e.g. listed by an older release) skip the
+    check.
 ``FILE#<file_id>``
     written once per file outcome (done or rejected); the same transaction moves the
     counters, so a redelivered job never counts twice.
@@ -26,10 +33,11 @@ a conditional claim; exactly one process wins and writes the manifest and the ev
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +59,7 @@ FileOutcome = Literal["done", "rejected"]
 SUBMITTED = "submitted"
 """Status of an export submitted but not listed by an orchestrator yet."""
 _TTL_SECONDS = 90 * 24 * 3600
+_BATCH_WRITE = 25  # BatchWriteItem's limit
 
 
 def _names(values: dict[str, Any]) -> dict[str, str]:
@@ -59,6 +68,10 @@ def _names(values: dict[str, Any]) -> dict[str, str]:
     if ":t" in values:
         names["#tenant"] = "tenant"
     return names
+
+
+class _NotListed(Exception):
+    """A file outcome's ``LISTED#`` condition check failed."""
 
 
 def _pk(export_id: str) -> dict[str, str]:
@@ -85,6 +98,7 @@ class ExportState:
     last_activity: float
     manifest_key: str | None
     failure_reason: str | None
+    listed_by_id: bool = False
 
     @property
     def finished(self) -> bool:
@@ -123,6 +137,7 @@ class ExportState:
             last_activity=float(item.get("last_activity", {}).get("N", "0")),
             manifest_key=s("manifest_key"),
             failure_reason=s("failure_reason"),
+            listed_by_id=bool(item.get("listed_by_id", {}).get("BOOL", False)),
         )
 
 
@@ -166,17 +181,24 @@ class ExportTracker:
         self,
         export_id: str,
         page: int,
-        files: int,
+        files: Collection[str] | int,
         *,
         is_last: bool,
         bucket: str,
         prefix: str,
         tenant: str | None = None,
     ) -> bool:
-        """Count a listed page of ``files`` files once; ``False`` if already counted.
+        """Count a listed page once; ``False`` if already counted.
 
         Call *before* the page's jobs are sent, so that outstanding never goes negative.
+
+        Args:
+            files: the page's distinct file ids (each gets its ``LISTED#`` marker first,
+                so outcomes for unlisted files are ignored); a bare count records the
+                page without markers and without that check (older callers).
         """
+        if not isinstance(files, int):
+            self._mark_listed(export_id, files)
         expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
         # A newly listed page (re)opens the export: after a failure and a redrive of the
         # page that failed, it is listing again.
@@ -184,13 +206,43 @@ class ExportTracker:
         expr = expr.replace("active = if_not_exists(active, :one)", "active = :one")
         expr += " REMOVE failure_reason"
         expr += " ADD pages_listed :one_n, files_expected :f, files_outstanding :f"
+        count = files if isinstance(files, int) else len(files)
         values[":one_n"] = {"N": "1"}
-        values[":f"] = {"N": str(files)}
+        values[":f"] = {"N": str(count)}
+        if not isinstance(files, int):
+            expr = expr.replace("SET ", "SET listed_by_id = :true, ", 1)
+            values[":true"] = {"BOOL": True}
         if is_last:
             expr = expr.replace("SET ", "SET listing_complete = :true, ", 1)
             values[":true"] = {"BOOL": True}
-        item = {"files": {"N": str(files)}}
+        item = {"files": {"N": str(count)}}
         return self._record_once(export_id, f"PAGE#{page:09d}", item, expr, values)
+
+    def _mark_listed(self, export_id: str, file_ids: Collection[str]) -> None:
+        """Write a ``LISTED#`` marker per file id (idempotent: a re-run page rewrites them)."""
+        expires = {"N": str(int(time.time()) + self._ttl)}
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": _pk(export_id),
+                        "sk": {"S": f"LISTED#{fid}"},
+                        "expires_at": expires,
+                    }
+                }
+            }
+            for fid in dict.fromkeys(file_ids)
+        ]
+        for start in range(0, len(requests), _BATCH_WRITE):
+            pending = {self._table: requests[start : start + _BATCH_WRITE]}
+            for attempt in range(8):
+                response = call_aws(self._db.batch_write_item, RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                time.sleep(random.uniform(0.05, 0.1) * 2**attempt)  # noqa: S311 - jitter
+            else:
+                raise AwsTransientError("tracking table: listing markers kept going unprocessed")
 
     def record_file(
         self,
@@ -206,8 +258,53 @@ class ExportTracker:
     ) -> bool:
         """Count one file's outcome once; ``False`` if it was already counted.
 
+        ``False`` too, counting nothing, when the export never listed ``file_id`` (see
+        ``LISTED#`` in the module docstring) or is unknown.
+
         ``detail`` is the manifest key for ``done`` or the reason for ``rejected``.
         """
+        listed = {
+            "ConditionCheck": {
+                "TableName": self._table,
+                "Key": {"pk": _pk(export_id), "sk": {"S": f"LISTED#{file_id}"}},
+                "ConditionExpression": "attribute_exists(pk)",
+            }
+        }
+        record = functools.partial(
+            self._record_file,
+            export_id,
+            file_id,
+            outcome,
+            size=size,
+            detail=detail,
+            bucket=bucket,
+            prefix=prefix,
+            tenant=tenant,
+        )
+        try:
+            return record(checks=(listed,))
+        except _NotListed:
+            pass
+        state = self.get(export_id)
+        if state is None or state.listed_by_id:
+            # Not this export's file (or no such export): counting it would drive the
+            # export's outstanding count below zero or complete it early.
+            return False
+        return record(checks=())
+
+    def _record_file(
+        self,
+        export_id: str,
+        file_id: str,
+        outcome: FileOutcome,
+        *,
+        size: int,
+        detail: str,
+        checks: tuple[dict[str, Any], ...],
+        bucket: str,
+        prefix: str,
+        tenant: str | None,
+    ) -> bool:
         expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
         counter = "files_done" if outcome == "done" else "files_rejected"
         expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
@@ -218,7 +315,13 @@ class ExportTracker:
             "size": {"N": str(size)},
         }
         return self._record_once(
-            export_id, f"FILE#{file_id}", item, expr, values, names={"#bytes": "bytes"}
+            export_id,
+            f"FILE#{file_id}",
+            item,
+            expr,
+            values,
+            names={"#bytes": "bytes"},
+            checks=checks,
         )
 
     def _record_once(
@@ -230,11 +333,16 @@ class ExportTracker:
         values: dict[str, Any],
         *,
         names: dict[str, str] | None = None,
+        checks: tuple[dict[str, Any], ...] = (),
     ) -> bool:
         """Write item ``sk`` once and apply ``expr`` to META in the same transaction.
 
         Returns ``False`` (and changes nothing) when ``sk`` already exists: the page or
         file was counted before.
+
+        Raises:
+            _NotListed: one of ``checks`` (condition checks placed between the two
+                writes) failed.
         """
         return self._transact(
             [
@@ -250,6 +358,7 @@ class ExportTracker:
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
                 },
+                *checks,
                 {
                     "Update": {
                         "TableName": self._table,
@@ -272,6 +381,8 @@ class ExportTracker:
                 codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 if codes and codes[0] == "ConditionalCheckFailed":
                     return False  # already counted: a re-run page or a redelivered job
+                if "ConditionalCheckFailed" in codes[1:-1]:
+                    raise _NotListed from None
                 if not codes and "ConditionalCheckFailed" in str(exc):
                     return False
                 if "TransactionConflict" in codes and attempt + 1 < attempts:

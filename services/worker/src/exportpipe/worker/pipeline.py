@@ -3,6 +3,9 @@
 A job for file ``file_id`` writes its members under ``data/{file_id}/``, then its
 commit marker ``manifests/{file_id}.json`` (or, when refused, ``rejected/{file_id}.json``)
 under its export's root; :mod:`exportpipe.common.layout` owns those keys and records.
+The destination must be the job's own export's root
+(:func:`~exportpipe.common.layout.is_export_root`) and every key must fit S3's 1,024
+bytes; anything else is refused before any write.
 
 The sequence:
 
@@ -19,7 +22,6 @@ The sequence:
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,9 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ClientError
 from urllib3 import PoolManager
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
+    ArchiveRejected,
     ExportPipeError,
     IntegrityError,
     JobReleased,
@@ -39,12 +43,14 @@ from exportpipe.common.errors import (
     UnsafeSource,
 )
 from exportpipe.common.layout import (
+    S3_MAX_KEY_BYTES,
     ExportKeys,
     FileKeys,
     FileManifest,
     FileRejection,
     ManifestMember,
     SourceRef,
+    is_export_root,
 )
 from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws
@@ -68,15 +74,40 @@ def keys_for(job: DownloadJob) -> FileKeys:
     """The keys ``job`` writes under its destination (:mod:`exportpipe.common.layout`).
 
     Raises:
-        MalformedMessage: the destination prefix is not a safe relative prefix.
+        MalformedMessage: the destination prefix is not a safe relative prefix, or a key
+            would pass S3's 1,024-byte limit.
     """
     try:
-        return ExportKeys.at(job.destination.prefix).file(job.file_id)
+        keys = ExportKeys.at(job.destination.prefix).file(job.file_id)
     except ValueError:
         raise MalformedMessage(
             f"destination prefix {job.destination.prefix!r} is not a relative key prefix",
             reason="bad_destination",
         ) from None
+    for key in (keys.manifest, keys.rejected, keys.data_prefix):
+        if len(key.encode()) > S3_MAX_KEY_BYTES:
+            raise MalformedMessage(
+                f"key {key[:80]!r}... is longer than S3's {S3_MAX_KEY_BYTES} bytes",
+                reason="key_too_long",
+            )
+    return keys
+
+
+def _member_key(keys: FileKeys, path: str) -> str:
+    """The key of archive member ``path``.
+
+    Raises:
+        ArchiveRejected: the key would pass S3's 1,024-byte limit (``key_too_long``);
+            raised before anything of the file is uploaded.
+    """
+    key = keys.member(path)
+    if len(key.encode()) > S3_MAX_KEY_BYTES:
+        raise ArchiveRejected(
+            f"member {path[:80]!r}...: its key would be {len(key.encode())} bytes, over "
+            f"S3's {S3_MAX_KEY_BYTES}",
+            reason="key_too_long",
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -196,16 +227,35 @@ class Pipeline:
                 reason="destination_not_allowed",
             )
 
+    def _check_export_root(self, job: DownloadJob) -> None:
+        if not is_export_root(
+            job.destination.prefix, job.export_id, output_prefix=self.settings.output_prefix
+        ):
+            # Another export's folder: writing there would mix two exports' files (and
+            # no rejection record is written there either).
+            raise MalformedMessage(
+                f"destination prefix {job.destination.prefix!r} is not export "
+                f"{job.export_id!r}'s own folder ('<prefix>{job.export_id}/')",
+                reason="destination_not_export_folder",
+            )
+
     # -- the job --------------------------------------------------------------
 
     def run(
         self,
         job: DownloadJob,
         *,
-        cancelled: threading.Event | None = None,
+        cancel: CancelToken | None = None,
         set_eta: Callable[[float | None], None] | None = None,
     ) -> JobResult:
         """Run ``job`` to a committed manifest, or raise why not.
+
+        Args:
+            job: the job.
+            cancel: the job's token; once cancelled, the job stops at its next check
+                and raises the token's reason (a deadline is a permanent failure with
+                a rejection record; a release is retryable and records nothing).
+            set_eta: told the expected remaining seconds now and then.
 
         Raises:
             PermanentError: the file was refused (a rejection record was written).
@@ -213,12 +263,13 @@ class Pipeline:
         """
         started = time.monotonic()
         self._check_destination(job)
-        keys = keys_for(job)
+        keys = keys_for(job)  # a prefix with ".." is refused here, as bad_destination
+        self._check_export_root(job)
         bucket = job.destination.bucket
         existing = self._read_manifest(bucket, keys.manifest)
         if existing is not None:
             return self._duplicate(job, keys, existing, started)
-        cancelled = cancelled or threading.Event()
+        cancel = cancel or CancelToken()
         # resume hook (ADR 0020): continue an earlier attempt's checkpoint, keep ours.
         resumer = self._resumer(job, keys)
         uploader = Uploader(
@@ -228,7 +279,7 @@ class Pipeline:
             parts_in_flight=self.settings.upload_parts_in_flight,
             checksum_algorithm=self.settings.checksum_algorithm,
             stale_commit_seconds=self.settings.stale_commit_seconds,
-            cancelled=cancelled,
+            cancel=cancel,
             on_warning=self._warn,
         )
         resumer.attach(uploader)
@@ -237,7 +288,7 @@ class Pipeline:
                 job=job,
                 keys=keys,
                 uploader=uploader,
-                cancelled=cancelled,
+                cancel=cancel,
                 set_eta=set_eta,
                 started=started,
                 resumer=resumer,
@@ -359,7 +410,7 @@ class Pipeline:
         job: DownloadJob,
         keys: FileKeys,
         uploader: Uploader,
-        cancelled: threading.Event,
+        cancel: CancelToken,
         set_eta: Callable[[float | None], None] | None,
         started: float,
         resumer: Resumer,
@@ -382,7 +433,7 @@ class Pipeline:
             attempts=settings.download_attempts,
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
-            cancelled=cancelled,
+            cancel=cancel,
             politeness=self.politeness,
         )
         resumer.prepare_source(source)
@@ -390,7 +441,7 @@ class Pipeline:
             source,
             chunk_size=settings.download_chunk_bytes,
             depth=settings.download_buffer_chunks,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         pending: list[tuple[ObjectUpload, int | None, str]] = []
         last_eta = 0.0
@@ -402,11 +453,10 @@ class Pipeline:
                 ),
             )
             for member in members:
-                if cancelled.is_set():
-                    raise JobReleased("job released")
+                cancel.check()
                 obj = resumer.open(
                     uploader,
-                    keys.member(member.path),
+                    _member_key(keys, member.path),
                     member.path,
                     content_type=_CONTENT_TYPES.get(job.format, "application/octet-stream"),
                 )
@@ -423,8 +473,7 @@ class Pipeline:
                     feed(chunk)
                     write(chunk)
                     after_write(obj, validator)
-                    if cancelled.is_set():
-                        raise JobReleased("job released")
+                    cancel.check()
                     now = time.monotonic()
                     if set_eta is not None and now - last_eta > 5:
                         last_eta = now
@@ -503,6 +552,17 @@ class Pipeline:
             ],
         )
 
+    def reject(self, job: DownloadJob, exc: ExportPipeError) -> None:
+        """Write ``job``'s rejection record for ``exc`` (its last delivery failed).
+
+        For a failure that is final although retryable (the runtime's last receive).
+        """
+        keys = keys_for(job)
+        # resume hook (ADR 0020): a retryable failure kept its uploads under a
+        # checkpoint; nothing will continue a refused file, so abort them now.
+        self._abort_leftovers(job, keys)
+        self._reject(job, keys, exc)
+
     def _reject(self, job: DownloadJob, keys: FileKeys, exc: ExportPipeError) -> None:
         record = FileRejection(
             job_id=job.job_id,
@@ -527,6 +587,4 @@ class Pipeline:
 
 
 def _empty_archive(job: DownloadJob) -> PermanentError:
-    from exportpipe.common.errors import ArchiveRejected
-
     return ArchiveRejected(f"{job.file_name}: the archive has no files", reason="empty_archive")
