@@ -430,3 +430,20 @@ def test_a_restored_validator_judges_the_rest_as_the_whole_file_would(fmt: str) 
         whole = validator_for(fmt, what="x", max_line_bytes=1 << 20)  # type: ignore[arg-type]
         whole.feed(body)
         assert again.finish() == whole.finish() == 2000
+
+
+def test_a_last_delivery_rejection_ends_the_checkpointed_uploads(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    from exportpipe.common.errors import UpstreamUnavailable
+
+    url = file_server.add(BODY, name="part.jsonl", bytes_per_second=6 * MIB)
+    job = make_job(url, body=BODY, file_name="part.jsonl", compression="none")
+    _release_after(s3, bucket, job, rsettings, parts=2)
+    assert _uploads(s3, bucket)
+    # The runtime's last allowed receive failed transiently: the file is refused.
+    Pipeline(rsettings, s3=s3).reject(job, UpstreamUnavailable("host down", reason="http_503"))
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+    root = job.destination.prefix
+    assert _keys(s3, bucket, root) == [f"{root}rejected/{job.file_id}.json"]
