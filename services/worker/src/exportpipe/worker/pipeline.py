@@ -18,6 +18,14 @@ The sequence:
 4. On any failure, abort every multipart upload; a permanent failure also writes the
    rejection record. Nothing under ``data/`` is committed before step 3, so a refused
    file leaves nothing behind.
+
+Housekeeping -- listing and aborting multipart uploads other attempts left under
+``data/F/``, removing an old rejection record -- costs requests on every file, so it
+runs only when there is a reason to expect leftovers: the delivery is a redelivery (the
+caller says so, from ``ApproximateReceiveCount`` or a dead letter's attributes), the
+manifest already existed, a commit found the key already written by another attempt,
+or (for a refused file) this attempt opened a multipart upload whose create response
+may have been lost.
 """
 
 from __future__ import annotations
@@ -214,8 +222,13 @@ class Pipeline:
         *,
         cancelled: threading.Event | None = None,
         set_eta: Callable[[float | None], None] | None = None,
+        redelivered: bool = True,
     ) -> JobResult:
         """Run ``job`` to a committed manifest, or raise why not.
+
+        ``redelivered``: an earlier attempt of this job may have run (it may have left
+        uploads or a rejection record); ``False`` skips the housekeeping that looks for
+        them unless something found during the run says otherwise.
 
         Raises:
             PermanentError: the file was refused (a rejection record was written).
@@ -247,13 +260,15 @@ class Pipeline:
                 cancelled=cancelled,
                 set_eta=set_eta,
                 started=started,
+                redelivered=redelivered,
             )
         except PermanentError as exc:
             uploader.abort_all()
             # Nothing ever commits a refused file, so nothing else would clear uploads
             # this attempt never learnt about (a CreateMultipartUpload whose response
             # was lost, an earlier attempt that was killed): abort them here.
-            self._abort_leftovers(job, keys)
+            if redelivered or uploader.opened_multipart:
+                self._abort_leftovers(job, keys)
             self._reject(job, keys, exc)
             raise
         except JobReleased:
@@ -307,6 +322,7 @@ class Pipeline:
         cancelled: threading.Event,
         set_eta: Callable[[float | None], None] | None,
         started: float,
+        redelivered: bool,
     ) -> JobResult:
         settings = self.settings
         parts = urlsplit(job.url)
@@ -376,7 +392,8 @@ class Pipeline:
             set_eta(30.0)
         members_out: list[MemberResult] = []
         for obj, records, path in pending:
-            obj.commit()
+            if obj.commit() != "created":
+                redelivered = True  # another attempt wrote this key: it may have left more
             members_out.append(MemberResult(path, obj.key, obj.size, obj.sha256, records))
         manifest = self._manifest(job, source.bytes_read, source.sha256, members_out)
         if not uploader.put_if_absent(
@@ -391,7 +408,8 @@ class Pipeline:
                     reason="manifest_conflict",
                 )
             return self._duplicate(job, keys, existing, started)
-        self._after_commit(job, keys, uploader)
+        if redelivered:
+            self._after_commit(job, keys, uploader)
         return JobResult(
             status="done",
             manifest_key=keys.manifest,
