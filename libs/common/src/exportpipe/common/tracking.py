@@ -18,6 +18,12 @@ One table, items keyed by ``pk = "EXPORT#<export_id>"`` and ``sk``:
 Completion: ``files_outstanding`` = expected - done - rejected is maintained by the same
 transactions. Whoever observes ``listing_complete`` and ``files_outstanding == 0`` tries
 a conditional claim; exactly one process wins and writes the manifest and the event.
+
+A file's outcome is one write and no read (:meth:`ExportTracker.count_file`): its
+transaction only succeeds while the file is *not* the export's last outstanding one, so
+a success needs no look at the counts. The last file's transaction is refused on that
+condition, and only then is it written again without it and the export read to
+complete it.
 """
 
 from __future__ import annotations
@@ -38,11 +44,15 @@ __all__ = [
     "ACTIVE_INDEX",
     "ExportState",
     "ExportTracker",
+    "FileCount",
     "FileOutcome",
 ]
 
 ACTIVE_INDEX = "active"
 FileOutcome = Literal["done", "rejected"]
+FileCount = Literal["counted", "last", "already_counted"]
+"""What :meth:`ExportTracker.count_file` did: counted the file; counted it and it was the
+export's last outstanding file (listing complete); or found it counted before."""
 _TTL_SECONDS = 90 * 24 * 3600
 
 
@@ -201,6 +211,81 @@ class ExportTracker:
 
         ``detail`` is the manifest key for ``done`` or the reason for ``rejected``.
         """
+        counted = self.count_file(
+            export_id,
+            file_id,
+            outcome,
+            size=size,
+            detail=detail,
+            bucket=bucket,
+            prefix=prefix,
+            tenant=tenant,
+        )
+        return counted != "already_counted"
+
+    def count_file(
+        self,
+        export_id: str,
+        file_id: str,
+        outcome: FileOutcome,
+        *,
+        size: int = 0,
+        detail: str = "",
+        bucket: str,
+        prefix: str,
+        tenant: str | None = None,
+    ) -> FileCount:
+        """Count one file's outcome once, in one transaction, without reading first.
+
+        Returns ``"counted"``; ``"last"`` when the listing is complete and this was the
+        last outstanding file (the caller then completes the export); or
+        ``"already_counted"`` when an earlier attempt counted it (the caller cannot tell
+        whether that attempt completed the export, so it checks).
+        """
+        expr, values, names, item = self._file_write(
+            export_id,
+            outcome,
+            size=size,
+            detail=detail,
+            bucket=bucket,
+            prefix=prefix,
+            tenant=tenant,
+        )
+        sk = f"FILE#{file_id}"
+        # Refused when this write would take the last outstanding file of a listed
+        # export: then, and only then, the caller has completion to do.
+        not_last = "NOT (listing_complete = :true AND files_outstanding <= :one_n)"
+        codes = self._record_codes(
+            export_id,
+            sk,
+            item=item,
+            expr=expr,
+            values={**values, ":true": {"BOOL": True}},
+            names=names,
+            meta_condition=not_last,
+        )
+        if codes is None:
+            return "counted"
+        if codes and codes[0] == "ConditionalCheckFailed":
+            return "already_counted"
+        # The META condition failed (or DynamoDB gave no reasons): write it
+        # again without the condition; the marker still keeps it to one count.
+        codes = self._record_codes(
+            export_id, sk, item=item, expr=expr, values=values, names=names, meta_condition=None
+        )
+        return "last" if codes is None else "already_counted"
+
+    def _file_write(
+        self,
+        export_id: str,
+        outcome: FileOutcome,
+        *,
+        size: int,
+        detail: str,
+        bucket: str,
+        prefix: str,
+        tenant: str | None,
+    ) -> tuple[str, dict[str, Any], dict[str, str], dict[str, Any]]:
         expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
         counter = "files_done" if outcome == "done" else "files_rejected"
         expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
@@ -210,9 +295,7 @@ class ExportTracker:
             "detail": {"S": detail[:1000]},
             "size": {"N": str(size)},
         }
-        return self._record_once(
-            export_id, f"FILE#{file_id}", item, expr, values, names={"#bytes": "bytes"}
-        )
+        return expr, values, {"#bytes": "bytes"}, item
 
     def _record_once(
         self,
@@ -229,7 +312,39 @@ class ExportTracker:
         Returns ``False`` (and changes nothing) when ``sk`` already exists: the page or
         file was counted before.
         """
-        return self._transact(
+        return (
+            self._record_codes(
+                export_id, sk, item=item, expr=expr, values=values, names=names, meta_condition=None
+            )
+            is None
+        )
+
+    def _record_codes(
+        self,
+        export_id: str,
+        sk: str,
+        *,
+        item: dict[str, Any],
+        expr: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None,
+        meta_condition: str | None,
+    ) -> list[str] | None:
+        """Like :meth:`_record_once`, with an optional condition on META.
+
+        Returns ``None`` when written, else the cancellation codes per item (``[]``
+        when SQS gave none).
+        """
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
+            "UpdateExpression": expr,
+            "ExpressionAttributeNames": {**_names(values), **(names or {})},
+            "ExpressionAttributeValues": values,
+        }
+        if meta_condition is not None:
+            update["ConditionExpression"] = meta_condition
+        return self._transact_codes(
             [
                 {
                     "Put": {
@@ -243,30 +358,27 @@ class ExportTracker:
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
                 },
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
-                        "UpdateExpression": expr,
-                        "ExpressionAttributeNames": {**_names(values), **(names or {})},
-                        "ExpressionAttributeValues": values,
-                    }
-                },
+                {"Update": update},
             ]
         )
 
-    def _transact(self, items: list[dict[str, Any]], *, attempts: int = 6) -> bool:
+    def _transact_codes(
+        self, items: list[dict[str, Any]], *, attempts: int = 6
+    ) -> list[str] | None:
+        """Run the transaction; ``None`` when written, else the failed conditions' codes."""
         for attempt in range(attempts):
             try:
                 call_aws(self._db.transact_write_items, TransactItems=items)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                     raise
-                codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if codes and codes[0] == "ConditionalCheckFailed":
-                    return False  # already counted: a re-run page or a redelivered job
+                codes = [
+                    str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])
+                ]
+                if "ConditionalCheckFailed" in codes:
+                    return codes  # e.g. already counted: a re-run page or a redelivered job
                 if not codes and "ConditionalCheckFailed" in str(exc):
-                    return False
+                    return []
                 if "TransactionConflict" in codes and attempt + 1 < attempts:
                     # Another transaction on the export's META item: back off and retry.
                     time.sleep(random.uniform(0.05, 0.2) * 2**attempt)  # noqa: S311
@@ -274,8 +386,8 @@ class ExportTracker:
                 if "TransactionConflict" in codes:
                     raise AwsTransientError("tracking table: transaction kept conflicting") from exc
                 raise
-            return True
-        return True
+            return None
+        return None
 
     def get(self, export_id: str) -> ExportState | None:
         """The export's current state (strongly consistent), or ``None`` if unknown."""
