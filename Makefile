@@ -31,7 +31,7 @@ test-fast: install  ## unit tests only (no subprocesses, no end-to-end)
 lint: install  ## ruff, ruff format --check, mypy --strict on source, hadolint
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy libs/common/src services/orchestrator/src services/worker/src infra/cdk/src tools/src
+	$(RUN) mypy libs/common/src libs/testing/src services/orchestrator/src services/worker/src infra/cdk/src tools/src
 	$(RUN) hadolint docker/orchestrator.Dockerfile docker/worker.Dockerfile
 
 format: install  ## apply ruff fixes and formatting

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from exportpipe.common.testing import MotoServer, create_queue_pair
+from exportpipe.testing import MotoServer, create_queue_pair
 
 # Tests never reach real AWS: fixed fake credentials and region for every client.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

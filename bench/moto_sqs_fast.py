@@ -1,6 +1,6 @@
 """``python -m bench.moto_sqs_fast -H 127.0.0.1 -p PORT``: moto.server with the SQS patches.
 
-The patches live in :mod:`exportpipe.common.testing.moto_patches` (also used by the
+The patches live in :mod:`exportpipe.testing.moto_patches` (also used by the
 test and local-stack moto server); this entry point runs plain ``moto.server`` with
 them, for benchmarks that compare against ``--plain-moto``.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from exportpipe.common.testing.moto_patches import patch_sqs as patch
+from exportpipe.testing.moto_patches import patch_sqs as patch
 
 __all__ = ["main", "patch"]
 

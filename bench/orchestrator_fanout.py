@@ -8,7 +8,7 @@ Set-up, all on this machine:
   ``bench.moto_sqs_fast``: unpatched moto 5.2 loses messages sent while another client
   deletes from the same queue, and its per-message cost grows with queue depth, so the
   benchmark would otherwise measure moto (``--plain-moto`` runs it unpatched);
-* ``bench.sqs_delay_proxy`` in front of it, adding a fixed delay (default 15 ms) to
+* ``exportpipe.testing.proxy`` in front of it, adding a fixed delay (default 15 ms) to
   every request, standing in for a real SQS round trip (see FIELD-NOTES: on the bare
   emulator per-message processing dominates and hides what batching buys);
 * the Export API simulator process serving exports of 2,000 and 20,000 small files;
@@ -41,7 +41,7 @@ from typing import Any
 import boto3
 import orjson
 
-from exportpipe.common.testing import MotoServer, create_queue_pair
+from exportpipe.testing import MotoServer, create_queue_pair
 
 TOKEN = "bench-token"  # noqa: S105 - local simulator token
 AWS_ENV = {
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 sys.executable,
                 "-m",
-                "bench.sqs_delay_proxy",
+                "exportpipe.testing.proxy",
                 "--upstream",
                 moto.endpoint,
                 "--delay-ms",

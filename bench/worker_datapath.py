@@ -42,8 +42,9 @@ from typing import Any
 
 import boto3
 
+from exportpipe.common.layout import ExportKeys
 from exportpipe.common.schemas import DownloadJob, S3Destination, encode, job_id_for
-from exportpipe.common.testing import MotoServer, create_queue_pair, free_port
+from exportpipe.testing import MotoServer, create_queue_pair, free_port
 
 MB = 1_000_000
 _CLK = os.sysconf("SC_CLK_TCK")
@@ -235,6 +236,7 @@ def run_worker(  # noqa: PLR0917 - called from a table of runs
         time.sleep(3.0)  # imports done and polling: the idle baseline
         base_cpu = _proc_cpu(proc.pid)
         export_id = f"bench-{uuid.uuid4().hex[:8]}"
+        export = ExportKeys.of("exports/", export_id)
         job = DownloadJob(
             job_id=job_id_for(export_id, "f1"),
             export_id=export_id,
@@ -245,10 +247,10 @@ def run_worker(  # noqa: PLR0917 - called from a table of runs
             sha256=sha,
             compression="gzip",
             format="jsonl",
-            destination=S3Destination(bucket=ctx["bucket"], prefix=f"exports/{export_id}/"),
+            destination=S3Destination(bucket=ctx["bucket"], prefix=export.root),
         )
-        manifest = f"exports/{export_id}/manifests/f1.json"
-        rejected = f"exports/{export_id}/rejected/f1.json"
+        keys = export.file("f1")
+        manifest, rejected = keys.manifest, keys.rejected
         started = time.perf_counter()
         sqs.send_message(QueueUrl=queue_url, MessageBody=encode(job))
         # Polling costs the moto server (shared by the run) a request each time: look

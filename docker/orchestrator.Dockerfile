@@ -23,6 +23,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
     --mount=type=bind,source=libs/common/pyproject.toml,target=libs/common/pyproject.toml \
+    --mount=type=bind,source=libs/testing/pyproject.toml,target=libs/testing/pyproject.toml \
     --mount=type=bind,source=services/orchestrator/pyproject.toml,target=services/orchestrator/pyproject.toml \
     --mount=type=bind,source=services/worker/pyproject.toml,target=services/worker/pyproject.toml \
     --mount=type=bind,source=infra/cdk/pyproject.toml,target=infra/cdk/pyproject.toml \
@@ -35,6 +36,7 @@ COPY services/orchestrator services/orchestrator
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    --mount=type=bind,source=libs/testing/pyproject.toml,target=libs/testing/pyproject.toml \
     --mount=type=bind,source=services/worker/pyproject.toml,target=services/worker/pyproject.toml \
     --mount=type=bind,source=infra/cdk/pyproject.toml,target=infra/cdk/pyproject.toml \
     --mount=type=bind,source=tools/pyproject.toml,target=tools/pyproject.toml \

@@ -31,6 +31,9 @@ def _ruff(path: str, source: str) -> subprocess.CompletedProcess[str]:
         ("services/worker/src/exportpipe/worker/x.py", "exportpipe.orchestrator"),
         ("services/worker/src/exportpipe/worker/x.py", "exportpipe.tools"),
         ("libs/common/src/exportpipe/common/x.py", "exportpipe.worker"),
+        ("libs/common/src/exportpipe/common/x.py", "exportpipe.testing"),
+        ("services/worker/src/exportpipe/worker/x.py", "exportpipe.testing"),
+        ("services/orchestrator/src/exportpipe/orchestrator/x.py", "exportpipe.testing"),
     ],
 )
 def test_cross_imports_fail_lint(path: str, banned: str) -> None:
@@ -53,6 +56,7 @@ def test_members_match_the_workspace() -> None:
     members = root["tool"]["uv"]["workspace"]["members"]
     assert members == [
         "libs/common",
+        "libs/testing",
         "services/orchestrator",
         "services/worker",
         "infra/cdk",

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from exportpipe.common.testing import Fault, Request
+from exportpipe.testing import Fault, Request
 
 __all__ = ["FAULTS", "AwsFaults", "service_of"]
 

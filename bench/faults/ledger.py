@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 from bench.faults.export import ExportPlan, accepted_reasons
 from bench.faults.fleet import Exit, Fleet
 from bench.faults.messages import Injected
+from exportpipe.common.layout import ExportKeys, export_root
 from exportpipe.common.sqs import queue_depth
 from exportpipe.tools.context import Stack
 from exportpipe.tools.dlq import list_dead_letters
@@ -192,14 +193,16 @@ def _files(s3: Any, bucket: str, root: str, plan: ExportPlan) -> tuple[_Files, l
     report = verify_export(s3, bucket, root, plan.spec)
     verdicts = {v.file_id: v for v in report.verdicts}
     every_key = _keys(s3, bucket, "")
-    accounted = {f"{root}_manifest.json"}
+    export = ExportKeys.at(root)
+    accounted = {export.manifest}
     out = _Files()
     for index in range(plan.count):
         spec = plan.spec.file(index)
         fid = spec.file_id
         verdict = verdicts[fid]
-        manifest, rejection = f"{root}manifests/{fid}.json", f"{root}rejected/{fid}.json"
-        data = {k for k in every_key if k.startswith(f"{root}data/{fid}/")}
+        keys = export.file(fid)
+        manifest, rejection = keys.manifest, keys.rejected
+        data = {k for k in every_key if k.startswith(keys.data_prefix)}
         has_manifest, has_rejection = manifest in every_key, rejection in every_key
         if spec.corrupt is None:
             # Whatever is wrong with a good file's objects is its verdict's problem;
@@ -264,7 +267,7 @@ def _tracking(stack: Stack, plan: ExportPlan, root: str) -> list[str]:
         "files_outstanding": 0,
         "listing_complete": True,
         "pages_listed": plan.pages,
-        "manifest_key": f"{root}_manifest.json",
+        "manifest_key": ExportKeys.at(root).manifest,
     }
     for name, want in expected.items():
         got = getattr(state, name)
@@ -276,7 +279,10 @@ def _tracking(stack: Stack, plan: ExportPlan, root: str) -> list[str]:
         got = outcomes.pop(spec.file_id, None)
         if got is None:
             problems.append(f"FILE#{spec.file_id}: no outcome recorded")
-        elif spec.corrupt is None and got != ("done", f"{root}manifests/{spec.file_id}.json"):
+        elif spec.corrupt is None and got != (
+            "done",
+            ExportKeys.at(root).file(spec.file_id).manifest,
+        ):
             problems.append(f"FILE#{spec.file_id}: {got[0]} ({got[1][:80]}), expected done")
         elif spec.corrupt is not None and (
             got[0] != "rejected" or got[1].split(":", 1)[0] not in accepted_reasons(spec)
@@ -290,7 +296,7 @@ def _tracking(stack: Stack, plan: ExportPlan, root: str) -> list[str]:
 
 
 def _export_manifest(s3: Any, bucket: str, root: str, plan: ExportPlan) -> list[str]:
-    manifest = _json_object(s3, bucket, f"{root}_manifest.json")
+    manifest = _json_object(s3, bucket, ExportKeys.at(root).manifest)
     if manifest is None:
         return ["no export manifest (_manifest.json)"]
     good = {plan.spec.file(i).file_id for i in range(plan.count)} - set(plan.corrupt)
@@ -435,7 +441,7 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
     s3 = stack.client("s3")
     bucket = stack.bucket
     export_id = plan.spec.export_id
-    root = f"{stack.output_prefix}{export_id}/"
+    root = export_root(stack.output_prefix, export_id)
     files, stray = _files(s3, bucket, root, plan)
     uploads = _open_uploads(s3, bucket)
     tracking = _tracking(stack, plan, root) + _export_manifest(s3, bucket, root, plan)

@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from exportpipe.common.layout import export_root
 from exportpipe.common.schemas import DownloadJob, ExportRequested, S3Destination, job_id_for
 
 __all__ = ["Injected", "MessageFactory", "fetch_listing"]
@@ -66,7 +67,9 @@ class MessageFactory:
         self, export_id: str, *, bucket: str, output_prefix: str, listing: list[dict[str, Any]]
     ) -> None:
         self.export_id = export_id
-        self.destination = S3Destination(bucket=bucket, prefix=f"{output_prefix}{export_id}/")
+        self.destination = S3Destination(
+            bucket=bucket, prefix=export_root(output_prefix, export_id)
+        )
         self._entries = {e["file_id"]: e for e in listing}
         self._seq = 0
 

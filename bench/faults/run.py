@@ -31,7 +31,7 @@ from bench.faults.messages import Injected, MessageFactory, fetch_listing
 from bench.faults.schedule import Event, build_schedule, format_schedule
 from exportpipe.common.schemas import encode
 from exportpipe.common.sqs import queue_depth
-from exportpipe.common.testing import FaultProxy
+from exportpipe.testing import FaultProxy
 from exportpipe.tools.context import Stack
 from exportpipe.tools.launch import service_environment, start_simulator
 from exportpipe.tools.local import StackOptions, down, up

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from exportpipe.common.layout import export_root
 from exportpipe.common.sqs import queue_depth
 from exportpipe.common.tracking import ExportState
 from exportpipe.tools.context import Stack
@@ -109,7 +110,7 @@ class E2EStack:
         return Services(env, self.state_dir / "logs" / name)
 
     def root(self, export_id: str) -> str:
-        return f"{self.stack.output_prefix}{export_id}/"
+        return export_root(self.stack.output_prefix, export_id)
 
     def outcomes_in_s3(self, export_id: str) -> tuple[int, int]:
         """(manifests, rejection records) under the export's root."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
+from exportpipe.common.layout import ExportManifest
 from exportpipe.common.tracking import ExportState
 from exportpipe.tools import cli
 from exportpipe.tools.demo import CORRUPT_FILE_ID, demo_export
@@ -110,9 +111,11 @@ def test_tracking_manifest_and_event_for_the_mixed_export(
         item.content.listed_size for item in expected_files(mixed.spec) if not item.spec.corrupt
     )
     assert state.manifest_key == f"{e2e.root('e2e-mixed')}_manifest.json"
-    manifest = orjson.loads(
-        e2e.stack.client("s3").get_object(Bucket=e2e.bucket, Key=state.manifest_key)["Body"].read()
-    )
+    raw = e2e.stack.client("s3").get_object(Bucket=e2e.bucket, Key=state.manifest_key)["Body"]
+    raw = raw.read()
+    manifest = orjson.loads(raw)
+    # The streamed document is a valid ExportManifest of the output contract.
+    assert ExportManifest.from_json(raw).files_done == count - 1
     assert len(manifest["files"]) == count - 1
     assert [(r["file_id"], r["reason"].split(":")[0]) for r in manifest["rejected"]] == [
         (CORRUPT_FILE_ID, "sha256_mismatch")

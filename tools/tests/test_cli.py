@@ -17,8 +17,8 @@ from rich.console import Console
 from exportpipe.common.errors import IntegrityError
 from exportpipe.common.schemas import DownloadJob, ExportRequested, S3Destination, decode, encode
 from exportpipe.common.sqs import dead_letter_attributes
-from exportpipe.common.testing import create_queue_pair, free_port
 from exportpipe.common.tracking import ExportTracker
+from exportpipe.testing import create_queue_pair, free_port
 from exportpipe.tools import cli
 from exportpipe.tools.context import Stack
 from exportpipe.tools.envfile import write_env_file

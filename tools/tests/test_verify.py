@@ -8,6 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
+from exportpipe.common.layout import (
+    ExportKeys,
+    FileManifest,
+    FileRejection,
+    ManifestMember,
+    SourceRef,
+)
 from exportpipe.tools.simulator import ExportSpec, FileSpec, expected_files
 from exportpipe.tools.verify import verify_export
 
@@ -26,32 +33,35 @@ def _spec() -> ExportSpec:
 
 def _land(s3: Any, bucket: str, spec: ExportSpec) -> None:
     """Write what a correct worker writes: members, a manifest per file, a rejection."""
+    keys = ExportKeys.at(ROOT)
     for item in expected_files(spec):
         file_id = item.file_id
+        source = SourceRef(url="https://vendor.test/" + item.spec.name)
+        common = {"job_id": "0" * 32, "export_id": spec.export_id, "file_id": file_id}
         if item.spec.corrupt:
-            s3.put_object(
-                Bucket=bucket,
-                Key=f"{ROOT}rejected/{file_id}.json",
-                Body=orjson.dumps({"reason": "sha256_mismatch"}),
+            rejection = FileRejection(
+                **common,
+                file_name=item.spec.name,
+                source=source,
+                error="IntegrityError",
+                reason="sha256_mismatch",
+                message="sha256 differs",
             )
+            s3.put_object(Bucket=bucket, Key=keys.file(file_id).rejected, Body=rejection.to_json())
             continue
         members = []
         for name, data in item.content.members or ():
-            key = f"{ROOT}data/{file_id}/{name}"
+            key = keys.file(file_id).member(name)
             s3.put_object(Bucket=bucket, Key=key, Body=data)
             members.append(
-                {
-                    "path": name,
-                    "key": key,
-                    "size": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                }
+                ManifestMember(
+                    path=name, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                )
             )
-        s3.put_object(
-            Bucket=bucket,
-            Key=f"{ROOT}manifests/{file_id}.json",
-            Body=orjson.dumps({"members": members}),
+        manifest = FileManifest(
+            **common, file_name=item.spec.name, format="binary", source=source, members=members
         )
+        s3.put_object(Bucket=bucket, Key=keys.file(file_id).manifest, Body=manifest.to_json())
 
 
 def test_a_correct_landing_verifies(s3: Any, bucket: str) -> None:

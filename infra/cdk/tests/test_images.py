@@ -28,7 +28,15 @@ checks = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(checks)
 
 REPO = checks.REPO
-FORBIDDEN = ("exportpipe-infra", "exportpipe-tools", "aws-cdk-lib", "moto", "pytest", "cfn-lint")
+FORBIDDEN = (
+    "exportpipe-infra",
+    "exportpipe-testing",
+    "exportpipe-tools",
+    "aws-cdk-lib",
+    "moto",
+    "pytest",
+    "cfn-lint",
+)
 
 PROBE = """
 import importlib.metadata as md, importlib.util, json, sys
@@ -38,6 +46,8 @@ import exportpipe.common
 print(json.dumps({
     "main": f"{main.__module__}:{main.__name__}",
     "other": importlib.util.find_spec(f"exportpipe.{other}") is not None,
+    "testing": importlib.util.find_spec("exportpipe.testing") is not None,
+    "sources": sorted(e.name for e in md.entry_points(group="exportpipe.export_sources")),
     "installed": sorted(d.metadata["Name"].lower() for d in md.distributions()),
     "common_file": exportpipe.common.__file__,
 }))
@@ -122,6 +132,9 @@ def test_image_installs_only_its_service(tmp_path, service, other):
     found = json.loads(probe.stdout)
     assert found["main"] == f"exportpipe.{service}.__main__:main"
     assert found["other"] is False
+    assert found["testing"] is False  # test support never ships in an image
+    # The built-in Export API source is found through its entry point, in its image only.
+    assert found["sources"] == (["http-v1"] if service == "orchestrator" else [])
     installed = set(found["installed"])
     assert {"exportpipe-common", f"exportpipe-{service}"} <= installed
     assert f"exportpipe-{other}" not in installed

@@ -11,7 +11,7 @@ import pytest
 from exportpipe.common.errors import AwsTransientError
 from exportpipe.common.producer import BatchProducer, SendFailed
 from exportpipe.common.schemas import ExportRequested
-from exportpipe.common.testing import Fault, FaultProxy, Request
+from exportpipe.testing import Fault, FaultProxy, Request
 
 
 @pytest.fixture

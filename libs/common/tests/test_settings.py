@@ -53,3 +53,23 @@ def test_prefix_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXPORTPIPE_BUCKET", "bucket-1")
     monkeypatch.setenv("EXPORTPIPE_OUTPUT_PREFIX", "lake/raw")
     assert load_settings(CommonSettings).output_prefix == "lake/raw/"
+
+
+def test_env_file_in_shell_syntax_exports_aws_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # ``export`` lines and quotes, as a shell-sourceable file writes them: the services
+    # and the CLI must read the same values (one parser, python-dotenv).
+    env = tmp_path / "local.env"
+    env.write_text(
+        "# a comment\nexport EXPORTPIPE_BUCKET='from-file'\n"
+        'export AWS_EXPORTPIPE_TEST_ONLY="with spaces"\n'
+    )
+    monkeypatch.setenv("EXPORTPIPE_ENV_FILE", str(env))
+    monkeypatch.delenv("EXPORTPIPE_BUCKET", raising=False)
+    monkeypatch.delenv("AWS_EXPORTPIPE_TEST_ONLY", raising=False)
+    assert load_settings(CommonSettings).bucket == "from-file"
+    import os
+
+    assert os.environ["AWS_EXPORTPIPE_TEST_ONLY"] == "with spaces"
+    monkeypatch.delenv("AWS_EXPORTPIPE_TEST_ONLY")

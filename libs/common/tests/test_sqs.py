@@ -19,7 +19,7 @@ import pytest
 from exportpipe.common.errors import MalformedMessage, RateLimited, UpstreamUnavailable
 from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.sqs import ConsumerConfig, JobContext, QueueConsumer, queue_depth
-from exportpipe.common.testing import create_queue_pair
+from exportpipe.testing import create_queue_pair
 
 
 def _config(queue_pair: tuple[str, str], **overrides: Any) -> ConsumerConfig:

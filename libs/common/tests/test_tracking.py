@@ -13,8 +13,8 @@ import pytest
 
 from exportpipe.common.completion import EventPublisher, ExportCompleter
 from exportpipe.common.schemas import ExportCompleted, decode
-from exportpipe.common.testing import Fault, FaultProxy, Request
 from exportpipe.common.tracking import ExportTracker
+from exportpipe.testing import Fault, FaultProxy, Request
 
 PREFIX = "exports/exp-1/"
 

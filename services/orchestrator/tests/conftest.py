@@ -15,9 +15,9 @@ import pytest
 from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.schemas import DownloadJob, ExportRequested, decode, encode
 from exportpipe.common.sqs import JobContext, queue_depth
-from exportpipe.common.testing import create_queue_pair
 from exportpipe.orchestrator.__main__ import Orchestrator, build, consumer_config
 from exportpipe.orchestrator.settings import OrchestratorSettings
+from exportpipe.testing import create_queue_pair
 from exportpipe.tools.simulator import SimulatorServer
 
 TOKEN = "sim-secret-token"

@@ -61,3 +61,13 @@ def test_a_registered_plugin_is_created_by_name() -> None:
 def test_unknown_source_names_the_choices() -> None:
     with pytest.raises(UnknownSource, match=r"EXPORTPIPE_EXPORT_SOURCE='nope'.*http-v1"):
         create_source(settings("nope"))
+
+
+def test_the_builtin_source_is_an_entry_point_not_an_import_side_effect() -> None:
+    from importlib.metadata import entry_points
+
+    from exportpipe.orchestrator.http_source import http_v1
+    from exportpipe.orchestrator.source import ENTRY_POINT_GROUP
+
+    [entry] = entry_points(group=ENTRY_POINT_GROUP, name="http-v1")
+    assert entry.load() is http_v1

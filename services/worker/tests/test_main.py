@@ -17,7 +17,7 @@ import pytest
 
 from exportpipe.common.schemas import DownloadJob, encode
 from exportpipe.common.sqs import queue_depth
-from exportpipe.common.testing import create_queue_pair
+from exportpipe.testing import create_queue_pair
 
 MIB = 1024 * 1024
 BIG = b"".join(b'{"id": %d, "pad": "%s"}\n' % (i, b"p" * (i % 64)) for i in range(400_000))

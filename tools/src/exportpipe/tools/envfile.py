@@ -20,6 +20,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from exportpipe.tools.errors import CliError
 
 __all__ = [
@@ -44,26 +46,13 @@ def read_env_file(path: Path) -> dict[str, str]:
         CliError: the file does not exist or cannot be read.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as stream:
+            parsed = dotenv_values(stream=stream, interpolate=False)
     except FileNotFoundError:
         raise CliError(f"env file not found: {path}") from None
     except OSError as exc:
         raise CliError(f"cannot read env file {path}: {exc.strerror}") from None
-    values: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[key] = value
-    return values
+    return {key: value for key, value in parsed.items() if value is not None}
 
 
 def write_env_file(path: Path, values: Mapping[str, str], *, header: str = "") -> None:

@@ -1,7 +1,7 @@
 """The local stack: a moto server with the queues, bucket, table and topic of a deployment.
 
 ``exportpipe local up`` starts a moto server (SQS, S3, DynamoDB, SNS; see
-:mod:`exportpipe.common.testing.motoserver`) on a free loopback port, detached in its own
+:mod:`exportpipe.testing.motoserver`) on a free loopback port, detached in its own
 session, and creates on it what the CDK shared stack creates in AWS:
 
 * SQS 1 ``exportpipe-requests`` and SQS 2 ``exportpipe-jobs``, each with a dead-letter
@@ -33,9 +33,9 @@ import boto3
 from botocore.exceptions import ClientError
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, QueueTiming
-from exportpipe.common.testing import free_port
-from exportpipe.common.testing.moto import SERVER_MODULE  # DynamoDB serialized
 from exportpipe.common.tracking import ExportTracker
+from exportpipe.testing import free_port
+from exportpipe.testing.moto import SERVER_MODULE  # DynamoDB serialized
 from exportpipe.tools.envfile import ENV_FILE_NAME, write_env_file
 from exportpipe.tools.errors import CliError
 from exportpipe.tools.processes import process_alive, process_command, spawn_detached, stop_pid

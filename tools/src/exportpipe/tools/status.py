@@ -123,7 +123,6 @@ def fetch_status(
     export_id: str,
     *,
     stall_seconds: float = DEFAULT_STALL_SECONDS,
-    with_details: bool = True,
 ) -> ExportStatus:
     """Read ``export_id``'s status.
 
@@ -131,7 +130,6 @@ def fetch_status(
         stack: where to read it.
         export_id: the export.
         stall_seconds: idle time after which an unfinished export counts as stalled.
-        with_details: also list rejected files and read SQS 2's counts.
 
     Raises:
         CliError: the export is not in the tracking table.
@@ -149,8 +147,8 @@ def fetch_status(
         stalled=state.is_stalled(now, stall_seconds),
         stall_seconds=stall_seconds,
         now=now,
-        rejected=_rejected(tracker, state) if with_details else [],
-        jobs_queue=_jobs_queue(stack) if with_details else None,
+        rejected=_rejected(tracker, state),
+        jobs_queue=_jobs_queue(stack),
     )
 
 

@@ -23,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from exportpipe.common.layout import export_root, is_under
 from exportpipe.common.schemas import ExportRequested, encode
 from exportpipe.common.tracking import ExportState
 from exportpipe.tools.context import Stack
@@ -72,8 +73,8 @@ def submit_export(
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "request"
         raise CliError(f"invalid {field}: {err['msg']}") from None
-    root = request.destination_prefix or stack.output_prefix
-    if not root.startswith(stack.output_prefix):
+    prefix_root = request.destination_prefix or stack.output_prefix
+    if not is_under(prefix_root, stack.output_prefix):
         # The services dead-letter such a request; say so before sending it.
         raise CliError(
             f"--prefix {prefix!r} must be under the output prefix {stack.output_prefix!r} "
@@ -85,7 +86,7 @@ def submit_export(
     return Submitted(
         export_id=export_id,
         message_id=str(sent["MessageId"]),
-        output=f"s3://{bucket}/{root}{export_id}/",
+        output=f"s3://{bucket}/{export_root(prefix_root, export_id)}",
     )
 
 

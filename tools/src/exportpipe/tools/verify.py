@@ -1,10 +1,8 @@
 """Checking what landed in S3 against what the simulator served, byte for byte.
 
-For an export root ``P`` (``{prefix}{export_id}/``) the worker writes, per file ``F``::
-
-    P data/F/<member>       the validated members
-    P manifests/F.json      the commit marker, listing every member's key, size, sha256
-    P rejected/F.json       instead, for a refused file: the reason
+The keys and records checked are those of :mod:`exportpipe.common.layout`: per file,
+its members under ``data/``, its manifest (listing each member's key, size, sha256) or,
+for a refused file, its rejection record with the reason.
 
 :func:`verify_export` rebuilds every file's expected members from the same
 :class:`~exportpipe.tools.simulator.ExportSpec` the simulator served and checks that each
@@ -21,9 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from botocore.exceptions import ClientError
 
+from exportpipe.common.layout import ExportKeys, FileManifest, FileRejection
 from exportpipe.tools.simulator import ExportSpec, expected_files
 
 __all__ = ["FileVerdict", "VerifyReport", "verify_export"]
@@ -120,15 +118,19 @@ def _check_rejected(s3: Any, bucket: str, root: str, file_id: str, name: str) ->
     def bad(problem: str, reason: str | None = None) -> FileVerdict:
         return FileVerdict(file_id, name, "rejected", ok=False, problem=problem, reason=reason)
 
-    raw = _get(s3, bucket, f"{root}rejected/{file_id}.json")
+    keys = ExportKeys.at(root).file(file_id)
+    raw = _get(s3, bucket, keys.rejected)
     if raw is None:
         return bad("corrupt file has no rejection record")
-    reason = str(orjson.loads(raw).get("reason") or "")
+    try:
+        reason = FileRejection.from_json(raw).reason
+    except ValueError as exc:
+        return bad(f"unreadable rejection record: {exc}")
     if not reason:
         return bad("rejection record has no reason")
-    if _get(s3, bucket, f"{root}manifests/{file_id}.json") is not None:
+    if _get(s3, bucket, keys.manifest) is not None:
         return bad("corrupt file was committed (it has a manifest)", reason)
-    if _keys(s3, bucket, f"{root}data/{file_id}/"):
+    if _keys(s3, bucket, keys.data_prefix):
         return bad("corrupt file left objects under data/", reason)
     return FileVerdict(file_id, name, "rejected", ok=True, reason=reason)
 
@@ -139,23 +141,30 @@ def _check_landed(
     def bad(problem: str) -> FileVerdict:
         return FileVerdict(file_id, name, "landed", ok=False, problem=problem)
 
-    raw = _get(s3, bucket, f"{root}manifests/{file_id}.json")
+    keys = ExportKeys.at(root).file(file_id)
+    raw = _get(s3, bucket, keys.manifest)
     if raw is None:
-        rejection = _get(s3, bucket, f"{root}rejected/{file_id}.json")
+        rejection = _get(s3, bucket, keys.rejected)
         if rejection is not None:
-            reason = orjson.loads(rejection).get("reason")
+            try:
+                reason = FileRejection.from_json(rejection).reason
+            except ValueError as exc:
+                reason = f"unreadable rejection record: {exc}"
             return bad(f"good file was rejected ({reason})")
         return bad("missing: no manifest")
-    members = orjson.loads(raw).get("members", [])
+    try:
+        members = FileManifest.from_json(raw).members
+    except ValueError as exc:
+        return bad(f"unreadable manifest: {exc}")
     seen: list[str] = []
     total = 0
     for member in members:
-        found = _object_digest(s3, bucket, member["key"])
+        found = _object_digest(s3, bucket, member.key)
         if found is None:
-            return bad(f"member {member['path']} is missing at {member['key']}")
+            return bad(f"member {member.path} is missing at {member.key}")
         digest, size = found
-        if digest != member["sha256"] or size != member["size"]:
-            return bad(f"member {member['path']} differs from its manifest entry")
+        if digest != member.sha256 or size != member.size:
+            return bad(f"member {member.path} differs from its manifest entry")
         seen.append(digest)
         total += size
     if Counter(seen) != Counter(expected):
@@ -163,7 +172,7 @@ def _check_landed(
             f"content differs from the source: {len(seen)} member(s) landed, "
             f"{len(expected)} expected, {len(set(seen) & set(expected))} identical"
         )
-    stray = _keys(s3, bucket, f"{root}data/{file_id}/") - {m["key"] for m in members}
+    stray = _keys(s3, bucket, keys.data_prefix) - {m.key for m in members}
     if stray:
         return bad(f"{len(stray)} object(s) under data/ not in the manifest")
     return FileVerdict(file_id, name, "landed", ok=True, bytes=total, members=len(members))

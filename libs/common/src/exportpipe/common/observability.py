@@ -14,7 +14,6 @@ import logging
 import re
 import threading
 from collections import defaultdict
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aws_lambda_powertools import Logger
@@ -155,8 +154,3 @@ class Metrics:
     def _run(self) -> None:
         while not self._stop.wait(self._flush_seconds):
             self.flush()
-
-
-def log_extra(**fields: Any) -> dict[str, Any]:
-    """Keyword arguments for ``logger.info(..., extra=...)`` dropping ``None`` values."""
-    return {k: v for k, v in fields.items() if v is not None}

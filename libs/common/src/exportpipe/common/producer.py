@@ -92,10 +92,6 @@ class BatchProducer:
                 future.cancel()
         return sent
 
-    def send_one_batch(self, bodies: list[str], *, delay_seconds: int = 0) -> int:
-        """Send at most 10 bodies synchronously (used for single continuations)."""
-        return sum(self._send_batch(b, delay_seconds) for b in _batches(bodies))
-
     def close(self) -> None:
         """Release the producer's threads."""
         self._executor.shutdown(wait=True)

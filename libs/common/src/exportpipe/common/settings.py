@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import TypeVar
 
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -78,11 +79,10 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def _export_aws_lines(env_file: Path) -> None:
-    for line in env_file.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if sep and key.startswith("AWS_") and key not in os.environ:
-            os.environ[key] = value.strip().strip('"')
+    # boto3 reads AWS_* from the process environment only; the environment wins.
+    for key, value in dotenv_values(env_file).items():
+        if key.startswith("AWS_") and value is not None:
+            os.environ.setdefault(key, value)
 
 
 def load_settings(kind: type[S]) -> S:

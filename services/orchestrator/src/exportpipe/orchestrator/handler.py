@@ -56,6 +56,7 @@ from exportpipe.common.errors import (
     PermanentError,
     UpstreamRejected,
 )
+from exportpipe.common.layout import export_root, is_under
 from exportpipe.common.observability import Metrics, redact_text
 from exportpipe.common.producer import BatchProducer
 from exportpipe.common.retry import call_aws
@@ -266,14 +267,16 @@ class PageHandler:
 
     def _destination(self, request: ExportRequested) -> S3Destination:
         prefix = request.destination_prefix or self._settings.output_prefix
-        if not prefix.startswith(self._settings.output_prefix):
+        if not is_under(prefix, self._settings.output_prefix):
             # Workers may only write under the output prefix (their IAM grant).
             raise MalformedMessage(
                 f"destination_prefix {prefix!r} is outside EXPORTPIPE_OUTPUT_PREFIX "
                 f"{self._settings.output_prefix!r}",
                 reason="destination_not_allowed",
             )
-        return S3Destination(bucket=self._settings.bucket, prefix=f"{prefix}{request.export_id}/")
+        return S3Destination(
+            bucket=self._settings.bucket, prefix=export_root(prefix, request.export_id)
+        )
 
     def _build_jobs(self, request: ExportRequested, page: FilePage) -> list[DownloadJob]:
         destination = self._destination(request)

@@ -48,10 +48,9 @@ from exportpipe.orchestrator.source import (
     ExportSource,
     FilePage,
     ListedFile,
-    register_source,
 )
 
-__all__ = ["HttpExportSource", "parse_retry_after"]
+__all__ = ["HttpExportSource", "http_v1", "parse_retry_after"]
 
 _STATUSES = frozenset({"pending", "running", "ready", "failed", "expired"})
 _MAX_BODY_BYTES = 64 * 2**20
@@ -348,6 +347,6 @@ def _listed_file(entry: object, index: int, path: str) -> ListedFile:
     )
 
 
-@register_source("http-v1")
-def _http_v1(settings: OrchestratorSettings) -> ExportSource:
+def http_v1(settings: OrchestratorSettings) -> ExportSource:
+    """The built-in source, registered as ``http-v1`` in the entry-point group."""
     return HttpExportSource.from_settings(settings)

@@ -8,8 +8,9 @@ is supported by writing one class and registering it, either in code::
     def _acme(settings: OrchestratorSettings) -> ExportSource:
         return AcmeSource(...)
 
-or from another distribution, through the ``exportpipe.export_sources`` entry-point
-group (``name = "package.module:factory"``). ``EXPORTPIPE_EXPORT_SOURCE`` picks one.
+or from any distribution, through the ``exportpipe.export_sources`` entry-point group
+(``name = "package.module:factory"``), as the built-in ``http-v1`` source is (see this
+member's ``pyproject.toml``). ``EXPORTPIPE_EXPORT_SOURCE`` picks one.
 
 What a source must guarantee, so the handler's retry and dead-letter decisions hold:
 
@@ -152,14 +153,8 @@ def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
     return decorate
 
 
-def _load_builtin() -> None:
-    # Importing the module registers it; kept lazy so this module has no HTTP imports.
-    import exportpipe.orchestrator.http_source  # noqa: F401
-
-
 def available_sources() -> list[str]:
-    """Names of every source that can be created (built-in, registered, entry points)."""
-    _load_builtin()
+    """Names of every source that can be created (registered in code or entry points)."""
     with _registry_lock:
         names = set(_registry)
     names.update(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
@@ -172,7 +167,6 @@ def create_source(settings: OrchestratorSettings) -> ExportSource:
     Raises:
         UnknownSource: no such plug-in.
     """
-    _load_builtin()
     name = settings.export_source
     with _registry_lock:
         factory = _registry.get(name)

@@ -14,7 +14,7 @@ Modules, one concept each: :mod:`~exportpipe.worker.settings` (configuration),
 from exportpipe.worker.download import HttpSource, Prefetcher, S3Source, Source, open_source
 from exportpipe.worker.extract import ExtractLimits, Member, iter_members, safe_member_path
 from exportpipe.worker.handler import JobHandler
-from exportpipe.worker.pipeline import JobKeys, JobResult, MemberResult, Pipeline
+from exportpipe.worker.pipeline import JobResult, MemberResult, Pipeline, keys_for
 from exportpipe.worker.protection import TaskProtection
 from exportpipe.worker.safety import AddressGuard, address_refusal, check_url, pinned_pool_manager
 from exportpipe.worker.settings import WorkerSettings
@@ -27,7 +27,6 @@ __all__ = [
     "ExtractLimits",
     "HttpSource",
     "JobHandler",
-    "JobKeys",
     "JobResult",
     "Member",
     "MemberResult",
@@ -42,6 +41,7 @@ __all__ = [
     "address_refusal",
     "check_url",
     "iter_members",
+    "keys_for",
     "open_source",
     "pinned_pool_manager",
     "safe_member_path",

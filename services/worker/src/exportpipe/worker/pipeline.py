@@ -1,11 +1,8 @@
 """One download job, end to end: idempotency check, stream, verify, commit, manifest.
 
-For a job with export ``E``, file ``F`` and destination ``s3://B/P`` (``P`` is the
-export's root, normally ``{output_prefix}{E}/``)::
-
-    P data/F/{member_path}      the validated members
-    P manifests/F.json          the commit marker, written last
-    P rejected/F.json           why the file was refused (written instead of a manifest)
+A job for file ``file_id`` writes its members under ``data/{file_id}/``, then its
+commit marker ``manifests/{file_id}.json`` (or, when refused, ``rejected/{file_id}.json``)
+under its export's root; :mod:`exportpipe.common.layout` owns those keys and records.
 
 The sequence:
 
@@ -34,11 +31,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import orjson
 from botocore.exceptions import ClientError
 from urllib3 import PoolManager
 
@@ -50,6 +45,14 @@ from exportpipe.common.errors import (
     PermanentError,
     UnsafeSource,
 )
+from exportpipe.common.layout import (
+    ExportKeys,
+    FileKeys,
+    FileManifest,
+    FileRejection,
+    ManifestMember,
+    SourceRef,
+)
 from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import DownloadJob
@@ -60,44 +63,25 @@ from exportpipe.worker.settings import WorkerSettings
 from exportpipe.worker.upload import ObjectUpload, Uploader, abort_uploads_under
 from exportpipe.worker.validate import validator_for
 
-__all__ = ["JobKeys", "JobResult", "MemberResult", "Pipeline"]
+__all__ = ["JobResult", "MemberResult", "Pipeline", "keys_for"]
 
-MANIFEST_SCHEMA = "exportpipe.FileManifest"
-REJECTION_SCHEMA = "exportpipe.FileRejected"
 _READ = 1 << 20
 _CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 
 
-@dataclass(frozen=True)
-class JobKeys:
-    """The S3 keys a job writes."""
+def keys_for(job: DownloadJob) -> FileKeys:
+    """The keys ``job`` writes under its destination (:mod:`exportpipe.common.layout`).
 
-    root: str
-    data_prefix: str
-    manifest: str
-    rejected: str
-
-    @classmethod
-    def for_job(cls, job: DownloadJob) -> JobKeys:
-        """Keys under ``job.destination.prefix``.
-
-        Raises:
-            MalformedMessage: the destination prefix is not a safe relative prefix.
-        """
-        root = job.destination.prefix
-        if root and not root.endswith("/"):
-            root += "/"
-        if root.startswith("/") or "\\" in root or ".." in root.split("/"):
-            raise MalformedMessage(
-                f"destination prefix {root!r} is not a relative key prefix",
-                reason="bad_destination",
-            )
-        return cls(
-            root=root,
-            data_prefix=f"{root}data/{job.file_id}/",
-            manifest=f"{root}manifests/{job.file_id}.json",
-            rejected=f"{root}rejected/{job.file_id}.json",
-        )
+    Raises:
+        MalformedMessage: the destination prefix is not a safe relative prefix.
+    """
+    try:
+        return ExportKeys.at(job.destination.prefix).file(job.file_id)
+    except ValueError:
+        raise MalformedMessage(
+            f"destination prefix {job.destination.prefix!r} is not a relative key prefix",
+            reason="bad_destination",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -139,17 +123,6 @@ class JobResult:
         return sum(m.records or 0 for m in self.members)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _same_source(job: DownloadJob, manifest: dict[str, Any]) -> bool:
-    source = manifest.get("source", {})
-    if job.sha256 is not None and source.get("sha256") != job.sha256:
-        return False
-    return job.size_bytes is None or source.get("size") == job.size_bytes
-
-
 class Pipeline:
     """Runs download jobs with shared connection pools (thread-safe across jobs)."""
 
@@ -183,19 +156,29 @@ class Pipeline:
         if self._log is not None:
             self._log.warning(message, extra=extra)
 
-    def _read_json(self, bucket: str, key: str) -> dict[str, Any] | None:
+    def _read_manifest(self, bucket: str, key: str) -> FileManifest | None:
+        """The stored manifest, or ``None`` if there is none.
+
+        Raises:
+            IntegrityError: something unreadable sits where the manifest belongs.
+        """
         try:
             body = call_aws(self.s3.get_object, Bucket=bucket, Key=key)["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
-        value = orjson.loads(body)
-        return value if isinstance(value, dict) else None
-
-    def _read_json_quietly(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:
-            return self._read_json(bucket, key)
+            return FileManifest.from_json(body)
+        except ValueError as exc:
+            raise IntegrityError(
+                f"{key} is not a readable file manifest ({exc}); remove it to re-import",
+                reason="manifest_conflict",
+            ) from None
+
+    def _read_manifest_quietly(self, bucket: str, key: str) -> FileManifest | None:
+        try:
+            return self._read_manifest(bucket, key)
         except Exception:
             return None
 
@@ -236,9 +219,9 @@ class Pipeline:
         """
         started = time.monotonic()
         self._check_destination(job)
-        keys = JobKeys.for_job(job)
+        keys = keys_for(job)
         bucket = job.destination.bucket
-        existing = self._read_json(bucket, keys.manifest)
+        existing = self._read_manifest(bucket, keys.manifest)
         if existing is not None:
             return self._duplicate(job, keys, existing, started)
         cancelled = cancelled or threading.Event()
@@ -278,8 +261,10 @@ class Pipeline:
             uploader.abort_all()
             # A concurrent attempt may have committed meanwhile (and aborted our
             # uploads): then this delivery is a duplicate, not a failure.
-            existing = self._read_json_quietly(bucket, keys.manifest)
-            if existing is not None and _same_source(job, existing):
+            existing = self._read_manifest_quietly(bucket, keys.manifest)
+            if existing is not None and existing.same_source(
+                size=job.size_bytes, sha256=job.sha256
+            ):
                 return self._duplicate(job, keys, existing, started)
             raise
         except BaseException:
@@ -290,9 +275,9 @@ class Pipeline:
         return result
 
     def _duplicate(
-        self, job: DownloadJob, keys: JobKeys, manifest: dict[str, Any], started: float
+        self, job: DownloadJob, keys: FileKeys, manifest: FileManifest, started: float
     ) -> JobResult:
-        if not _same_source(job, manifest):
+        if not manifest.same_source(size=job.size_bytes, sha256=job.sha256):
             raise IntegrityError(
                 f"{keys.manifest} already commits a different source (sha256/size differ); "
                 "remove it to re-import this file",
@@ -302,11 +287,11 @@ class Pipeline:
         return JobResult(
             status="duplicate",
             manifest_key=keys.manifest,
-            source_bytes=int(manifest.get("source", {}).get("size") or 0),
+            source_bytes=manifest.source.size or 0,
             seconds=time.monotonic() - started,
         )
 
-    def _abort_leftovers(self, job: DownloadJob, keys: JobKeys) -> None:
+    def _abort_leftovers(self, job: DownloadJob, keys: FileKeys) -> None:
         """Abort every open multipart upload under the file's ``data/`` prefix."""
         try:
             abort_uploads_under(self.s3, job.destination.bucket, keys.data_prefix)
@@ -317,7 +302,7 @@ class Pipeline:
         self,
         *,
         job: DownloadJob,
-        keys: JobKeys,
+        keys: FileKeys,
         uploader: Uploader,
         cancelled: threading.Event,
         set_eta: Callable[[float | None], None] | None,
@@ -360,7 +345,7 @@ class Pipeline:
                 if cancelled.is_set():
                     raise JobReleased("job released")
                 obj = uploader.open(
-                    keys.data_prefix + member.path,
+                    keys.member(member.path),
                     content_type=_CONTENT_TYPES.get(job.format, "application/octet-stream"),
                 )
                 validator = validator_for(
@@ -398,11 +383,11 @@ class Pipeline:
         manifest = self._manifest(job, source.bytes_read, source.sha256, members_out)
         if not uploader.put_if_absent(
             keys.manifest,
-            orjson.dumps(manifest, option=orjson.OPT_INDENT_2),
+            manifest.to_json(),
             content_type="application/json",
         ):
-            existing = self._read_json(job.destination.bucket, keys.manifest) or {}
-            if existing.get("source", {}).get("sha256") != source.sha256:
+            existing = self._read_manifest(job.destination.bucket, keys.manifest)
+            if existing is None or existing.source.sha256 != source.sha256:
                 raise IntegrityError(
                     f"{keys.manifest} was committed concurrently for a different source",
                     reason="manifest_conflict",
@@ -424,7 +409,7 @@ class Pipeline:
             return None
         return max(0.0, (total - done) / (done / elapsed)) + 30.0
 
-    def _after_commit(self, job: DownloadJob, keys: JobKeys, uploader: Uploader) -> None:
+    def _after_commit(self, job: DownloadJob, keys: FileKeys, uploader: Uploader) -> None:
         """Housekeeping once committed: other attempts' uploads, an old rejection."""
         try:
             uploader.abort_foreign_uploads(keys.data_prefix)
@@ -432,52 +417,43 @@ class Pipeline:
         except Exception as exc:  # the commit stands; this only tidies up
             self._warn("post-commit cleanup failed", {"error": type(exc).__name__})
 
+    @staticmethod
     def _manifest(
-        self, job: DownloadJob, size: int, sha256: str, members: list[MemberResult]
-    ) -> dict[str, Any]:
-        return {
-            "schema": MANIFEST_SCHEMA,
-            "version": 1,
-            "job_id": job.job_id,
-            "export_id": job.export_id,
-            "file_id": job.file_id,
-            "file_name": job.file_name,
-            "format": job.format,
-            "compression": job.compression,
-            "source": {"url": redact_url(job.url), "size": size, "sha256": sha256},
-            "members": [
-                {
-                    "path": m.path,
-                    "key": m.key,
-                    "size": m.size,
-                    "sha256": m.sha256,
-                    "records": m.records,
-                }
+        job: DownloadJob, size: int, sha256: str, members: list[MemberResult]
+    ) -> FileManifest:
+        return FileManifest(
+            job_id=job.job_id,
+            export_id=job.export_id,
+            file_id=job.file_id,
+            file_name=job.file_name,
+            format=job.format,
+            compression=job.compression,
+            source=SourceRef(url=redact_url(job.url), size=size, sha256=sha256),
+            members=[
+                ManifestMember(
+                    path=m.path, key=m.key, size=m.size, sha256=m.sha256, records=m.records
+                )
                 for m in members
             ],
-            "completed_at": _now(),
-        }
+        )
 
-    def _reject(self, job: DownloadJob, keys: JobKeys, exc: ExportPipeError) -> None:
-        record = {
-            "schema": REJECTION_SCHEMA,
-            "version": 1,
-            "job_id": job.job_id,
-            "export_id": job.export_id,
-            "file_id": job.file_id,
-            "file_name": job.file_name,
-            "source": {"url": redact_url(job.url)},
-            "error": type(exc).__name__,
-            "reason": exc.reason,
-            "message": exc.message,
-            "rejected_at": _now(),
-        }
+    def _reject(self, job: DownloadJob, keys: FileKeys, exc: ExportPipeError) -> None:
+        record = FileRejection(
+            job_id=job.job_id,
+            export_id=job.export_id,
+            file_id=job.file_id,
+            file_name=job.file_name,
+            source=SourceRef(url=redact_url(job.url)),
+            error=type(exc).__name__,
+            reason=exc.reason,
+            message=exc.message,
+        )
         try:
             call_aws(
                 self.s3.put_object,
                 Bucket=job.destination.bucket,
                 Key=keys.rejected,
-                Body=orjson.dumps(record, option=orjson.OPT_INDENT_2),
+                Body=record.to_json(),
                 ContentType="application/json",
             )
         except Exception as exc2:  # the dead letter still carries the reason

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from exportpipe.common.testing import Fault, FaultProxy, Request
+from exportpipe.testing import Fault, FaultProxy, Request
 
 
 @pytest.fixture
@@ -65,3 +65,34 @@ def test_head_keeps_the_object_size(s3: Any, proxy: FaultProxy) -> None:
     head = proxied.head_object(Bucket="proxy-head", Key="k")
     assert head["ContentLength"] == 1234
     assert proxied.get_object(Bucket="proxy-head", Key="k")["Body"].read() == b"x" * 1234
+
+
+def test_latency_proxy_process_counts_and_resets(moto_server: str) -> None:
+    import subprocess
+    import sys
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "exportpipe.testing.proxy", "--upstream", moto_server],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        _drive_latency_proxy(proc)
+
+
+def _drive_latency_proxy(proc: Any) -> None:
+    import json
+    import urllib.request
+
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        sqs = boto3.client("sqs", endpoint_url=url)
+        sqs.list_queues()
+        with urllib.request.urlopen(f"{url}/__proxy/stats", timeout=10) as r:
+            assert json.loads(r.read()) == {"ListQueues": 1}
+        reset = urllib.request.Request(f"{url}/__proxy/reset", method="POST", data=b"")
+        with urllib.request.urlopen(reset, timeout=10) as r:
+            assert json.loads(r.read()) == {}
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0

@@ -4,7 +4,7 @@ Not used by the services at run time. Lives in the shared library so that member
 suites and the end-to-end suite start the same moto server the same way.
 """
 
-from exportpipe.common.testing.moto import MotoServer, create_queue_pair, free_port
-from exportpipe.common.testing.proxy import Fault, FaultProxy, Request
+from exportpipe.testing.moto import MotoServer, create_queue_pair, free_port
+from exportpipe.testing.proxy import Fault, FaultProxy, Request
 
 __all__ = ["Fault", "FaultProxy", "MotoServer", "Request", "create_queue_pair", "free_port"]

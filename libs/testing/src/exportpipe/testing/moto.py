@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["SERVER_MODULE", "MotoServer", "create_queue_pair", "free_port"]
 
-SERVER_MODULE = "exportpipe.common.testing.motoserver"
+SERVER_MODULE = "exportpipe.testing.motoserver"
 """moto.server with DynamoDB requests serialized, as real DynamoDB applies item writes."""
 
 

@@ -7,10 +7,10 @@ counter ended 1 or 2 short in 2 of 5 runs). Real DynamoDB applies the writes to 
 one at a time, and the export tracker's exactly-once counting relies on that. This
 server is ``moto.server`` with one lock around every DynamoDB request, and with moto's
 SQS patched so concurrent sends and deletes do not lose messages
-(:mod:`exportpipe.common.testing.moto_patches`); SQS, S3 and SNS stay concurrent (SQS
+(:mod:`exportpipe.testing.moto_patches`); SQS, S3 and SNS stay concurrent (SQS
 long polls must not block each other).
 
-Run as ``python -m exportpipe.common.testing.motoserver -H 127.0.0.1 -p PORT``.
+Run as ``python -m exportpipe.testing.motoserver -H 127.0.0.1 -p PORT``.
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import run_simple
 
-    from exportpipe.common.testing.moto_patches import patch_sqs
+    from exportpipe.testing.moto_patches import patch_sqs
 
     patch_sqs()
 
-    parser = argparse.ArgumentParser(prog="python -m exportpipe.common.testing.motoserver")
+    parser = argparse.ArgumentParser(prog="python -m exportpipe.testing.motoserver")
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ instead of rebuilding every queue attribute, and delete stops at the message. Un
 each message costs O(queue depth) (FIELD-NOTES: send latency grew 23 -> 95 ms per batch
 as a queue grew from 200 to 600 messages). Real SQS has neither problem.
 
-Used by :mod:`exportpipe.common.testing.motoserver` (every test and the local stack) and
+Used by :mod:`exportpipe.testing.motoserver` (every test and the local stack) and
 by the benchmarks.
 """
 

@@ -8,13 +8,23 @@ then reset the connection instead of answering (the call took effect but the cal
 learns it, so its retry meets its own earlier write), or rewrite the JSON body of a
 SendMessageBatch to report some entries as failed (those entries are *not* forwarded, so
 a retry is not a duplicate).
+
+Benchmarks run it as a process that only adds latency, to give a local emulator the
+shape of a real AWS round trip::
+
+    python -m exportpipe.testing.proxy --upstream http://127.0.0.1:5000 --delay-ms 15
+
+It prints ``{"url": ...}``; ``GET /__proxy/stats`` returns the request counts by
+operation and ``POST /__proxy/reset`` zeroes them.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import random
+import signal
 import sys
 import threading
 import time
@@ -64,6 +74,9 @@ Rule = Callable[[Request], Fault | None]
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False
+    # Benchmarks open many connections at once; the default backlog of 5 drops SYNs.
+    request_queue_size = 256
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away mid-request (a killed process, a timed-out call) is
@@ -87,6 +100,7 @@ class FaultProxy:
 
     upstream: str
     delay: float = 0.0
+    port: int = 0
     rules: list[Rule] = field(default_factory=list)
     seed: int = 0
     counts: Counter[str] = field(default_factory=Counter)
@@ -98,6 +112,7 @@ class FaultProxy:
         self._server: ThreadingHTTPServer | None = None
         parts = urlsplit(self.upstream)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._local = threading.local()
 
     @property
     def endpoint(self) -> str:
@@ -111,6 +126,9 @@ class FaultProxy:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; with Nagle on, the body waits
+            # for the client's delayed ACK (~40 ms), far more than any delay we add.
+            disable_nagle_algorithm = True
 
             def log_message(self, *_: Any) -> None:
                 return
@@ -120,7 +138,7 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -142,6 +160,9 @@ class FaultProxy:
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
+        if h.path.startswith("/__proxy/"):
+            self._control(h)
+            return
         target = h.headers.get("X-Amz-Target", "")
         operation = target.rsplit(".", 1)[-1] if target else f"{h.command} {h.path.split('?')[0]}"
         request = Request(h.command, h.path, operation, dict(h.headers.items()), body)
@@ -170,6 +191,18 @@ class FaultProxy:
                 return
         self._forward(h, body)
 
+    def _control(self, h: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            if h.path == "/__proxy/reset":
+                self.counts.clear()
+                self.faults.clear()
+            payload = json.dumps(dict(self.counts)).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+
     @staticmethod
     def _fault_kind(fault: Fault) -> str:
         if fault.reset:
@@ -197,19 +230,28 @@ class FaultProxy:
         headers = {
             k: v for k, v in h.headers.items() if k.lower() not in {"host", "content-length"}
         }
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=120)
-        try:
-            conn.request(h.command, h.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            out = resp.read()
-            # A HEAD answer's Content-Length is the object's size, not the (empty) body's.
-            dropped = {"transfer-encoding", "connection"}
-            if h.command != "HEAD":
-                dropped.add("content-length")
-            resp_headers = {k: v for k, v in resp.getheaders() if k.lower() not in dropped}
-            return resp.status, out, resp_headers
-        finally:
-            conn.close()
+        # One kept-alive upstream connection per handler thread; a stale one is replaced.
+        for attempt in range(2):
+            conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=120)
+                self._local.conn = conn
+            try:
+                conn.request(h.command, h.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                out = resp.read()
+                break
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise
+        # A HEAD answer's Content-Length is the object's size, not the (empty) body's.
+        dropped = {"transfer-encoding", "connection"}
+        if h.command != "HEAD":
+            dropped.add("content-length")
+        resp_headers = {k: v for k, v in resp.getheaders() if k.lower() not in dropped}
+        return resp.status, out, resp_headers
 
     def _forward(
         self, h: BaseHTTPRequestHandler, body: bytes, failed: list[str] | None = None
@@ -256,3 +298,24 @@ class FaultProxy:
         h.send_header("Content-Length", str(len(payload)))
         h.end_headers()
         h.wfile.write(payload)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a latency-only proxy until SIGTERM/SIGINT (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m exportpipe.testing.proxy")
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--delay-ms", type=float, default=15.0)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    proxy = FaultProxy(args.upstream, delay=args.delay_ms / 1000, port=args.port).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(json.dumps({"url": proxy.endpoint}), flush=True)
+    stop.wait()
+    proxy.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
