@@ -22,6 +22,7 @@ from typing import Any, Literal
 import orjson
 
 from exportpipe.common.observability import redact_text
+from exportpipe.common.sqs import REDRIVEN_ATTRIBUTE
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import CliError
 
@@ -215,7 +216,14 @@ def redrive(
         for url, dlq_url, letters in scanned:
             for letter in letters:
                 if target is None or letter is target:
-                    sqs.send_message(QueueUrl=url, MessageBody=letter.body)
+                    # Marked, so the consumer knows an earlier attempt ran (ADR 0015).
+                    sqs.send_message(
+                        QueueUrl=url,
+                        MessageBody=letter.body,
+                        MessageAttributes={
+                            REDRIVEN_ATTRIBUTE: {"DataType": "String", "StringValue": "1"}
+                        },
+                    )
                     sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
                     done.append(letter)
         return done

@@ -62,6 +62,7 @@ from exportpipe.common.retry import call_aws
 
 __all__ = [
     "EARLIER_ATTEMPT_ATTRIBUTES",
+    "REDRIVEN_ATTRIBUTE",
     "SQS_MAX_VISIBILITY_SECONDS",
     "BatchOutcome",
     "ConsumerConfig",
@@ -79,10 +80,12 @@ SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
 _BATCH = 10
 _MAX_REASON_CHARS = 1000
 _LINGER = 0.1
+REDRIVEN_ATTRIBUTE = "exportpipe-redriven"
+"""Set by ``exportpipe dlq redrive`` on a message it sends back to its source queue."""
 # Message attributes that say a message was handled before: the runtime's dead-letter
 # attributes (kept when SQS moves a message back from the DLQ) and the redrive tool's.
 EARLIER_ATTEMPT_ATTRIBUTES = frozenset(
-    {"exportpipe-error-reason", "exportpipe-receive-count", "exportpipe-redriven"}
+    {"exportpipe-error-reason", "exportpipe-receive-count", REDRIVEN_ATTRIBUTE}
 )
 
 
