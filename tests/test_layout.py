@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -67,3 +68,28 @@ def test_members_match_the_workspace() -> None:
         assert not (ROOT / member / "src" / "exportpipe" / "__init__.py").exists(), (
             "exportpipe is a namespace package shared by every member"
         )
+
+
+# Building an output key by hand: an f-string placeholder or a quote right before a
+# layout segment. Prose that names a key (docstrings, messages) does not match.
+_KEY_BUILT_BY_HAND = re.compile(r"""[}"'](?:data/|manifests/|rejected/|_manifest\.json)""")
+_LAYOUT_MODULE = ROOT / "libs/common/src/exportpipe/common/layout.py"
+
+
+def _hand_built_keys() -> list[str]:
+    found = []
+    trees = ["libs/common/src", "libs/testing/src", "services", "tools/src", "bench"]
+    for tree in trees:
+        for path in sorted((ROOT / tree).rglob("*.py")):
+            if path == _LAYOUT_MODULE or "/tests/" in path.as_posix():
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if _KEY_BUILT_BY_HAND.search(line):
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    return found
+
+
+def test_output_keys_are_built_only_by_the_layout_module() -> None:
+    # ADR 0019: changing the output layout is a change to exportpipe.common.layout alone.
+    assert _hand_built_keys() == []
+    assert _KEY_BUILT_BY_HAND.search('key = f"{root}manifests/{file_id}.json"')

@@ -460,9 +460,7 @@ def test_send_batch_resends_only_entries_that_failed_on_sqs_side() -> None:
             {"Successful": [{"Id": "1"}], "Failed": []},
             {"QueueUrl": url, "Entries": [entries[1]]},
         )
-        outcome = send_batch(
-            client.delete_message_batch, queue_url=url, entries=entries, backoff_seconds=0
-        )
+        outcome = send_batch(client.delete_message_batch, queue_url=url, entries=entries)
         stub.assert_no_pending_responses()
     assert outcome.calls == 2
     assert outcome.unresolved == []

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from exportpipe.common.errors import AwsTransientError, PermanentError
-from exportpipe.common.retry import call_aws
+from exportpipe.common.errors import PermanentError
+from exportpipe.common.retry import call_aws, retry_unfinished
 from exportpipe.common.schemas import Message, encode
 
 __all__ = ["MAX_BATCH_BYTES", "BatchProducer", "SendFailed"]
@@ -97,8 +96,7 @@ class BatchProducer:
         self._executor.shutdown(wait=True)
 
     def _send_batch(self, bodies: list[str], delay_seconds: int) -> int:
-        pending = {str(i): body for i, body in enumerate(bodies)}
-        for attempt in range(self._max_attempts):
+        def attempt(pending: dict[str, str]) -> dict[str, str]:
             self.requests += 1
             try:
                 response = call_aws(
@@ -112,8 +110,6 @@ class BatchProducer:
             except ClientError as exc:  # call_aws re-raises only non-transient ones
                 code = exc.response.get("Error", {}).get("Code", "ClientError")
                 raise SendFailed(f"SQS rejected the batch: {code}") from exc
-            for ok in response.get("Successful", []):
-                pending.pop(ok["Id"], None)
             failed = response.get("Failed", [])
             fatal = [f for f in failed if f.get("SenderFault")]
             if fatal:
@@ -122,9 +118,13 @@ class BatchProducer:
                     f"SQS rejected {len(fatal)} message(s): {first.get('Code')}: "
                     f"{first.get('Message', '')}"
                 )
-            if not pending:
-                return len(bodies)
-            time.sleep(min(5.0, 0.1 * 2**attempt))
-        raise AwsTransientError(
-            f"{len(pending)} message(s) still failing after {self._max_attempts} attempts"
+            done = {ok["Id"] for ok in response.get("Successful", [])}
+            return {key: body for key, body in pending.items() if key not in done}
+
+        retry_unfinished(
+            attempt,
+            {str(i): body for i, body in enumerate(bodies)},
+            what="message(s)",
+            attempts=self._max_attempts,
         )
+        return len(bodies)

@@ -1,12 +1,18 @@
-"""Retries for AWS calls: jittered exponential backoff on throttling and transient errors.
+"""Retries for AWS calls: one layer, the client's own.
 
-botocore already retries a few times in ``standard`` mode; this layer is the longer,
-explicit one around calls whose failure would cost a message (send, delete, visibility).
+Every client comes from :func:`aws_client`, configured with botocore's ``standard``
+retry mode (jittered exponential backoff on throttling, 5xx and connection errors) for
+:data:`AWS_MAX_ATTEMPTS` attempts. :func:`call_aws` adds no retries of its own: it only
+turns what outlived them into :class:`~exportpipe.common.errors.AwsTransientError`,
+which the queue runtime retries later. The only loop left is for what botocore cannot
+see, entries a batch call reports as failed: :func:`retry_unfinished`.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,19 +24,22 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from exportpipe.common.errors import AwsTransientError
 
-__all__ = ["aws_client", "call_aws", "is_transient_aws_error"]
+__all__ = [
+    "AWS_MAX_ATTEMPTS",
+    "aws_client",
+    "call_aws",
+    "is_transient_aws_error",
+    "retry_unfinished",
+]
 
 T = TypeVar("T")
+V = TypeVar("V")
+
+AWS_MAX_ATTEMPTS = 6
+"""Attempts per AWS call (botocore's ``standard`` retry mode): the one retry layer."""
 _log = logging.getLogger("exportpipe.retry")
 
 _TRANSIENT_CODES = frozenset(
@@ -67,40 +76,56 @@ def is_transient_aws_error(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    # Only the error's class and code: messages may echo request parameters.
-    code = ""
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-    _log.warning(
-        "AWS call failed, retrying",
-        extra={"attempt": state.attempt_number, "error": type(exc).__name__, "code": code},
-    )
+def call_aws(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Call ``fn(*args, **kwargs)``; a transient failure becomes :class:`AwsTransientError`.
 
-
-def call_aws(
-    fn: Callable[..., T], /, *args: Any, attempts: int = 6, max_wait: float = 10.0, **kwargs: Any
-) -> T:
-    """Call ``fn(*args, **kwargs)``, retrying transient AWS failures.
+    The client's own retry mode (see :func:`aws_client`) is the only retry layer, so a
+    transient failure seen here has already outlived it: the caller's message is
+    retried later by the queue instead of being held here.
 
     Raises:
-        AwsTransientError: still failing transiently after ``attempts`` tries.
-        botocore.exceptions.ClientError: a non-transient AWS error (raised at once).
+        AwsTransientError: a throttling, 5xx or connection failure.
+        botocore.exceptions.ClientError: a non-transient AWS error.
     """
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient_aws_error),
-        stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(multiplier=0.2, max=max_wait, jitter=0.2),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
     try:
-        return retrying(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
     except Exception as exc:
         if is_transient_aws_error(exc):
+            code = ""
+            if isinstance(exc, ClientError):
+                code = exc.response.get("Error", {}).get("Code", "")
+            _log.warning(
+                "AWS call failed after the client's retries",
+                extra={"error": type(exc).__name__, "code": code},
+            )
             raise AwsTransientError(f"AWS call kept failing: {type(exc).__name__}") from exc
         raise
+
+
+def retry_unfinished(
+    attempt: Callable[[dict[str, V]], dict[str, V]],
+    pending: dict[str, V],
+    *,
+    what: str,
+    attempts: int = 8,
+) -> None:
+    """Retry the entries a batch call reports as failed, with backoff, until none are left.
+
+    The one loop beside the clients' retries: a batch call (SendMessageBatch,
+    DeleteMessageBatch, ChangeMessageVisibilityBatch) answers 200 with some entries
+    failed, which botocore cannot see. ``attempt`` sends ``pending`` (entry id → entry)
+    and returns the entries to try again; it raises for failures retrying cannot fix.
+
+    Raises:
+        AwsTransientError: entries still failing after ``attempts`` calls.
+    """
+    for number in range(attempts):
+        pending = attempt(pending)
+        if not pending:
+            return
+        if number + 1 < attempts:
+            time.sleep(random.uniform(0.5, 1.0) * min(5.0, 0.1 * 2**number))  # noqa: S311
+    raise AwsTransientError(f"{len(pending)} {what} still failing after {attempts} attempts")
 
 
 def aws_client(service: str, *, max_pool_connections: int = 20) -> Any:
@@ -110,7 +135,7 @@ def aws_client(service: str, *, max_pool_connections: int = 20) -> Any:
     same code talks to AWS or to the local moto server.
     """
     config = Config(
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
         max_pool_connections=max_pool_connections,
         connect_timeout=5,
         read_timeout=60,  # must exceed the 20 s long poll

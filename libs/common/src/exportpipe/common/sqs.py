@@ -16,8 +16,9 @@ bounded pool of threads:
   :class:`~exportpipe.common.errors.JobDeadlineExceeded`.
 * **Batched acknowledgements.** Deletes and visibility changes of every job go out
   through one outbox, in batches of up to ten, flushed when a batch is full or its
-  oldest entry has waited 0.1 s; entries that fail on SQS's side are retried by one
-  helper (:func:`send_batch`), the only loop of its kind.
+  oldest entry has waited 0.1 s; entries that fail on SQS's side are retried by
+  :func:`send_batch`, on the one partial-failure loop
+  (:func:`~exportpipe.common.retry.retry_unfinished`).
 * **Outcome by error type.** Return → delete (batched). ``RetryableError`` → the
   message comes back after a backoff visibility (or the upstream's ``Retry-After``).
   ``PermanentError`` → sent to the dead-letter queue with the reason in message
@@ -58,7 +59,7 @@ from exportpipe.common.errors import (
     RetryableError,
 )
 from exportpipe.common.observability import Metrics, redact_text
-from exportpipe.common.retry import call_aws
+from exportpipe.common.retry import call_aws, retry_unfinished
 
 __all__ = [
     "EARLIER_ATTEMPT_ATTRIBUTES",
@@ -276,36 +277,36 @@ def send_batch(
     queue_url: str,
     entries: list[dict[str, Any]],
     attempts: int = 5,
-    backoff_seconds: float = 0.2,
 ) -> BatchOutcome:
     """Send up to ten ``entries`` (each with a unique ``Id``) with one batch ``call``.
 
     SQS answers a batch with HTTP 200 and a ``Failed`` list; the entries that failed on
-    its side are sent again (and only they) with a growing pause, up to ``attempts``
-    calls; sender faults are returned at once. Whole-call failures are botocore's to
-    retry (:func:`~exportpipe.common.retry.call_aws`): this loop is only for partial
-    batch failures.
+    its side are sent again (and only they) by
+    :func:`~exportpipe.common.retry.retry_unfinished`, up to ``attempts`` calls; sender
+    faults are returned at once, never retried. Whole-call failures are botocore's to
+    retry (the client's retry mode): this is only for partial batch failures.
     """
     if len(entries) > _BATCH:
         raise ValueError(f"a batch holds at most {_BATCH} entries, got {len(entries)}")
-    pending = list(entries)
     rejected: list[dict[str, Any]] = []
+    left: dict[str, dict[str, Any]] = {e["Id"]: e for e in entries}
     calls = 0
-    for attempt in range(attempts):
-        if not pending:
-            break
+
+    def attempt(pending: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        nonlocal calls, left
         calls += 1
-        try:
-            response = call_aws(call, QueueUrl=queue_url, Entries=pending)
-        except Exception:
-            return BatchOutcome(rejected, pending, calls)
-        by_id = {e["Id"]: e for e in pending}
+        response = call_aws(call, QueueUrl=queue_url, Entries=list(pending.values()))
         failed = response.get("Failed", [])
-        rejected += [f | {"Entry": by_id[f["Id"]]} for f in failed if f.get("SenderFault")]
-        pending = [by_id[f["Id"]] for f in failed if not f.get("SenderFault")]
-        if pending and attempt + 1 < attempts:
-            time.sleep(backoff_seconds * (attempt + 1))
-    return BatchOutcome(rejected, pending, calls)
+        rejected.extend(f | {"Entry": pending[f["Id"]]} for f in failed if f.get("SenderFault"))
+        left = {f["Id"]: pending[f["Id"]] for f in failed if not f.get("SenderFault")}
+        return left
+
+    try:
+        if left:
+            retry_unfinished(attempt, dict(left), what="batch entries", attempts=attempts)
+    except Exception:  # still failing, or the call itself failed: the caller decides
+        return BatchOutcome(rejected, list(left.values()), calls)
+    return BatchOutcome(rejected, [], calls)
 
 
 @dataclass(frozen=True)

@@ -357,8 +357,6 @@ class Uploader:
             PartNumber=number,
             Body=body,
             ChecksumAlgorithm=self._algorithm,
-            attempts=4,
-            max_wait=5.0,
         )
         self.bytes_uploaded += len(body)
         return PartRecord(number, response["ETag"], response.get(self._checksum_key))
@@ -462,8 +460,6 @@ class Uploader:
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
-                attempts=3,
-                max_wait=2.0,
             )
         except Exception as exc:
             code = _error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
@@ -532,8 +528,6 @@ def abort_uploads_under(
                     Bucket=bucket,
                     Key=upload["Key"],
                     UploadId=upload["UploadId"],
-                    attempts=3,
-                    max_wait=2.0,
                 )
                 aborted += 1
             except ClientError as exc:
