@@ -404,21 +404,23 @@ def test_a_received_job_waiting_for_budget_is_released_at_shutdown(
         started.append(ctx.body)
         gate.wait(3)
 
+    def cost(ctx: JobContext) -> int:
+        return 1 if ctx.body == "cheap" else 2
+
     config = _config(queue_pair, concurrency=4, budget=2, shutdown_grace_seconds=10)
-    sqs.send_message_batch(
-        QueueUrl=queue_pair[0],
-        Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(2)],
-    )
-    with running(sqs, config, handler, job_cost=lambda _ctx: 2) as consumer:
-        wait_for(lambda: consumer.in_flight == 2)  # one running, one waiting
-        assert len(started) == 1
+    with running(sqs, config, handler, job_cost=cost) as consumer:
+        sqs.send_message(QueueUrl=queue_pair[0], MessageBody="cheap")
+        wait_for(lambda: started == ["cheap"])
+        # Room for one more cheap job: a dear one is received and waits for budget.
+        sqs.send_message(QueueUrl=queue_pair[0], MessageBody="dear")
+        wait_for(lambda: consumer.in_flight == 2)
+        assert started == ["cheap"]
+        consumer.shutdown()
         gate.set()
-        threading.Timer(0.2, consumer.shutdown).start()
         wait_for(lambda: consumer.in_flight == 0)
-    # Either it ran after the first finished, or it went back to the queue at once.
-    visible, in_flight = queue_counts(sqs, queue_pair[0])
-    assert in_flight == 0
-    assert len(started) + visible == 2
+    # The waiting job never started and went straight back to the queue.
+    assert started == ["cheap"]
+    wait_for(lambda: queue_counts(sqs, queue_pair[0]) == (1, 0))
 
 
 def test_redelivered_says_whether_an_earlier_attempt_may_have_run() -> None:
@@ -465,3 +467,21 @@ def test_send_batch_resends_only_entries_that_failed_on_sqs_side() -> None:
     assert outcome.calls == 2
     assert outcome.unresolved == []
     assert [f["Id"] for f in outcome.rejected] == ["2"]
+
+
+def test_receive_sizes_follow_the_cost_of_the_last_batch(
+    sqs: Any, queue_pair: tuple[str, str]
+) -> None:
+    """Before any cost is known one message; after cheap ones as many as fit."""
+    calls = _calls(sqs)
+    done: list[str] = []
+    sqs.send_message_batch(
+        QueueUrl=queue_pair[0],
+        Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(10)],
+    )
+    config = _config(queue_pair, concurrency=10, budget=100)
+    with running(sqs, config, lambda ctx: done.append(ctx.body), job_cost=lambda _ctx: 10):
+        wait_for(lambda: len(done) == 10)
+    asked = [p["MaxNumberOfMessages"] for op, p in calls if op == "ReceiveMessage"]
+    assert asked[0] == 1
+    assert max(asked) >= 9  # all the budget and slots left (one may still be running)

@@ -392,6 +392,7 @@ class QueueConsumer:
         self._outbox: queue.Queue[_Outgoing | None] = queue.Queue()
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="job")
         self._used = 0  # budget held by started jobs
+        self._estimate = config.budget or 1  # the dearest job of the last receive
         self._waiting: collections.deque[_InFlight] = collections.deque()
         self._busy = False
 
@@ -452,8 +453,13 @@ class QueueConsumer:
             return 0  # a received job waits for budget: receive nothing more
         room = cfg.concurrency - len(self._inflight)
         if cfg.budget is not None:
-            # The cheapest a job can be is one unit: ask for no more than could fit.
-            room = min(room, cfg.budget - self._used)
+            # Costs are only known once received: ask for as many as fit at the dearest
+            # cost of the last batch (one at a time before any), at least one while the
+            # budget has room at all. A message that turns out dearer than that waits,
+            # but only behind jobs that cost what the last batch did.
+            free = cfg.budget - self._used
+            estimate = self._estimate if self._job_cost is not None else 1
+            room = min(room, max(free // estimate, 1 if free > 0 else 0))
         return max(0, room)
 
     def _free_slots(self) -> int:
@@ -505,10 +511,21 @@ class QueueConsumer:
             if self._stopping.is_set():
                 self._release_raw(messages)
                 break
-            for raw in messages:
-                self._start(raw)
+            entries = [self._entry(raw) for raw in messages]
+            if not entries:
+                continue
+            with self._lock:
+                self._estimate = max(e.cost for e in entries)
+                for entry in entries:
+                    self._inflight[entry.ctx.message_id] = entry
+                    self._waiting.append(entry)
+            # Busy before any of them can start (and finish, and report idle).
+            self._set_busy(True)
+            self._metrics.add("MessagesReceived", len(entries), queue=self._queue_name)
+            with self._lock:
+                self._admit()
 
-    def _start(self, raw: dict[str, Any]) -> None:
+    def _entry(self, raw: dict[str, Any]) -> _InFlight:
         attrs = raw.get("Attributes", {})
         ctx = JobContext(
             message_id=raw["MessageId"],
@@ -519,13 +536,7 @@ class QueueConsumer:
                 k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()
             },
         )
-        entry = _InFlight(ctx, cost=self._cost(ctx))
-        with self._lock:
-            self._inflight[ctx.message_id] = entry
-            self._waiting.append(entry)
-            self._admit()
-        self._set_busy(True)
-        self._metrics.add("MessagesReceived", queue=self._queue_name)
+        return _InFlight(ctx, cost=self._cost(ctx))
 
     def _admit(self) -> None:
         """Start waiting jobs, oldest first, while they fit (call with the lock held)."""
