@@ -184,7 +184,7 @@ def _header(headers: dict[str, Any], name: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("size", [0, 3000, 5 * MIB])
+@pytest.mark.parametrize("size", [0, 3000, 2 * MIB, 5 * MIB])
 def test_object_that_fits_one_part_is_one_conditional_put(s3: Any, bucket: str, size: int) -> None:
     data = os.urandom(size)
     up = _uploader(s3, bucket)

@@ -42,6 +42,9 @@ from exportpipe.common.retry import call_aws
 
 __all__ = ["CommitConflict", "ObjectUpload", "PartRecord", "Uploader", "abort_uploads_under"]
 
+# A small object is held in a growing buffer up to this size; a bigger one in a pooled
+# part buffer (a small file never allocates a part; a large one's first part is pooled).
+_HEAD_BYTES = 1 << 20
 _CHECKSUM_KEY = {"CRC32": "ChecksumCRC32", "CRC32C": "ChecksumCRC32C", "SHA256": "ChecksumSHA256"}
 
 
@@ -110,7 +113,7 @@ class ObjectUpload:
     size: int = 0
     outcome: str | None = None
     _hash: Any = field(default_factory=hashlib.sha256)
-    _head: bytearray = field(default_factory=bytearray)  # the whole object, while it fits
+    _head: bytearray = field(default_factory=bytearray)  # a small object, held whole
     _buf: bytearray | None = None  # the part being filled (a pooled buffer)
     _fill: int = 0
     _next_part: int = 1
@@ -137,11 +140,23 @@ class ObjectUpload:
             return
         part_size = self.uploader.part_size
         if self.upload_id is None:
-            if len(self._head) + len(data) <= part_size:
+            if self.size + len(data) > part_size:
+                # More than one part: a multipart upload; what is held starts part 1.
+                self.upload_id = self.uploader._create(self)
+                self._to_part_buffer()
+            elif self._buf is None and self.size + len(data) <= _HEAD_BYTES:
                 self._head += data
                 self.size += len(data)
                 return
-            self._start_multipart()
+            else:
+                # Bigger than a small object: held in a pooled part buffer, as a large
+                # object's first part will be, so large files keep their memory profile.
+                self._to_part_buffer()
+                assert self._buf is not None  # noqa: S101 - _to_part_buffer just set it
+                self._buf[self._fill : self._fill + len(data)] = data
+                self._fill += len(data)
+                self.size += len(data)
+                return
         self.size += len(data)
         view = memoryview(data)
         while view:
@@ -154,14 +169,21 @@ class ObjectUpload:
             if self._fill == part_size:
                 self._submit()
 
-    def _start_multipart(self) -> None:
-        """More than one part: open the multipart upload; the held bytes start part 1."""
-        self.upload_id = self.uploader._create(self)
-        head, self._head = self._head, bytearray()
-        if head:
+    def _to_part_buffer(self) -> None:
+        """Move the held bytes into a pooled part buffer (taken if there is none yet)."""
+        if self._buf is None and (self._head or self.upload_id is None):
             self._buf = self.uploader._buffers.take()
-            self._buf[: len(head)] = head
-            self._fill = len(head)
+            self._buf[: len(self._head)] = self._head
+            self._fill = len(self._head)
+            self._head = bytearray()
+
+    def _single_body(self) -> bytes | bytearray | memoryview:
+        return self._head if self._buf is None else memoryview(self._buf)[: self._fill]
+
+    def _release_single(self) -> None:
+        buf, self._buf, self._fill, self._head = self._buf, None, 0, bytearray()
+        if buf is not None:
+            self.uploader._buffers.give(buf)
 
     @property
     def single(self) -> bool:
@@ -174,7 +196,7 @@ class ObjectUpload:
             return
         self._closed = True
         if self.single:
-            self._hash.update(self._head)
+            self._hash.update(self._single_body())
         elif self._fill or self._next_part == 1:
             self._submit()
 
@@ -218,8 +240,9 @@ class ObjectUpload:
         """
         self.close()
         if self.single:
-            self.outcome = self.uploader._put_single(self, bytes(self._head))
-            self._head = bytearray()
+            body = bytes(self._single_body())
+            self._release_single()
+            self.outcome = self.uploader._put_single(self, body)
         else:
             self.outcome = self.uploader._complete(self, self.parts())
         self._finished = True
@@ -230,8 +253,8 @@ class ObjectUpload:
         if self._finished:
             return
         self._finished = True
-        self._head = bytearray()
         if self.upload_id is None:
+            self._release_single()
             return  # nothing was sent
         for fut in self._futures:
             fut.cancel()
