@@ -401,6 +401,7 @@ def test_a_received_job_waiting_for_budget_is_released_at_shutdown(
     gate = threading.Event()
 
     def handler(ctx: JobContext) -> None:
+        ctx.set_eta(0)  # finishes within the shutdown grace: not released
         started.append(ctx.body)
         gate.wait(3)
 

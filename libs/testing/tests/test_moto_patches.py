@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import boto3
@@ -11,6 +12,8 @@ from moto import mock_aws
 
 from exportpipe.testing.moto_patches import patch_dynamodb
 
+TABLE = f"t-{uuid.uuid4().hex[:8]}"
+
 
 @pytest.fixture
 def table() -> Any:
@@ -18,7 +21,7 @@ def table() -> Any:
     with mock_aws():
         db = boto3.client("dynamodb", region_name="us-east-1")
         db.create_table(
-            TableName="t",
+            TableName=TABLE,
             BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[
                 {"AttributeName": "pk", "AttributeType": "S"},
@@ -29,12 +32,12 @@ def table() -> Any:
                 {"AttributeName": "sk", "KeyType": "RANGE"},
             ],
         )
-        db.put_item(TableName="t", Item={"pk": {"S": "e"}, "sk": {"S": "META"}, "n": {"N": "1"}})
+        db.put_item(TableName=TABLE, Item={"pk": {"S": "e"}, "sk": {"S": "META"}, "n": {"N": "1"}})
         yield db
 
 
 def _item(db: Any, sk: str) -> dict[str, Any] | None:
-    return db.get_item(TableName="t", Key={"pk": {"S": "e"}, "sk": {"S": sk}}).get("Item")
+    return db.get_item(TableName=TABLE, Key={"pk": {"S": "e"}, "sk": {"S": sk}}).get("Item")
 
 
 def _transact(db: Any, *, marker: str, condition: str) -> None:
@@ -42,14 +45,14 @@ def _transact(db: Any, *, marker: str, condition: str) -> None:
         TransactItems=[
             {
                 "Put": {
-                    "TableName": "t",
+                    "TableName": TABLE,
                     "Item": {"pk": {"S": "e"}, "sk": {"S": marker}},
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
             {
                 "Update": {
-                    "TableName": "t",
+                    "TableName": TABLE,
                     "Key": {"pk": {"S": "e"}, "sk": {"S": "META"}},
                     "UpdateExpression": "ADD n :one",
                     "ConditionExpression": condition,
