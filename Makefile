@@ -57,13 +57,15 @@ synth: install  ## synthesize the CDK app into infra/cdk/cdk.out
 deploy-shared: synth  ## deploy the shared (stateful) stack (CDK_ARGS=... passed to cdk)
 	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeShared --app cdk.out --exclusively $(CDK_ARGS)
 
-deploy-orchestrator: synth  ## deploy the orchestrator only (IMAGE_TAG=...; unset keeps the running image)
+deploy-orchestrator: synth  ## deploy the orchestrator only (IMAGE_TAG=..., SHARED_REVISION=...; unset keeps the deployed value)
 	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeOrchestrator --app cdk.out --exclusively \
-		$(if $(IMAGE_TAG),--parameters ExportPipeOrchestrator:ImageTag=$(IMAGE_TAG)) $(CDK_ARGS)
+		$(if $(IMAGE_TAG),--parameters ExportPipeOrchestrator:ImageTag=$(IMAGE_TAG)) \
+		$(if $(SHARED_REVISION),--parameters ExportPipeOrchestrator:SharedRevision=$(SHARED_REVISION)) $(CDK_ARGS)
 
-deploy-worker: synth  ## deploy the worker only (IMAGE_TAG=...; unset keeps the running image)
+deploy-worker: synth  ## deploy the worker only (IMAGE_TAG=..., SHARED_REVISION=...; unset keeps the deployed value)
 	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeWorker --app cdk.out --exclusively \
-		$(if $(IMAGE_TAG),--parameters ExportPipeWorker:ImageTag=$(IMAGE_TAG)) $(CDK_ARGS)
+		$(if $(IMAGE_TAG),--parameters ExportPipeWorker:ImageTag=$(IMAGE_TAG)) \
+		$(if $(SHARED_REVISION),--parameters ExportPipeWorker:SharedRevision=$(SHARED_REVISION)) $(CDK_ARGS)
 
 clean:  ## remove the environment and generated files
 	rm -rf .venv .tools infra/cdk/cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -1,16 +1,21 @@
-# syntax=docker/dockerfile:1.7
+# syntax=docker/dockerfile:1.7@sha256:a57df69d0ea827fb7266491f2813635de6f17269be881f696fbfdf2d83dda33e
 # exportpipe worker image. Worker: streams each DownloadJob from SQS 2 into validated S3 objects.
 # Build from the repository root:
 #   docker build -f docker/worker.Dockerfile -t exportpipe/worker:$(git rev-parse HEAD) .
 # Only exportpipe-worker and exportpipe-common (plus their locked third-party
 # dependencies) are installed: no other service, no tools, no dev dependencies.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Every image is pinned by digest (a multi-arch index: amd64 and arm64); refresh with
+#   docker buildx imagetools inspect python:3.11-slim-bookworm --format '{{json .Manifest.Digest}}'
+# (infra/cdk/README.md, "Pinned images and actions"). The tag stays for readers.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+# uv from PyPI at the version the Makefile uses: a release's files cannot be replaced.
+FROM ${PYTHON_IMAGE} AS uv
+RUN pip install --no-cache-dir --root-user-action=ignore uv==0.13.9
 
 FROM ${PYTHON_IMAGE} AS builder
-COPY --from=uv /uv /usr/local/bin/uv
+COPY --from=uv /usr/local/bin/uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
@@ -45,7 +50,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 exportpipe \
     && useradd --system --uid 10001 --gid exportpipe --no-create-home \
-        --home-dir /nonexistent --shell /usr/sbin/nologin exportpipe
+        --home-dir /nonexistent --shell /usr/sbin/nologin exportpipe \
+    && chown 10001:10001 /tmp && chmod 0700 /tmp
 # Only the virtual environment: no sources, no uv, no build cache.
 COPY --from=builder /app/.venv /app/.venv
 ENV PATH="/app/.venv/bin:${PATH}" \
@@ -53,6 +59,11 @@ ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     EXPORTPIPE_HEARTBEAT_FILE=/tmp/exportpipe-worker.heartbeat
 WORKDIR /app
+# The task's scratch volume is mounted on /tmp (read-only root filesystem). Declared here,
+# Fargate creates the mount with this directory's owner and mode; undeclared, it is
+# root-owned 0755 and the service user cannot write its spools or heartbeat file
+# (aws/containers-roadmap#938).
+VOLUME ["/tmp"]
 USER 10001:10001
 # Graceful shutdown: stop receiving, finish or release in-flight messages, flush.
 # ECS (and Fargate Spot's two-minute warning) sends SIGTERM, then SIGKILL after stopTimeout.

@@ -73,6 +73,7 @@ _DAMAGED = frozenset(
         "truncated",
         "corrupt_compressed_data",
         "corrupt_archive",
+        "trailing_garbage",  # a flip in a tar's zero padding, after its end marker
         "invalid_jsonl",
         "invalid_csv",
         "csv_field_count",

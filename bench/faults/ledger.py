@@ -304,7 +304,9 @@ def _export_manifest(s3: Any, bucket: str, root: str, plan: ExportPlan) -> list[
     rejected = [r.get("file_id") for r in manifest.get("rejected", [])]
     problems = []
     if sorted(files) != sorted(good):
-        problems.append(f"the export manifest lists {len(files)} files ({len(set(files))} distinct)")
+        problems.append(
+            f"the export manifest lists {len(files)} files ({len(set(files))} distinct)"
+        )
     if sorted(rejected) != sorted(plan.corrupt):
         problems.append(f"the export manifest rejects {sorted(rejected)}")
     return problems

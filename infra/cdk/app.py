@@ -22,15 +22,17 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     """Synthesize the three stacks; exit non-zero on bad configuration or cdk-nag findings."""
+    # Under the cdk CLI, context and the output directory arrive in CDK_CONTEXT_JSON and
+    # CDK_OUTDIR; run directly, take the same context from cdk.json.
+    under_cli = "CDK_OUTDIR" in os.environ
+    committed = json.loads((HERE / "cdk.json").read_text())["context"]
+    cli_context = json.loads(os.environ.get("CDK_CONTEXT_JSON") or "{}")
     try:
-        config = InfraConfig.from_environ(os.environ)
+        config = InfraConfig.from_environ(os.environ, {**committed, **cli_context})
     except ConfigError as exc:
         print(f"exportpipe-infra: {exc}", file=sys.stderr)
         return 2
-    # Under the cdk CLI, context and the output directory arrive in CDK_CONTEXT_JSON and
-    # CDK_OUTDIR; run directly, take the same feature flags from cdk.json.
-    under_cli = "CDK_OUTDIR" in os.environ
-    context = None if under_cli else json.loads((HERE / "cdk.json").read_text())["context"]
+    context = None if under_cli else committed
     outdir = None if under_cli else str(HERE / "cdk.out")
     build_app(config, outdir=outdir, context=context).app.synth()
     return 0

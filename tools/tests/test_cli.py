@@ -126,6 +126,17 @@ def test_submit_puts_an_export_request_on_sqs1(
     assert request.cursor is None
 
 
+@pytest.mark.parametrize(("tenant", "group"), [(["--tenant", "acme"], "acme"), ([], "exp-2")])
+def test_submit_sends_in_the_tenant_message_group(env: Env, tenant: list[str], group: str) -> None:
+    assert run(env, "submit", "exp-2", *tenant) == 0
+    [message] = env.sqs.receive_message(
+        QueueUrl=env["EXPORTPIPE_REQUESTS_QUEUE_URL"],
+        MaxNumberOfMessages=10,
+        MessageSystemAttributeNames=["MessageGroupId"],
+    )["Messages"]
+    assert message["Attributes"]["MessageGroupId"] == group
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
@@ -406,6 +417,22 @@ def test_dlq_redrive_one_then_all(
     assert json.loads(capsys.readouterr().out) == []
     assert run(env, "dlq", "redrive") == 0
     assert "nothing to redrive" in capsys.readouterr().out
+
+
+def test_dlq_redrive_restores_the_tenant_message_group(
+    env: Env, dead_letters: dict[str, str]
+) -> None:
+    env.sqs.send_message(QueueUrl=env["EXPORTPIPE_JOBS_DLQ_URL"], MessageBody="{not json")
+    assert run(env, "dlq", "redrive") == 0
+    groups = sorted(
+        (m["Body"] == "{not json", m.get("Attributes", {}).get("MessageGroupId"))
+        for url in ("EXPORTPIPE_JOBS_QUEUE_URL", "EXPORTPIPE_REQUESTS_QUEUE_URL")
+        for m in env.sqs.receive_message(
+            QueueUrl=env[url], MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+        )["Messages"]
+    )
+    # Two jobs and a request of export exp-d; the unreadable body goes back without one.
+    assert groups == [(False, "exp-d"), (False, "exp-d"), (False, "exp-d"), (True, None)]
 
 
 # ----------------------------------------------------------------------- errors

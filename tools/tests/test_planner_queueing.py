@@ -44,7 +44,13 @@ def test_fixed_fleet_mean_wait_matches_erlang_c() -> None:
     window = (float(times[10_000]), float(times[-1]))  # skip the empty-queue start
 
     run = simulate_workers(
-        times, durations, FixedFleet(tasks=tasks), fixed_deployment(1), window=window, start=0.0
+        times,
+        durations,
+        FixedFleet(tasks=tasks),
+        fixed_deployment(1),
+        window=window,
+        start=0.0,
+        drain_after_seconds=math.inf,
     )
 
     p_wait = erlang_c(servers, rate * mean_service)
@@ -75,6 +81,7 @@ def test_fixed_fleet_waits_equal_fifo_multiserver_recursion() -> None:
         fixed_deployment(2),
         window=(0.0, float(times[-1]) + 1),
         start=0.0,
+        drain_after_seconds=math.inf,
     )
 
     np.testing.assert_allclose(run.waits, expected, atol=1e-6)

@@ -67,6 +67,7 @@ def test_step_in_load_scales_out_after_delay_and_evaluation_by_the_step_percent(
         window=(0.0, 3600.0),
         start=0.0,
         initial_tasks=tasks,
+        drain_after_seconds=math.inf,
     )
 
     first_sample = math.ceil(t_step / PERIOD) * PERIOD
@@ -99,6 +100,7 @@ def test_idle_fleet_scales_in_slowly_by_the_configured_percent() -> None:
         window=(0.0, 3600.0),
         start=0.0,
         initial_tasks=tasks,
+        drain_after_seconds=math.inf,
     )
 
     first, second = run.actions[:2]
@@ -117,6 +119,7 @@ def test_fleet_at_zero_activates_on_the_first_message_until_a_task_shows_up() ->
         deployment,
         window=(0.0, 3600.0),
         start=0.0,
+        drain_after_seconds=math.inf,
     )
 
     activation = run.actions[0]
@@ -145,6 +148,7 @@ def test_cpu_policy_scales_in_busy_tasks_unless_protected(protected: bool) -> No
         window=(0.0, 2 * 3600.0),
         start=0.0,
         initial_tasks=tasks,
+        drain_after_seconds=math.inf,
     )
 
     assert run.actions
@@ -176,6 +180,7 @@ def test_spot_reclaims_release_long_jobs_for_a_retry_and_spare_short_ones() -> N
             spot_interruptions_per_hour=1.0,
             seed=5,
             start=0.0,
+            drain_after_seconds=math.inf,
         )
 
     long_run = run_with(1800.0)
@@ -203,8 +208,126 @@ def test_job_released_max_receive_count_times_is_dead_lettered() -> None:
         spot_interruptions_per_hour=120.0,  # reclaimed every 30 s on average
         seed=3,
         start=0.0,
+        drain_after_seconds=math.inf,
     )
 
     assert run.dead_lettered == 1
     assert run.releases == deployment.jobs_queue.max_receive_count
     assert run.unfinished == 0
+
+
+# ---------------------------------------------------- issue 17: bounded task lifetime
+
+
+def _saturating_load(tasks: int, hours: float, job_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Enough jobs arriving steadily to keep ``tasks`` tasks busy for ``hours``."""
+    rate = tasks * SLOTS / job_seconds * 1.5  # more than the fleet can take: never idle
+    times = np.arange(0.0, hours * 3600.0, 1.0 / rate)
+    return times, np.full(times.size, job_seconds)
+
+
+def test_without_a_maximum_age_a_busy_fleet_blocks_a_deployment() -> None:
+    # What issue 17 reported: protected, always-busy old tasks never leave.
+    times, durations = _saturating_load(4, 8, 600.0)
+    run = simulate_workers(
+        times,
+        durations,
+        FixedFleet(tasks=4),
+        on_demand(),
+        window=(0.0, 8 * 3600.0),
+        drain_seconds=0.0,
+        initial_tasks=4,
+        deploy_at=3600.0,
+        drain_after_seconds=math.inf,
+    )
+    assert run.deployment_seconds is None  # still waiting when the load ended
+
+
+def test_a_deployment_under_load_finishes_within_the_release_bound() -> None:
+    times, durations = _saturating_load(4, 8, 600.0)
+    run = simulate_workers(
+        times,
+        durations,
+        FixedFleet(tasks=4),
+        on_demand(),
+        window=(0.0, 8 * 3600.0),
+        drain_seconds=0.0,
+        initial_tasks=4,
+        deploy_at=3600.0,
+    )
+    assert run.deployment_seconds is not None
+    # Old tasks drain at their maximum age (ready at 0, so at 30 min after the deploy
+    # at 1 h) and their 10-minute jobs end well inside the grace.
+    assert run.deployment_seconds <= SCALING.release_bound_minutes * 60
+    assert run.deployment_seconds <= (SCALING.drain_after_minutes * 60 + 600.0)
+    assert run.dead_lettered == 0
+
+
+def test_tasks_recycle_at_their_maximum_age_without_losing_jobs() -> None:
+    times, durations = _saturating_load(4, 6, 600.0)
+    run = simulate_workers(
+        times,
+        durations,
+        FixedFleet(tasks=4),
+        on_demand(),
+        window=(0.0, 6 * 3600.0),
+        drain_seconds=0.0,
+        initial_tasks=4,
+    )
+    # Each task drains every ~30 min + its last job: 4 tasks over 6 h drain many times.
+    assert run.age_drains >= 4 * 6 * 60 // (SCALING.drain_after_minutes + 10) - 4
+    assert run.jobs_retried_age == 0  # 10-minute jobs always fit in the grace
+    assert run.dead_lettered == 0
+
+
+def test_a_job_longer_than_the_drain_grace_is_released_by_the_age_drain() -> None:
+    # The trade-off ADR 0007 states: jobs beyond drain_after + drain_grace cannot finish.
+    long = float(SCALING.drain_after_minutes + SCALING.drain_grace_minutes + 30) * 60
+    run = simulate_workers(
+        np.array([0.0]),
+        np.array([long]),
+        FixedFleet(tasks=1),
+        on_demand(),
+        window=(0.0, 3600.0),
+        drain_seconds=long * 3,
+        initial_tasks=1,
+    )
+    assert run.jobs_retried_age == 1
+
+
+def test_surplus_busy_tasks_leave_after_scale_in_within_the_bound() -> None:
+    # The fleet is scaled from 4 to 1 while every task is busy: protection keeps them,
+    # the age drain lets the surplus go.
+    times, durations = _saturating_load(4, 4, 600.0)
+
+    class Shrink:
+        name = "shrink"
+        protect_busy = True
+
+        def initial_tasks(self, start: float) -> int:
+            return 4
+
+        def controller(self) -> object:
+            class C:
+                def decide(self, now: float, samples: object, desired: int) -> int:
+                    return 4 if now < 3600 else 1
+
+            return C()
+
+        description = "4 then 1"
+
+    run = simulate_workers(
+        times,
+        durations,
+        Shrink(),  # type: ignore[arg-type]
+        on_demand(),
+        window=(0.0, 4 * 3600.0),
+        drain_seconds=0.0,
+    )
+    hours = np.asarray(run.series["hour"])
+    tasks = np.asarray(run.series["tasks"])
+    # Every task started at 0 drains at 30 min and again 30 min after its restart; the
+    # surplus is gone once each has drained after 1 h and finished its 10-minute jobs.
+    gone_by = 1.0 + (SCALING.drain_after_minutes + 15) / 60
+    assert tasks[hours > gone_by].max() == 1
+    assert tasks[hours < 1.0].min() == 4

@@ -84,6 +84,11 @@ class Synth:
         if "Fn::GetStackOutput" in value:
             output = value["Fn::GetStackOutput"]["OutputName"]
             return self.text(self.templates[SHARED]["Outputs"][output]["Value"])
+        if "Fn::Select" in value:
+            index, source = value["Fn::Select"]
+            if isinstance(source, dict) and "Fn::Split" in source:
+                delimiter, split = source["Fn::Split"]
+                return f"{self.text(split)}.split({delimiter!r})[{index}]"
         if "Fn::Join" in value:
             delimiter, items = value["Fn::Join"]
             return delimiter.join(self.text(v) for v in items)

@@ -14,7 +14,7 @@ POLICY = DEFAULT_DEPLOYMENT.worker_scaling
 # thread cap (32); four with the defaults, as before.
 JOBS_PER_TASK = DEFAULT_DEPLOYMENT.worker_jobs_per_task
 assert JOBS_PER_TASK == 4
-TASKS = "IF(FILL(running, 0) < 1, 1, FILL(running, 0))"
+TASKS = "IF(FILL(running, 0) > FILL(desired, 0), FILL(running, 0), FILL(desired, 0))"
 
 
 def _find(synth, kind, name):
@@ -36,10 +36,14 @@ def _expression(alarm):
     return expr["Expression"]
 
 
-def test_load_ratio_counts_in_flight_messages_per_running_task(synth):
+def test_load_ratio_counts_in_flight_messages_per_task_running_or_desired(synth):
+    # Issue 17: dividing by running tasks alone compounds +300 % steps while tasks fail
+    # to start (the steps apply to the desired count); max(running, desired) does not.
     alarm = _find(synth, "AWS::CloudWatch::Alarm", "ScaleOutOnBacklog")
-    assert _expression(alarm) == f"(visible + inFlight) / {TASKS} / {JOBS_PER_TASK}"
+    assert _expression(alarm) == f"(visible + inFlight) / IF(tasks < 1, 1, tasks) / {JOBS_PER_TASK}"
     metrics = _metrics(alarm)
+    assert metrics["tasks"]["Expression"] == TASKS
+    assert metrics["tasks"]["ReturnData"] is False
     for metric_id, name in (
         ("visible", "ApproximateNumberOfMessagesVisible"),
         ("inFlight", "ApproximateNumberOfMessagesNotVisible"),
@@ -50,14 +54,15 @@ def test_load_ratio_counts_in_flight_messages_per_running_task(synth):
         assert stat["Period"] == POLICY.metric_period_seconds
         (dimension,) = stat["Metric"]["Dimensions"]
         assert dimension["Name"] == "QueueName"
-        assert synth.text(dimension["Value"]).startswith("<JobsQueue")
-        assert synth.text(dimension["Value"]).endswith(".QueueName>")
-    running = metrics["running"]["MetricStat"]
-    assert running["Metric"]["Namespace"] == "ECS/ContainerInsights"
-    assert running["Metric"]["MetricName"] == "RunningTaskCount"
-    dims = {d["Name"]: synth.text(d["Value"]) for d in running["Metric"]["Dimensions"]}
-    assert dims["ClusterName"].startswith("<Cluster")
-    assert re.fullmatch(r"<WorkerRuntimeService[0-9A-F]{8}\.Name>", dims["ServiceName"])
+        # The queue name, from the shared stack's fixed-name JobsQueueName output.
+        assert re.fullmatch(r"<JobsQueue[0-9A-F]{8}\.QueueName>", synth.text(dimension["Value"]))
+    for metric_id, name in (("running", "RunningTaskCount"), ("desired", "DesiredTaskCount")):
+        stat = metrics[metric_id]["MetricStat"]
+        assert stat["Metric"]["Namespace"] == "ECS/ContainerInsights"
+        assert stat["Metric"]["MetricName"] == name
+        dims = {d["Name"]: synth.text(d["Value"]) for d in stat["Metric"]["Dimensions"]}
+        assert dims["ClusterName"].startswith("<Cluster")
+        assert re.fullmatch(r"<WorkerRuntimeService[0-9A-F]{8}\.Name>", dims["ServiceName"])
 
 
 def test_scale_out_is_fast_and_follows_the_steps(synth):
@@ -86,7 +91,7 @@ def test_scale_out_is_fast_and_follows_the_steps(synth):
 
 def test_scale_in_is_slow(synth):
     alarm = _find(synth, "AWS::CloudWatch::Alarm", "ScaleInOnBacklog")
-    assert _expression(alarm) == f"(visible + inFlight) / {TASKS} / {JOBS_PER_TASK}"
+    assert _expression(alarm) == f"(visible + inFlight) / IF(tasks < 1, 1, tasks) / {JOBS_PER_TASK}"
     assert alarm["Threshold"] == POLICY.scale_in_below_ratio
     assert alarm["ComparisonOperator"] == "LessThanOrEqualToThreshold"
     assert alarm["EvaluationPeriods"] == POLICY.scale_in_evaluation_periods
@@ -119,7 +124,11 @@ def test_activation_starts_tasks_from_zero_when_messages_wait(synth):
 
 
 def test_every_scaling_alarm_triggers_its_policy(synth):
-    alarms = synth.resources(WORKER, "AWS::CloudWatch::Alarm")
+    alarms = {
+        name: alarm
+        for name, alarm in synth.resources(WORKER, "AWS::CloudWatch::Alarm").items()
+        if not name.startswith("FleetAlarms")  # those notify people, not policies
+    }
     policies = synth.resources(WORKER, "AWS::ApplicationAutoScaling::ScalingPolicy")
     assert len(alarms) == len(policies) == 3
     for alarm in alarms.values():

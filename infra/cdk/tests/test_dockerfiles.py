@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shutil
 import subprocess
@@ -162,3 +163,99 @@ def test_python_base_matches_the_workspace_python():
     version = (REPO / ".python-version").read_text().strip()
     for service in SERVICES:
         assert f"ARG PYTHON_IMAGE=python:{version}-slim" in dockerfile(service)
+
+
+def _final_stage(service: str) -> list[tuple[str, str]]:
+    return stages(dockerfile(service))[-1]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_scratch_mount_is_a_volume_the_service_user_owns(service):
+    # Fargate creates an undeclared bind mount root-owned 0755; declared as a VOLUME it
+    # takes the image directory's owner and mode (aws/containers-roadmap#938).
+    from exportpipe.infra.queue_service import SCRATCH_PATH
+
+    final = _final_stage(service)
+    kinds = [kind for kind, _ in final]
+    volumes = [json.loads(args) for kind, args in final if kind == "VOLUME"]
+    assert volumes == [[SCRATCH_PATH]]
+    owned = [
+        i
+        for i, (kind, args) in enumerate(final)
+        if kind == "RUN" and f"chown 10001:10001 {SCRATCH_PATH}" in args
+    ]
+    assert owned
+    assert owned[0] < kinds.index("VOLUME") < kinds.index("USER")
+    (user,) = [args for kind, args in final if kind == "USER"]
+    assert user == "10001:10001"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_healthcheck_is_the_task_definition_health_check(service):
+    from exportpipe.infra.queue_service import HEALTH_CHECK_COMMAND, HEALTH_CHECK_TIMING
+
+    (healthcheck,) = [args for kind, args in _final_stage(service) if kind == "HEALTHCHECK"]
+    options, command = healthcheck.split(" CMD ", 1)
+    assert json.loads(command) == list(HEALTH_CHECK_COMMAND)
+    flags = dict(re.findall(r"--([a-z-]+)=(\S+)", options))
+    assert flags == {
+        "interval": f"{HEALTH_CHECK_TIMING['interval']}s",
+        "timeout": f"{HEALTH_CHECK_TIMING['timeout']}s",
+        "start-period": f"{HEALTH_CHECK_TIMING['start_period']}s",
+        "retries": str(HEALTH_CHECK_TIMING["retries"]),
+    }
+
+
+_DIGEST = r"@sha256:[0-9a-f]{64}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_image_the_build_pulls_is_pinned_by_digest(service):
+    text = dockerfile(service)
+    first = text.splitlines()[0]
+    assert re.fullmatch(r"# syntax=docker/dockerfile:[0-9.]+" + _DIGEST, first), first
+    args = dict(
+        args.split("=", 1) for kind, args in instructions(text) if kind == "ARG" and "=" in args
+    )
+    aliases = set()
+    for kind, arguments in instructions(text):
+        if kind != "FROM":
+            continue
+        image, *rest = arguments.split()
+        if rest[:1] == ["AS"]:
+            aliases.add(rest[1])
+        if image in aliases:
+            continue
+        resolved = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        assert re.search(_DIGEST + "$", resolved), f"{image} -> {resolved} is not pinned"
+    for kind, arguments in instructions(text):
+        if kind == "COPY" and "--from=" in arguments:
+            source = arguments.split("--from=", 1)[1].split()[0]
+            assert source in aliases or re.search(_DIGEST, source), source
+        if kind == "RUN" and "pip install" in arguments:
+            packages = [w for w in arguments.split("pip install", 1)[1].split() if w[0] != "-"]
+            assert packages, arguments
+            assert all("==" in p for p in packages), arguments
+
+
+def test_every_locked_dependency_has_a_linux_aarch64_wheel():
+    # The services run on ARM64 (Graviton): an sdist-only or x86-only package would be
+    # compiled or missing in the image build.
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    missing = []
+    for package in lock["package"]:
+        wheels = [w["url"].rsplit("/", 1)[-1] for w in package.get("wheels", [])]
+        if "source" in package and (
+            "editable" in package["source"] or "virtual" in package["source"]
+        ):
+            continue  # a workspace member
+        if not wheels:
+            missing.append(f"{package['name']} (sdist only)")
+            continue
+        if any(w.endswith("-none-any.whl") for w in wheels):
+            continue
+        if not any("linux" in w for w in wheels):
+            continue  # a platform-only package (pywin32): never installed on Linux
+        if not any("linux" in w and "aarch64" in w for w in wheels):
+            missing.append(package["name"])
+    assert missing == []

@@ -71,7 +71,7 @@ def test_every_alarm_notifies_the_alarm_topic(synth):
         for n, a in synth.resources(SHARED, "AWS::CloudWatch::Alarm").items()
         if n.startswith("Monitoring")
     ]
-    assert len(alarms) == 5
+    assert len(alarms) == 7  # 2 x (DLQ, oldest, quiet-group oldest) + stalled
     for alarm in alarms:
         assert alarm["AlarmActions"] == [{"Ref": topic}]
         assert alarm["OKActions"] == [{"Ref": topic}]

@@ -41,10 +41,11 @@ def test_worker_has_the_ephemeral_storage_for_zip_spooling(synth):
 
 
 @pytest.mark.parametrize("stack", [ORCHESTRATOR, WORKER])
-def test_tasks_are_x86_fargate(synth, stack):
+def test_tasks_are_arm64_fargate(synth, stack):
     task = _task(synth, stack)
     assert task["RequiresCompatibilities"] == ["FARGATE"]
-    assert task["RuntimePlatform"]["CpuArchitecture"] == "X86_64"  # Spot is x86 only
+    # FARGATE_SPOT runs ARM64 tasks on platform version 1.4.0 or later.
+    assert task["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
 
 
 def test_worker_runs_on_spot_after_an_on_demand_base(synth):

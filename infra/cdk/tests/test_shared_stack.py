@@ -42,9 +42,12 @@ def test_events_topic_is_encrypted_and_tls_only(synth):
             for p in synth.resources(SHARED, "AWS::SNS::TopicPolicy").values()
             if p["Properties"]["Topics"] == [{"Ref": name}]
         ]
-        (statement,) = policy["PolicyDocument"]["Statement"]
-        assert statement["Effect"] == "Deny"
-        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        # TLS only; the alarm topic also lets EventBridge publish fleet events.
+        statements = policy["PolicyDocument"]["Statement"]
+        deny = [s for s in statements if s["Effect"] == "Deny"]
+        assert [s["Condition"] for s in deny] == [{"Bool": {"aws:SecureTransport": "false"}}]
+        allowed = {s.get("Sid") for s in statements if s["Effect"] == "Allow"}
+        assert allowed <= {"EventBridgePublishesFleetEvents"}
 
 
 def test_api_token_secret_is_retained(synth):

@@ -231,3 +231,36 @@ def test_sigterm_mid_job_releases_and_aborts(
     assert _keys(s3, bucket, f"exports/{job.export_id}/") == []
     # Released, not deleted: the message is visible again at once.
     assert _queue_counts(sqs, queues[0]) == (1, 0)
+
+
+@pytest.mark.e2e
+def test_worker_drains_at_its_maximum_age_and_exits_on_its_own(
+    *,
+    s3: Any,
+    sqs: Any,
+    bucket: str,
+    queues: tuple[str, str],
+    file_server: Any,
+    make_job: Any,
+    start_worker: Callable[..., Worker],
+    ecs_agent: Any,
+) -> None:
+    # Issue 17: a loaded worker must not hold scale-in protection for ever.
+    _url, job = _send_slow_job(sqs, queues[0], file_server, make_job)
+    worker = start_worker(
+        EXPORTPIPE_DRAIN_AFTER_MINUTES="0.05",  # 3 s
+        EXPORTPIPE_DRAIN_GRACE_MINUTES="2",
+        EXPORTPIPE_CONCURRENCY="1",
+    )
+    _wait(lambda: ecs_agent.calls, 20, "protection to be taken")
+    _wait(lambda: "maximum age" in worker.logs(), 20, "the drain to start")
+    # Draining: a job queued now is left for other tasks.
+    late = make_job(file_server.add(gzip.compress(b'{"a": 1}\n')), file_id="file-9")
+    sqs.send_message(QueueUrl=queues[0], MessageBody=encode(late))
+    assert worker.proc.wait(timeout=90) == 0  # finished its job, then exited by itself
+    root = f"exports/{job.export_id}/"
+    assert f"{root}manifests/file-1.json" in _keys(s3, bucket, root)
+    assert "file-9" not in " ".join(_keys(s3, bucket, "exports/"))
+    assert _queue_counts(sqs, queues[0]) == (1, 0)
+    assert ecs_agent.calls[-1]["ProtectionEnabled"] is False
+    assert ecs_agent.calls[0]["ExpiresInMinutes"] <= 3  # capped at the drain deadline

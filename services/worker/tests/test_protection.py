@@ -49,3 +49,34 @@ def test_no_agent_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     protection.on_busy_change(True)
     protection.close()
     assert protection.calls == 0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_protection_is_never_requested_past_the_drain_deadline(ecs_agent: Any) -> None:
+    clock = _Clock()
+    # 60-minute protection, but the task must let go 25.5 minutes from now.
+    protection = TaskProtection(
+        ecs_agent.uri, minutes=60, deadline=clock.now + 25.5 * 60, clock=clock
+    )
+    assert protection.expires_in_minutes() == 25
+    protection.on_busy_change(True)
+    (first,) = ecs_agent.wait_for(1)
+    assert first["ExpiresInMinutes"] == 25
+    clock.now += 25 * 60  # under a minute left: still busy, but protection is cleared
+    protection.on_busy_change(True)  # wakes the thread, as any busy change would
+    calls = ecs_agent.wait_for(2, timeout=10)
+    assert calls[1]["ProtectionEnabled"] is False
+    protection.close()
+
+
+def test_without_deadline_the_full_length_is_requested(ecs_agent: Any) -> None:
+    protection = TaskProtection(ecs_agent.uri, minutes=60)
+    assert protection.expires_in_minutes() == 60
+    protection.close()

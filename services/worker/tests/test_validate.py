@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 
@@ -210,3 +212,120 @@ def test_validator_for_formats() -> None:
     assert isinstance(validator_for("jsonl", what="x", max_line_bytes=10), JsonlValidator)
     assert isinstance(validator_for("csv", what="x", max_line_bytes=10), CsvValidator)
     assert isinstance(validator_for("binary", what="x", max_line_bytes=10), BinaryValidator)
+
+
+# -- acceptance never depends on chunk boundaries (issue #15) ---------------------
+
+
+def _csv_reference(data: bytes) -> int | None:
+    """Data rows of ``data`` per Python's csv module in strict mode; None if refused."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = data.decode("utf-8")
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r]
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if not rows or not any(f.strip() for f in rows[0]):
+        return None
+    if any(len(r) != len(rows[0]) for r in rows[1:]):
+        return None
+    return len(rows) - 1
+
+
+def _csv_result(data: bytes, chunk: int) -> int | None:
+    validator = _csv(max_line=1 << 30)
+    try:
+        for i in range(0, len(data), chunk):
+            validator.feed(data[i : i + chunk])
+        return validator.finish()
+    except ValidationFailed:
+        return None
+
+
+CHUNKS = [1, 2, 3, 5, 8, 13, 64, 1000, 4096, 1 << 20]
+
+
+def test_csv_stray_quote_in_an_unquoted_field_is_accepted_at_any_size() -> None:
+    # One stray quote flips any quote-parity count for the rest of the file.
+    stray = b'1,6" pipe,ok\n'
+    row = b"2,elbow,ok\n"
+    small = b"id,what,status\n" + stray + row * 2
+    large = b"id,what,status\n" + stray + row * 19_999
+    assert _csv_reference(small) == 3
+    assert _csv_reference(large) == 20_000
+    for chunk in CHUNKS:
+        assert _csv_result(small, chunk) == 3, chunk
+        validator = _csv(max_line=1024)  # the default-sized record limit is not hit
+        for i in range(0, len(large), chunk * 97):
+            validator.feed(large[i : i + chunk * 97])
+        assert validator.finish() == 20_000, chunk
+
+
+def test_csv_lone_cr_line_ends_do_not_depend_on_chunking() -> None:
+    data = b"a,b\r" + b"1,2\r" * 5000
+    assert _csv_reference(data) == 5000
+    validator = _csv(max_line=1024)
+    for i in range(0, len(data), 1000):
+        validator.feed(data[i : i + 1000])
+    assert validator.finish() == 5000
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_csv_agrees_with_the_csv_module_at_every_chunk_size(seed: int) -> None:
+    rng = random.Random(seed)
+    alphabet = [b"a", b"b", b",", b'"', b"\n", b"\r\n", b"\r", b" ", b"\xc3\xa9", b'""']
+    pieces = [b"h1,h2\n"] + [rng.choice(alphabet) for _ in range(rng.randint(0, 60))]
+    data = b"".join(pieces)
+    expected = _csv_reference(data)
+    for chunk in CHUNKS[:7]:
+        assert _csv_result(data, chunk) == expected, (data, chunk)
+
+
+def test_csv_rows_of_valid_files_agree_at_every_chunk_size() -> None:
+    rng = random.Random(1)
+    for _ in range(100):
+        out = io.StringIO(newline="")
+        writer = csv.writer(out)
+        fields = rng.randint(1, 4)
+        writer.writerow([f"h{i}" for i in range(fields)])
+        for _ in range(rng.randint(0, 20)):
+            writer.writerow(
+                "".join(rng.choice('ab ,"\n\r\xe9') for _ in range(rng.randint(0, 6)))
+                for _ in range(fields)
+            )
+        data = out.getvalue().encode()
+        expected = _csv_reference(data)
+        assert expected is not None, data
+        for chunk in (1, 3, 7, 50):
+            assert _csv_result(data, chunk) == expected, (data, chunk)
+
+
+# -- one BOM rule for JSONL and CSV (ADR 0013) -----------------------------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("max_chunk", [1, 2, 5, 100])
+def test_a_leading_bom_is_accepted_by_jsonl_and_csv(max_chunk: int) -> None:
+    assert _run(_jsonl(), BOM + b'{"a": 1}\n{"b": 2}\n', max_chunk=max_chunk) == 2
+    assert _run(_csv(), BOM + b"a,b\n1,2\n", max_chunk=max_chunk) == 1
+    assert _run(_jsonl(), BOM, max_chunk=max_chunk) == 0
+
+
+@pytest.mark.parametrize("max_chunk", [1, 2, 5, 100])
+def test_a_bom_anywhere_else_is_content(max_chunk: int) -> None:
+    with pytest.raises(ValidationFailed):
+        _run(_jsonl(), b'{"a": 1}\n' + BOM + b'{"b": 2}\n', max_chunk=max_chunk)
+    with pytest.raises(ValidationFailed):
+        _run(_jsonl(), BOM + BOM + b'{"b": 2}\n', max_chunk=max_chunk)
+    # In CSV it is a character of the field it sits in: the header is then "\ufeffa".
+    assert _run(_csv(), b"a,b\n" + BOM + b"1,2\n", max_chunk=max_chunk) == 1
+    with pytest.raises(ValidationFailed):
+        _run(_jsonl(), b"\xef\xbb", max_chunk=max_chunk)
+
+
+@pytest.mark.parametrize("line", [b"\x0b", b"\x0c", b" \x0c ", b"\x1c"])
+def test_jsonl_blank_lines_are_json_whitespace_only(line: bytes) -> None:
+    with pytest.raises(ValidationFailed):
+        _run(_jsonl(), b'{"a": 1}\n' + line + b"\n")
+    assert _run(_jsonl(), b'{"a": 1}\n \t\r\n') == 1

@@ -23,6 +23,7 @@ import orjson
 
 from exportpipe.common.observability import redact_text
 from exportpipe.common.sqs import REDRIVEN_ATTRIBUTE
+from exportpipe.common.tenancy import group_id_for_body
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import CliError
 
@@ -187,6 +188,19 @@ def find_dead_letter(letters: Iterable[DeadLetter], message_id: str) -> DeadLett
     raise CliError(f"no dead letter with message id {message_id!r} (see `exportpipe dlq list`)")
 
 
+def _send_back(sqs: Any, url: str, body: str) -> None:
+    """Send ``body`` to ``url`` in its tenant's message group (fair queues, ADR 0018)."""
+    group = group_id_for_body(body)
+    # Marked, so the consumer knows an earlier attempt ran (ADR 0015).
+    marked = {REDRIVEN_ATTRIBUTE: {"DataType": "String", "StringValue": "1"}}
+    if group is None:
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=marked)
+    else:
+        sqs.send_message(
+            QueueUrl=url, MessageBody=body, MessageGroupId=group, MessageAttributes=marked
+        )
+
+
 def redrive(
     stack: Stack, queues: Iterable[QueueName] = QUEUES, *, message_id: str | None = None
 ) -> list[DeadLetter]:
@@ -216,14 +230,7 @@ def redrive(
         for url, dlq_url, letters in scanned:
             for letter in letters:
                 if target is None or letter is target:
-                    # Marked, so the consumer knows an earlier attempt ran (ADR 0015).
-                    sqs.send_message(
-                        QueueUrl=url,
-                        MessageBody=letter.body,
-                        MessageAttributes={
-                            REDRIVEN_ATTRIBUTE: {"DataType": "String", "StringValue": "1"}
-                        },
-                    )
+                    _send_back(sqs, url, letter.body)
                     sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
                     done.append(letter)
         return done

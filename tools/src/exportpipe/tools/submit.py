@@ -25,6 +25,7 @@ from rich.progress import (
 
 from exportpipe.common.layout import export_root, is_under
 from exportpipe.common.schemas import ExportRequested, encode
+from exportpipe.common.tenancy import message_group_id
 from exportpipe.common.tracking import ExportState
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import (
@@ -54,7 +55,7 @@ class Submitted:
 def submit_export(
     stack: Stack, export_id: str, *, tenant: str | None = None, prefix: str | None = None
 ) -> Submitted:
-    """Send ``ExportRequested(export_id)`` to SQS 1.
+    """Send ``ExportRequested(export_id)`` to SQS 1, in the tenant's message group.
 
     Args:
         stack: where to send it.
@@ -82,7 +83,10 @@ def submit_export(
         )
     queue_url = stack.require("EXPORTPIPE_REQUESTS_QUEUE_URL")
     bucket = stack.get("EXPORTPIPE_BUCKET") or "<bucket>"
-    sent = stack.client("sqs").send_message(QueueUrl=queue_url, MessageBody=encode(request))
+    # The tenant's group makes SQS 1 a fair queue (ADR 0018).
+    sent = stack.client("sqs").send_message(
+        QueueUrl=queue_url, MessageBody=encode(request), MessageGroupId=message_group_id(request)
+    )
     return Submitted(
         export_id=export_id,
         message_id=str(sent["MessageId"]),

@@ -13,7 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 
-from exportpipe.infra.work_queue import WorkQueue
+from exportpipe.infra.work_queue import QueuePair
 
 __all__ = [
     "CONSUME_ACTIONS",
@@ -39,7 +39,7 @@ TRACKING_ACTIONS = (
 action); no Scan, no deletes, no table management."""
 
 
-def consume_statements(queue: WorkQueue, *, sid: str) -> list[iam.PolicyStatement]:
+def consume_statements(queue: QueuePair, *, sid: str) -> list[iam.PolicyStatement]:
     """Receive, delete and change visibility on ``queue``; send to its DLQ.
 
     The consumer runtime dead-letters permanent failures itself (with the reason as
@@ -55,7 +55,7 @@ def consume_statements(queue: WorkQueue, *, sid: str) -> list[iam.PolicyStatemen
     ]
 
 
-def send_statement(*queues: WorkQueue, sid: str) -> iam.PolicyStatement:
+def send_statement(*queues: QueuePair, sid: str) -> iam.PolicyStatement:
     """Send to each of ``queues`` (not their DLQs)."""
     return iam.PolicyStatement(
         sid=sid, actions=["sqs:SendMessage"], resources=[q.queue.queue_arn for q in queues]

@@ -54,7 +54,8 @@ def build_app(
         config=config,
         env=env,
         description="exportpipe shared resources: queues, bucket, table, cluster, alarms",
-        termination_protection=config.account is not None,
+        # Stateful: whatever the environment, deleting it takes a deliberate step.
+        termination_protection=True,
     )
     orchestrator = OrchestratorStack(
         app,

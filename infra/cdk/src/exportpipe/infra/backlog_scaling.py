@@ -17,11 +17,14 @@ __all__ = ["BacklogScaling"]
 class BacklogScaling(Construct):
     """Three step-scaling policies on a service's queue backlog.
 
-    The *load ratio* is ``(visible + not visible) / max(running tasks, 1) /
-    jobs_per_task`` (CloudWatch metric math; running tasks from Container Insights'
-    ``RunningTaskCount``). Counting in-flight messages keeps busy tasks from being
-    scaled in when the queue merely looks empty (aws-cdk #9242), and 1.0 means every
-    job slot is busy with nothing waiting.
+    The *load ratio* is ``(visible + not visible) / max(running, desired, 1) /
+    jobs_per_task`` (CloudWatch metric math; task counts from Container Insights'
+    ``RunningTaskCount`` and ``DesiredTaskCount``). Counting in-flight messages keeps
+    busy tasks from being scaled in when the queue merely looks empty (aws-cdk #9242),
+    and 1.0 means every job slot is busy with nothing waiting. Dividing by the *desired*
+    count as well means tasks already asked for count as capacity: when they fail to
+    start (a Spot shortage, a crash loop) the ratio does not stay high, so the
+    percentage steps (which apply to the desired count) do not compound to the maximum.
 
     * **scale out**: ``policy.scale_out_steps`` as percent changes (at least
       ``scale_out_min_change`` tasks) after ``scale_out_evaluation_periods``;
@@ -33,6 +36,7 @@ class BacklogScaling(Construct):
       ``1 / jobs_per_task``, and a percentage of zero tasks is zero).
 
     Attributes:
+        tasks: ``max(running, desired)`` tasks (for dashboards).
         load_ratio: the load-ratio metric (for dashboards).
         activation: 1 when the fleet is at zero and messages wait, else 0.
     """
@@ -64,11 +68,26 @@ class BacklogScaling(Construct):
             period=period,
             statistic="Average",
         )
-        # A service without tasks may publish no RunningTaskCount datapoint; FILL reads it as 0.
-        tasks = "IF(FILL(running, 0) < 1, 1, FILL(running, 0))"
+        desired = cloudwatch.Metric(
+            namespace="ECS/ContainerInsights",
+            metric_name="DesiredTaskCount",
+            dimensions_map={"ClusterName": cluster_name, "ServiceName": service_name},
+            period=period,
+            statistic="Average",
+        )
+        # A service without tasks may publish no task-count datapoint; FILL reads it as 0
+        # (ADR 0007 records what the expression does when a whole series is absent).
+        self.tasks = cloudwatch.MathExpression(
+            expression=(
+                "IF(FILL(running, 0) > FILL(desired, 0), FILL(running, 0), FILL(desired, 0))"
+            ),
+            using_metrics={"running": running, "desired": desired},
+            period=period,
+            label="Tasks counted as capacity: max(running, desired)",
+        )
         self.load_ratio = cloudwatch.MathExpression(
-            expression=f"(visible + inFlight) / {tasks} / {jobs_per_task}",
-            using_metrics={"visible": visible, "inFlight": in_flight, "running": running},
+            expression=f"(visible + inFlight) / IF(tasks < 1, 1, tasks) / {jobs_per_task}",
+            using_metrics={"visible": visible, "inFlight": in_flight, "tasks": self.tasks},
             period=period,
             label="Worker load ratio (backlog per task / jobs per task)",
         )

@@ -9,6 +9,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from exportpipe.infra.fair_queues import fair_queue_widgets, quiet_oldest_age
 from exportpipe.infra.nag import acknowledge
 from exportpipe.infra.work_queue import WorkQueue
 
@@ -33,6 +34,9 @@ class Monitoring(Construct):
 
     * a DLQ holds any message (one per DLQ);
     * a queue's oldest message is older than its ``oldest_message_alarm_seconds``;
+    * the oldest message of the queue's *quiet* tenants (fair queues: every tenant but
+      the noisy ones, ADR 0018) is older than the same threshold: ordinary tenants
+      wait, not just a whale's backlog;
     * the EMF metric ``ExportsStalled`` in ``metrics_namespace`` is above zero, whatever
       its dimensions (a CloudWatch Metrics Insights query, so the alarm does not depend
       on which service emits it or with which dimension set).
@@ -86,6 +90,15 @@ class Monitoring(Construct):
                 ),
                 threshold=work_queue.timing.oldest_message_alarm_seconds,
                 description=f"{name} queue: a message waited too long for a consumer",
+            )
+            self._alarm(
+                f"{name}QuietGroupsOldestMessageAge",
+                metric=quiet_oldest_age(work_queue.queue, label=None),
+                threshold=work_queue.timing.oldest_message_alarm_seconds,
+                description=(
+                    f"{name} queue: quiet tenants (not the noisy ones) waited too long; "
+                    "consumers are short, not just busy with one tenant's backlog"
+                ),
             )
         self._alarm(
             "ExportsStalled",
@@ -180,6 +193,14 @@ class Monitoring(Construct):
                 title="Alarms", alarms=list(self.alarms.values()), width=8
             ),
         )
+        for name, work_queue in queues.items():
+            dashboard.add_widgets(
+                *fair_queue_widgets(
+                    work_queue.queue,
+                    name=name,
+                    alarm_seconds=work_queue.timing.oldest_message_alarm_seconds,
+                )
+            )
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Jobs per minute",

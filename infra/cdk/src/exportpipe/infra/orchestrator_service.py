@@ -26,7 +26,7 @@ from exportpipe.infra.access import (
 )
 from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
 from exportpipe.infra.queue_service import QueueService
-from exportpipe.infra.work_queue import WorkQueue
+from exportpipe.infra.work_queue import QueuePair
 
 __all__ = ["ORCHESTRATOR_OBJECT_ACTIONS", "ORCHESTRATOR_READ_ACTIONS", "OrchestratorService"]
 
@@ -65,8 +65,9 @@ class OrchestratorService(Construct):
         deployment: Deployment,
         repository: ecr.IRepository,
         image_tag: str,
-        requests: WorkQueue,
-        jobs: WorkQueue,
+        shared_revision: str,
+        requests: QueuePair,
+        jobs: QueuePair,
         bucket: s3.IBucket,
         output_prefix: str,
         table: dynamodb.ITable,
@@ -86,6 +87,7 @@ class OrchestratorService(Construct):
             sizing=sizing,
             repository=repository,
             image_tag=image_tag,
+            shared_revision=shared_revision,
             command="exportpipe-orchestrator",
             environment={
                 "EXPORTPIPE_REQUESTS_QUEUE_URL": requests.queue.queue_url,
@@ -144,7 +146,7 @@ class OrchestratorService(Construct):
         )
         self._scale_on_requests(deployment, requests)
 
-    def _scale_on_requests(self, deployment: Deployment, requests: WorkQueue) -> None:
+    def _scale_on_requests(self, deployment: Deployment, requests: QueuePair) -> None:
         timing = deployment.worker_scaling
         backlog = requests.queue.metric_approximate_number_of_messages_visible(
             period=Duration.seconds(timing.metric_period_seconds), statistic="Maximum"

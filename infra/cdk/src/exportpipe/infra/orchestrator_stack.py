@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from aws_cdk import Stack
-from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from exportpipe.infra.config import InfraConfig
+from exportpipe.infra.fleet_alarms import FleetAlarms
 from exportpipe.infra.image_repository import released_image
 from exportpipe.infra.orchestrator_service import OrchestratorService
+from exportpipe.infra.shared_outputs import shared_revision
 from exportpipe.infra.shared_stack import SharedResources
 
 __all__ = ["OrchestratorStack"]
@@ -35,25 +36,35 @@ class OrchestratorStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         image = released_image(self, "orchestrator")
-        # Imported by named output: it appears in a wildcard IAM resource (see
-        # SharedResources).
-        bucket = s3.Bucket.from_bucket_name(self, "OutputBucket", shared.output("OutputBucketName"))
+        imported = shared.import_into(self)
         self.service = OrchestratorService(
             self,
             "Orchestrator",
-            cluster=shared.cluster,
+            cluster=imported.cluster,
             deployment=config.deployment,
             repository=image.repository,
             image_tag=image.tag,
-            requests=shared.requests,
-            jobs=shared.jobs,
-            bucket=bucket,
+            shared_revision=shared_revision(self),
+            requests=imported.requests,
+            jobs=imported.jobs,
+            bucket=imported.bucket,
             output_prefix=config.output_prefix,
-            table=shared.table,
-            events_topic=shared.events_topic,
-            api_token=shared.api_token,
+            table=imported.table,
+            events_topic=imported.events_topic,
+            api_token=imported.api_token,
             export_api_url=config.export_api_url,
-            subnets=shared.task_subnets,
+            subnets=imported.task_subnets,
             assign_public_ip=shared.assign_public_ip,
             log_retention=config.log_retention,
+        )
+        service = self.service.runtime.service
+        self.alarms = FleetAlarms(
+            self,
+            "FleetAlarms",
+            cluster_name=imported.cluster.cluster_name,
+            cluster_arn=imported.cluster.cluster_arn,
+            service_name=service.service_name,
+            service_arn=service.service_arn,
+            max_tasks=config.deployment.orchestrator.max_tasks,
+            alarm_topic=imported.alarm_topic,
         )

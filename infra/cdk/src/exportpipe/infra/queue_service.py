@@ -14,10 +14,37 @@ from constructs import Construct
 from exportpipe.common.sizing import ServiceSizing
 from exportpipe.infra.nag import acknowledge
 
-__all__ = ["SCRATCH_PATH", "QueueService", "capacity_strategy"]
+__all__ = [
+    "HEALTH_CHECK_COMMAND",
+    "HEALTH_CHECK_TIMING",
+    "PLATFORM_VERSION",
+    "SCRATCH_PATH",
+    "QueueService",
+    "capacity_strategy",
+]
 
 SCRATCH_PATH = "/tmp"  # noqa: S108 - task-private ephemeral volume, not a shared /tmp
-"""Where the task's ephemeral storage is mounted; the root filesystem is read-only."""
+"""Where the task's ephemeral storage is mounted; the root filesystem is read-only.
+
+The images declare it as a ``VOLUME`` owned by UID 10001: Fargate creates an undeclared
+bind mount root-owned, mode 0755, which the non-root user cannot write
+(containers-roadmap #938)."""
+
+HEALTH_CHECK_COMMAND = (
+    "python",
+    "-c",
+    "import os, sys, time; p = os.environ['EXPORTPIPE_HEARTBEAT_FILE']; "
+    "sys.exit(0 if os.path.exists(p) and time.time() - os.path.getmtime(p) < 180 else 1)",
+)
+"""Healthy while the consumer's receive or heartbeat loop touched its heartbeat file in
+the last 180 s. The images' ``HEALTHCHECK`` runs the same command (a test keeps them
+equal), but ECS only runs the task definition's."""
+
+HEALTH_CHECK_TIMING = {"interval": 30, "timeout": 5, "start_period": 60, "retries": 3}
+"""Seconds (and retries) of the container health check, as the images declare them."""
+
+PLATFORM_VERSION = ecs.FargatePlatformVersion.VERSION1_4
+"""Pinned rather than LATEST: FARGATE_SPOT supports ARM64 from platform version 1.4.0."""
 
 
 def capacity_strategy(sizing: ServiceSizing) -> list[ecs.CapacityProviderStrategy]:
@@ -64,6 +91,7 @@ class QueueService(Construct):
         sizing: ServiceSizing,
         repository: ecr.IRepository,
         image_tag: str,
+        shared_revision: str,
         command: str,
         environment: Mapping[str, str],
         secrets: Mapping[str, ecs.Secret] | None = None,
@@ -84,9 +112,9 @@ class QueueService(Construct):
             ephemeral_storage_gib=(
                 sizing.ephemeral_storage_gib if sizing.ephemeral_storage_gib > 20 else None
             ),
-            # Fargate Spot is x86_64 only.
+            # Graviton: cheaper per vCPU-hour, on demand and on Spot (platform 1.4.0+).
             runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                cpu_architecture=ecs.CpuArchitecture.ARM64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
             volumes=[ecs.Volume(name="scratch")],
@@ -104,8 +132,21 @@ class QueueService(Construct):
                 max_buffer_size=Size.mebibytes(25),
             ),
             stop_timeout=Duration.seconds(sizing.stop_timeout_seconds),
+            # A new shared revision is a new task definition: every shared value it
+            # reads is resolved again (exportpipe.infra.shared_outputs).
+            docker_labels={"exportpipe.shared-revision": shared_revision},
             readonly_root_filesystem=True,
             essential=True,
+            # PID 1 is an init that forwards SIGTERM and reaps children: a Python process
+            # as PID 1 ignores SIGTERM until it installed its handler.
+            linux_parameters=ecs.LinuxParameters(self, "Linux", init_process_enabled=True),
+            health_check=ecs.HealthCheck(
+                command=["CMD", *HEALTH_CHECK_COMMAND],
+                interval=Duration.seconds(HEALTH_CHECK_TIMING["interval"]),
+                timeout=Duration.seconds(HEALTH_CHECK_TIMING["timeout"]),
+                start_period=Duration.seconds(HEALTH_CHECK_TIMING["start_period"]),
+                retries=HEALTH_CHECK_TIMING["retries"],
+            ),
         )
         self.container.add_mount_points(
             ecs.MountPoint(source_volume="scratch", container_path=SCRATCH_PATH, read_only=False)
@@ -130,7 +171,13 @@ class QueueService(Construct):
             "SecurityGroup",
             vpc=cluster.vpc,
             description=f"{command}: no inbound, HTTPS out to AWS APIs and the vendor",
-            allow_all_outbound=True,
+            allow_all_outbound=False,
+        )
+        # Everything the services call (AWS APIs, S3/DynamoDB through gateway endpoints,
+        # the vendor) is HTTPS. DNS, the task metadata endpoint and the ECS agent URI are
+        # not filtered by security groups.
+        security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS APIs and the vendor"
         )
         self.service = ecs.FargateService(
             self,
@@ -138,6 +185,7 @@ class QueueService(Construct):
             cluster=cluster,
             task_definition=self.task_definition,
             capacity_provider_strategies=capacity_strategy(sizing),
+            platform_version=PLATFORM_VERSION,
             vpc_subnets=subnets,
             assign_public_ip=assign_public_ip,
             security_groups=[security_group],

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import CfnOutput, Fn, Stack
-from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_ecs as ecs
-from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_secretsmanager as secretsmanager
-from aws_cdk import aws_sns as sns
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from exportpipe.infra.api_token import ApiTokenSecret
@@ -21,6 +16,12 @@ from exportpipe.infra.image_repository import REPOSITORY_NAMES, ImageRepository
 from exportpipe.infra.monitoring import Monitoring
 from exportpipe.infra.network import Network
 from exportpipe.infra.output_bucket import OutputBucket
+from exportpipe.infra.shared_outputs import (
+    SHARED_OUTPUTS,
+    TASK_SUBNET_OUTPUTS,
+    ImportedShared,
+    import_shared,
+)
 from exportpipe.infra.tracking_table import TrackingTable
 from exportpipe.infra.work_queue import WorkQueue
 
@@ -31,27 +32,18 @@ __all__ = ["SharedResources", "SharedStack"]
 class SharedResources:
     """What the service stacks take from the shared stack.
 
-    Constructs passed here become cross-stack references (``Fn::GetStackOutput``, the
-    ``weak`` references of ``cdk.json``: no exports lock the shared stack). Values that
-    end up inside wildcard IAM resources are read by :meth:`output` from the shared
-    stack's *named* outputs instead, so their cdk-nag acknowledgments name a stable
-    reference rather than a generated one.
+    Only plain values known at synthesis; every resource is imported in the consuming
+    stack from the shared stack's fixed-name outputs (:meth:`import_into`), so no
+    generated cross-stack reference ties a service stack to the shared stack's
+    construct tree.
     """
 
     stack_name: str
-    cluster: ecs.ICluster
-    task_subnets: ec2.SubnetSelection
     assign_public_ip: bool
-    requests: WorkQueue
-    jobs: WorkQueue
-    bucket: s3.IBucket
-    table: dynamodb.ITable
-    events_topic: sns.ITopic
-    api_token: secretsmanager.ISecret
 
-    def output(self, name: str) -> str:
-        """The shared stack's output ``name``, read when the consuming stack deploys."""
-        return Fn.get_stack_output(self.stack_name, name)
+    def import_into(self, scope: Construct) -> ImportedShared:
+        """The shared resources imported into ``scope``'s stack."""
+        return import_shared(scope, stack_name=self.stack_name)
 
 
 class SharedStack(Stack):
@@ -91,7 +83,7 @@ class SharedStack(Stack):
             ).repository
             for service, name in REPOSITORY_NAMES.items()
         }
-        Monitoring(
+        monitoring = Monitoring(
             self,
             "Monitoring",
             queues={"Requests": requests, "Jobs": jobs},
@@ -99,17 +91,24 @@ class SharedStack(Stack):
             metrics_namespace="ExportPipe",
             alarm_email=config.alarm_email,
         )
+        # The service stacks' EventBridge rules (deployment failed, task failed) publish
+        # to the alarm topic; an imported topic cannot grant that itself.
+        monitoring.alarm_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EventBridgePublishesFleetEvents",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[monitoring.alarm_topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
+        task_subnet_ids = network.vpc.select_subnets(
+            subnet_type=network.task_subnets.subnet_type
+        ).subnet_ids
+        if len(task_subnet_ids) < len(TASK_SUBNET_OUTPUTS):
+            raise ValueError(f"tasks need {len(TASK_SUBNET_OUTPUTS)} subnets (two AZs)")
         self.resources = SharedResources(
-            stack_name=self.stack_name,
-            cluster=cluster,
-            task_subnets=network.task_subnets,
-            assign_public_ip=network.assign_public_ip,
-            requests=requests,
-            jobs=jobs,
-            bucket=bucket,
-            table=table,
-            events_topic=events,
-            api_token=api_token,
+            stack_name=self.stack_name, assign_public_ip=network.assign_public_ip
         )
         outputs = {
             "RequestsQueueUrl": requests.queue.queue_url,
@@ -121,6 +120,22 @@ class SharedStack(Stack):
             "ExportApiTokenSecretArn": api_token.secret_arn,
             "OrchestratorRepositoryUri": repositories["orchestrator"].repository_uri,
             "WorkerRepositoryUri": repositories["worker"].repository_uri,
+            "RequestsQueueArn": requests.queue.queue_arn,
+            "RequestsDlqUrl": requests.dlq.queue_url,
+            "RequestsDlqArn": requests.dlq.queue_arn,
+            "JobsQueueArn": jobs.queue.queue_arn,
+            "JobsDlqUrl": jobs.dlq.queue_url,
+            "JobsDlqArn": jobs.dlq.queue_arn,
+            "TrackingTableArn": table.table_arn,
+            "VpcId": network.vpc.vpc_id,
+            # The first two: one per AZ in the VPC this stack creates.
+            "TaskSubnetA": task_subnet_ids[0],
+            "TaskSubnetB": task_subnet_ids[1],
+            "AlarmTopicArn": monitoring.alarm_topic.topic_arn,
+            "RequestsQueueName": requests.queue.queue_name,
+            "JobsQueueName": jobs.queue.queue_name,
         }
+        if tuple(outputs) != SHARED_OUTPUTS:
+            raise ValueError("the shared stack must publish exactly SHARED_OUTPUTS, in order")
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

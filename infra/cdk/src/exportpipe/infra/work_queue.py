@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from exportpipe.common.sizing import QueueTiming
 
-__all__ = ["WorkQueue"]
+__all__ = ["QueuePair", "WorkQueue"]
+
+
+class QueuePair(Protocol):
+    """A work queue and its DLQ, as the services use them: built here or imported."""
+
+    @property
+    def queue(self) -> sqs.IQueue: ...
+
+    @property
+    def dlq(self) -> sqs.IQueue: ...
 
 
 class WorkQueue(Construct):
@@ -49,4 +61,6 @@ class WorkQueue(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.dlq, max_receive_count=timing.max_receive_count
             ),
+            # A construct rename or a stack deletion must not drop the messages waiting.
+            removal_policy=RemovalPolicy.RETAIN,
         )

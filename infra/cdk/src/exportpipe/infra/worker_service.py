@@ -22,9 +22,10 @@ from exportpipe.infra.access import (
     tracking_statements,
 )
 from exportpipe.infra.backlog_scaling import BacklogScaling
+from exportpipe.infra.fair_queues import fair_queue_widgets
 from exportpipe.infra.nag import acknowledge, wildcard_resource_finding
 from exportpipe.infra.queue_service import QueueService
-from exportpipe.infra.work_queue import WorkQueue
+from exportpipe.infra.work_queue import QueuePair
 
 __all__ = ["WORKER_OBJECT_ACTIONS", "WorkerService"]
 
@@ -63,7 +64,8 @@ class WorkerService(Construct):
         deployment: Deployment,
         repository: ecr.IRepository,
         image_tag: str,
-        jobs: WorkQueue,
+        shared_revision: str,
+        jobs: QueuePair,
         bucket: s3.IBucket,
         output_prefix: str,
         table: dynamodb.ITable,
@@ -82,6 +84,7 @@ class WorkerService(Construct):
             sizing=sizing,
             repository=repository,
             image_tag=image_tag,
+            shared_revision=shared_revision,
             command="exportpipe-worker",
             environment={
                 "EXPORTPIPE_JOBS_QUEUE_URL": jobs.queue.queue_url,
@@ -183,4 +186,12 @@ class WorkerService(Construct):
             cloudwatch.GraphWidget(
                 title="Activation from zero", left=[self.scaling.activation], width=8
             ),
+        )
+        # Fair sharing (ADR 0018): is one tenant noisy, and do the others still flow?
+        self.dashboard.add_widgets(
+            *fair_queue_widgets(
+                jobs.queue,
+                name="SQS 2 (jobs)",
+                alarm_seconds=deployment.jobs_queue.oldest_message_alarm_seconds,
+            )
         )

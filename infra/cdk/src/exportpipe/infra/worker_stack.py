@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from aws_cdk import Stack
-from aws_cdk import aws_ecs as ecs
-from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from exportpipe.infra.config import InfraConfig
+from exportpipe.infra.fleet_alarms import FleetAlarms
 from exportpipe.infra.image_repository import released_image
+from exportpipe.infra.shared_outputs import shared_revision
 from exportpipe.infra.shared_stack import SharedResources
 from exportpipe.infra.worker_service import WorkerService
 
@@ -36,26 +36,33 @@ class WorkerStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         image = released_image(self, "worker")
-        # Imported by named output: both appear in wildcard IAM resources (see
-        # SharedResources), the cluster in the task-protection ARN.
-        bucket = s3.Bucket.from_bucket_name(self, "OutputBucket", shared.output("OutputBucketName"))
-        cluster = ecs.Cluster.from_cluster_attributes(
-            self, "Cluster", cluster_name=shared.output("ClusterName"), vpc=shared.cluster.vpc
-        )
+        imported = shared.import_into(self)
         self.service = WorkerService(
             self,
             "Worker",
-            cluster=cluster,
+            cluster=imported.cluster,
             deployment=config.deployment,
             repository=image.repository,
             image_tag=image.tag,
-            jobs=shared.jobs,
-            bucket=bucket,
+            shared_revision=shared_revision(self),
+            jobs=imported.jobs,
+            bucket=imported.bucket,
             output_prefix=config.output_prefix,
-            table=shared.table,
-            events_topic=shared.events_topic,
+            table=imported.table,
+            events_topic=imported.events_topic,
             download_allowed_hosts=config.download_allowed_hosts,
-            subnets=shared.task_subnets,
+            subnets=imported.task_subnets,
             assign_public_ip=shared.assign_public_ip,
             log_retention=config.log_retention,
+        )
+        service = self.service.runtime.service
+        self.alarms = FleetAlarms(
+            self,
+            "FleetAlarms",
+            cluster_name=imported.cluster.cluster_name,
+            cluster_arn=imported.cluster.cluster_arn,
+            service_name=service.service_name,
+            service_arn=service.service_arn,
+            max_tasks=config.deployment.worker.max_tasks,
+            alarm_topic=imported.alarm_topic,
         )

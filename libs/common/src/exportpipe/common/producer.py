@@ -1,4 +1,8 @@
-"""Batch producer: SendMessageBatch in groups of 10, concurrent batches, partial retries."""
+"""Batch producer: SendMessageBatch in groups of 10, concurrent batches, partial retries.
+
+Every ``ExportRequested`` and ``DownloadJob`` goes out with ``MessageGroupId`` = its
+tenant (:mod:`exportpipe.common.tenancy`), which makes the standard queues fair queues.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from exportpipe.common.errors import PermanentError
 from exportpipe.common.retry import call_aws, retry_unfinished
-from exportpipe.common.schemas import Message, encode
+from exportpipe.common.schemas import DownloadJob, ExportRequested, Message, encode
+from exportpipe.common.tenancy import message_group_id
 
 __all__ = ["MAX_BATCH_BYTES", "BatchProducer", "SendFailed"]
 
@@ -25,15 +30,26 @@ class SendFailed(PermanentError):
     reason = "send_rejected"
 
 
-def _batches(bodies: Iterable[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
+_Entry = tuple[str, str | None]
+"""A body and its ``MessageGroupId`` (``None``: sent without one)."""
+
+
+def _entry(message: Message) -> _Entry:
+    group = (
+        message_group_id(message) if isinstance(message, ExportRequested | DownloadJob) else None
+    )
+    return encode(message), group
+
+
+def _batches(entries: Iterable[_Entry]) -> Iterator[list[_Entry]]:
+    batch: list[_Entry] = []
     size = 0
-    for body in bodies:
-        length = len(body.encode())
+    for entry in entries:
+        length = len(entry[0].encode())
         if batch and (len(batch) == MAX_BATCH_ENTRIES or size + length > MAX_BATCH_BYTES):
             yield batch
             batch, size = [], 0
-        batch.append(body)
+        batch.append(entry)
         size += length
     if batch:
         yield batch
@@ -67,17 +83,25 @@ class BatchProducer:
     def send(self, messages: Iterable[Message], *, delay_seconds: int = 0) -> int:
         """Send every message; returns how many were sent.
 
+        ``ExportRequested`` and ``DownloadJob`` messages carry their tenant's
+        ``MessageGroupId`` (:func:`exportpipe.common.tenancy.message_group_id`).
+
         Raises:
             SendFailed: SQS rejected an entry as the sender's fault.
             AwsTransientError: entries kept failing after every retry.
         """
-        return self.send_bodies((encode(m) for m in messages), delay_seconds=delay_seconds)
+        return self._send_entries((_entry(m) for m in messages), delay_seconds)
 
-    def send_bodies(self, bodies: Iterable[str], *, delay_seconds: int = 0) -> int:
-        """Like :meth:`send` for already-encoded bodies."""
+    def send_bodies(
+        self, bodies: Iterable[str], *, delay_seconds: int = 0, group_id: str | None = None
+    ) -> int:
+        """Like :meth:`send` for already-encoded bodies, all in group ``group_id``."""
+        return self._send_entries(((b, group_id) for b in bodies), delay_seconds)
+
+    def _send_entries(self, entries: Iterable[_Entry], delay_seconds: int) -> int:
         sent = 0
         running: set[Future[int]] = set()
-        batches = _batches(bodies)
+        batches = _batches(entries)
         try:
             for batch in batches:
                 if len(running) >= self._max_concurrency:
@@ -95,16 +119,16 @@ class BatchProducer:
         """Release the producer's threads."""
         self._executor.shutdown(wait=True)
 
-    def _send_batch(self, bodies: list[str], delay_seconds: int) -> int:
-        def attempt(pending: dict[str, str]) -> dict[str, str]:
+    def _send_batch(self, entries: list[_Entry], delay_seconds: int) -> int:
+        def attempt(pending: dict[str, _Entry]) -> dict[str, _Entry]:
             self.requests += 1
             try:
                 response = call_aws(
                     self._sqs.send_message_batch,
                     QueueUrl=self._queue_url,
                     Entries=[
-                        {"Id": key, "MessageBody": body, "DelaySeconds": delay_seconds}
-                        for key, body in pending.items()
+                        _batch_entry(key, body, group, delay_seconds)
+                        for key, (body, group) in pending.items()
                     ],
                 )
             except ClientError as exc:  # call_aws re-raises only non-transient ones
@@ -119,12 +143,19 @@ class BatchProducer:
                     f"{first.get('Message', '')}"
                 )
             done = {ok["Id"] for ok in response.get("Successful", [])}
-            return {key: body for key, body in pending.items() if key not in done}
+            return {key: entry for key, entry in pending.items() if key not in done}
 
         retry_unfinished(
             attempt,
-            {str(i): body for i, body in enumerate(bodies)},
+            {str(i): entry for i, entry in enumerate(entries)},
             what="message(s)",
             attempts=self._max_attempts,
         )
-        return len(bodies)
+        return len(entries)
+
+
+def _batch_entry(key: str, body: str, group: str | None, delay_seconds: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": key, "MessageBody": body, "DelaySeconds": delay_seconds}
+    if group is not None:
+        entry["MessageGroupId"] = group
+    return entry

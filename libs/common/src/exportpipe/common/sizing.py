@@ -181,7 +181,12 @@ class WorkerScaling:
         scale_in_percent / scale_in_cooldown_seconds: how much and how often.
         task_startup_seconds: from scale-out decision to a task polling (planner input).
         protection_minutes: ECS task scale-in protection a busy worker holds, renewed
-            while busy (1..2880).
+            while busy (1..2880), never past the task's drain deadline.
+        drain_after_minutes: a worker task's maximum age: then it stops receiving and
+            drains (scale-in protection would otherwise keep a loaded task forever,
+            blocking deployments and scale-in).
+        drain_grace_minutes: how long a draining task lets running jobs finish before
+            releasing the rest; jobs up to this long always complete somewhere.
     """
 
     metric_period_seconds: int = 60
@@ -204,6 +209,19 @@ class WorkerScaling:
     scale_in_cooldown_seconds: int = 300
     task_startup_seconds: int = 60
     protection_minutes: int = 60
+    drain_after_minutes: int = 30
+    drain_grace_minutes: int = 300
+
+    @property
+    def release_bound_minutes(self) -> int:
+        """Upper bound on how long a worker task stays protected after it starts.
+
+        ``drain_after + drain_grace`` plus one minute for the release wait and clearing
+        protection. A deployment or scale-in waits at most this long for a task; the
+        worker also caps every protection request at this deadline, so ECS lets the
+        task go by then even if the process hangs.
+        """
+        return self.drain_after_minutes + self.drain_grace_minutes + 1
 
 
 @dataclass(frozen=True, kw_only=True)

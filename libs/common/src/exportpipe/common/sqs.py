@@ -395,6 +395,8 @@ class QueueConsumer:
         self._estimate = config.budget or 1  # the dearest job of the last receive
         self._waiting: collections.deque[_InFlight] = collections.deque()
         self._busy = False
+        self._deadline: float | None = None
+        self._stop_reason = "signal"
 
     # ------------------------------------------------------------------ public
 
@@ -436,8 +438,21 @@ class QueueConsumer:
         self._set_busy(False)
         self._log.info("consumer stopped", extra={"queue": self._queue_name})
 
-    def shutdown(self) -> None:
-        """Begin graceful shutdown (safe from signal handlers and other threads)."""
+    def shutdown(self, *, grace_seconds: float | None = None, reason: str = "signal") -> None:
+        """Begin graceful shutdown (safe from signal handlers and other threads).
+
+        Args:
+            grace_seconds: how long running jobs may take to finish (default: the
+                config's ``shutdown_grace_seconds``). A later call may only shorten it:
+                a SIGTERM during a long age-based drain brings the deadline in.
+            reason: why, for the log (``signal``, ``max_age``, ...).
+        """
+        if grace_seconds is None:
+            grace_seconds = self._config.shutdown_grace_seconds
+        # No lock: this runs in signal handlers, possibly while the main thread holds it.
+        deadline = time.monotonic() + grace_seconds
+        if self._deadline is None or deadline < self._deadline:
+            self._deadline, self._stop_reason = deadline, reason
         self._stopping.set()
 
     # --------------------------------------------------------------- receiving
@@ -816,7 +831,12 @@ class QueueConsumer:
 
     def _drain(self) -> None:
         cfg = self._config
-        deadline = time.monotonic() + cfg.shutdown_grace_seconds
+
+        def deadline() -> float:
+            # Re-read on every wait: a second shutdown() may have brought it in.
+            return self._deadline if self._deadline is not None else time.monotonic()
+
+        grace = max(0.0, deadline() - time.monotonic())
         with self._lock:
             # Received but never started: hand them straight back.
             never_started = [e.ctx for e in self._waiting]
@@ -827,23 +847,31 @@ class QueueConsumer:
             running = [e.ctx for e in self._inflight.values() if not e.released]
         for ctx in never_started:
             self._change_visibility(ctx, 0)
+        # A job of unknown remaining time is released at once under the short signal
+        # grace; a longer (age-based) drain lets it try, and releases it at the deadline.
+        long_drain = grace > cfg.shutdown_grace_seconds
         to_release = []
         for ctx in running:
             eta = ctx.eta(cfg.default_eta_seconds)
-            if eta is None or eta > cfg.shutdown_grace_seconds:
+            if (eta is None and not long_drain) or (eta is not None and eta > grace):
                 to_release.append(ctx)
         self._log.info(
             "shutting down",
-            extra={"running": len(running), "releasing": len(to_release)},
+            extra={
+                "reason": self._stop_reason,
+                "grace_seconds": round(grace),
+                "running": len(running),
+                "releasing": len(to_release),
+            },
         )
         for ctx in to_release:
             self._cancel_and_release(ctx)
         with self._lock:
-            while self._inflight and time.monotonic() < deadline:
+            while self._inflight and time.monotonic() < deadline():
                 waiting = [e for e in self._inflight.values() if not e.released]
                 if not waiting:
                     break
-                self._lock.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                self._lock.wait(timeout=min(1.0, max(0.0, deadline() - time.monotonic())))
             late = [e.ctx for e in self._inflight.values() if not e.released]
         for ctx in late:
             self._cancel_and_release(ctx)

@@ -7,7 +7,8 @@ For each message the handler:
 2. fetches **one** page of files (``page_size``);
 3. checks every entry against the contract and turns it into a ``DownloadJob`` with the
    deterministic ``job_id_for(export_id, file_id)``;
-4. sends the jobs to SQS 2 (batches of 10, several batches at once);
+4. sends the jobs to SQS 2 (batches of 10, several batches at once), each in its
+   tenant's message group (fair queues, ADR 0018);
 5. sends the continuation ``ExportRequested`` (next cursor, ``page + 1``) to SQS 1, if
    there is a next page;
 6. returns, and the queue runtime deletes the input.
@@ -69,6 +70,7 @@ from exportpipe.common.schemas import (
     job_id_for,
 )
 from exportpipe.common.sqs import JobContext
+from exportpipe.common.tenancy import message_group_id
 from exportpipe.orchestrator.settings import OrchestratorSettings
 from exportpipe.orchestrator.source import (
     GONE,
@@ -365,6 +367,8 @@ class PageHandler:
             self._sqs.send_message,
             QueueUrl=self._settings.requests_queue_url,
             MessageBody=encode(request),
+            # Continuations stay in the tenant's group: SQS 1 is a fair queue too.
+            MessageGroupId=message_group_id(request),
             DelaySeconds=max(0, min(900, delay)),
         )
 

@@ -3,6 +3,7 @@
 Modules, one concept each: :mod:`~exportpipe.worker.settings` (configuration),
 :mod:`~exportpipe.worker.safety` (which URLs/addresses may be fetched),
 :mod:`~exportpipe.worker.download` (verified, resumable streams),
+:mod:`~exportpipe.worker.politeness` (per-host download slots and pauses),
 :mod:`~exportpipe.worker.extract` (archives and compression, with refusals),
 :mod:`~exportpipe.worker.validate` (content formats),
 :mod:`~exportpipe.worker.upload` (multipart uploads with conditional commits),
@@ -15,6 +16,7 @@ from exportpipe.worker.download import HttpSource, Prefetcher, S3Source, Source,
 from exportpipe.worker.extract import ExtractLimits, Member, iter_members, safe_member_path
 from exportpipe.worker.handler import JobHandler
 from exportpipe.worker.pipeline import JobResult, MemberResult, Pipeline, keys_for
+from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.protection import TaskProtection
 from exportpipe.worker.safety import AddressGuard, address_refusal, check_url, pinned_pool_manager
 from exportpipe.worker.settings import WorkerSettings
@@ -25,6 +27,7 @@ __all__ = [
     "AddressGuard",
     "CommitConflict",
     "ExtractLimits",
+    "HostPoliteness",
     "HttpSource",
     "JobHandler",
     "JobResult",
@@ -43,6 +46,7 @@ __all__ = [
     "iter_members",
     "keys_for",
     "open_source",
+    "parse_retry_after",
     "pinned_pool_manager",
     "safe_member_path",
     "validator_for",

@@ -13,7 +13,11 @@ HTTP specifics:
 * transient failures (connect errors, resets, 5xx, truncated bodies) are retried with
   tenacity, and a body cut short resumes with ``Range`` (``If-Range`` on the first
   response's validator) instead of starting over;
-* nothing logged or raised here carries the URL's query string.
+* nothing logged or raised here carries the URL's query string;
+* with a :class:`~exportpipe.worker.politeness.HostPoliteness` (one per process), a
+  download holds one of its host's slots while it runs, no request goes to a host
+  while that host's pause lasts, and a ``429``/``503`` with ``Retry-After`` pauses the
+  host for every job of the process.
 
 :class:`Prefetcher` moves the network reads to their own thread with a bounded queue of
 chunks in between, so downloading overlaps decompression and validation.
@@ -51,6 +55,7 @@ from exportpipe.common.errors import (
     UpstreamUnavailable,
 )
 from exportpipe.common.observability import redact_url
+from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.safety import AddressGuard, UnsafeAddressError, check_url
 
 __all__ = [
@@ -164,11 +169,8 @@ class Source:
 
 def _classify_status(status: int, headers: Any, display_url: str) -> ExportPipeError:
     if status == 429 or (status == 503 and headers.get("Retry-After")):
-        retry_after: float | None = None
-        try:
-            retry_after = float(headers.get("Retry-After", ""))
-        except ValueError:
-            retry_after = None
+        # Seconds or an HTTP date (RFC 9110); an unreadable value leaves it to the runtime.
+        retry_after = parse_retry_after(headers.get("Retry-After"))
         return RateLimited(f"{display_url}: HTTP {status}", retry_after=retry_after)
     if status >= 500 or status == 408:
         return UpstreamUnavailable(f"{display_url}: HTTP {status}", reason=f"http_{status}")
@@ -209,6 +211,7 @@ class HttpSource(Source):
         read_timeout: float = 60.0,
         cancelled: threading.Event | None = None,
         max_wait_seconds: float = 10.0,
+        politeness: HostPoliteness | None = None,
     ) -> None:
         super().__init__(
             redact_url(url),
@@ -231,6 +234,21 @@ class HttpSource(Source):
         self.resumed = 0  # reads resumed after an interruption, for metrics and tests
         self.retries = 0  # request attempts retried
         self._aborted = False
+        self._politeness = politeness
+        self._slot_host: str | None = None  # the host whose politeness slot is held
+
+    # -- politeness -----------------------------------------------------------
+
+    def _take_slot(self) -> None:
+        if self._politeness is not None and self._slot_host is None:
+            host = urlsplit(self._url).hostname or ""
+            self._politeness.acquire(host, self._cancelled)
+            self._slot_host = host
+
+    def _give_slot(self) -> None:
+        if self._politeness is not None and self._slot_host is not None:
+            self._politeness.release(self._slot_host)
+            self._slot_host = None
 
     # -- opening ------------------------------------------------------------
 
@@ -244,6 +262,8 @@ class HttpSource(Source):
         url = self._url
         for _hop in range(self._max_redirects + 1):
             check_url(url, self._guard)
+            if self._politeness is not None:
+                self._politeness.before_request(urlsplit(url).hostname, self._cancelled)
             try:
                 resp = self._manager.request(
                     "GET",
@@ -278,6 +298,8 @@ class HttpSource(Source):
                 continue
             if resp.status in (200, 206):
                 return resp
+            if self._politeness is not None:
+                self._politeness.note_response(urlsplit(url).hostname, resp.status, resp.headers)
             error = _classify_status(resp.status, resp.headers, redact_url(url))
             resp.drain_conn()
             resp.release_conn()
@@ -356,6 +378,7 @@ class HttpSource(Source):
     def _read_raw(self, size: int) -> bytes:
         while True:
             if self._resp is None:
+                self._take_slot()
                 self._resp = self._open_with_retry(self.bytes_read)
             try:
                 data = self._resp.read(size, decode_content=False)
@@ -381,6 +404,7 @@ class HttpSource(Source):
                 self.resumed += 1
                 continue
             self._drop_response()
+            self._give_slot()
             return b""
 
     def _drop_response(self) -> None:
@@ -394,6 +418,7 @@ class HttpSource(Source):
     def close(self) -> None:
         """Release the connection (the download may be abandoned midway)."""
         self._drop_response()
+        self._give_slot()
 
     def abort(self) -> None:
         """Unblock a read stuck in another thread by shutting the socket down.
@@ -476,6 +501,7 @@ def open_source(
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
     cancelled: threading.Event | None = None,
+    politeness: HostPoliteness | None = None,
 ) -> Source:
     """Open ``url`` (http, https or s3) as a verified :class:`Source`.
 
@@ -503,6 +529,7 @@ def open_source(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         cancelled=cancelled,
+        politeness=politeness,
     )
 
 

@@ -7,11 +7,24 @@ which needs its central directory and is spooled to ``spool_dir``.
 
 Supported compressions: ``gzip`` (multi-member, through python-isal), ``zstd``
 (multi-frame, through zstandard's ``stream_reader``), ``zip``, ``tar``, ``tar.gz`` and
-``none``; with ``compression=None`` the format is recognised from its magic bytes.
+``none``; with ``compression=None`` the format is recognised from its magic bytes (and a
+gzip or zstd stream holding a tar is read as ``tar.gz`` / ``tar.zst``).
+
+Every format proves its own end (ADR 0013), so a cut or damaged file is never taken
+for a shorter complete one: a zstd stream must end on a frame boundary (frame content
+checksum and size verified by libzstd when the frame carries them); every gzip member's
+CRC-32 and length are checked; a tar must reach its end-of-archive marker (a zero
+block) through valid headers, and only zeros may follow it; a zip's entries must tile
+the file up to the central directory, each local header agreeing with its directory
+entry. Failures are ``IntegrityError(reason="truncated")`` for data that ends early,
+``ArchiveRejected`` with ``corrupt_archive`` / ``corrupt_compressed_data`` for damage,
+and ``trailing_garbage`` for bytes after a complete stream. Any exception a decoder
+raises on third-party bytes is classified into one of these.
 
 Refused, with :class:`~exportpipe.common.errors.ArchiveRejected` and a specific reason:
 member paths that escape (``..``, absolute, backslashes, drive letters, control
-characters), symbolic and hard links, devices and FIFOs, sparse members, encrypted zip
+characters), member names that are not UTF-8 (``bad_member_name``), symbolic and hard
+links, devices and FIFOs, sparse members, encrypted zip
 entries, nested archives, duplicate member paths, more members than ``max_members``,
 total output beyond ``max_total_output_bytes``, and an output/input ratio beyond
 ``max_compression_ratio`` once ``ratio_check_after_bytes`` have been produced. Every
@@ -20,9 +33,10 @@ decompression call is bounded by the requested read size.
 
 from __future__ import annotations
 
-import itertools
+import gzip
 import re
 import stat
+import struct
 import tarfile
 import tempfile
 import zipfile
@@ -37,7 +51,7 @@ import zstandard
 from isal import igzip
 from isal.igzip_lib import IsalError
 
-from exportpipe.common.errors import ArchiveRejected, IntegrityError
+from exportpipe.common.errors import ArchiveRejected, ExportPipeError, IntegrityError
 from exportpipe.common.schemas import Compression
 from exportpipe.worker.download import Readable
 
@@ -52,6 +66,7 @@ __all__ = [
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_SKIPPABLE_TAIL = b"\x2a\x4d\x18"  # 0x184D2A5?, little endian, after its low byte
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _OTHER_ARCHIVE_MAGICS = (
     b"BZh",  # bzip2
@@ -89,6 +104,23 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     zipfile.BadZipFile,
 )
 _MAX_KEY_PART = 900
+_TAR_BLOCK = tarfile.BLOCKSIZE
+_TAR_ZERO_BLOCK = bytes(_TAR_BLOCK)
+# Extended headers (pax, GNU long names) are read whole into memory by tarfile, and
+# CPython before 3.11.10 parses pax records with a regex that backtracks badly
+# (CVE-2024-6232): a long path needs a few KiB, so larger ones are refused.
+_MAX_TAR_EXTENDED_HEADER = 64 * 1024
+_TAR_EXTENDED_TYPES = frozenset(
+    (
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    )
+)
+_ZIP_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile.structFileHeader
+_ZIP64_SIZES = 0xFFFFFFFF
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +152,16 @@ def safe_member_path(name: str) -> str:
     Raises:
         ArchiveRejected: ``reason="path_escape"`` (or ``"bad_member_name"``).
     """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # tarfile surfaces bytes that are not UTF-8 as surrogate escapes. Guessing their
+        # encoding would name the output object wrongly, so the archive is refused.
+        raise ArchiveRejected(
+            f"member name {name!r} is not UTF-8 (object keys are UTF-8; re-create the "
+            "archive with UTF-8 names, e.g. tar --format=pax)",
+            reason="bad_member_name",
+        ) from None
     if "\\" in name or name.startswith("/") or _DRIVE.match(name):
         raise ArchiveRejected(f"member path {name!r} escapes the output", reason="path_escape")
     if _CONTROL.search(name):
@@ -226,6 +268,18 @@ class _Meter:
             )
 
 
+class _SourceFailure(Exception):
+    """A failure of the download itself, carried unchanged through the decoders.
+
+    Only failures of the file's bytes are classified as refusals; this one is raised
+    again as it was (retryable or not, as the download decided).
+    """
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 class _CountingInput:
     """Counts bytes read from the compressed stream into a meter."""
 
@@ -234,7 +288,12 @@ class _CountingInput:
         self._meter = meter
 
     def read(self, size: int = -1, /) -> bytes:
-        data = self._inner.read(size)
+        try:
+            data = self._inner.read(size)
+        except ExportPipeError:
+            raise
+        except Exception as exc:
+            raise _SourceFailure(exc) from exc
         self._meter.input_bytes += len(data)
         return data
 
@@ -252,42 +311,253 @@ class _CountingInput:
         return False
 
 
-class _MemberStream:
-    """A member's output stream: bounded reads, metered, decoder errors named."""
+class _EofWatch:
+    """Remembers whether its source has reached its end (to tell truncation from damage)."""
 
-    def __init__(self, inner: Any, meter: _Meter | None, *, what: str) -> None:
+    def __init__(self, inner: Readable) -> None:
+        self._inner = inner
+        self.at_eof = False
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._inner.read(size)
+        if not data:
+            self.at_eof = True
+        return data
+
+
+class _MemberStream:
+    """A member's output stream: bounded reads, metered, every decoder error classified.
+
+    ``eof`` (optional) tells whether the underlying bytes ran out, which with tarfile's
+    "unexpected end of data" makes a failure a truncation rather than damage.
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        meter: _Meter | None,
+        *,
+        what: str,
+        eof: _EofWatch | None = None,
+        kind: str = "compressed data",
+    ) -> None:
         self._inner = inner
         self._meter = meter  # None: the bytes are already metered further up
         self._what = what
+        self._eof = eof
+        self._kind = kind
 
     def read(self, size: int = -1, /) -> bytes:
         if size < 0:
             size = 1 << 20
         try:
             data: bytes = self._inner.read(size)
-        except (ArchiveRejected, IntegrityError):
+        except ExportPipeError:
             raise
-        except EOFError:
-            raise IntegrityError(
-                f"{self._what}: compressed data ends early (truncated file)", reason="truncated"
-            ) from None
-        except _DECODE_ERRORS as exc:
-            if _is_our_error(exc):
-                raise
-            raise ArchiveRejected(
-                f"{self._what}: corrupt compressed data ({exc})", reason="corrupt_compressed_data"
-            ) from None
-        except (tarfile.TarError, NotImplementedError, RuntimeError) as exc:
-            raise ArchiveRejected(f"{self._what}: {exc}", reason="corrupt_archive") from None
+        except Exception as exc:  # third-party bytes: every failure gets a reason
+            raise _classify(exc, self._what, self._eof, self._kind) from None
         if data and self._meter is not None:
             self._meter.count_output(len(data))
         return data
 
 
-def _is_our_error(exc: BaseException) -> bool:
-    from exportpipe.common.errors import ExportPipeError
+def _classify(
+    exc: Exception, what: str, eof: _EofWatch | None, kind: str = "compressed data"
+) -> ExportPipeError:
+    """The named error for an exception a decoder raised on third-party bytes."""
+    if isinstance(exc, ExportPipeError):
+        return exc
+    if isinstance(exc, _SourceFailure):
+        raise exc  # the download's failure, not the file's: unwrapped for the caller
+    if isinstance(exc, MemoryError):
+        raise exc  # the worker's state, not the file's: never a permanent refusal
+    if isinstance(exc, EOFError) or (
+        # tarfile's one word for "the data stopped"; it reads ahead, so having reached
+        # the end of the input alone does not mean the failure is a truncation.
+        eof is not None and eof.at_eof and "unexpected end of data" in str(exc)
+    ):
+        return IntegrityError(f"{what}: the file ends early (truncated): {exc}", reason="truncated")
+    if isinstance(exc, gzip.BadGzipFile) and str(exc).startswith("Not a gzipped file"):
+        # The first member's magic is checked up front, so this is after a complete member.
+        return ArchiveRejected(
+            f"{what}: bytes after the end of the gzip stream that are not a gzip member",
+            reason="trailing_garbage",
+        )
+    if isinstance(exc, _DECODE_ERRORS) and kind == "compressed data":
+        return ArchiveRejected(
+            f"{what}: corrupt compressed data ({exc})", reason="corrupt_compressed_data"
+        )
+    return ArchiveRejected(
+        f"{what}: corrupt {kind} ({type(exc).__name__}: {exc})", reason="corrupt_archive"
+    )
 
-    return isinstance(exc, ExportPipeError)
+
+class _ZstdFrames:
+    """Follows the zstd frame layout of the compressed bytes as they pass to the decoder.
+
+    zstandard's ``stream_reader`` ends silently when its input stops inside a frame.
+    This reader walks the frame headers and block headers (a few bytes per block of up
+    to 128 KiB, never the block contents) so that at the end of the input it knows
+    whether the last frame was complete; if not, the file is truncated. Content
+    checksums and content sizes are verified by libzstd itself.
+
+    Walking costs about a microsecond a block, nothing next to a real block's decoding,
+    but a stream of empty or 1-byte blocks would make it the bottleneck (~2 MB/s): a
+    stream whose blocks average under 16 bytes of output, beyond an allowance that
+    covers the decoder's read-ahead, is refused.
+    """
+
+    _BLOCK_ALLOWANCE = 32_768
+    _MIN_BLOCK_OUTPUT = 16
+
+    def __init__(self, inner: Readable, meter: _Meter, *, what: str) -> None:
+        self._inner = inner
+        self._meter = meter
+        self._what = what
+        self._blocks = 0
+        self._frames = 0
+        self._skip = 0  # bytes of block content (or skippable frame) still to pass
+        self._field = b""  # bytes gathered of the header field being read
+        self._need = 4  # its length
+        self._state = "magic"
+        self._checksum = False
+        self._offset = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._inner.read(size)
+        if data:
+            self._walk(data)
+        else:
+            self._at_end()
+        self._offset += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def _at_end(self) -> None:
+        if self._state == "magic" and not self._field and not self._skip and self._frames:
+            return
+        raise IntegrityError(
+            f"{self._what}: the zstd stream ends inside a frame (truncated file)",
+            reason="truncated",
+        )
+
+    def _walk(self, data: bytes) -> None:
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._skip:
+                take = min(self._skip, n - pos)
+                self._skip -= take
+                pos += take
+                continue
+            want = self._need - len(self._field)
+            self._field += data[pos : pos + want]
+            pos += want
+            if len(self._field) < self._need:
+                return
+            field, self._field = self._field, b""
+            self._on_field(field, self._offset + pos)
+
+    def _on_field(self, field: bytes, at: int) -> None:
+        state = self._state
+        if state == "magic":
+            if field == _ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif field[0] & 0xF0 == 0x50 and field[1:] == _ZSTD_SKIPPABLE_TAIL:
+                self._state, self._need = "skippable", 4
+            elif self._frames:
+                raise ArchiveRejected(
+                    f"{self._what}: bytes after the end of the zstd stream (at byte "
+                    f"{at - 4}) that are not a zstd frame",
+                    reason="trailing_garbage",
+                )
+            else:
+                raise ArchiveRejected(
+                    f"{self._what}: not a zstd stream", reason="corrupt_compressed_data"
+                )
+        elif state == "skippable":
+            self._skip = int.from_bytes(field, "little")
+            self._frames += 1
+            self._state, self._need = "magic", 4
+        elif state == "descriptor":
+            fhd = field[0]
+            single_segment = (fhd >> 5) & 1
+            self._checksum = bool((fhd >> 2) & 1)
+            fcs_size = (single_segment, 2, 4, 8)[fhd >> 6]
+            rest = (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 3] + fcs_size
+            self._state, self._need = "header", rest
+            if rest == 0:
+                self._state, self._need = "block", 3
+        elif state == "header":
+            self._state, self._need = "block", 3
+        elif state == "block":
+            self._blocks += 1
+            if (
+                self._blocks > self._BLOCK_ALLOWANCE
+                and (self._blocks - self._BLOCK_ALLOWANCE) * self._MIN_BLOCK_OUTPUT
+                > self._meter.output_bytes
+            ):
+                raise ArchiveRejected(
+                    f"{self._what}: {self._blocks} zstd blocks for "
+                    f"{self._meter.output_bytes} bytes of output: refusing a stream of "
+                    "near-empty blocks (slow to decode, never written by zstd)",
+                    reason="corrupt_compressed_data",
+                )
+            header = int.from_bytes(field, "little")
+            block_type = (header >> 1) & 3
+            if block_type == 3:
+                raise ArchiveRejected(
+                    f"{self._what}: corrupt zstd block at byte {at - 3}",
+                    reason="corrupt_compressed_data",
+                )
+            self._skip = 1 if block_type == 1 else header >> 3  # RLE blocks hold one byte
+            if header & 1:  # the frame's last block
+                self._frames += 1
+                if self._checksum:
+                    self._state, self._need = "checksum", 4
+                else:
+                    self._state, self._need = "magic", 4
+        elif state == "checksum":
+            self._state, self._need = "magic", 4
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """A tar header reader for which only a zero block ends the archive.
+
+    ``tarfile`` ends an archive quietly at a missing, short or invalid header after the
+    first one. Here a short or missing header is a truncated file and an invalid one a
+    corrupt archive; a zero block (the end-of-archive marker) is the only end.
+    """
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> _StrictTarInfo:
+        stream = cast(Any, archive.fileobj)
+        offset = stream.tell()
+        buf = stream.read(_TAR_BLOCK)
+        if len(buf) < _TAR_BLOCK:
+            where = "inside a header" if buf else "without its end-of-archive marker"
+            raise IntegrityError(
+                f"the tar archive ends {where} (byte {offset + len(buf)}): truncated file",
+                reason="truncated",
+            )
+        if buf == _TAR_ZERO_BLOCK:
+            # The one real end: tarfile.TarFile.next() ends the archive on this error.
+            raise cast(Any, tarfile).EOFHeaderError("end of file header")
+        try:
+            info = cls.frombuf(buf, archive.encoding or "utf-8", archive.errors or "strict")
+        except tarfile.HeaderError as exc:
+            raise ArchiveRejected(
+                f"invalid tar header at byte {offset} ({exc})", reason="corrupt_archive"
+            ) from None
+        if info.type in _TAR_EXTENDED_TYPES and info.size > _MAX_TAR_EXTENDED_HEADER:
+            raise ArchiveRejected(
+                f"tar extended header at byte {offset} declares {info.size} bytes "
+                f"(more than {_MAX_TAR_EXTENDED_HEADER})",
+                reason="corrupt_archive",
+            )
+        info.offset = offset
+        return cast(_StrictTarInfo, cast(Any, info)._proc_member(archive))
 
 
 def _check_nested(path: str, head: bytes) -> None:
@@ -299,9 +569,17 @@ def _check_nested(path: str, head: bytes) -> None:
         )
 
 
-def _archive_member(stream: Any, meter: _Meter | None, *, path: str, what: str) -> Member:
+def _archive_member(
+    stream: Any,
+    meter: _Meter | None,
+    *,
+    path: str,
+    what: str,
+    eof: _EofWatch | None = None,
+    kind: str = "compressed data",
+) -> Member:
     """A member of a zip or tar, refused if it is itself an archive."""
-    peek = _Peekable(_MemberStream(stream, meter, what=what))
+    peek = _Peekable(_MemberStream(stream, meter, what=what, eof=eof, kind=kind))
     _check_nested(path, peek.peek(_PEEK))
     return Member(path=path, stream=peek)
 
@@ -316,24 +594,27 @@ def _zstd_reader(source: Readable) -> Any:
     )
 
 
-def _tar_members(fileobj: Any, limits: ExtractLimits, *, what: str) -> Iterator[Member]:
-    """Members of a streamed tar (``fileobj`` is already metered)."""
+def _tar_members(fileobj: Readable, limits: ExtractLimits, *, what: str) -> Iterator[Member]:
+    """Members of a streamed tar (``fileobj`` is already metered), to its proven end."""
+    source = _EofWatch(fileobj)
     try:
-        archive = tarfile.open(fileobj=fileobj, mode="r|")  # noqa: SIM115 - streamed, closed below
-    except tarfile.TarError as exc:
-        raise ArchiveRejected(
-            f"{what}: not a readable tar archive ({exc})", reason="corrupt_archive"
-        ) from None
+        archive = tarfile.open(  # noqa: SIM115 - streamed, closed below
+            fileobj=cast(Any, source),
+            mode="r|",
+            tarinfo=_StrictTarInfo,
+            encoding="utf-8",
+            errors="surrogateescape",
+        )
+    except Exception as exc:
+        raise _named(_classify(exc, what, source, "tar archive"), what) from None
     seen: set[str] = set()
     entries = 0
     try:
         while True:
             try:
                 info = archive.next()
-            except tarfile.TarError as exc:
-                raise ArchiveRejected(f"{what}: {exc}", reason="corrupt_archive") from None
-            except EOFError:
-                raise IntegrityError(f"{what}: archive ends early", reason="truncated") from None
+            except Exception as exc:
+                raise _named(_classify(exc, what, source, "tar archive"), what) from None
             if info is None:
                 break
             entries += 1
@@ -372,9 +653,41 @@ def _tar_members(fileobj: Any, limits: ExtractLimits, *, what: str) -> Iterator[
                 raise ArchiveRejected(
                     f"{what}: member {name!r} has no content", reason="corrupt_archive"
                 )
-            yield _archive_member(inner, None, path=path, what=f"{what}:{path}")
+            yield _archive_member(
+                inner, None, path=path, what=f"{what}:{path}", eof=source, kind="tar archive"
+            )
+        _check_after_tar_end(cast(Any, archive.fileobj), what=what, eof=source)
     finally:
         archive.close()
+
+
+def _check_after_tar_end(stream: Any, *, what: str, eof: _EofWatch) -> None:
+    """Read past the end-of-archive marker to the end of the file: zeros only.
+
+    tar pads its output with zero blocks; anything else (a second archive appended,
+    garbage) would be silently ignored by tar readers, so it is refused. Reading to the
+    end also makes a compressed tar's trailer (gzip CRC, zstd frame end) checked.
+    """
+    while True:
+        try:
+            rest: bytes = stream.read(1 << 20)
+        except Exception as exc:
+            raise _named(_classify(exc, what, eof, "tar archive"), what) from None
+        if not rest:
+            return
+        if rest.count(0) != len(rest):
+            raise ArchiveRejected(
+                f"{what}: data after the tar end-of-archive marker (a second archive "
+                "appended, or garbage)",
+                reason="trailing_garbage",
+            )
+
+
+def _named(exc: ExportPipeError, what: str) -> ExportPipeError:
+    """``exc`` with the file named in its message (tar header errors cannot know it)."""
+    if exc.message.startswith(what):
+        return exc
+    return type(exc)(f"{what}: {exc.message}", reason=exc.reason)
 
 
 def _zip_members(
@@ -403,13 +716,18 @@ def _zip_members(
                     reason="spool_too_large",
                 )
             spool.write(data)
+        if not spooled:
+            raise IntegrityError(f"{what}: the file is empty (0 bytes)", reason="truncated")
         spool.seek(0)
         try:
             archive = stack.enter_context(zipfile.ZipFile(spool))
             infos = archive.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+        except MemoryError:
+            raise
+        except Exception as exc:  # any failure to parse third-party bytes is named
             raise ArchiveRejected(
-                f"{what}: not a readable zip ({exc})", reason="corrupt_archive"
+                f"{what}: not a readable zip ({type(exc).__name__}: {exc})",
+                reason="corrupt_archive",
             ) from None
         if len(infos) > limits.max_members:
             raise ArchiveRejected(
@@ -417,6 +735,7 @@ def _zip_members(
                 reason="too_many_members",
             )
         _check_zip_directory(infos, limits, what=what)
+        _check_zip_layout(infos, spool, archive.start_dir, what=what)
         seen: set[str] = set()
         for info in infos:
             mode = info.external_attr >> 16
@@ -443,7 +762,9 @@ def _zip_members(
             seen.add(path)
             try:
                 inner = archive.open(info)
-            except (NotImplementedError, RuntimeError, zipfile.BadZipFile) as exc:
+            except MemoryError:
+                raise
+            except Exception as exc:
                 raise ArchiveRejected(
                     f"{what}: member {path!r} cannot be read ({exc})", reason="unsupported_member"
                 ) from None
@@ -451,7 +772,32 @@ def _zip_members(
                 # zipfile caps each member's output at its declared size, which
                 # _check_zip_directory bounded; the meter watches the running total.
                 meter.input_bytes = spooled
-                yield _archive_member(inner, meter, path=path, what=f"{what}:{path}")
+                sized = _DeclaredSize(inner, info.file_size, what=f"{what}:{path}")
+                yield _archive_member(sized, meter, path=path, what=f"{what}:{path}")
+
+
+class _DeclaredSize:
+    """A zip member must produce exactly the size its directory entry declares.
+
+    zipfile stops at the declared size, and checks the CRC-32 at the end of the data,
+    but a deflate stream that ends early with a CRC-32 of what it did produce would
+    pass as a shorter member.
+    """
+
+    def __init__(self, inner: Any, size: int, *, what: str) -> None:
+        self._inner = inner
+        self._left = size
+        self._what = what
+
+    def read(self, size: int = -1, /) -> bytes:
+        data: bytes = self._inner.read(size)
+        self._left -= len(data)
+        if not data and self._left:
+            raise ArchiveRejected(
+                f"{self._what}: {self._left} bytes fewer than its directory entry declares",
+                reason="corrupt_archive",
+            )
+        return data
 
 
 def _check_zip_directory(infos: list[zipfile.ZipInfo], limits: ExtractLimits, *, what: str) -> None:
@@ -473,13 +819,91 @@ def _check_zip_directory(infos: list[zipfile.ZipInfo], limits: ExtractLimits, *,
                 f"{limits.max_compression_ratio:g}:1",
                 reason="compression_ratio",
             )
-    # Overlapping entries (several directory entries sharing one compressed body) are
-    # the classic non-recursive bomb; Python only rejects them from 3.11.8 on.
-    ordered = sorted(infos, key=lambda i: i.header_offset)
-    for cur, nxt in itertools.pairwise(ordered):
-        end = cur.header_offset + 30 + len(cur.orig_filename.encode()) + cur.compress_size
-        if nxt.header_offset < end:
+
+
+def _check_zip_layout(
+    infos: list[zipfile.ZipInfo], spool: Any, start_dir: int, *, what: str
+) -> None:
+    """The entries must tile the file from byte 0 to the central directory.
+
+    Each directory entry's local header is read back and must agree with it (name
+    length taken from the local header's raw bytes, whatever the name's encoding;
+    method; CRC-32 and sizes unless a data descriptor carries them, which is then
+    checked instead). Bytes between entries would be data the directory does not list
+    (a hidden entry, an appended archive); entries that overlap are the classic
+    non-recursive bomb (Python only rejects them from 3.11.8 on).
+    """
+    pos = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        name = info.orig_filename
+        if info.header_offset < pos:
             raise ArchiveRejected(f"{what}: overlapping zip entries", reason="overlapping_entries")
+        if info.header_offset > pos:
+            raise ArchiveRejected(
+                f"{what}: bytes {pos}-{info.header_offset} are not listed in the central "
+                "directory (a hidden entry, or another archive)",
+                reason="corrupt_archive",
+            )
+        spool.seek(info.header_offset)
+        raw = spool.read(_ZIP_LOCAL.size)
+        if len(raw) < _ZIP_LOCAL.size:
+            raise ArchiveRejected(f"{what}: {name!r}: cut local header", reason="corrupt_archive")
+        sig, _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len = _ZIP_LOCAL.unpack(
+            raw
+        )
+        descriptor = bool(flags & 0x8)
+        if (
+            sig != b"PK\x03\x04"
+            or method != info.compress_type
+            or (
+                not descriptor
+                and (crc, csize, usize) != (info.CRC, info.compress_size, info.file_size)
+                and _ZIP64_SIZES not in (csize, usize)
+            )
+        ):
+            raise ArchiveRejected(
+                f"{what}: the local header of {name!r} disagrees with the central directory",
+                reason="corrupt_archive",
+            )
+        spool.seek(info.header_offset + _ZIP_LOCAL.size + name_len)
+        zip64 = b"\x01\x00" in _extra_ids(spool.read(extra_len))
+        pos = info.header_offset + _ZIP_LOCAL.size + name_len + extra_len + info.compress_size
+        if descriptor:
+            pos += _zip_descriptor_length(spool, pos, info, zip64=zip64, what=what)
+    if infos and pos != start_dir:
+        raise ArchiveRejected(
+            f"{what}: bytes {pos}-{start_dir} before the central directory are not listed in it",
+            reason="corrupt_archive",
+        )
+
+
+def _extra_ids(extra: bytes) -> list[bytes]:
+    """The header ids of a zip extra field's records."""
+    ids, i = [], 0
+    while i + 4 <= len(extra):
+        ids.append(extra[i : i + 2])
+        i += 4 + int.from_bytes(extra[i + 2 : i + 4], "little")
+    return ids
+
+
+def _zip_descriptor_length(
+    spool: Any, pos: int, info: zipfile.ZipInfo, *, zip64: bool, what: str
+) -> int:
+    """Length of the data descriptor at ``pos``, checked against the directory entry."""
+    spool.seek(pos)
+    raw = spool.read(24)
+    base = 4 if raw[:4] == b"PK\x07\x08" else 0
+    width = 8 if zip64 else 4
+    length = base + 4 + 2 * width
+    fields = raw[base : base + 4], raw[base + 4 : base + 4 + width], raw[base + 4 + width : length]
+    expected = (info.CRC, info.compress_size, info.file_size)
+    if len(raw) < length or tuple(int.from_bytes(f, "little") for f in fields) != expected:
+        raise ArchiveRejected(
+            f"{what}: the data descriptor of {info.orig_filename!r} disagrees with the "
+            "central directory",
+            reason="corrupt_archive",
+        )
+    return length
 
 
 def iter_members(
@@ -501,13 +925,43 @@ def iter_members(
         ArchiveRejected: an unsafe or over-limit archive (see the module docstring).
         IntegrityError: compressed data that ends early.
     """
+    try:
+        for member in _members(source, compression=compression, file_name=file_name, limits=limits):
+            yield Member(path=member.path, stream=_Unwrapped(member.stream))
+    except _SourceFailure as exc:
+        raise exc.original from None
+
+
+class _Unwrapped:
+    """A member stream as the caller sees it: a download failure surfaces as itself."""
+
+    def __init__(self, inner: Readable) -> None:
+        self._inner = inner
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._inner.read(size)
+        except _SourceFailure as exc:
+            raise exc.original from None
+
+
+def _members(
+    source: Readable, *, compression: Compression | None, file_name: str, limits: ExtractLimits
+) -> Iterator[Member]:
     meter = _Meter(limits)
     what = output_name(file_name, None)
     peekable = _Peekable(source)
+    head = peekable.peek(_PEEK)
     detected = False
     if compression is None:
-        compression = detect_compression(peekable.peek(_PEEK))
+        compression = detect_compression(head)
         detected = True
+    if not head and compression != "none":
+        # No format here has an empty encoding: a 0-byte file is a cut one.
+        raise IntegrityError(
+            f"{what}: the file is empty (0 bytes), so it is not {compression} data",
+            reason="truncated",
+        )
     counted = _CountingInput(peekable, meter)
     if compression == "none":
         # No extraction: the file is its own single member (ratio 1, size cap applies).
@@ -519,22 +973,48 @@ def iter_members(
     if compression == "tar":
         yield from _tar_members(_MemberStream(counted, meter, what=what), limits, what=what)
         return
+    _check_magic(head, "zstd" if compression == "zstd" else "gzip", what=what)
     if compression == "tar.gz":
         yield from _tar_members(
             _MemberStream(_gzip_reader(counted), meter, what=what), limits, what=what
         )
         return
-    opener = _gzip_reader if compression == "gzip" else _zstd_reader
-    decoded = _Peekable(_MemberStream(opener(counted), meter, what=what))
+    if compression == "gzip":
+        stream = _gzip_reader(counted)
+    else:
+        stream = _zstd_reader(_ZstdFrames(counted, meter, what=what))
+    decoded = _Peekable(_MemberStream(stream, meter, what=what))
     head = decoded.peek(_PEEK)
-    if detected and compression == "gzip" and _looks_like_tar(head):
+    if detected and _looks_like_tar(head):
         yield from _tar_members(decoded, limits, what=what)
         return
     path = output_name(file_name, compression)
     if _is_archive_magic(head):
-        hint = " (declare compression 'tar.gz')" if _looks_like_tar(head) else ""
+        hint = ""
+        if _looks_like_tar(head):
+            # There is no declared "tar.zst"; left undeclared, a zstd tar is recognised.
+            hint = (
+                " (declare compression 'tar.gz')"
+                if compression == "gzip"
+                else " (leave compression unset, null, and it is recognised as a tar.zst)"
+            )
         raise ArchiveRejected(
             f"{what}: the {compression} stream contains another archive{hint}",
             reason="nested_archive",
         )
     yield Member(path=path, stream=decoded)
+
+
+def _check_magic(head: bytes, kind: str, *, what: str) -> None:
+    """The first bytes must start a ``kind`` stream (a shorter prefix is a cut one)."""
+    ok = head.startswith(_ZSTD_MAGIC) or (
+        len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == _ZSTD_SKIPPABLE_TAIL
+    )
+    magic = _ZSTD_MAGIC
+    if kind == "gzip":
+        ok, magic = head.startswith(_GZIP_MAGIC), _GZIP_MAGIC
+    if ok:
+        return
+    if len(head) < len(magic) and magic.startswith(head):
+        raise IntegrityError(f"{what}: the file ends inside the {kind} header", reason="truncated")
+    raise ArchiveRejected(f"{what}: not {kind} data", reason="corrupt_compressed_data")

@@ -58,6 +58,7 @@ from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker.download import Prefetcher, open_source
 from exportpipe.worker.extract import ExtractLimits, iter_members
+from exportpipe.worker.politeness import HostPoliteness
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
 from exportpipe.worker.settings import WorkerSettings
 from exportpipe.worker.upload import ObjectUpload, Uploader, abort_uploads_under
@@ -141,6 +142,8 @@ class Pipeline:
             self.guard, num_pools=16, maxsize=max(settings.concurrency, 2)
         )
         self._log = logger
+        # One per process: every job's downloads share the per-host slots and pauses.
+        self.politeness = HostPoliteness(max_per_host=settings.max_downloads_per_host)
         self.limits = ExtractLimits(
             max_members=settings.max_members,
             max_total_output_bytes=settings.max_total_output_bytes,
@@ -328,6 +331,7 @@ class Pipeline:
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
             cancelled=cancelled,
+            politeness=self.politeness,
         )
         prefetch = Prefetcher(
             source,

@@ -7,6 +7,11 @@ renews it while jobs keep running, and clears it when idle, so autoscaling never
 a task in the middle of an hour-long download. (It does not protect from a Spot
 reclaim; graceful shutdown handles that.)
 
+Protection is never requested past ``deadline`` (the task's drain deadline, see
+:mod:`exportpipe.worker.lifetime`): each request's ``ExpiresInMinutes`` is capped at
+the minutes left, and after the deadline it is cleared even if jobs still run. A hung
+process therefore cannot keep its task from a deployment or scale-in beyond the bound.
+
 Calls are made on a background thread so that the consumer's busy hook never blocks a
 job; outside ECS (no ``ECS_AGENT_URI``) this is a no-op.
 """
@@ -14,9 +19,11 @@ job; outside ECS (no ``ECS_AGENT_URI``) this is a no-op.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import urllib3
@@ -32,6 +39,8 @@ class TaskProtection:
         minutes: protection length requested each time (renewed at half of it).
         logger: a logger for failures.
         retry_seconds: delay before retrying a failed or refused call.
+        deadline: monotonic time after which no protection is held (``None``: none).
+        clock: monotonic clock (tests).
     """
 
     def __init__(
@@ -41,8 +50,12 @@ class TaskProtection:
         minutes: int,
         logger: Any = None,
         retry_seconds: float = 5.0,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = f"{agent_uri.rstrip('/')}/task-protection/v1/state" if agent_uri else None
+        self._deadline = deadline
+        self._clock = clock
         self._minutes = minutes
         self._retry_seconds = retry_seconds
         self._log = logger
@@ -58,9 +71,27 @@ class TaskProtection:
             self._thread.start()
 
     @classmethod
-    def from_env(cls, *, minutes: int, logger: Any = None) -> TaskProtection:
+    def from_env(
+        cls, *, minutes: int, logger: Any = None, deadline: float | None = None
+    ) -> TaskProtection:
         """Built from ``ECS_AGENT_URI`` (no-op when it is absent)."""
-        return cls(os.environ.get("ECS_AGENT_URI") or None, minutes=minutes, logger=logger)
+        return cls(
+            os.environ.get("ECS_AGENT_URI") or None,
+            minutes=minutes,
+            logger=logger,
+            deadline=deadline,
+        )
+
+    def expires_in_minutes(self) -> int:
+        """Minutes to request now: ``minutes``, capped at the deadline (at least 1)."""
+        if self._deadline is None:
+            return self._minutes
+        left = math.floor((self._deadline - self._clock()) / 60)
+        return max(1, min(self._minutes, left))
+
+    def _past_deadline(self) -> bool:
+        # Within a minute of it, a 1-minute request would already overshoot.
+        return self._deadline is not None and self._deadline - self._clock() < 60
 
     @property
     def enabled(self) -> bool:
@@ -78,7 +109,7 @@ class TaskProtection:
             return True
         body: dict[str, Any] = {"ProtectionEnabled": enabled}
         if enabled:
-            body["ExpiresInMinutes"] = self._minutes
+            body["ExpiresInMinutes"] = self.expires_in_minutes()
         self.calls += 1
         try:
             resp = self._http.request(
@@ -110,17 +141,23 @@ class TaskProtection:
         while True:
             with self._wake:
                 while True:
-                    want = self._busy and not self._stopping
-                    due = want and time.monotonic() - last_put >= renew_after
+                    want = self._busy and not self._stopping and not self._past_deadline()
+                    due = want and self._clock() - last_put >= renew_after
                     if want != self._applied or due:
                         break
                     if self._stopping:
                         return
-                    # Busy: wake up in time to renew. Idle: sleep until work starts.
-                    timeout = renew_after - (time.monotonic() - last_put) if want else None
+                    # Busy: wake up in time to renew (or to let go at the deadline).
+                    # Idle: sleep until work starts.
+                    timeout = None
+                    if want:
+                        timeout = renew_after - (self._clock() - last_put)
+                        if self._deadline is not None:
+                            timeout = min(timeout, self._deadline - 60 - self._clock())
+                        timeout = max(timeout, 0.05)
                     self._wake.wait(timeout=timeout)
             if self._put(want):
-                self._applied, last_put = want, time.monotonic()
+                self._applied, last_put = want, self._clock()
             elif self._stopping:
                 return  # protection expires on its own; do not hold up the exit
             else:

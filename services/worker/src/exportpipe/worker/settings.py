@@ -42,6 +42,11 @@ class WorkerSettings(CommonSettings):
         download_attempts: tries per request (first request or a ``Range`` resume).
         download_chunk_bytes / download_buffer_chunks: read size and the bounded queue
             between the network and the decompressor.
+        max_downloads_per_host: downloads this process runs against one host at once
+            (every job of the process counts); a ``429``/``503`` with ``Retry-After``
+            from a host also pauses that host for the whole process (see
+            :mod:`exportpipe.worker.politeness`). The default is generous: it only
+            binds above 16 concurrent jobs.
         max_members: archive members allowed in one file.
         max_total_output_bytes: cap on the uncompressed bytes of one file.
         max_compression_ratio / ratio_check_after_bytes: refuse output/input beyond the
@@ -54,6 +59,8 @@ class WorkerSettings(CommonSettings):
         stale_commit_seconds: an object left by an attempt that never wrote its manifest
             is replaced once it is this old (the committing phase of a job lasts seconds).
         protection_minutes: ECS task scale-in protection held while busy.
+        drain_after_minutes / drain_grace_minutes: the task's maximum age, then how long
+            its running jobs may finish while it drains (``exportpipe.worker.lifetime``).
         source_buckets: buckets ``s3://`` sources may be read from (comma-separated,
             env EXPORTPIPE_SOURCE_BUCKETS). Empty (the default) refuses every ``s3://``
             URL: the task role could otherwise be made to read any bucket it can reach.
@@ -79,6 +86,7 @@ class WorkerSettings(CommonSettings):
     download_attempts: int = Field(default=5, ge=1, le=20)
     download_chunk_bytes: int = Field(default=1 * _MIB, ge=16 * 1024)
     download_buffer_chunks: int = Field(default=8, ge=1, le=256)
+    max_downloads_per_host: int = Field(default=16, ge=1, le=1024)
 
     max_members: int = Field(default=10_000, ge=1)
     max_total_output_bytes: int = Field(default=200 * 1024 * _MIB, ge=1)
@@ -94,6 +102,12 @@ class WorkerSettings(CommonSettings):
 
     protection_minutes: int = Field(
         default=DEFAULT_DEPLOYMENT.worker_scaling.protection_minutes, ge=1, le=2880
+    )
+    drain_after_minutes: float = Field(
+        default=DEFAULT_DEPLOYMENT.worker_scaling.drain_after_minutes, gt=0
+    )
+    drain_grace_minutes: float = Field(
+        default=DEFAULT_DEPLOYMENT.worker_scaling.drain_grace_minutes, ge=0
     )
     source_buckets: Annotated[frozenset[str], NoDecode] = frozenset()
     max_spool_bytes: int = Field(default=10 * 1024 * _MIB, ge=_MIB)

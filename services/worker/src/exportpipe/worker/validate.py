@@ -1,13 +1,20 @@
 """Content validation by declared format, fed chunk by chunk as bytes stream past.
 
-* ``jsonl`` — every non-empty line is one JSON object in UTF-8 (checked with msgspec,
-  see :class:`JsonlValidator`); no line longer than ``max_line_bytes``. Records:
-  non-empty lines.
-* ``csv`` — UTF-8, a non-empty header row, and every row with the header's field count
-  (RFC 4180 quoting; quoted fields may span lines). Records: rows after the header.
+* ``jsonl`` — every line that is not blank (JSON whitespace only) is one JSON object in
+  UTF-8 (checked with msgspec, see :class:`JsonlValidator`); no line longer than
+  ``max_line_bytes``. Records: non-blank lines.
+* ``csv`` — UTF-8, a non-empty header row, and every row with the header's field count,
+  exactly as Python's ``csv`` module reads it in strict mode (RFC 4180 quoting; quoted
+  fields may span lines; a quote inside an unquoted field is a literal character).
+  Records: non-empty rows after the header.
 * ``binary`` — integrity only; no record count.
 
-A validator never holds more than one chunk plus one incomplete line/record.
+One BOM rule for both text formats (ADR 0013): a UTF-8 byte order mark as the first
+three bytes of a member is accepted and ignored (the bytes are committed unchanged);
+anywhere else it is content (not JSON whitespace, a character of a CSV field).
+
+Acceptance never depends on where chunks start and end. A validator never holds more
+than one chunk plus one incomplete line/record.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from exportpipe.common.schemas import ContentFormat
 
 __all__ = ["BinaryValidator", "CsvValidator", "JsonlValidator", "Validator", "validator_for"]
 
+_BOM = b"\xef\xbb\xbf"
+_JSON_WHITESPACE = b" \t\r\n"
+_CSV_INCOMPLETE = "unexpected end of data"  # _csv's strict-mode error at a cut record
+
 
 class Validator(Protocol):
     """Checks one member's content as it streams past."""
@@ -39,6 +50,27 @@ class Validator(Protocol):
     def finish(self) -> int | None:
         """Check the end of the content; return the record count (``None`` for binary)."""
         ...
+
+
+class _LeadingBom:
+    """Drops a UTF-8 BOM at the very start of a stream, however the stream is chunked."""
+
+    def __init__(self) -> None:
+        self.head: bytes | None = b""  # None once the first three bytes are known
+
+    def strip(self, data: bytes) -> bytes:
+        """``data`` without a leading BOM; holds back a possible BOM prefix."""
+        head = (self.head or b"") + data
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            self.head = head
+            return b""
+        self.head = None
+        return head[len(_BOM) :] if head.startswith(_BOM) else head
+
+    def rest(self) -> bytes:
+        """At the end: bytes held back that turned out not to be a BOM."""
+        head, self.head = self.head, None
+        return head or b""
 
 
 class BinaryValidator:
@@ -76,6 +108,7 @@ class JsonlValidator:
         self._max = max_line_bytes
         self._carry = b""
         self._lines = 0  # lines completed so far (for error positions)
+        self._bom: _LeadingBom | None = _LeadingBom()
         self.records = 0
 
     def _fail(self, line_no: int, why: str) -> ValidationFailed:
@@ -92,7 +125,7 @@ class JsonlValidator:
         except msgspec.ValidationError:  # valid JSON, but not an object
             raise self._fail(line_no, "not a JSON object") from None
         except msgspec.DecodeError as exc:
-            if not line.strip():
+            if not line.strip(_JSON_WHITESPACE):
                 return
             raise self._fail(line_no, f"not JSON ({exc})") from None
         except RecursionError:
@@ -101,6 +134,12 @@ class JsonlValidator:
 
     def feed(self, data: bytes) -> None:
         """Check every line completed by ``data``; keep the unfinished last line."""
+        if self._bom is not None:
+            data = self._bom.strip(data)
+            if self._bom.head is None:
+                self._bom = None
+            if not data:
+                return
         first = data.find(b"\n")
         if first < 0:
             self._carry += data
@@ -149,6 +188,10 @@ class JsonlValidator:
 
     def finish(self) -> int:
         """Check a last line without a newline; return the record count."""
+        if self._bom is not None:
+            rest, self._bom = self._bom.rest(), None
+            if rest:
+                self.feed(rest)
         if self._carry:
             self._check_line(self._carry, self._lines + 1)
             self._carry = b""
@@ -156,7 +199,13 @@ class JsonlValidator:
 
 
 class CsvValidator:
-    """UTF-8 CSV with a header; every row has the header's number of fields."""
+    """UTF-8 CSV with a header; every row has the header's number of fields.
+
+    Chunks are cut at their last line end (``\\n`` or ``\\r``) and parsed with the csv
+    module in strict mode. When the cut falls inside a quoted field, the parser reports
+    the record as incomplete and its lines are carried into the next chunk, so the rows
+    seen, and hence acceptance, are those of parsing the whole file at once.
+    """
 
     def __init__(self, *, what: str, max_line_bytes: int) -> None:
         self._what = what
@@ -164,40 +213,28 @@ class CsvValidator:
         self._carry = b""
         self._fields: int | None = None
         self._rows = 0  # rows seen including the header (for error positions)
+        self._bom: _LeadingBom | None = _LeadingBom()
         self.records = 0
 
     def _fail(self, why: str, reason: str = "invalid_csv") -> ValidationFailed:
         return ValidationFailed(f"{self._what}: {why}", reason=reason)
 
-    def _boundary(self, buf: bytes) -> int:
-        """End (exclusive) of the last complete record in ``buf``, or -1.
+    def _parse(self, block: bytes, *, final: bool) -> bytes:
+        """Check the records of ``block``; return the bytes of an incomplete last one.
 
-        A newline ends a record only outside quotes, i.e. where the number of quote
-        characters before it is even (``""`` escapes count twice, so parity holds).
+        ``block`` ends at a line end unless ``final``.
         """
-        pos = buf.rfind(b"\n")
-        if pos < 0:
-            return -1
-        odd = buf.count(b'"', 0, pos) & 1
-        while odd:
-            prev = buf.rfind(b"\n", 0, pos)
-            if prev < 0:
-                return -1
-            odd ^= buf.count(b'"', prev, pos) & 1
-            pos = prev
-        return pos + 1
-
-    def _parse(self, block: bytes) -> None:
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise self._fail(
                 f"not UTF-8 near row {self._rows + 1} ({exc.reason})", reason="not_utf8"
             ) from None
-        if self._fields is None and text.startswith("\ufeff"):
-            text = text[1:]
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        complete = 0  # physical lines of the records parsed so far
         try:
-            for row in csv.reader(io.StringIO(text, newline=""), strict=True):
+            for row in reader:
+                complete = reader.line_num
                 if not row:
                     continue
                 self._rows += 1
@@ -213,17 +250,27 @@ class CsvValidator:
                     )
                 self.records += 1
         except csv.Error as exc:
-            raise self._fail(f"row {self._rows + 1}: {exc}") from None
+            if final or str(exc) != _CSV_INCOMPLETE:
+                raise self._fail(f"row {self._rows + 1}: {exc}") from None
+            # The chunk ends inside a quoted field: that record continues in the next.
+            lines = io.StringIO(text, newline="").readlines()
+            return "".join(lines[complete:]).encode("utf-8")
+        return b""
 
     def feed(self, data: bytes) -> None:
         """Check every record completed by ``data``; keep the unfinished last one."""
-        buf = self._carry + data if self._carry else data
-        cut = self._boundary(buf)
-        if cut < 0:
-            self._carry = buf
+        if self._bom is not None:
+            data = self._bom.strip(data)
+            if self._bom.head is None:
+                self._bom = None
+            if not data:
+                return
+        if data.find(b"\n") < 0 and data.find(b"\r") < 0:
+            self._carry += data  # no line ends here: nothing new can complete
         else:
-            self._parse(buf[:cut])
-            self._carry = buf[cut:]
+            buf = self._carry + data if self._carry else data
+            cut = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
+            self._carry = self._parse(buf[:cut], final=False) + buf[cut:]
         if len(self._carry) > self._max:
             raise self._fail(
                 f"a record longer than {self._max} bytes", reason="csv_record_too_long"
@@ -231,8 +278,12 @@ class CsvValidator:
 
     def finish(self) -> int:
         """Check the last record; return the number of data rows."""
+        if self._bom is not None:
+            rest, self._bom = self._bom.rest(), None
+            if rest:
+                self.feed(rest)
         if self._carry:
-            self._parse(self._carry)
+            self._parse(self._carry, final=True)
             self._carry = b""
         if self._fields is None:
             raise self._fail("no header row", reason="csv_no_header")

@@ -2,6 +2,9 @@
 
 Prints the side-by-side report and writes ``plan.json`` and ``plan.png`` to ``--out``.
 Exit status 0 on success, 2 on bad options or an unreadable trace.
+
+``exportpipe plan whale ...`` runs the fair-sharing scenario instead
+(:mod:`exportpipe.tools.planner.whale`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
             "cost per day and queue waits side by side; write plan.json and plan.png."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Scenario: `exportpipe plan whale --help` (one tenant's huge export, fair queues).",
     )
     g = p.add_argument_group("workload")
     g.add_argument("--seed", type=int, default=opt.seed, help="seed for every random draw")
@@ -129,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the planner; return the exit status."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["whale"]:
+        from exportpipe.tools.planner.whale import main as whale_main
+
+        return whale_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

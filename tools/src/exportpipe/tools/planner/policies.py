@@ -47,6 +47,7 @@ class MetricSample:
         running: ECS ``RunningTaskCount`` (started tasks, including ones draining).
         cpu: ECS average CPU utilisation over the period, 0..1, approximated as busy job
             slots over job slots of running tasks.
+        desired: ECS ``DesiredTaskCount`` at ``time``.
     """
 
     time: float
@@ -54,6 +55,7 @@ class MetricSample:
     in_flight: int
     running: int
     cpu: float
+    desired: int = 0
 
 
 class Controller(Protocol):
@@ -182,7 +184,9 @@ class _ConfiguredController:
         self.last_activation = -math.inf
 
     def ratio(self, m: MetricSample) -> float:
-        return (m.visible + m.in_flight) / max(m.running, 1) / self.jobs_per_task
+        # Tasks asked for count as capacity too (BacklogScaling): when they fail to
+        # start, the percentage steps do not compound up to the maximum.
+        return (m.visible + m.in_flight) / max(m.running, m.desired, 1) / self.jobs_per_task
 
     def step_for(self, ratio: float) -> ScalingStep | None:
         for step in self.s.scale_out_steps:

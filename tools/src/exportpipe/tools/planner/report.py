@@ -83,6 +83,9 @@ class PolicyReport:
     cost_workers_on_demand: float
     cost_orchestrator: float
     cost_sqs: float
+    cost_public_ipv4: float
+    cost_container_insights: float
+    cost_storage: float
     cost_requests: float
     cost_total: float
     cost_total_all_on_demand: float
@@ -233,6 +236,17 @@ def _policy_report(
     cost_od = od_h * worker_rate * per_day
     cost_orch = orch_h * prices.task_hour(deployment.orchestrator) * per_day
     cost_sqs = prices.sqs(requests["total"]) * per_day
+    # Beyond Fargate compute: every task's public IPv4 (tasks run in public subnets by
+    # default), and Container Insights (which the scaling policies read).
+    task_h = spot_h + od_h + orch_h
+    cost_ipv4 = prices.public_ipv4(task_h) * per_day
+    cost_ci = prices.container_insights(task_h * per_day, days=1.0)
+    # Already inside the worker cost (task_hour); shown on its own line.
+    cost_storage = (
+        spot_h * prices.storage_hour(deployment.worker, spot=True)
+        + od_h * prices.storage_hour(deployment.worker)
+    ) * per_day
+    extras = cost_ipv4 + cost_ci
     # S3 and DynamoDB requests per copied file (bench/small_files.py; ADR 0015).
     cost_requests = prices.file_requests(int(run.waits.size)) * per_day
     waits = run.waits
@@ -249,11 +263,15 @@ def _policy_report(
         cost_workers_on_demand=cost_od,
         cost_orchestrator=cost_orch,
         cost_sqs=cost_sqs,
+        cost_public_ipv4=cost_ipv4,
+        cost_container_insights=cost_ci,
+        cost_storage=cost_storage,
         cost_requests=cost_requests,
-        cost_total=cost_spot + cost_od + cost_orch + cost_sqs + cost_requests,
+        cost_total=cost_spot + cost_od + cost_orch + cost_sqs + extras + cost_requests,
         cost_total_all_on_demand=(spot_h + od_h) * worker_rate * per_day
         + cost_orch
         + cost_sqs
+        + extras
         + cost_requests,
         wait_mean=float(waits.mean()) if waits.size else 0.0,
         wait_p50=float(pct[0]),
@@ -345,6 +363,9 @@ def _rows(p: PolicyReport) -> list[str]:
         f"${p.cost_workers_spot + p.cost_workers_on_demand:,.2f}",
         f"${p.cost_orchestrator:,.2f}",
         f"${p.cost_sqs:,.2f}",
+        f"${p.cost_storage:,.2f}",
+        f"${p.cost_public_ipv4:,.2f}",
+        f"${p.cost_container_insights:,.2f}",
         f"${p.cost_requests:,.2f}",
         f"${p.cost_total:,.2f}",
         f"${p.cost_total_all_on_demand:,.2f}",
@@ -377,6 +398,9 @@ _LABELS = [
     "cost/day workers",
     "cost/day orchestrator",
     "cost/day SQS",
+    "  of workers: ephemeral storage",
+    "cost/day public IPv4",
+    "cost/day Container Insights",
     "cost/day S3 + DynamoDB requests",
     "cost/day TOTAL",
     "cost/day if all on-demand",

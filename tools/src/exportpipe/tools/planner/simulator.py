@@ -24,6 +24,14 @@ Model, in the order things happen to a job:
   rest (``ChangeMessageVisibility`` 0) at the end of the grace. A released job is
   visible again at once and is retried from the start by another task; a job received
   ``max_receive_count`` times is dead-lettered instead.
+* Bounded lifetime (``exportpipe.worker.lifetime``): ``drain_after_minutes`` after it
+  started polling a task drains the same way with ``drain_grace_minutes`` of grace, then
+  exits; it counts as running until it exits, and ECS then replaces it if the service
+  still wants it.
+* A deployment (``deploy_at``) starts a new task set at once (maximum 200 %); each old
+  task keeps working while busy (scale-in protection also holds off deployments) and
+  is stopped once idle, or leaves at its drain deadline. ``deployment_seconds`` is when
+  the last old task stopped.
 
 Event loop: one heap of timed events (job done, job released, task ready, task
 stopped, Spot reclaim) merged with the sorted arrival array and the per-period control
@@ -48,8 +56,8 @@ from exportpipe.tools.planner.workload import FloatArray
 
 __all__ = ["ScalingAction", "WorkerRun", "simulate_workers"]
 
-_DONE, _RELEASE, _READY, _STOP, _RECLAIM = range(5)
-_SPOT, _SCALE_IN = "spot", "scale-in"
+_DONE, _RELEASE, _READY, _STOP, _RECLAIM, _DRAIN, _DEPLOY = range(7)
+_SPOT, _SCALE_IN, _AGE, _DEPLOYMENT = "spot", "scale-in", "max-age", "deployment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,10 @@ class WorkerRun:
         max_backlog: most visible SQS 2 messages inside the window.
         jobs_retried_spot / jobs_retried_scale_in: window jobs released at least once
             because their task was reclaimed / scaled in.
+        jobs_retried_age: window jobs released at least once by a task's age drain.
+        age_drains: tasks that drained at their maximum age inside the window.
+        deployment_seconds: from ``deploy_at`` until the last old task stopped (``None``:
+            no deployment, or it had not finished when the simulation stopped).
         releases: all releases of window jobs.
         dead_lettered: window jobs dead-lettered after ``max_receive_count`` receives.
         lost_slot_seconds: work thrown away by releases (elapsed time of released runs).
@@ -102,6 +114,9 @@ class WorkerRun:
     max_backlog: int = 0
     jobs_retried_spot: int = 0
     jobs_retried_scale_in: int = 0
+    jobs_retried_age: int = 0
+    age_drains: int = 0
+    deployment_seconds: float | None = None
     releases: int = 0
     dead_lettered: int = 0
     lost_slot_seconds: float = 0.0
@@ -115,10 +130,25 @@ class WorkerRun:
 
 
 class _Task:
-    __slots__ = ("busy", "cause", "jobs", "queued", "ready", "spot", "stopped", "stopping")
+    __slots__ = (
+        "busy",
+        "cause",
+        "jobs",
+        "kept",
+        "old",
+        "queued",
+        "ready",
+        "ready_at",
+        "spot",
+        "stopped",
+        "stopping",
+    )
 
     def __init__(self, spot: bool) -> None:
         self.spot = spot
+        self.kept = False  # draining, still counted by the service until it exits
+        self.old = False  # of a deployment being replaced
+        self.ready_at = 0.0
         self.cause = ""
         self.ready = False
         self.stopping = False
@@ -142,6 +172,9 @@ class _Sim:
         drain_seconds: float,
         start: float | None,
         initial_tasks: int | None,
+        drain_after_seconds: float | None,
+        drain_grace_seconds: float | None,
+        deploy_at: float | None,
     ) -> None:
         worker = deployment.worker
         scaling = deployment.worker_scaling
@@ -168,6 +201,18 @@ class _Sim:
         self.rng = random.Random(seed)  # noqa: S311
         self.initial_tasks = initial_tasks
         self.run = WorkerRun(policy=policy.name)
+        self.drain_after = (
+            scaling.drain_after_minutes * 60.0
+            if drain_after_seconds is None
+            else drain_after_seconds
+        )
+        self.drain_grace = (
+            scaling.drain_grace_minutes * 60.0
+            if drain_grace_seconds is None
+            else drain_grace_seconds
+        )
+        self.deploy_at = deploy_at
+        self.old_tasks: set[_Task] = set()
 
         self.heap: list[tuple[float, int, int, _Task, int, int]] = []
         self.seq = 0
@@ -283,6 +328,9 @@ class _Sim:
         if not task.queued:
             task.queued = True
             self.free.append(task)
+        if task.old and task.busy == 0:
+            self.stop(task, t, _DEPLOYMENT)  # protection cleared: the deployment takes it
+            return
         if self.policy.protect_busy and task.busy == 0 and self.active > self.desired:
             self.stop(task, t, _SCALE_IN)
 
@@ -333,6 +381,9 @@ class _Sim:
         if task.stopping:
             return
         task.ready = True
+        task.ready_at = t
+        if math.isfinite(self.drain_after):
+            self.push(t + self.drain_after, _DRAIN, task)
         self.running += 1
         self.n_free += 1
         while self.queue and task.busy < self.conc:
@@ -341,32 +392,77 @@ class _Sim:
             task.queued = True
             self.free.append(task)
 
-    def stop(self, task: _Task, t: float, cause: str) -> None:
+    def stop(
+        self,
+        task: _Task,
+        t: float,
+        cause: str,
+        *,
+        grace: float | None = None,
+        keep_active: bool = False,
+    ) -> None:
         if task.stopping:
             return
         task.stopping = True
-        self.live.remove(task)
-        self.active -= 1
-        if not task.spot:
-            self.active_od -= 1
+        if not task.old:
+            self.live.remove(task)
+            if keep_active:
+                task.kept = True  # the service counts it until it exits
+            else:
+                self.active -= 1
+                if not task.spot:
+                    self.active_od -= 1
         if not task.ready:
-            self.finish_stop(task)
+            self.finish_stop(task, t)
             return
         if task.busy < self.conc:
             self.n_free -= 1
+        grace = self.grace if grace is None else grace
         stop_at = t
         for j, started in task.jobs.items():
             end = started + self.dur[j]
-            if end - t <= self.grace:
+            if end - t <= grace:
                 stop_at = max(stop_at, end)
             else:
-                self.push(t + self.grace, _RELEASE, task, j, self.token[j])
-                stop_at = max(stop_at, t + self.grace)
+                self.push(t + grace, _RELEASE, task, j, self.token[j])
+                stop_at = max(stop_at, t + grace)
         task.cause = cause
         self.push(stop_at, _STOP, task)
 
-    def finish_stop(self, task: _Task) -> None:
+    def on_drain(self, task: _Task, t: float) -> None:
+        if task.stopping:
+            return
+        if self.w0 <= t < self.w1:
+            self.run.age_drains += 1
+        self.stop(task, t, _AGE, grace=self.drain_grace, keep_active=True)
+
+    def on_deploy(self, t: float) -> None:
+        old = list(self.live)
+        for task in old:
+            task.old = True
+            self.live.remove(task)
+            self.active -= 1
+            if not task.spot:
+                self.active_od -= 1
+            self.old_tasks.add(task)
+        for task in old:
+            # Unprotected or idle tasks are stopped at once (SIGTERM, the usual grace).
+            if not task.ready or task.busy == 0 or not self.policy.protect_busy:
+                self.stop(task, t, _DEPLOYMENT)
+        self.reconcile(t)
+        if not self.old_tasks:
+            self.run.deployment_seconds = 0.0
+
+    def finish_stop(self, task: _Task, t: float | None = None) -> None:
         task.stopped = True
+        if task.kept:
+            self.active -= 1
+            if not task.spot:
+                self.active_od -= 1
+        if task.old:
+            self.old_tasks.discard(task)
+            if not self.old_tasks and self.deploy_at is not None and t is not None:
+                self.run.deployment_seconds = t - self.deploy_at
         if task.spot:
             self.billed_spot -= 1
         else:
@@ -412,6 +508,7 @@ class _Sim:
                 in_flight=self.busy_total,
                 running=self.running,
                 cpu=cpu,
+                desired=self.desired,
             )
         )
         self.period_busy = self.period_running = 0.0
@@ -456,6 +553,8 @@ class _Sim:
         )
         for _ in range(self.desired):
             self.launch(self.start, ready_now=True)
+        if self.deploy_at is not None:
+            self.push(self.deploy_at, _DEPLOY, _Task(False))
         heap = self.heap
         jt = self.jt
         n = self.n
@@ -490,9 +589,15 @@ class _Sim:
             elif kind == _READY:
                 self.on_ready(task, t)
             elif kind == _STOP:
-                self.finish_stop(task)
-            else:
+                self.finish_stop(task, t)
+                if task.kept:
+                    self.reconcile(t)  # ECS replaces a drained task it still wants
+            elif kind == _RECLAIM:
                 self.on_reclaim(task, t)
+            elif kind == _DRAIN:
+                self.on_drain(task, t)
+            else:
+                self.on_deploy(t)
         self.finish(next_tick, events, time.perf_counter() - began)
         return self.run
 
@@ -515,6 +620,7 @@ class _Sim:
             if causes:
                 run.jobs_retried_spot += _SPOT in causes
                 run.jobs_retried_scale_in += _SCALE_IN in causes
+                run.jobs_retried_age += _AGE in causes
             waits.append(w)
         run.waits = np.asarray(waits, dtype=np.float64)
         run.events = events
@@ -533,6 +639,9 @@ def simulate_workers(
     drain_seconds: float = 2 * 86_400.0,
     start: float | None = None,
     initial_tasks: int | None = None,
+    drain_after_seconds: float | None = None,
+    drain_grace_seconds: float | None = None,
+    deploy_at: float | None = None,
 ) -> WorkerRun:
     """Simulate SQS 2 and the worker fleet under ``policy``.
 
@@ -550,6 +659,10 @@ def simulate_workers(
             earlier, rounded down to a metric period).
         initial_tasks: tasks running (already started) at ``start`` and the initial
             desired count (default: the policy's).
+        drain_after_seconds / drain_grace_seconds: a task's maximum age and the grace
+            of its drain (default: ``deployment.worker_scaling``; ``math.inf`` for
+            none, as before issue 17).
+        deploy_at: simulate a deployment of the worker service at this time.
 
     Returns:
         The run's measurements.
@@ -565,4 +678,7 @@ def simulate_workers(
         drain_seconds=drain_seconds,
         start=start,
         initial_tasks=initial_tasks,
+        drain_after_seconds=drain_after_seconds,
+        drain_grace_seconds=drain_grace_seconds,
+        deploy_at=deploy_at,
     ).simulate()

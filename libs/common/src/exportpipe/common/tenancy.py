@@ -1,0 +1,67 @@
+"""Which tenant a queued message belongs to: its SQS ``MessageGroupId``.
+
+SQS 1 and SQS 2 are standard queues shared by every tenant. Sending each message with
+``MessageGroupId`` = its tenant turns them into *fair queues* (SQS, July 2025): while
+one tenant holds a disproportionate share of the consumers (a "noisy" group), SQS
+delivers the other tenants' messages first, with no consumer change. See ADR 0018.
+
+The group is the export's ``tenant`` when the request names one, else the export id,
+so an untagged whale export is still one group and cannot starve everyone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import orjson
+
+from exportpipe.common.schemas import DownloadJob, ExportRequested
+
+__all__ = ["MAX_GROUP_ID_LENGTH", "group_id_for", "group_id_for_body", "message_group_id"]
+
+MAX_GROUP_ID_LENGTH = 128
+"""SQS's limit on ``MessageGroupId``; our ids may be up to 256 characters."""
+
+_DIGEST_CHARS = 32
+_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,256}$")  # the schemas' id rule
+
+
+def group_id_for(export_id: str, tenant: str | None) -> str:
+    """The ``MessageGroupId`` for a message of ``export_id`` owned by ``tenant``.
+
+    Ids that already fit are used as they are (readable in the console and in
+    CloudWatch). A longer one keeps its first characters and ends with ``~`` and 32 hex
+    digits of its sha256, so two long ids that share a prefix stay distinct groups. The
+    ids' character set (``[A-Za-z0-9._:-]``, enforced by the schemas) is a subset of
+    what SQS accepts.
+    """
+    key = tenant or export_id
+    if len(key) <= MAX_GROUP_ID_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:_DIGEST_CHARS]
+    return f"{key[: MAX_GROUP_ID_LENGTH - _DIGEST_CHARS - 1]}~{digest}"
+
+
+def message_group_id(message: ExportRequested | DownloadJob) -> str:
+    """The ``MessageGroupId`` ``message`` is sent with (see :func:`group_id_for`)."""
+    return group_id_for(message.export_id, message.tenant)
+
+
+def group_id_for_body(body: str | bytes) -> str | None:
+    """The group of an already-encoded body, or ``None`` if it names no valid export.
+
+    For sending a body back as it is (a DLQ redrive) without decoding it against a
+    schema: a dead letter may be malformed, and still goes back, only without a group.
+    """
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    export_id, tenant = raw.get("export_id"), raw.get("tenant")
+    if not isinstance(export_id, str) or not _ID.match(export_id):
+        return None
+    valid_tenant = isinstance(tenant, str) and _ID.match(tenant) is not None
+    return group_id_for(export_id, tenant if valid_tenant else None)
