@@ -12,11 +12,13 @@ from moto import mock_aws
 
 from exportpipe.testing.moto_patches import patch_dynamodb
 
-TABLE = f"t-{uuid.uuid4().hex[:8]}"
+TABLE = "t"
 
 
 @pytest.fixture
 def table() -> Any:
+    global TABLE  # one fresh table per test: moto's state may be shared by other tests
+    TABLE = f"t-{uuid.uuid4().hex[:8]}"
     patch_dynamodb()
     with mock_aws():
         db = boto3.client("dynamodb", region_name="us-east-1")
