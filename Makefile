@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --locked
 PYTEST_ARGS ?=
 
-.PHONY: help install test test-fast lint format demo faults plan synth deploy-shared \
+.PHONY: help install test test-fast lint format demo up down faults plan synth deploy-shared \
 	deploy-orchestrator deploy-worker bench clean
 
 help:  ## list targets
@@ -41,6 +41,12 @@ format: install  ## apply ruff fixes and formatting
 demo: install  ## local stack + simulator + 1 orchestrator + 2 workers, one real export
 	$(RUN) exportpipe demo
 
+up: install  ## the local system in the background: moto, simulator, orchestrator, WORKERS=2 workers
+	$(RUN) exportpipe local up --workers $(or $(WORKERS),2)
+
+down: install  ## stop everything `make up` (or `exportpipe local up`) started
+	$(RUN) exportpipe local down
+
 faults: install  ## fault-injection run with the loss ledger (SEED=n to reproduce)
 	$(RUN) python -m bench.faults $(if $(SEED),--seed $(SEED),)
 
@@ -55,15 +61,15 @@ synth: install  ## synthesize the CDK app into infra/cdk/cdk.out
 	cd infra/cdk && $(RUN) python app.py
 
 deploy-shared: synth  ## deploy the shared (stateful) stack (CDK_ARGS=... passed to cdk)
-	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeShared --app cdk.out --exclusively $(CDK_ARGS)
+	cd infra/cdk && $(RUN) npx --yes aws-cdk@2 deploy ExportPipeShared --app cdk.out --exclusively $(CDK_ARGS)
 
 deploy-orchestrator: synth  ## deploy the orchestrator only (IMAGE_TAG=..., SHARED_REVISION=...; unset keeps the deployed value)
-	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeOrchestrator --app cdk.out --exclusively \
+	cd infra/cdk && $(RUN) npx --yes aws-cdk@2 deploy ExportPipeOrchestrator --app cdk.out --exclusively \
 		$(if $(IMAGE_TAG),--parameters ExportPipeOrchestrator:ImageTag=$(IMAGE_TAG)) \
 		$(if $(SHARED_REVISION),--parameters ExportPipeOrchestrator:SharedRevision=$(SHARED_REVISION)) $(CDK_ARGS)
 
 deploy-worker: synth  ## deploy the worker only (IMAGE_TAG=..., SHARED_REVISION=...; unset keeps the deployed value)
-	cd infra/cdk && npx --yes aws-cdk@2 deploy ExportPipeWorker --app cdk.out --exclusively \
+	cd infra/cdk && $(RUN) npx --yes aws-cdk@2 deploy ExportPipeWorker --app cdk.out --exclusively \
 		$(if $(IMAGE_TAG),--parameters ExportPipeWorker:ImageTag=$(IMAGE_TAG)) \
 		$(if $(SHARED_REVISION),--parameters ExportPipeWorker:SharedRevision=$(SHARED_REVISION)) $(CDK_ARGS)
 

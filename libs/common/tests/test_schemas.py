@@ -4,12 +4,16 @@ import orjson
 import pytest
 
 from exportpipe.common.errors import MalformedMessage, PermanentError, UnsupportedSchemaVersion
+from exportpipe.common.layout import S3_MAX_KEY_BYTES, export_root, is_export_root
 from exportpipe.common.schemas import (
+    ID_MAX_LENGTH,
+    PREFIX_MAX_LENGTH,
     DownloadJob,
     ExportRequested,
     S3Destination,
     decode,
     encode,
+    is_valid_id,
     job_id_for,
 )
 
@@ -107,3 +111,50 @@ def test_destination_prefix_gets_trailing_slash() -> None:
 
 def encode_raw(fields: dict[str, object]) -> bytes:
     return orjson.dumps({"schema": ExportRequested.SCHEMA, "version": 1, **fields})
+
+
+@pytest.mark.parametrize(
+    "bad", [".", "..", ".hidden", "-x", "a/b", "a b", "é", "x" * 129, "", "a\\b"]
+)
+@pytest.mark.parametrize("field", ["export_id", "file_id"])
+def test_ids_follow_one_rule(field: str, bad: str) -> None:
+    export_id, file_id = ("exp-1", "file-1")
+    if field == "export_id":
+        export_id = bad
+    else:
+        file_id = bad
+    with pytest.raises(ValueError, match=field):
+        _job(**{field: bad, "job_id": job_id_for(export_id, file_id)})
+    assert not is_valid_id(bad)
+
+
+@pytest.mark.parametrize("good", ["exp-2024-05-01", "f000001", "a..b", "v1:part_7.x", "x" * 128])
+def test_ids_that_follow_the_rule(good: str) -> None:
+    assert is_valid_id(good)
+    assert _job(file_id=good, job_id=job_id_for("exp-1", good)).file_id == good
+
+
+def test_longest_ids_and_prefix_keep_every_fixed_key_within_s3_limit() -> None:
+    base = "p" * (PREFIX_MAX_LENGTH - 1) + "/"
+    root = export_root(base, "e" * ID_MAX_LENGTH)
+    longest = f"{root}manifests/{'f' * ID_MAX_LENGTH}.json"
+    assert len(longest.encode()) <= S3_MAX_KEY_BYTES
+    with pytest.raises(ValueError, match="destination_prefix"):
+        ExportRequested(export_id="e", destination_prefix="p" * PREFIX_MAX_LENGTH)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("exports/exp-1/", True),
+        ("exports/tenants/acme/exp-1/", True),
+        ("exports/exp-2/", False),  # another export's folder
+        ("exports/exp-2/exp-1/", True),  # a folder named exp-1 under a destination prefix
+        ("exports/", False),
+        ("exports/exp-1", False),
+        ("other/exp-1/", False),
+        ("exports/../exp-1/", False),
+    ],
+)
+def test_destination_must_be_the_exports_own_folder(prefix: str, expected: bool) -> None:
+    assert is_export_root(prefix, "exp-1", output_prefix="exports/") is expected

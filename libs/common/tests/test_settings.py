@@ -55,6 +55,18 @@ def test_prefix_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(CommonSettings).output_prefix == "lake/raw/"
 
 
+def test_max_job_seconds_is_a_setting_below_sqs_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exportpipe.common.sqs import SQS_MAX_VISIBILITY_SECONDS
+
+    monkeypatch.setenv("EXPORTPIPE_BUCKET", "bucket-1")
+    monkeypatch.delenv("EXPORTPIPE_ENV_FILE", raising=False)
+    monkeypatch.delenv("EXPORTPIPE_MAX_JOB_SECONDS", raising=False)
+    assert load_settings(CommonSettings).max_job_seconds == SQS_MAX_VISIBILITY_SECONDS - 15 * 60
+    monkeypatch.setenv("EXPORTPIPE_MAX_JOB_SECONDS", str(SQS_MAX_VISIBILITY_SECONDS))
+    with pytest.raises(SettingsError, match="EXPORTPIPE_MAX_JOB_SECONDS"):
+        load_settings(CommonSettings)
+
+
 def test_env_file_in_shell_syntax_exports_aws_variables(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 
-from exportpipe.common.errors import MalformedMessage, RateLimited, UpstreamUnavailable
+from exportpipe.common.errors import (
+    JobDeadlineExceeded,
+    MalformedMessage,
+    RateLimited,
+    UpstreamUnavailable,
+)
 from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.sqs import ConsumerConfig, JobContext, QueueConsumer, queue_depth
 from exportpipe.testing import create_queue_pair
@@ -128,6 +133,49 @@ def test_retry_after_is_honoured(sqs: Any, queue_pair: tuple[str, str]) -> None:
     assert calls[1] - calls[0] >= 2.5
 
 
+@pytest.mark.parametrize("asked", ["43200", "inf", "nan"])
+def test_a_hostile_retry_after_is_capped(sqs: Any, queue_pair: tuple[str, str], asked: str) -> None:
+    calls: list[float] = []
+
+    def handler(ctx: JobContext) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            # 12 hours (or no number at all) asked for: the message would vanish for
+            # the rest of SQS's ceiling on every receive.
+            raise RateLimited("429", retry_after=float(asked))
+
+    sqs.send_message(QueueUrl=queue_pair[0], MessageBody="x")
+    with running(sqs, _config(queue_pair, retry_after_max_seconds=2), handler):
+        wait_for(lambda: len(calls) == 2, timeout=15)
+    assert calls[1] - calls[0] < 10
+
+
+def test_a_job_past_max_job_seconds_is_dead_lettered_with_its_reason(
+    sqs: Any, queue_pair: tuple[str, str]
+) -> None:
+    reasons: list[str] = []
+
+    def handler(ctx: JobContext) -> None:
+        try:
+            ctx.token.sleep(60)  # a job that would run on; the deadline wakes it
+        except JobDeadlineExceeded as exc:
+            reasons.append(exc.reason)
+            raise
+
+    sqs.send_message(QueueUrl=queue_pair[0], MessageBody="long")
+    config = _config(queue_pair, max_job_seconds=1.5, heartbeat_seconds=0.5)
+    with running(sqs, config, handler):
+        wait_for(lambda: queue_counts(sqs, queue_pair[1])[0] == 1)
+        wait_for(lambda: queue_counts(sqs, queue_pair[0]) == (0, 0))
+    assert reasons == ["job_deadline_exceeded"]
+    dead = sqs.receive_message(
+        QueueUrl=queue_pair[1], MessageAttributeNames=["All"], WaitTimeSeconds=1
+    )["Messages"][0]
+    attrs = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert attrs["exportpipe-error-reason"] == "job_deadline_exceeded"
+    assert "EXPORTPIPE_MAX_JOB_SECONDS" in attrs["exportpipe-error-message"]
+
+
 def test_permanent_goes_to_dlq_with_reason(sqs: Any, queue_pair: tuple[str, str]) -> None:
     def handler(ctx: JobContext) -> None:
         raise MalformedMessage("body is not JSON: https://h/x?sig=SECRET")
@@ -163,6 +211,26 @@ def test_unexpected_error_dead_letters_on_last_receive(sqs: Any) -> None:
     dead = sqs.receive_message(QueueUrl=pair[1], MessageAttributeNames=["All"])["Messages"][0]
     assert dead["MessageAttributes"]["exportpipe-error-reason"]["StringValue"] == (
         "unhandled_error"
+    )
+
+
+def test_retryable_error_dead_letters_with_its_reason_on_last_receive(sqs: Any) -> None:
+    pair = create_queue_pair(sqs, "q-stall-" + str(time.monotonic_ns()), max_receive_count=2)
+    seen: list[tuple[int, bool]] = []
+
+    def handler(ctx: JobContext) -> None:
+        seen.append((ctx.receive_count, ctx.final_attempt))
+        raise UpstreamUnavailable("resumes brought nothing", reason="download_stalled")
+
+    sqs.send_message(QueueUrl=pair[0], MessageBody="x")
+    config = _config(pair, max_receive_count=2, retry_base_seconds=0.5, retry_max_seconds=0.5)
+    with running(sqs, config, handler):
+        wait_for(lambda: queue_counts(sqs, pair[1])[0] == 1)
+        wait_for(lambda: queue_counts(sqs, pair[0]) == (0, 0))
+    assert seen == [(1, False), (2, True)]
+    dead = sqs.receive_message(QueueUrl=pair[1], MessageAttributeNames=["All"])["Messages"][0]
+    assert dead["MessageAttributes"]["exportpipe-error-reason"]["StringValue"] == (
+        "download_stalled"
     )
 
 
@@ -228,7 +296,7 @@ def test_shutdown_lets_short_jobs_finish_and_releases_long_ones(
         started.wait(10)
         deadline = time.monotonic() + (1 if short else 60)
         while time.monotonic() < deadline:
-            if ctx.cancelled.is_set():
+            if ctx.cancelled:
                 cancelled.append(ctx.body)
                 ctx.check()
             time.sleep(0.05)

@@ -41,7 +41,7 @@ def events(moto_server: str, sqs: Any) -> tuple[EventPublisher, str]:
     return EventPublisher(sns=sns, topic_arn=topic), url
 
 
-def _page(t: ExportTracker, page: int, files: int, *, last: bool = False) -> bool:
+def _page(t: ExportTracker, page: int, files: int | list[str], *, last: bool = False) -> bool:
     return t.record_page("exp-1", page, files, is_last=last, bucket="bkt", prefix=PREFIX)
 
 
@@ -202,7 +202,7 @@ def _dynamodb_calls(t: ExportTracker) -> list[str]:
 
 
 def test_counting_a_file_is_one_write_and_no_read(tracker: ExportTracker) -> None:
-    _page(tracker, 0, 3, last=True)
+    _page(tracker, 0, ["f1", "f2", "f3"], last=True)
     calls = _dynamodb_calls(tracker)
     assert _count(tracker, "f1") == "counted"
     assert calls == ["TransactWriteItems"]
@@ -210,7 +210,8 @@ def test_counting_a_file_is_one_write_and_no_read(tracker: ExportTracker) -> Non
     assert _count(tracker, "f1") == "already_counted"  # redelivered
     assert _count(tracker, "f3") == "last"
     assert _count(tracker, "f3") == "already_counted"
-    assert "GetItem" not in calls
+    assert _count(tracker, "never-listed") == "not_listed"  # the one case that reads
+    assert calls.count("GetItem") == 1
     state = tracker.get("exp-1")
     assert state is not None
     assert (state.files_done, state.files_rejected, state.files_outstanding) == (2, 1, 0)
@@ -218,16 +219,16 @@ def test_counting_a_file_is_one_write_and_no_read(tracker: ExportTracker) -> Non
 
 
 def test_no_file_is_last_before_the_listing_is_complete(tracker: ExportTracker) -> None:
-    _page(tracker, 0, 2)
+    _page(tracker, 0, ["f1", "f2"])
     assert [_count(tracker, f) for f in ("f1", "f2")] == ["counted", "counted"]
-    _page(tracker, 1, 1, last=True)
+    _page(tracker, 1, ["f3"], last=True)
     assert _count(tracker, "f3") == "last"
 
 
 def test_exactly_one_of_the_last_files_finishing_together_is_last(
     tracker: ExportTracker,
 ) -> None:
-    _page(tracker, 0, 4, last=True)
+    _page(tracker, 0, [f"f{i}" for i in range(4)], last=True)
     results: list[str] = []
     barrier = threading.Barrier(4)
 
@@ -244,3 +245,27 @@ def test_exactly_one_of_the_last_files_finishing_together_is_last(
     state = tracker.get("exp-1")
     assert state is not None
     assert (state.files_done, state.files_outstanding) == (4, 0)
+
+
+def test_outcomes_for_files_the_export_never_listed_are_ignored(tracker: ExportTracker) -> None:
+    assert tracker.record_page(
+        "exp-ids", 0, ["f1", "f2"], is_last=True, bucket="bkt", prefix="exports/exp-ids/"
+    )
+
+    def record(export_id: str, file_id: str) -> bool:
+        return tracker.record_file(
+            export_id, file_id, "rejected", detail="x", bucket="bkt", prefix=f"exports/{export_id}/"
+        )
+
+    assert not record("exp-ids", "never-listed")
+    assert not record("exp-unknown", "f1")  # an export nobody listed
+    assert record("exp-ids", "f1")
+    state = tracker.get("exp-ids")
+    assert state is not None
+    assert (state.files_expected, state.files_rejected, state.files_outstanding) == (2, 1, 1)
+    assert state.status == "listing"
+    assert tracker.get("exp-unknown") is None
+    assert record("exp-ids", "f2")
+    state = tracker.get("exp-ids")
+    assert state is not None
+    assert state.files_outstanding == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -163,8 +164,10 @@ def sim() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def stack(sim: SimulatorServer, sqs: Any) -> Stack:
+def stack(sim: SimulatorServer, sqs: Any, s3: Any) -> Stack:
     name = f"orch-{uuid.uuid4().hex[:10]}"
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket="exports-bucket")  # rejection records of refused entries
     requests_url, requests_dlq = create_queue_pair(sqs, f"{name}-req", visibility_timeout=10)
     jobs_url, jobs_dlq = create_queue_pair(sqs, f"{name}-jobs")
     settings = OrchestratorSettings(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 
 from exportpipe.common.errors import MalformedMessage, UpstreamRejected
@@ -170,7 +172,12 @@ def test_failed_or_expired_export_is_dead_lettered(stack: Stack, final: str, rea
     assert reason_of(dead) == reason
 
 
-def test_invalid_entry_fails_its_page_and_redrive_resumes_there(stack: Stack) -> None:
+def _rejection(s3: Any, export_id: str, file_id: str) -> dict[str, Any]:
+    key = f"exports/{export_id}/rejected/{file_id}.json"
+    return dict(orjson.loads(s3.get_object(Bucket="exports-bucket", Key=key)["Body"].read()))
+
+
+def test_invalid_entry_is_rejected_and_its_page_goes_on(stack: Stack, s3: Any) -> None:
     bad = FileSpec(file_id="evil", name="evil.jsonl", kind="jsonl", url="file:///etc/passwd")
     good = [FileSpec(file_id=f"g{i:02d}", name=f"g{i}.jsonl", kind="jsonl") for i in range(14)]
     # Page 0: g00..g09; page 1: g10..g13 + evil.
@@ -178,28 +185,41 @@ def test_invalid_entry_fails_its_page_and_redrive_resumes_there(stack: Stack) ->
     stack.sim.add_export(ExportSpec(export_id="exp-evil", files=files))
     stack.submit("exp-evil")
     with stack.running():
-        first_page = {job_id_for("exp-evil", f.file_id) for f in good[:10]}
-        stack.collect_until(first_page)
-        (dead,) = stack.dead_letters()
-    assert reason_of(dead) == "invalid_listing_entry"
-    text = dead["MessageAttributes"]["exportpipe-error-message"]["StringValue"]
-    assert "files[4]" in text
-    assert "'evil'" in text
-    assert "scheme 'file'" in text
-    # Nothing of the bad page was sent.
-    stack.drain_jobs()
-    assert {j.file_id for j in stack.collected} == {f.file_id for f in good[:10]}
-    parked = decode(dead["Body"], ExportRequested)
-    assert (parked.page, parked.jobs_emitted) == (1, 10)
-    assert parked.cursor is not None
+        stack.collect_until({job_id_for("exp-evil", f.file_id) for f in good})
+        stack.drain_jobs()
+    # The bad entry blocked nobody: every good file of its page has its job...
+    assert {j.file_id for j in stack.collected} == {f.file_id for f in good}
+    assert stack.queue_depth(stack.settings.requests_dlq_url) == 0
+    # ...and it has a rejection record naming the entry and the field.
+    record = _rejection(s3, "exp-evil", "evil")
+    assert record["reason"] == "invalid_listing_entry"
+    assert "files[4]" in record["message"]
+    assert "scheme 'file'" in record["message"]
+    assert stack.metrics.snapshot()["EntriesRejected"] == 1
 
-    # The vendor fixes the listing; redriving the parked message resumes at page 1.
-    fixed = (*files[:-1], bad.model_copy(update={"url": None}))
-    stack.sim.add_export(ExportSpec(export_id="exp-evil", files=fixed))
-    stack.sqs.send_message(QueueUrl=stack.settings.requests_queue_url, MessageBody=dead["Body"])
-    with stack.running():
-        stack.collect_until({job_id_for("exp-evil", f.file_id) for f in fixed})
-    assert len(stack.collected) == 15
+
+def test_a_wrongly_typed_entry_is_rejected_alone(stack: Stack, s3: Any) -> None:
+    good = FileSpec(file_id="ok1", name="ok.jsonl", kind="jsonl")
+    stack.sim.add_export(ExportSpec(export_id="exp-types", files=(good,)))
+    orchestrator = stack.direct_handler()
+    real_list_files = orchestrator.source.list_files
+
+    def with_a_bad_entry(*args: Any, **kwargs: Any) -> Any:
+        from exportpipe.orchestrator.http_source import _listed_file
+
+        page = real_list_files(*args, **kwargs)
+        bad = _listed_file({"file_id": 7, "name": "n", "url": "u", "format": "csv"}, 1, "/x")
+        return dataclasses.replace(page, files=(*page.files, bad))
+
+    orchestrator.handler._source.list_files = with_a_bad_entry  # type: ignore[method-assign]
+    orchestrator.handler(stack.context(ExportRequested(export_id="exp-types")))
+    orchestrator.close()
+    assert [j.file_id for j in stack.drain_jobs()] == ["ok1"]
+    found = s3.list_objects_v2(Bucket="exports-bucket", Prefix="exports/exp-types/rejected/")
+    (key,) = [o["Key"] for o in found.get("Contents", [])]
+    record = orjson.loads(s3.get_object(Bucket="exports-bucket", Key=key)["Body"].read())
+    assert record["reason"] == "invalid_listing_entry"
+    assert "'file_id' must be a string" in record["message"]
 
 
 @pytest.mark.parametrize(
@@ -209,17 +229,36 @@ def test_invalid_entry_fails_its_page_and_redrive_resumes_there(stack: Stack) ->
         ({"url": "https://user:pw@files.example.com/x"}, "user info"),
         ({"url": "/relative/path"}, "scheme"),
         ({"file_id": "has space"}, "file_id"),
+        ({"file_id": ".."}, "file_id"),
+        ({"file_id": "."}, "file_id"),
     ],
 )
-def test_entry_checks(stack: Stack, entry: dict[str, Any], field: str) -> None:
+def test_entry_checks(stack: Stack, s3: Any, entry: dict[str, Any], field: str) -> None:
+    ok = FileSpec(file_id="ok1", name="ok.jsonl", kind="jsonl")
     spec = FileSpec(file_id="x1", name="x.jsonl", kind="jsonl").model_copy(update=entry)
-    stack.sim.add_export(ExportSpec(export_id="exp-check", files=(spec,)))
+    stack.sim.add_export(ExportSpec(export_id="exp-check", files=(spec, ok)))
     orchestrator = stack.direct_handler()
-    with pytest.raises(UpstreamRejected, match=field) as caught:
-        orchestrator.handler(stack.context(ExportRequested(export_id="exp-check")))
-    assert caught.value.reason == "invalid_listing_entry"
-    assert "pw@" not in str(caught.value)
+    orchestrator.handler(stack.context(ExportRequested(export_id="exp-check")))
     orchestrator.close()
+    assert [j.file_id for j in stack.drain_jobs()] == ["ok1"]
+    recorded = spec.file_id if spec.file_id == "x1" else None
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="exports-bucket", Prefix="exports/exp-check/").get(
+            "Contents", []
+        )
+    ]
+    (key,) = keys
+    file_id = key.removeprefix("exports/exp-check/rejected/").removesuffix(".json")
+    if recorded is not None:
+        assert file_id == recorded
+    else:  # an id that breaks the rule is recorded under a digest, never as ./..
+        assert file_id.startswith("invalid-")
+    record = _rejection(s3, "exp-check", file_id)
+    assert record["reason"] == "invalid_listing_entry"
+    assert field in record["message"]
+    assert "pw@" not in orjson.dumps(record).decode()
+    s3.delete_object(Bucket="exports-bucket", Key=key)
 
 
 def test_null_compression_is_passed_on_for_detection(stack: Stack) -> None:
@@ -363,6 +402,7 @@ def test_crash_before_delete_reruns_the_page_without_gaps(
             jobs=CrashAfterSend(stack.sqs, stack.settings.jobs_queue_url),
             logger=crashing.handler._log,
             metrics=stack.metrics,
+            s3=crashing.handler._s3,
         )
     else:
         handler = type(crashing.handler)(
@@ -372,6 +412,7 @@ def test_crash_before_delete_reruns_the_page_without_gaps(
             jobs=crashing.producer,
             logger=crashing.handler._log,
             metrics=stack.metrics,
+            s3=crashing.handler._s3,
         )
     ctx = _receive_one(stack)
     with pytest.raises(Crash):

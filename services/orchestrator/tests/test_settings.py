@@ -67,3 +67,12 @@ def test_heartbeat_must_be_below_visibility(env: pytest.MonkeyPatch) -> None:
     env.setenv("EXPORTPIPE_HEARTBEAT_SECONDS", "200")
     with pytest.raises(SettingsError, match="heartbeat_seconds"):
         load_settings(OrchestratorSettings)
+
+
+def test_max_job_seconds_reaches_the_consumer(env: pytest.MonkeyPatch) -> None:
+    from exportpipe.common.sqs import ConsumerConfig
+
+    env.setenv("EXPORTPIPE_MAX_JOB_SECONDS", "7200")
+    settings = load_settings(OrchestratorSettings)
+    config = ConsumerConfig.from_settings(settings, queue_url="q", dlq_url="d")
+    assert config.max_job_seconds == 7200

@@ -72,3 +72,33 @@ def test_export_level_failure_marks_the_export_failed(
     assert state.status == "failed"
     assert state.failure_reason is not None
     assert state.failure_reason.startswith("export_expired")
+
+
+def test_an_entry_rejected_at_listing_is_counted_and_the_export_can_complete(
+    tracked: tuple[Stack, ExportTracker], s3: Any
+) -> None:
+    from exportpipe.tools.simulator import FileSpec
+
+    stack, tracker = tracked
+    good = FileSpec(file_id="g1", name="g1.jsonl", kind="jsonl")
+    bad = FileSpec(file_id="..", name="up.jsonl", kind="jsonl")
+    stack.sim.add_export(ExportSpec(export_id="exp-mixed", files=(good, bad)))
+    orchestrator = stack.direct_handler()
+    orchestrator.handler(stack.context(ExportRequested(export_id="exp-mixed")))
+    orchestrator.close()
+    state = tracker.get("exp-mixed")
+    assert state is not None
+    assert (state.files_expected, state.files_rejected, state.files_outstanding) == (2, 1, 1)
+    (job,) = stack.drain_jobs()
+    assert tracker.record_file(
+        "exp-mixed",
+        job.file_id,
+        "done",
+        size=1,
+        detail="k",
+        bucket="exports-bucket",
+        prefix="exports/exp-mixed/",
+    )
+    state = tracker.get("exp-mixed")
+    assert state is not None
+    assert state.files_outstanding == 0

@@ -259,3 +259,67 @@ def ecs_agent() -> Iterator[FakeAgent]:
     yield fake
     fake.httpd.shutdown()
     fake.httpd.server_close()
+
+
+Respond = Callable[[BaseHTTPRequestHandler], None]
+
+
+class HostileServer:
+    """A real-socket HTTP server whose every answer is written by a test's function.
+
+    Its handler threads are named ``hostile-server`` so that thread-count checks can
+    tell them from the worker's own threads. ``requests`` counts requests served.
+    """
+
+    def __init__(self, respond: Respond) -> None:
+        self.requests = 0
+        self.respond = respond
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.requests += 1
+                server.respond(self)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                threading.Thread(
+                    target=self.process_request_thread,
+                    args=(request, client_address),
+                    name="hostile-server",
+                    daemon=True,
+                ).start()
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://localhost:{self.port}/file?X-Amz-Signature=secret-token"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="hostile-server", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving (a client still looping then meets refused connections)."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[Callable[[Respond], HostileServer]]:
+    """Start :class:`HostileServer` instances answering with a given function."""
+    servers: list[HostileServer] = []
+
+    def start(respond: Respond) -> HostileServer:
+        servers.append(HostileServer(respond))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

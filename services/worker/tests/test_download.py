@@ -2,18 +2,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
+    ExportPipeError,
     IntegrityError,
+    JobDeadlineExceeded,
     RateLimited,
     UnsafeSource,
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from exportpipe.worker.download import HttpSource, Prefetcher, open_source
+from exportpipe.worker.download import MAX_STALLED_RESUMES, HttpSource, Prefetcher, open_source
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
 
 GUARD = AddressGuard(frozenset({"localhost"}))
@@ -196,3 +201,143 @@ def test_s3_source_is_verified(s3: Any, bucket: str) -> None:
     )
     with pytest.raises(IntegrityError):
         _read_all(wrong)
+
+
+# -- hostile servers ----------------------------------------------------------------
+
+PAYLOAD = os.urandom(200_000)
+
+
+def _read_bounded(source: Any, server: Any, timeout: float = 30.0) -> BaseException | bytes:
+    """Read ``source`` to the end in a thread; fail the test if it has not ended in time.
+
+    On a timeout the server is closed first, so a client looping on it meets refused
+    connections and stops: the test fails instead of hanging.
+    """
+    outcome: list[BaseException | bytes] = []
+
+    def run() -> None:
+        try:
+            outcome.append(_read_all(source))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        served = server.requests
+        server.close()
+        thread.join(60)
+        raise AssertionError(f"the download had not ended after {timeout} s, {served} requests")
+    source.close()
+    source._manager.clear()  # close pooled sockets now, not at garbage collection
+    return outcome[0]
+
+
+def _cut_first_answer(handler: BaseHTTPRequestHandler) -> bool:
+    """Answer a request without ``Range`` with 200, the full length promised and 1,000
+    bytes sent, then drop the connection. True if it answered."""
+    if handler.headers.get("Range"):
+        return False
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(PAYLOAD)))
+    handler.send_header("ETag", '"v1"')
+    handler.end_headers()
+    handler.wfile.write(PAYLOAD[:1000])
+    handler.close_connection = True
+    return True
+
+
+def _empty_206(*, promise_rest: bool) -> Any:
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        if _cut_first_answer(handler):
+            return
+        start = int(handler.headers["Range"].removeprefix("bytes=").rstrip("-"))
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        handler.send_header("Content-Length", str(len(PAYLOAD) - start) if promise_rest else "0")
+        handler.send_header("ETag", '"v1"')
+        handler.end_headers()
+        handler.close_connection = True
+
+    return respond
+
+
+@pytest.mark.parametrize("promise_rest", [False, True], ids=["length-0", "length-promised"])
+def test_resumes_answered_with_empty_206_are_bounded(
+    hostile_server: Any, promise_rest: bool
+) -> None:
+    server = hostile_server(_empty_206(promise_rest=promise_rest))
+    source = _source(server.url, expected_size=len(PAYLOAD))
+    outcome = _read_bounded(source, server)
+    assert isinstance(outcome, UpstreamUnavailable), outcome
+    assert outcome.reason == "download_stalled"
+    assert "secret-token" not in outcome.message
+    # The first request, then one per resume that made no progress.
+    assert server.requests == 1 + MAX_STALLED_RESUMES
+
+
+def test_cancel_wakes_a_download_backing_off_between_resumes(hostile_server: Any) -> None:
+    server = hostile_server(_empty_206(promise_rest=False))
+    token = CancelToken()
+    source = _source(server.url, expected_size=len(PAYLOAD), cancel=token)
+    # The second stalled resume backs off 1 s; the deadline lands inside that wait.
+    threading.Timer(0.7, token.cancel, args=(JobDeadlineExceeded("too long"),)).start()
+    outcome = _read_bounded(source, server, timeout=5)
+    assert isinstance(outcome, JobDeadlineExceeded), outcome
+    assert server.requests < 1 + MAX_STALLED_RESUMES
+
+
+def _header_answer(headers: dict[str, str], status: int = 200) -> Any:
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        if status == 200:
+            handler.wfile.write(b"x" * 56)
+        handler.close_connection = True
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "error", "reason"),
+    [
+        ({"Content-Length": "abc"}, 200, UpstreamRejected, "bad_content_length"),
+        ({"Content-Length": "56, 56"}, 200, UpstreamRejected, "bad_content_length"),
+        ({"Content-Length": "-56"}, 200, UpstreamRejected, "bad_content_length"),
+        ({"Location": "http://localhost:99999/x", "Content-Length": "0"}, 302, UnsafeSource, None),
+        ({"Location": "http://[::1/x", "Content-Length": "0"}, 302, UnsafeSource, None),
+        ({"Retry-After": "nan", "Content-Length": "0"}, 429, RateLimited, "rate_limited"),
+        ({"Retry-After": "inf", "Content-Length": "0"}, 429, RateLimited, "rate_limited"),
+    ],
+    ids=["length-abc", "length-twice", "length-negative", "port-99999", "bad-ipv6", "nan", "inf"],
+)
+def test_hostile_protocol_values_are_classified(
+    hostile_server: Any,
+    headers: dict[str, str],
+    status: int,
+    error: type[ExportPipeError],
+    reason: str | None,
+) -> None:
+    server = hostile_server(_header_answer(headers, status))
+    outcome = _read_bounded(_source(server.url), server)
+    assert isinstance(outcome, error), repr(outcome)
+    if reason is not None:
+        assert outcome.reason == reason
+    if isinstance(outcome, RateLimited):
+        # Not a delay: the runtime falls back to its own backoff.
+        assert outcome.retry_after is None
+    assert "secret-token" not in str(outcome)
+
+
+def test_a_closed_prefetcher_leaves_no_thread_behind(hostile_server: Any) -> None:
+    server = hostile_server(_empty_206(promise_rest=False))
+    before = {t for t in threading.enumerate() if t.name != "hostile-server"}
+    prefetch = Prefetcher(_source(server.url, expected_size=len(PAYLOAD)), chunk_size=500, depth=1)
+    assert prefetch.read(500) == PAYLOAD[:500]
+    prefetch.close()  # the reader gave up; the download thread is mid-resume
+    after = {t for t in threading.enumerate() if t.name != "hostile-server"}
+    assert after - before == set()

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from exportpipe.common.completion import EventPublisher, ExportCompleter, Tracking
-from exportpipe.common.errors import IntegrityError
+from exportpipe.common.errors import IntegrityError, UpstreamUnavailable
 from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.schemas import encode
 from exportpipe.common.sqs import JobContext
@@ -106,3 +106,46 @@ def test_worker_defaults_are_the_deployments_job_memory_and_budget() -> None:
     # Large or unknown files: four per task, as before budgets; small ones: many more.
     assert DEFAULT_DEPLOYMENT.worker.jobs_per_task(None) == 4
     assert DEFAULT_DEPLOYMENT.worker.jobs_per_task(10 * 1024) > 4 * 4
+
+
+@pytest.mark.parametrize("final", [False, True], ids=["retried", "last-delivery"])
+def test_a_retryable_failure_on_the_last_delivery_is_recorded_as_final(
+    *,
+    settings: WorkerSettings,
+    s3: Any,
+    file_server: Any,
+    make_job: Any,
+    tracking: Tracking,
+    final: bool,
+) -> None:
+    body = gzip.compress(b'{"a": 1}\n')
+    job = make_job(file_server.add(status=503), body=body)
+    root = f"exports/{job.export_id}/"
+    tracking.tracker.record_page(
+        job.export_id, 0, [job.file_id], is_last=True, bucket=settings.bucket, prefix=root
+    )
+    handler = JobHandler(
+        Pipeline(settings, s3=s3, logger=get_logger("test")),
+        logger=get_logger("test"),
+        metrics=Metrics(namespace="ExportPipe", service="test"),
+        tracking=tracking,
+    )
+    ctx = _ctx(encode(job))
+    ctx.final_attempt = final
+    with pytest.raises(UpstreamUnavailable):
+        handler(ctx)
+    state = tracking.tracker.get(job.export_id)
+    assert state is not None
+    keys = s3.list_objects_v2(Bucket=settings.bucket, Prefix=root).get("Contents", [])
+    if not final:  # another delivery will try: nothing is final yet
+        assert (state.files_rejected, state.files_outstanding) == (0, 1)
+        assert keys == []
+        return
+    assert (state.files_rejected, state.files_outstanding) == (1, 0)
+    assert state.status == "completed_with_errors"
+    record = orjson.loads(
+        s3.get_object(Bucket=settings.bucket, Key=f"{root}rejected/{job.file_id}.json")[
+            "Body"
+        ].read()
+    )
+    assert record["reason"] == "http_503"

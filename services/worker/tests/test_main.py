@@ -264,3 +264,57 @@ def test_worker_drains_at_its_maximum_age_and_exits_on_its_own(
     assert _queue_counts(sqs, queues[0]) == (1, 0)
     assert ecs_agent.calls[-1]["ProtectionEnabled"] is False
     assert ecs_agent.calls[0]["ExpiresInMinutes"] <= 3  # capped at the drain deadline
+
+
+@pytest.mark.e2e
+def test_a_job_past_max_job_seconds_is_refused_dead_lettered_and_counted(
+    *,
+    s3: Any,
+    sqs: Any,
+    bucket: str,
+    queues: tuple[str, str],
+    file_server: Any,
+    make_job: Any,
+    start_worker: Callable[..., Worker],
+) -> None:
+    """ADR 0005's promise: a deadline is a permanent failure with its reason, not a release."""
+    import uuid
+
+    import boto3
+
+    from exportpipe.common.tracking import ExportTracker
+
+    table = f"t-{uuid.uuid4().hex[:8]}"
+    tracker = ExportTracker(boto3.client("dynamodb"), table)
+    tracker.create_table()
+    payload = gzip.compress(BIG, 1)
+    job: DownloadJob = make_job(file_server.add(payload, bytes_per_second=MIB // 4), body=payload)
+    root = f"exports/{job.export_id}/"
+    tracker.record_page(job.export_id, 0, [job.file_id], is_last=True, bucket=bucket, prefix=root)
+    sqs.send_message(QueueUrl=queues[0], MessageBody=encode(job))
+    worker = start_worker(
+        EXPORTPIPE_MAX_JOB_SECONDS="3",
+        EXPORTPIPE_HEARTBEAT_SECONDS="1",
+        EXPORTPIPE_TABLE=table,
+    )
+    dead = _wait(
+        lambda: sqs.receive_message(
+            QueueUrl=queues[1], MessageAttributeNames=["All"], WaitTimeSeconds=1
+        ).get("Messages"),
+        40,
+        "the dead letter",
+    )
+    attrs = {k: v["StringValue"] for k, v in dead[0]["MessageAttributes"].items()}
+    assert attrs["exportpipe-error-reason"] == "job_deadline_exceeded"
+    assert "EXPORTPIPE_MAX_JOB_SECONDS" in attrs["exportpipe-error-message"]
+    rejection = orjson.loads(
+        s3.get_object(Bucket=bucket, Key=f"{root}rejected/{job.file_id}.json")["Body"].read()
+    )
+    assert rejection["reason"] == "job_deadline_exceeded"
+    state = tracker.get(job.export_id)
+    assert state is not None
+    assert (state.files_rejected, state.files_outstanding) == (1, 0)
+    assert state.status == "completed_with_errors"
+    _wait(lambda: _queue_counts(sqs, queues[0]) == (0, 0), 15, "the queue to drain")
+    assert _uploads(s3, bucket) == []
+    assert worker.stop(signal.SIGTERM) == 0

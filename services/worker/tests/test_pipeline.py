@@ -13,9 +13,12 @@ import orjson
 import pytest
 import zstandard
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
     ArchiveRejected,
+    ExportPipeError,
     IntegrityError,
+    JobDeadlineExceeded,
     JobReleased,
     MalformedMessage,
     UnsafeSource,
@@ -327,11 +330,11 @@ def test_cancel_stops_a_stalled_download(
     # One 64 KiB write every 3 s: the first 1 MiB read would take ~48 s to return.
     url = file_server.add(payload, bytes_per_second=64 * 1024 // 3)
     job = make_job(url, body=payload)
-    cancelled = threading.Event()
-    threading.Timer(0.5, cancelled.set).start()
+    cancel = CancelToken()
+    threading.Timer(0.5, cancel.cancel, args=(JobReleased("released at shutdown"),)).start()
     started = time.monotonic()
     with pytest.raises(JobReleased):
-        Pipeline(settings, s3=s3).run(job, cancelled=cancelled)
+        Pipeline(settings, s3=s3).run(job, cancel=cancel)
     assert time.monotonic() - started < 10
     assert _uploads(s3, bucket) == []
     assert _keys(s3, bucket, f"exports/{job.export_id}/") == []
@@ -468,3 +471,116 @@ def test_first_delivery_refused_without_multipart_does_not_list_uploads(
         Pipeline(settings, s3=s3).run(job, redelivered=False)
     assert "ListMultipartUploads" not in sent
     _assert_rejected(s3, bucket, job, "invalid_jsonl")
+
+
+def test_a_job_cannot_write_into_another_exports_folder(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    from exportpipe.common.schemas import S3Destination
+
+    payload = gzip.compress(jsonl(1))
+    job = make_job(file_server.add(payload), body=payload, export_id="exp-a")
+    into_b = job.model_copy(
+        update={"destination": S3Destination(bucket=settings.bucket, prefix="exports/exp-b/")}
+    )
+    with pytest.raises(MalformedMessage) as info:
+        Pipeline(settings, s3=s3).run(into_b)
+    assert info.value.reason == "destination_not_export_folder"
+    assert _keys(s3, bucket, "exports/exp-b/") == []
+
+
+def test_a_member_key_over_s3_limit_is_refused_before_any_upload(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # A path the extractor accepts (under 900 bytes) under the longest export id the
+    # schema allows: together past S3's 1,024-byte key limit.
+    long_name = "/".join(["d" * 220] * 4) + "/rows.jsonl"  # 894 bytes
+    payload = _tar({"short.jsonl": jsonl(2), long_name: jsonl(2)})
+    job = make_job(
+        file_server.add(payload),
+        body=payload,
+        file_name="x.tar",
+        compression="tar",
+        export_id="e" * 128,
+    )
+    with pytest.raises(ArchiveRejected) as info:
+        Pipeline(settings, s3=s3).run(job)
+    assert info.value.reason == "key_too_long"
+    root = f"exports/{job.export_id}/"
+    assert _keys(s3, bucket, root) == [f"{root}rejected/file-1.json"]
+    assert _uploads(s3, bucket) == []
+
+
+def _stalling_server(payload: bytes) -> Any:
+    """200 with the whole length promised, 64 KiB sent, connection cut; every resume
+    then gets a ``206`` with the right ``Content-Range`` and an empty body."""
+
+    def respond(handler: Any) -> None:
+        asked = handler.headers.get("Range")
+        if asked is None:
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.send_header("ETag", '"v1"')
+            handler.end_headers()
+            handler.wfile.write(payload[: 64 * 1024])
+        else:
+            start = int(asked.removeprefix("bytes=").rstrip("-"))
+            handler.send_response(206)
+            handler.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+            handler.send_header("Content-Length", "0")
+            handler.send_header("ETag", '"v1"')
+            handler.end_headers()
+        handler.close_connection = True
+
+    return respond
+
+
+def _job_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name != "hostile-server"}
+
+
+@pytest.mark.parametrize(
+    ("reason", "error"),
+    [
+        (JobReleased("released at shutdown"), JobReleased),
+        (JobDeadlineExceeded("ran 1 s, past the 1 s limit"), JobDeadlineExceeded),
+    ],
+    ids=["shutdown", "deadline"],
+)
+def test_a_cancelled_job_stops_with_its_reason_and_leaves_no_thread(
+    *,
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    hostile_server: Any,
+    make_job: Any,
+    reason: ExportPipeError,
+    error: type[ExportPipeError],
+) -> None:
+    payload = gzip.compress(jsonl(200_000), 1)
+    server = hostile_server(_stalling_server(payload))
+    job = make_job(server.url, body=payload)
+    pipeline = Pipeline(settings, s3=s3)
+    baseline = _job_threads()
+    token = CancelToken()
+    # Lands while the download backs off between two resumes that brought nothing.
+    timer = threading.Timer(0.8, token.cancel, args=(reason,))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(error):
+        pipeline.run(job, cancel=token)
+    assert time.monotonic() - started < 10
+    timer.join()
+    # Back to the baseline: no download, upload or hash thread outlives its job. (Threads
+    # of earlier tests may end meanwhile; none may be added.)
+    assert _job_threads() - baseline == set()
+    assert _uploads(s3, bucket) == []
+    root = f"exports/{job.export_id}/"
+    if error is JobDeadlineExceeded:
+        # Permanent, with its reason on record; a release records nothing.
+        rejection = orjson.loads(
+            s3.get_object(Bucket=bucket, Key=f"{root}rejected/file-1.json")["Body"].read()
+        )
+        assert rejection["reason"] == "job_deadline_exceeded"
+    else:
+        assert _keys(s3, bucket, root) == []

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import JobReleased, RateLimited
 from exportpipe.worker.download import HttpSource
 from exportpipe.worker.pipeline import Pipeline
@@ -159,11 +160,12 @@ def test_cap_bounds_concurrent_downloads_per_host_across_jobs(host_server: HostS
 def test_a_job_waiting_for_a_slot_can_be_cancelled() -> None:
     politeness = HostPoliteness(max_per_host=1)
     politeness.acquire("files.example.com")
-    cancelled = threading.Event()
-    threading.Timer(0.3, cancelled.set).start()
+    cancel = CancelToken()
+    reason = JobReleased("released while waiting for a download slot")
+    threading.Timer(0.3, cancel.cancel, args=(reason,)).start()
     started = time.monotonic()
     with pytest.raises(JobReleased, match="download slot"):
-        politeness.acquire("Files.Example.com.", cancelled)  # same host, other spelling
+        politeness.acquire("Files.Example.com.", cancel)  # same host, other spelling
     assert 0.25 < time.monotonic() - started < 2
     politeness.release("files.example.com")
     politeness.acquire("files.example.com")  # free again

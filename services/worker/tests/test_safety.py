@@ -35,6 +35,10 @@ from exportpipe.worker.safety import AddressGuard, address_refusal, check_url
         ("64:ff9b:1::a00:1", "private (embedded in IPv6)"),
         ("2002:a9fe:a9fe::1", "link-local (embedded in IPv6)"),
         ("fc00::1", "private"),
+        ("fec0::1", "site-local"),
+        ("feff:ffff::1", "site-local"),
+        ("192.88.99.1", "6to4 relay anycast"),
+        ("::ffff:192.88.99.1", "6to4 relay anycast (embedded in IPv6)"),
     ],
 )
 def test_internal_addresses_are_refused(address: str, why: str) -> None:

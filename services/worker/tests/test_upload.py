@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import JobReleased
 from exportpipe.worker.upload import CommitConflict, Uploader
 
@@ -144,10 +145,10 @@ def test_abort_all_leaves_nothing(s3: Any, bucket: str) -> None:
 
 
 def test_cancelled_writer_stops(s3: Any, bucket: str) -> None:
-    cancelled = threading.Event()
-    up = _uploader(s3, bucket, cancelled=cancelled, parts_in_flight=1)
+    cancel = CancelToken()
+    up = _uploader(s3, bucket, cancel=cancel, parts_in_flight=1)
     obj = up.open("c")
-    cancelled.set()
+    cancel.cancel(JobReleased("released at shutdown"))
     with pytest.raises(JobReleased):
         _write(obj, os.urandom(16 * MIB))
     up.abort_all()

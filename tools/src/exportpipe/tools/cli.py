@@ -2,7 +2,8 @@
 
 Commands::
 
-    exportpipe local up|down            the local stack (moto server, queues, bucket, table)
+    exportpipe local up|ps|logs|down    the local system: moto server (queues, bucket, table),
+                                        Export API simulator, orchestrator, workers
     exportpipe submit EXPORT_ID         request an export (--wait: live progress)
     exportpipe status EXPORT_ID         progress, output location, stalled flag (--json)
     exportpipe dlq list|show|redrive    dead letters with their reasons; redrive after a fix
@@ -66,37 +67,145 @@ def _err() -> Console:
 
 def _cmd_local_up(args: argparse.Namespace) -> int:
     from exportpipe.tools.local import StackOptions, up
+    from exportpipe.tools.local_services import load_exports, start_services
 
+    exports = None if args.no_services else load_exports(args.exports)
     result = up(
         args.state_dir,
         StackOptions(max_receives=args.max_receives, visibility_timeout=args.visibility_timeout),
     )
-    how = "reused" if result.reused else "started"
     console = _out()
+    how = "running" if result.reused else "started"
     console.print(
         f"local stack {how}: moto server pid {result.state.pid} on {result.state.endpoint}"
     )
+    if exports is not None:
+        services = start_services(
+            args.state_dir, result.values, result.env_file, workers=args.workers, exports=exports
+        )
+        for record in services.records:
+            how = "running" if record.name in services.kept else "started"
+            where = f" on {record.url}" if record.url else ""
+            console.print(f"  {record.name:<13} {how}: pid {record.pid}{where}")
+        for name in services.stopped:
+            if name not in services.started:
+                console.print(f"  {name:<13} stopped")
+        listed = ", ".join(e.export_id for e in exports.exports) or "none"
+        console.print(f"simulator exports: {escape(listed)}")
     console.print(f"settings written to {escape(str(result.env_file))}")
     console.print(f"  services: EXPORTPIPE_ENV_FILE={escape(str(result.env_file))}")
     if args.state_dir.resolve() != (Path.cwd() / DEFAULT_STATE_DIR).resolve():
         console.print(f"  CLI:      exportpipe --env-file {escape(str(result.env_file))} ...")
+    if exports is not None:
+        console.print(
+            "processes: `exportpipe local ps`; logs: `exportpipe local logs [SERVICE] -f`"
+        )
     return EXIT_OK
 
 
 def _cmd_local_down(args: argparse.Namespace) -> int:
     from exportpipe.tools.local import down
+    from exportpipe.tools.local_services import stop_services
 
+    console = _out()
+    for record in stop_services(args.state_dir):
+        console.print(f"stopped {record.name} (pid {record.pid})")
     state = down(args.state_dir)
     if state is None:
-        _out().print(f"no local stack running in {escape(str(args.state_dir))}")
+        console.print(f"no local stack running in {escape(str(args.state_dir))}")
     else:
-        _out().print(f"local stack stopped (moto server pid {state.pid} on {state.endpoint})")
+        console.print(f"local stack stopped (moto server pid {state.pid} on {state.endpoint})")
+    return EXIT_OK
+
+
+def _cmd_local_ps(args: argparse.Namespace) -> int:
+    from exportpipe.common.sqs import queue_depth
+    from exportpipe.tools.local import read_state
+    from exportpipe.tools.local_services import read_services
+
+    state = read_state(args.state_dir.resolve())
+    if state is None or not state.is_our_server():
+        raise CliError(
+            f"no local stack running in {args.state_dir} (start it with `exportpipe local up`)"
+        )
+    rows: list[dict[str, Any]] = [
+        {"service": "moto", "pid": state.pid, "running": True, "url": state.endpoint},
+    ]
+    for record in read_services(args.state_dir.resolve()):
+        rows.append(
+            {
+                "service": record.name,
+                "pid": record.pid,
+                "running": record.is_running(),
+                "url": record.url,
+                "log": _shown_path(Path(record.log_file)),
+            }
+        )
+    stack = Stack.load(Path(state.env_file))
+    sqs = stack.client("sqs")
+    queues: dict[str, dict[str, int]] = {}
+    for name in ("requests", "jobs"):
+        for url, label in zip(stack.queue_urls(name), (name, f"{name}-dlq"), strict=True):
+            depth = queue_depth(sqs, url)
+            queues[label] = {"visible": depth.visible, "in_flight": depth.in_flight}
+    if args.json:
+        print(json.dumps({"processes": rows, "queues": queues}, indent=2))
+        return EXIT_OK
+    console = _out()
+    table = Table(title=f"local stack in {escape(str(args.state_dir))}", title_justify="left")
+    table.add_column("service", no_wrap=True)
+    table.add_column("pid", justify="right")
+    table.add_column("state")
+    table.add_column("url / log", overflow="fold")
+    for row in rows:
+        running = "[green]running[/]" if row["running"] else "[red]exited[/]"
+        table.add_row(row["service"], str(row["pid"]), running, escape(row["url"] or row["log"]))
+    console.print(table)
+    depth_table = Table(title="queues", title_justify="left")
+    depth_table.add_column("queue", no_wrap=True)
+    depth_table.add_column("queued", justify="right")
+    depth_table.add_column("in flight", justify="right")
+    for label, counts in queues.items():
+        depth_table.add_row(label, str(counts["visible"]), str(counts["in_flight"]))
+    console.print(depth_table)
+    return EXIT_OK
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the current directory when it lies below it (shorter)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _cmd_local_logs(args: argparse.Namespace) -> int:
+    from exportpipe.tools.local_services import follow, log_files, tail
+
+    files = list(log_files(args.state_dir, args.service))
+    width = max(len(name) for name, _ in files)
+    out = sys.stdout
+
+    def emit(name: str, line: str) -> None:
+        out.write(f"{name:<{width}} | {line}\n" if len(files) > 1 else f"{line}\n")
+        out.flush()
+
+    for name, path in files:
+        for line in tail(path, args.lines):
+            emit(name, line)
+    if args.follow:
+        follow(files, emit)
     return EXIT_OK
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from exportpipe.tools.status import stall_seconds_of
-    from exportpipe.tools.submit import exit_code_for, submit_export, wait_for_export
+    from exportpipe.tools.submit import (
+        DEFAULT_WAIT_SECONDS,
+        exit_code_for,
+        submit_export,
+        wait_for_export,
+    )
 
     stack = _stack(args)
     submitted = submit_export(stack, args.export_id, tenant=args.tenant, prefix=args.prefix)
@@ -111,7 +220,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         stack,
         args.export_id,
         console=console,
-        timeout=args.timeout,
+        timeout=args.timeout or DEFAULT_WAIT_SECONDS,
         stall_seconds=stall_seconds_of(stack),
     )
     line = f"export {escape(state.export_id)} {state.status}: {state.files_done} done"
@@ -239,6 +348,16 @@ def _positive(value: str) -> float:
     return number
 
 
+def _workers(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 0 <= number <= 16:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 16: {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``exportpipe``."""
     common = _Parser(add_help=False)
@@ -257,17 +376,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    local = sub.add_parser("local", help="start or stop the local stack")
+    local = sub.add_parser("local", help="the local system: up, ps, logs, down")
     local_sub = local.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    local_up = local_sub.add_parser("up", help="start (or reuse) the local stack")
-    local_up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    state_opt = _Parser(add_help=False)
+    state_opt.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: .exportpipe"
+    )
+    local_up = local_sub.add_parser(
+        "up",
+        parents=[state_opt],
+        help="start (or keep) moto, the simulator, an orchestrator and workers",
+    )
+    local_up.add_argument(
+        "--workers", type=_workers, default=2, help="worker processes (default 2)"
+    )
+    local_up.add_argument(
+        "--exports",
+        type=Path,
+        help="simulator spec file (see docs/simulator.md; default: exports `example` "
+        "and `example-with-errors`)",
+    )
+    local_up.add_argument(
+        "--no-services",
+        action="store_true",
+        help="only the emulated AWS resources (tests and benchmarks run their own services)",
+    )
     local_up.add_argument("--max-receives", type=int, help="maxReceiveCount of both queues")
     local_up.add_argument(
         "--visibility-timeout", type=int, help="visibility timeout (s) of both queues"
     )
     local_up.set_defaults(func=_cmd_local_up)
-    local_down = local_sub.add_parser("down", help="stop the local stack that `up` started")
-    local_down.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    local_ps = local_sub.add_parser(
+        "ps", parents=[state_opt], help="each process of the local stack and the queue depths"
+    )
+    local_ps.add_argument("--json", action="store_true", help="machine-readable output")
+    local_ps.set_defaults(func=_cmd_local_ps)
+    local_logs = local_sub.add_parser(
+        "logs", parents=[state_opt], help="the services' logs (all, or one SERVICE)"
+    )
+    local_logs.add_argument(
+        "service",
+        metavar="SERVICE",
+        nargs="?",
+        help="moto, simulator, orchestrator, worker (every worker) or worker-N",
+    )
+    local_logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    local_logs.add_argument(
+        "-n", "--lines", type=int, default=50, help="last lines of each log (default 50)"
+    )
+    local_logs.set_defaults(func=_cmd_local_logs)
+    local_down = local_sub.add_parser(
+        "down", parents=[state_opt], help="stop everything `up` started"
+    )
     local_down.set_defaults(func=_cmd_local_down)
 
     submit = sub.add_parser("submit", parents=[common], help="request an export")
@@ -275,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--tenant", help="tenant id carried on every job")
     submit.add_argument("--prefix", help="destination key prefix (default: exports/)")
     submit.add_argument("--wait", action="store_true", help="follow progress until it ends")
-    submit.add_argument("--timeout", type=_positive, help="with --wait: give up after (s)")
+    submit.add_argument(
+        "--timeout", type=_positive, help="with --wait: give up after (s; default 900)"
+    )
     submit.set_defaults(func=_cmd_submit)
 
     status = sub.add_parser("status", parents=[common], help="an export's progress")

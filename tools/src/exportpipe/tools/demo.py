@@ -48,7 +48,7 @@ from exportpipe.tools.launch import (
 from exportpipe.tools.local import StackOptions, down, up
 from exportpipe.tools.processes import ProcessGroup
 from exportpipe.tools.simulator import ExportSpec, FileSpec, SimulatorConfig
-from exportpipe.tools.status import human_bytes
+from exportpipe.tools.status import human_bytes, transfer_rate
 from exportpipe.tools.submit import WaitTimeout, submit_export, wait_for_export
 from exportpipe.tools.verify import VerifyReport, verify_export
 
@@ -184,10 +184,9 @@ def _summary(outcome: _Outcome, spec: ExportSpec, console: Console) -> None:
     table.add_row("bytes downloaded", f"{human_bytes(state.bytes)} ({state.bytes})")
     table.add_row("bytes landed (uncompressed)", f"{human_bytes(report.bytes)} ({report.bytes})")
     table.add_row("time (first to last activity)", f"{seconds:.1f} s")
-    table.add_row(
-        "throughput",
-        f"{spec.count / seconds:.1f} files/s, {human_bytes(report.bytes / seconds)}/s",
-    )
+    # The progress line's rate (bytes downloaded over the same window), not landed bytes.
+    rate = transfer_rate(state, state.last_activity)
+    table.add_row("throughput", f"{spec.count / seconds:.1f} files/s, {human_bytes(rate)}/s")
     table.add_row("output", f"s3://{state.bucket}/{escape(state.prefix)}")
     if state.manifest_key:
         table.add_row("manifest", f"s3://{state.bucket}/{escape(state.manifest_key)}")

@@ -16,6 +16,10 @@ It writes ``<state-dir>/local.env`` (what the services and the CLI read) and
 idempotent: with a live server it only makes sure every resource exists with the
 requested settings. ``down`` stops only the process ``up`` started, after checking the
 pid still is that moto server.
+
+This module is the emulated AWS only (``exportpipe local up --no-services``); the
+simulator, orchestrator and workers that ``local up`` starts by default are
+:mod:`exportpipe.tools.local_services`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from exportpipe.testing import free_port
 from exportpipe.testing.moto import SERVER_MODULE  # DynamoDB serialized
 from exportpipe.tools.envfile import ENV_FILE_NAME, write_env_file
 from exportpipe.tools.errors import CliError
+from exportpipe.tools.local_services import stop_services
 from exportpipe.tools.processes import process_alive, process_command, spawn_detached, stop_pid
 
 __all__ = [
@@ -133,11 +138,19 @@ def read_state(state_dir: Path) -> LocalState | None:
         return None
 
 
+_PROBE_PATH = "/moto-api/config"
+
+
 def server_answers(endpoint: str, timeout: float = 1.0) -> bool:
-    """True if a moto server answers at ``endpoint``."""
+    """True if a moto server answers at ``endpoint``.
+
+    The probe reads moto's small, state-free config document. ``/moto-api/data.json``
+    serializes every backend and answers 500 once the server holds an aborted
+    multipart upload, which made a stack that had served exports look dead.
+    """
     try:
-        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=timeout):  # noqa: S310
-            return True
+        with urllib.request.urlopen(f"{endpoint}{_PROBE_PATH}", timeout=timeout) as reply:  # noqa: S310
+            return bool(200 <= reply.status < 300 and b"{" in reply.read(4096))
     except OSError:
         return False
 
@@ -285,6 +298,8 @@ def up(state_dir: Path, options: StackOptions | None = None, *, timeout: float =
     state = read_state(state_dir)
     reused = state is not None and state.is_our_server() and server_answers(state.endpoint)
     if state is None or not reused:
+        # Services recorded against a server that is gone would talk to nothing.
+        stop_services(state_dir)
         state = _start_server(state_dir, timeout)
         (state_dir / STATE_FILE_NAME).write_text(json.dumps(asdict(state), indent=2) + "\n")
     try:
@@ -306,13 +321,17 @@ def up(state_dir: Path, options: StackOptions | None = None, *, timeout: float =
 
 
 def down(state_dir: Path) -> LocalState | None:
-    """Stop the moto server ``up`` started in ``state_dir`` and remove its state files.
+    """Stop the services and the moto server ``up`` started in ``state_dir``.
+
+    The services (see :mod:`exportpipe.tools.local_services`) stop first; then the
+    server, and its state files are removed.
 
     Returns:
         The state of the stack that was stopped, or ``None`` when none was running.
         A recorded pid that now belongs to another process is left alone.
     """
     state_dir = state_dir.resolve()
+    stop_services(state_dir)  # before the server they talk to
     state = read_state(state_dir)
     if state is None:
         return None

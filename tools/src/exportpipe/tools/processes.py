@@ -25,13 +25,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import psutil
+
 __all__ = [
     "ProcessGroup",
     "ServiceProcess",
     "process_alive",
     "process_command",
+    "process_started_at",
     "spawn_detached",
     "stop_pid",
+    "stop_pids",
 ]
 
 _LAUNCHER = (
@@ -70,32 +74,22 @@ def spawn_detached(
 
 def process_command(pid: int) -> str | None:
     """The command line of process ``pid``, or ``None`` if it cannot be read."""
-    proc = Path(f"/proc/{pid}/cmdline")
-    if proc.parent.exists():
-        try:
-            return proc.read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            return None
-    try:  # macOS and other systems without /proc
-        out = subprocess.run(
-            ["ps", "-o", "command=", "-p", str(pid)],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
-def _is_zombie(pid: int) -> bool:
     try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the command name, which is in parentheses.
-    return status.rpartition(")")[2].split()[:1] == ["Z"]
+        return " ".join(psutil.Process(pid).cmdline()) or None
+    except psutil.Error:
+        return None
+
+
+def process_started_at(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or ``None`` if it does not exist.
+
+    With the pid it identifies one process for good: a pid reused by a later process
+    has a later start time.
+    """
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
 
 
 def process_alive(pid: int) -> bool:
@@ -105,12 +99,11 @@ def process_alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return not _is_zombie(pid)
 
 
 def stop_pid(pid: int, *, grace: float = 10.0) -> bool:
@@ -134,6 +127,29 @@ def stop_pid(pid: int, *, grace: float = 10.0) -> bool:
     while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return True
+
+
+def stop_pids(pids: Sequence[int], *, grace: float = 10.0) -> list[int]:
+    """:func:`stop_pid` for several processes at once: one grace period for all.
+
+    Returns:
+        The pids that were running.
+    """
+    running = [pid for pid in pids if process_alive(pid)]
+    for pid in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(process_alive(pid) for pid in running):
+        time.sleep(0.05)
+    for pid in running:
+        if process_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(process_alive(pid) for pid in running):
+        time.sleep(0.05)
+    return running
 
 
 class ServiceProcess:

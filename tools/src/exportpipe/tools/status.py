@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from exportpipe.common.sqs import queue_depth
-from exportpipe.common.tracking import ExportState, ExportTracker
+from exportpipe.common.tracking import SUBMITTED, ExportState, ExportTracker
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import CliError
 
@@ -27,6 +27,7 @@ __all__ = [
     "human_bytes",
     "render_status",
     "stall_seconds_of",
+    "transfer_rate",
 ]
 
 DEFAULT_STALL_SECONDS = 3600.0
@@ -135,11 +136,11 @@ def fetch_status(
         CliError: the export is not in the tracking table.
     """
     tracker = stack.tracker()
-    state = tracker.get(export_id)
+    state = tracker.get(export_id, submitted=True)
     if state is None:
         raise CliError(
             f"unknown export {export_id!r}: not in tracking table {tracker.table} "
-            "(not submitted yet, or not listed by the orchestrator yet)"
+            "(never submitted with `exportpipe submit`, nor listed by an orchestrator)"
         )
     now = time.time()
     return ExportStatus(
@@ -170,6 +171,16 @@ def stall_seconds_of(stack: Stack) -> float:
     return value
 
 
+def transfer_rate(state: ExportState, now: float) -> float:
+    """Bytes downloaded per second, from the export's first activity to its last (or now).
+
+    The one definition of an export's rate: the live progress line and the demo's
+    summary both use it.
+    """
+    end = state.last_activity if state.finished else now
+    return state.bytes / max(end - state.first_activity, 1e-3)
+
+
 def human_bytes(n: float) -> str:
     """``n`` bytes as ``12.3 MB`` (decimal units, as S3 and CloudWatch count)."""
     for unit in ("B", "kB", "MB", "GB", "TB"):
@@ -181,6 +192,11 @@ def human_bytes(n: float) -> str:
 
 def _status_text(status: ExportStatus) -> str:
     s = status.state
+    if s.status == SUBMITTED:
+        return (
+            f"[cyan]submitted, not yet listed[/cyan] ({status.idle_seconds:.0f} s ago; "
+            "an orchestrator lists it once it takes the request from SQS 1)"
+        )
     colour = {
         "completed": "green",
         "completed_with_errors": "yellow",
@@ -201,6 +217,10 @@ def render_status(status: ExportStatus, console: Console) -> None:
     table.add_row("status", _status_text(status))
     if s.tenant:
         table.add_row("tenant", s.tenant)
+    if s.status == SUBMITTED:
+        table.add_row("output", status.output)
+        console.print(table)
+        return
     listing = "complete" if s.listing_complete else "in progress"
     table.add_row("listing", f"{listing} ({s.pages_listed} pages)")
     table.add_row("files expected", str(s.files_expected) + ("" if s.listing_complete else "+"))

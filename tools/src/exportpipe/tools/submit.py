@@ -1,7 +1,9 @@
 """``exportpipe submit``: put an ``ExportRequested`` on SQS 1 and, optionally, wait.
 
 With ``--wait`` a live progress bar follows the tracking table (files done + rejected
-out of expected, bytes, rate) until the export completes or fails. The exit status then
+out of expected, bytes, rate) until the export completes or fails, for at most 15
+minutes by default; piped output gets whole lines instead of the bar. If no
+orchestrator has taken the request after 15 s, it says so and what to run. The exit status then
 says how it ended: 0 completed, 3 completed with rejected files, 1 failed (or the wait
 timed out); see :mod:`exportpipe.tools.errors`.
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,11 +25,13 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from exportpipe.common.layout import export_root, is_under
 from exportpipe.common.schemas import ExportRequested, encode
+from exportpipe.common.sqs import queue_depth
 from exportpipe.common.tenancy import message_group_id
-from exportpipe.common.tracking import ExportState
+from exportpipe.common.tracking import SUBMITTED, ExportState
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import (
     EXIT_COMPLETED_WITH_ERRORS,
@@ -34,9 +39,22 @@ from exportpipe.tools.errors import (
     EXIT_OK,
     CliError,
 )
-from exportpipe.tools.status import human_bytes
+from exportpipe.tools.status import human_bytes, transfer_rate
 
-__all__ = ["Submitted", "WaitTimeout", "exit_code_for", "submit_export", "wait_for_export"]
+__all__ = [
+    "DEFAULT_WAIT_SECONDS",
+    "PICKUP_SECONDS",
+    "Submitted",
+    "WaitTimeout",
+    "exit_code_for",
+    "submit_export",
+    "wait_for_export",
+]
+
+DEFAULT_WAIT_SECONDS = 900.0
+"""``submit --wait`` gives up after this long unless ``--timeout`` says otherwise."""
+PICKUP_SECONDS = 15.0
+"""After this long with the request untouched on SQS 1, ``--wait`` says no orchestrator runs."""
 
 
 class WaitTimeout(CliError):
@@ -87,10 +105,12 @@ def submit_export(
     sent = stack.client("sqs").send_message(
         QueueUrl=queue_url, MessageBody=encode(request), MessageGroupId=message_group_id(request)
     )
+    root = export_root(prefix_root, export_id)
+    if stack.get("EXPORTPIPE_TABLE") is not None:
+        # So `status` knows the export before an orchestrator lists it.
+        stack.tracker().record_request(export_id, bucket=bucket, prefix=root, tenant=tenant)
     return Submitted(
-        export_id=export_id,
-        message_id=str(sent["MessageId"]),
-        output=f"s3://{bucket}/{export_root(prefix_root, export_id)}",
+        export_id=export_id, message_id=str(sent["MessageId"]), output=f"s3://{bucket}/{root}"
     )
 
 
@@ -104,8 +124,8 @@ def exit_code_for(state: ExportState) -> int:
 
 
 def _describe(state: ExportState | None, now: float, stall_seconds: float) -> str:
-    if state is None:
-        return "waiting for the orchestrator"
+    if state is None or state.status == SUBMITTED:
+        return "waiting for an orchestrator"
     if state.finished:
         return state.status
     text = "copying" if state.listing_complete else f"listing (page {state.pages_listed})"
@@ -115,9 +135,89 @@ def _describe(state: ExportState | None, now: float, stall_seconds: float) -> st
 
 
 def _rate(state: ExportState, now: float) -> str:
-    end = state.last_activity if state.finished else now
-    seconds = max(end - state.first_activity, 1e-3)
-    return f"{human_bytes(state.bytes / seconds)}/s"
+    return f"{human_bytes(transfer_rate(state, now))}/s"
+
+
+def _line(export_id: str, state: ExportState | None, description: str, now: float) -> str:
+    """The progress as one plain line (output that is not a terminal)."""
+    if state is None or state.status == SUBMITTED:
+        return f"{export_id} {description}"
+    total = str(state.files_expected) if state.listing_complete else f"{state.files_expected}+"
+    return (
+        f"{export_id} {description}: {state.files_done + state.files_rejected}/{total} files"
+        f" · {state.files_rejected} rejected · {human_bytes(state.bytes)} · {_rate(state, now)}"
+    )
+
+
+def _nobody_picked_up(stack: Stack, export_id: str, waited: float) -> str | None:
+    """The notice to print when SQS 1 holds requests that no orchestrator receives."""
+    url = stack.get("EXPORTPIPE_REQUESTS_QUEUE_URL")
+    if url is None:
+        return None
+    depth = queue_depth(stack.client("sqs"), url)
+    if depth.in_flight or not depth.visible:
+        return None  # an orchestrator holds it (the export may still be pending upstream)
+    hint = (
+        "locally, `exportpipe local ps` shows what runs and `exportpipe local up` starts "
+        "the orchestrator and workers"
+        if stack.endpoint
+        else "check the orchestrator service (desired count, logs)"
+    )
+    return (
+        f"no orchestrator has picked up export {export_id} after {waited:.0f} s "
+        f"({depth.visible} request(s) waiting on SQS 1); {hint}. Still waiting (Ctrl-C stops "
+        "waiting, not the export)."
+    )
+
+
+class _Display:
+    """Live progress bar on a terminal; whole lines, when something changed, otherwise."""
+
+    def __init__(self, console: Console, export_id: str, *, line_seconds: float) -> None:
+        self.console = console
+        self.export_id = export_id
+        self.live = console.is_terminal
+        self.line_seconds = line_seconds
+        self._last_line = ""
+        self._last_print = 0.0
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[export_id]}[/bold] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files · {task.fields[rejected]} rejected · {task.fields[bytes]}"),
+            TextColumn("· {task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task(
+            "waiting", total=None, export_id=export_id, rejected=0, bytes="0 B", rate="-"
+        )
+
+    def update(self, state: ExportState | None, description: str, now: float) -> None:
+        if state is not None and state.status != SUBMITTED:
+            self.progress.update(
+                self.task,
+                completed=state.files_done + state.files_rejected,
+                total=state.files_expected if state.listing_complete or state.finished else None,
+                rejected=state.files_rejected,
+                bytes=human_bytes(state.bytes),
+                rate=_rate(state, now),
+            )
+        self.progress.update(self.task, description=description)
+        if self.live:
+            return
+        line = _line(self.export_id, state, Text.from_markup(description).plain, now)
+        changed = line.rsplit(" · ", 1)[0] != self._last_line.rsplit(" · ", 1)[0]
+        finished = state is not None and state.finished
+        if changed or finished or time.monotonic() - self._last_print >= self.line_seconds:
+            self.console.print(escape(line), soft_wrap=True, highlight=False)
+            self._last_line, self._last_print = line, time.monotonic()
+
+    def notice(self, text: str) -> None:
+        self.console.print(f"[yellow]{escape(text)}[/yellow]", soft_wrap=True)
 
 
 def wait_for_export(
@@ -126,19 +226,27 @@ def wait_for_export(
     *,
     console: Console,
     poll_seconds: float = 0.5,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT_WAIT_SECONDS,
     stall_seconds: float = 3600.0,
+    pickup_seconds: float | None = PICKUP_SECONDS,
+    line_seconds: float = 10.0,
     check: Callable[[], None] | None = None,
 ) -> ExportState:
     """Follow ``export_id`` in the tracking table until it finishes; return its state.
 
+    On a terminal it draws a live progress bar; otherwise (piped, redirected) it prints
+    the progress as whole lines when it changes, and at least every ``line_seconds``.
+
     Args:
         stack: where to read the tracking table.
         export_id: the export.
-        console: where the progress bar goes.
+        console: where the progress goes.
         poll_seconds: how often to read the table.
         timeout: give up after this many seconds (``None``: never).
         stall_seconds: idle time after which the bar says "stalled".
+        pickup_seconds: if the export is still not taken by an orchestrator after this
+            many seconds while its request sits on SQS 1, say so and what to run (once).
+        line_seconds: the longest gap between two lines when not on a terminal.
         check: called on every poll; raise :class:`CliError` from it to stop waiting
             (the demo checks its service processes are still alive).
 
@@ -147,40 +255,25 @@ def wait_for_export(
         CliError: the wait was interrupted (exit 130), or ``check`` raised.
     """
     tracker = stack.tracker()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.fields[export_id]}[/bold] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("files · {task.fields[rejected]} rejected · {task.fields[bytes]}"),
-        TextColumn("· {task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    task = progress.add_task(
-        "waiting", total=None, export_id=export_id, rejected=0, bytes="0 B", rate="-"
-    )
-    state: ExportState | None = None
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    display = _Display(console, export_id, line_seconds=line_seconds)
+    noticed = pickup_seconds is None
     try:
-        with progress:
+        with display.progress:
             while True:
-                state = tracker.get(export_id)
+                state = tracker.get(export_id, submitted=True)
                 now = time.time()
-                if state is not None:
-                    progress.update(
-                        task,
-                        completed=state.files_done + state.files_rejected,
-                        total=state.files_expected if state.listing_complete else None,
-                        rejected=state.files_rejected,
-                        bytes=human_bytes(state.bytes),
-                        rate=_rate(state, now),
-                    )
-                progress.update(task, description=_describe(state, now, stall_seconds))
+                display.update(state, _describe(state, now, stall_seconds), now)
                 if state is not None and state.finished:
-                    progress.update(task, total=state.files_expected)
                     return state
+                waited = time.monotonic() - started
+                if not noticed and pickup_seconds is not None and waited >= pickup_seconds:
+                    noticed = True
+                    if state is None or state.status == SUBMITTED:
+                        text = _nobody_picked_up(stack, export_id, waited)
+                        if text is not None:
+                            display.notice(text)
                 if check is not None:
                     check()
                 if deadline is not None and time.monotonic() > deadline:

@@ -10,6 +10,8 @@ handler raised, so every failure a handler can foresee is one of these::
     │   ├── RateLimited                  429/503 with Retry-After (carries the delay)
     │   ├── AwsTransientError            throttling or 5xx from an AWS service
     │   └── JobReleased                  the job was released (shutdown); not a failure
+    │       └── LeaseLost                the visibility could not be extended: another
+    │                                    consumer may hold the message; never touch it
     └── PermanentError                   retrying cannot help: dead-letter with the reason
         ├── MessageError                 the message itself is unusable
         │   ├── MalformedMessage         not JSON, wrong shape, failed validation
@@ -19,7 +21,7 @@ handler raised, so every failure a handler can foresee is one of these::
         ├── IntegrityError               size/sha256 mismatch, truncated content
         ├── ArchiveRejected              unsafe or over-limit archive
         ├── ValidationFailed             content does not match its declared format
-        └── JobDeadlineExceeded          the job would outlive SQS's 12-hour ceiling
+        └── JobDeadlineExceeded          the job ran past EXPORTPIPE_MAX_JOB_SECONDS
 
 Anything else a handler raises is treated as a bug: retried with backoff until the
 queue's redrive policy moves it to the dead-letter queue, so a poison message can never
@@ -35,6 +37,7 @@ __all__ = [
     "IntegrityError",
     "JobDeadlineExceeded",
     "JobReleased",
+    "LeaseLost",
     "MalformedMessage",
     "MessageError",
     "PermanentError",
@@ -109,6 +112,12 @@ class JobReleased(RetryableError):
     reason = "released"
 
 
+class LeaseLost(JobReleased):
+    """The runtime lost the job's lease (its receipt handle is no longer valid)."""
+
+    reason = "lease_lost"
+
+
 class PermanentError(ExportPipeError):
     """Retrying the same message cannot succeed: it goes to the dead-letter queue."""
 
@@ -164,6 +173,11 @@ class ValidationFailed(PermanentError):
 
 
 class JobDeadlineExceeded(PermanentError):
-    """A job ran so long that SQS could no longer keep its message invisible."""
+    """A job ran past ``EXPORTPIPE_MAX_JOB_SECONDS`` (kept under SQS's 12-hour ceiling).
+
+    Permanent: a restart would begin at byte 0 and hit the same limit again, so the file
+    is refused with a rejection record instead of looping until the redrive policy
+    drops the message without a reason.
+    """
 
     reason = "job_deadline_exceeded"

@@ -14,6 +14,13 @@ so changing the layout is a change to this module alone::
 ``EXPORTPIPE_OUTPUT_PREFIX``; it must lie under the output prefix (the services' IAM
 grant). ``file_id`` is the id the Export API listed the file under.
 
+**Destination rule.** A file's keys live under *its own export's* root: a job's
+destination must satisfy :func:`is_export_root` (last segment its export id, the rest
+under the output prefix), so a job for export A can never write into B's folder.
+**Key limit.** Every key must fit S3's :data:`S3_MAX_KEY_BYTES`; the id rule and the
+prefix bound of :mod:`exportpipe.common.schemas` keep the fixed keys within it, and a
+member whose key would not fit is refused before any upload.
+
 Every record carries the same envelope as the wire messages: ``schema`` (its type) and
 ``version`` (its major version). Readers accept their own major version and ignore
 fields they do not know, so a writer may add optional fields in a compatible release.
@@ -30,6 +37,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "S3_MAX_KEY_BYTES",
     "ExportKeys",
     "ExportManifest",
     "FileKeys",
@@ -39,6 +47,7 @@ __all__ = [
     "RejectedFile",
     "SourceRef",
     "export_root",
+    "is_export_root",
     "is_under",
     "relative_prefix",
 ]
@@ -47,6 +56,7 @@ DATA = "data/"
 MANIFESTS = "manifests/"
 REJECTED = "rejected/"
 EXPORT_MANIFEST = "_manifest.json"
+S3_MAX_KEY_BYTES = 1024
 
 
 def relative_prefix(prefix: str) -> str:
@@ -68,6 +78,21 @@ def is_under(prefix: str, output_prefix: str) -> bool:
 def export_root(prefix: str, export_id: str) -> str:
     """The root of export ``export_id`` under ``prefix``: ``{prefix}{export_id}/``."""
     return f"{relative_prefix(prefix)}{export_id}/"
+
+
+def is_export_root(prefix: str, export_id: str, *, output_prefix: str) -> bool:
+    """Whether ``prefix`` is export ``export_id``'s own root under ``output_prefix``.
+
+    That is ``{base}{export_id}/`` with ``base`` a relative prefix under the output
+    prefix (the output prefix itself or a ``destination_prefix`` below it).
+    """
+    base, sep, last = prefix.removesuffix("/").rpartition("/")
+    base += sep
+    try:
+        relative_prefix(base)
+    except ValueError:
+        return False
+    return prefix.endswith("/") and last == export_id and is_under(base, output_prefix)
 
 
 @dataclass(frozen=True)

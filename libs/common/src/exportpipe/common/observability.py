@@ -40,13 +40,14 @@ def redact_url(url: str) -> str:
     """``url`` without user info, query string or fragment: safe to log."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range (a hostile redirect's)
     except ValueError:
         return "<unparseable-url>"
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    if port is not None:
+        host = f"{host}:{port}"
     if ":" in (parts.hostname or "") and not host.startswith("["):
-        host = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+        host = f"[{parts.hostname}]" + (f":{port}" if port else "")
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 

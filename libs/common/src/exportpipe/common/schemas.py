@@ -5,11 +5,25 @@ Every body is a JSON object with two envelope fields, ``schema`` (the message ty
 fields it does not know, so a producer may add optional fields in a compatible release
 and either service can be deployed first. A body with a *newer* major version, an
 unknown schema name, or one that fails validation raises a permanent error.
+
+**Ids** (``export_id``, ``file_id``, ``tenant``) follow one rule, :data:`ID_PATTERN`:
+1 to :data:`ID_MAX_LENGTH` (128) characters from ``A-Z a-z 0-9 . _ : -``, the first a
+letter or digit. So an id is never ``.`` or ``..`` or a hidden name, never contains
+``/``, and is one safe S3 key segment and one safe URL path segment. The length bound
+is what keeps every key within S3's 1,024-byte limit: a destination is at most
+:data:`PREFIX_MAX_LENGTH` (512) bytes of prefix, the export id and ``/``; under it the
+longest fixed key is ``manifests/{file_id}.json``, so the fixed keys use at most
+512 + 129 + 10 + 128 + 5 = 784 bytes, and an archive member's path gets the rest
+(a member whose key would pass 1,024 bytes is refused before any upload).
+
+The destination rule (a job writes only into its own export's folder) lives with the
+key layout, in :mod:`exportpipe.common.layout`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -19,6 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from exportpipe.common.errors import MalformedMessage, UnsupportedSchemaVersion
 
 __all__ = [
+    "ID_MAX_LENGTH",
+    "ID_PATTERN",
+    "PREFIX_MAX_LENGTH",
     "Compression",
     "ContentFormat",
     "DownloadJob",
@@ -28,13 +45,19 @@ __all__ = [
     "S3Destination",
     "decode",
     "encode",
+    "is_valid_id",
     "job_id_for",
 ]
 
 Compression = Literal["gzip", "zip", "tar", "tar.gz", "zstd", "none"]
 ContentFormat = Literal["jsonl", "csv", "binary"]
 
-_Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._:\-]+$")]
+ID_MAX_LENGTH = 128
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+PREFIX_MAX_LENGTH = 512
+
+_Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+_ID_RE = re.compile(ID_PATTERN)
 _Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -50,6 +73,11 @@ def job_id_for(export_id: str, file_id: str) -> str:
     """
     digest = hashlib.sha256(f"{export_id}\x00{file_id}".encode()).hexdigest()
     return digest[:32]
+
+
+def is_valid_id(value: str) -> bool:
+    """True when ``value`` follows the id rule (see the module docstring)."""
+    return _ID_RE.fullmatch(value) is not None
 
 
 class Message(BaseModel):
@@ -79,7 +107,7 @@ class ExportRequested(Message):
 
     export_id: _Id
     tenant: _Id | None = None
-    destination_prefix: str | None = Field(default=None, max_length=512)
+    destination_prefix: str | None = Field(default=None, max_length=PREFIX_MAX_LENGTH)
     requested_at: datetime = Field(default_factory=_now)
     cursor: str | None = Field(default=None, max_length=4096)
     page: int = Field(default=0, ge=0)
@@ -94,6 +122,8 @@ class ExportRequested(Message):
             return None
         if value.startswith("/") or ".." in value.split("/") or "\\" in value:
             raise ValueError("destination_prefix must be a relative S3 key prefix")
+        if len(value.encode()) > PREFIX_MAX_LENGTH - 1:
+            raise ValueError(f"destination_prefix must fit in {PREFIX_MAX_LENGTH} bytes")
         return value if value == "" or value.endswith("/") else value + "/"
 
 
@@ -103,7 +133,7 @@ class S3Destination(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     bucket: str = Field(min_length=3, max_length=63)
-    prefix: str = Field(max_length=900)
+    prefix: str = Field(max_length=PREFIX_MAX_LENGTH + ID_MAX_LENGTH + 1)
 
 
 class DownloadJob(Message):

@@ -66,12 +66,22 @@ class CommonSettings(BaseSettings):
     heartbeat_file: Path | None = Field(
         default=None, description="Touched while the consumer loops run (container health)."
     )
+    max_job_seconds: float = Field(
+        # 15 minutes under SQS's 12-hour visibility ceiling: time to dead-letter the job
+        # with its reason before the message could reappear on its own.
+        default=12 * 3600 - 15 * 60,
+        gt=0,
+        lt=12 * 3600,
+        description="A job running this long is refused as job_deadline_exceeded.",
+    )
 
     @field_validator("output_prefix")
     @classmethod
     def _prefix_ends_with_slash(cls, value: str) -> str:
         if value.startswith("/") or ".." in value.split("/"):
             raise ValueError("must be a relative key prefix such as 'exports/'")
+        if len(value.encode()) > 511:  # with its "/", within schemas.PREFIX_MAX_LENGTH
+            raise ValueError("must fit in 512 bytes (S3 keys are limited to 1,024)")
         return value if value == "" or value.endswith("/") else value + "/"
 
 

@@ -12,18 +12,26 @@ bounded pool of threads:
   free up, and nothing more is received meanwhile.
 * **Heartbeat.** While a handler runs, its message's visibility is extended every
   ``heartbeat_seconds`` to ``visibility_timeout`` ahead, never past SQS's 12-hour
-  ceiling: shortly before that the job is cancelled and dead-lettered as
-  :class:`~exportpipe.common.errors.JobDeadlineExceeded`.
+  ceiling. A job running longer than ``max_job_seconds`` (``EXPORTPIPE_MAX_JOB_SECONDS``,
+  kept below that ceiling) has its :class:`~exportpipe.common.cancel.CancelToken`
+  cancelled with :class:`~exportpipe.common.errors.JobDeadlineExceeded`: the handler
+  raises it, so the job is refused (rejection record, tracking) and dead-lettered with
+  its reason. A lost lease cancels with :class:`~exportpipe.common.errors.LeaseLost`.
 * **Batched acknowledgements.** Deletes and visibility changes of every job go out
   through one outbox, in batches of up to ten, flushed when a batch is full or its
   oldest entry has waited 0.1 s; entries that fail on SQS's side are retried by
   :func:`send_batch`, on the one partial-failure loop
   (:func:`~exportpipe.common.retry.retry_unfinished`).
 * **Outcome by error type.** Return → delete (batched). ``RetryableError`` → the
-  message comes back after a backoff visibility (or the upstream's ``Retry-After``).
+  message comes back after a backoff visibility (or the upstream's ``Retry-After``,
+  capped at ``retry_after_max_seconds``: a hostile header could otherwise hide the
+  message for the rest of SQS's 12 hours on every receive).
   ``PermanentError`` → sent to the dead-letter queue with the reason in message
-  attributes, then deleted. Any other exception is a bug: retried with backoff, and
-  dead-lettered with its reason on the last receive the redrive policy allows.
+  attributes, then deleted. Any other exception is a bug: retried with backoff. On the
+  last receive the redrive policy allows (:attr:`JobContext.final_attempt`), a
+  retryable error or a bug is dead-lettered *with its reason* too, instead of being
+  handed back for SQS's redrive to move without one: every retry loop ends with a
+  named outcome.
 * **Graceful shutdown.** :meth:`QueueConsumer.shutdown` stops receiving at once; jobs
   whose expected remaining time (see :meth:`JobContext.set_eta`) fits in the grace
   period may finish; the rest are cancelled and released (visibility 0) immediately so
@@ -51,10 +59,12 @@ from typing import Any, Literal, Protocol
 
 from aws_lambda_powertools import Logger
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
     ExportPipeError,
     JobDeadlineExceeded,
     JobReleased,
+    LeaseLost,
     PermanentError,
     RetryableError,
 )
@@ -64,6 +74,7 @@ from exportpipe.common.retry import call_aws, retry_unfinished
 __all__ = [
     "EARLIER_ATTEMPT_ATTRIBUTES",
     "REDRIVEN_ATTRIBUTE",
+    "RETRY_AFTER_MAX_SECONDS",
     "SQS_MAX_VISIBILITY_SECONDS",
     "BatchOutcome",
     "ConsumerConfig",
@@ -78,6 +89,9 @@ __all__ = [
 ]
 
 SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
+RETRY_AFTER_MAX_SECONDS = 900.0
+"""The longest an upstream's ``Retry-After`` may hide a message: 15 minutes, SQS's own
+maximum message delay and the runtime's backoff ceiling. Longer asks are shortened."""
 _BATCH = 10
 _MAX_REASON_CHARS = 1000
 _LINGER = 0.1
@@ -107,6 +121,8 @@ class ConsumerSettings(Protocol):
     def shutdown_grace_seconds(self) -> float: ...
     @property
     def heartbeat_file(self) -> Path | None: ...
+    @property
+    def max_job_seconds(self) -> float: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,8 +144,11 @@ class ConsumerConfig:
             to notice and clean up (abort uploads) before exiting anyway.
         default_eta_seconds: assumed remaining time of a job that never called
             ``set_eta`` (``None``: unknown, so released at shutdown).
-        max_job_seconds: cancel a job that has run this long (before SQS's ceiling).
+        max_job_seconds: cancel a job that has run this long (before SQS's ceiling),
+            with :class:`JobDeadlineExceeded` (``EXPORTPIPE_MAX_JOB_SECONDS``).
         retry_base_seconds / retry_max_seconds: backoff visibility for retryable errors.
+        retry_after_max_seconds: the longest ``Retry-After`` honoured (see
+            :data:`RETRY_AFTER_MAX_SECONDS`).
         liveness_file: touched by the receive and heartbeat loops while they are alive;
             the container HEALTHCHECK fails when it goes stale.
     """
@@ -148,6 +167,7 @@ class ConsumerConfig:
     max_job_seconds: float = SQS_MAX_VISIBILITY_SECONDS - 15 * 60
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 900.0
+    retry_after_max_seconds: float = RETRY_AFTER_MAX_SECONDS
     liveness_file: Path | None = None
 
     @classmethod
@@ -171,6 +191,7 @@ class ConsumerConfig:
             max_receive_count=settings.max_receive_count,
             shutdown_grace_seconds=settings.shutdown_grace_seconds,
             liveness_file=settings.heartbeat_file,
+            max_job_seconds=settings.max_job_seconds,
         )
 
     def __post_init__(self) -> None:
@@ -180,8 +201,8 @@ class ConsumerConfig:
             raise ValueError("budget must be at least 1")
         if not 0 < self.heartbeat_seconds < self.visibility_timeout:
             raise ValueError("heartbeat_seconds must be positive and below visibility_timeout")
-        if self.max_job_seconds >= SQS_MAX_VISIBILITY_SECONDS:
-            raise ValueError("max_job_seconds must stay below SQS's 12-hour ceiling")
+        if not 0 < self.max_job_seconds < SQS_MAX_VISIBILITY_SECONDS:
+            raise ValueError("max_job_seconds must be positive and below SQS's 12-hour ceiling")
 
 
 @dataclass(eq=False)
@@ -189,7 +210,12 @@ class JobContext:
     """One received message, as its handler sees it.
 
     Handlers doing long work should call :meth:`check` between steps (it raises once the
-    runtime cancelled the job) and :meth:`set_eta` as they learn how long is left.
+    runtime cancelled the job, with the reason), pass :attr:`token` down to whatever
+    blocks or sleeps, and call :meth:`set_eta` as they learn how long is left.
+
+    ``final_attempt`` is true on the last receive the redrive policy allows: whatever
+    the handler raises then (but a release) is dead-lettered, so a handler that keeps
+    per-item records should record this failure as final.
     """
 
     message_id: str
@@ -198,9 +224,9 @@ class JobContext:
     receive_count: int
     attributes: dict[str, str]
     received_at: float = field(default_factory=time.monotonic)
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    token: CancelToken = field(default_factory=CancelToken)
+    final_attempt: bool = False
     log_keys: dict[str, str] = field(default_factory=dict)
-    _cancel_error: ExportPipeError | None = None
     _eta_seconds: float | None = None
     _eta_set_at: float = 0.0
 
@@ -214,10 +240,14 @@ class JobContext:
         """
         return self.receive_count > 1 or not EARLIER_ATTEMPT_ATTRIBUTES.isdisjoint(self.attributes)
 
+    @property
+    def cancelled(self) -> bool:
+        """True once the runtime cancelled this job (see :attr:`token`'s reason)."""
+        return self.token.cancelled
+
     def check(self) -> None:
         """Raise the cancellation error if the runtime cancelled this job."""
-        if self.cancelled.is_set():
-            raise self._cancel_error or JobReleased("job released by the runtime")
+        self.token.check()
 
     def set_eta(self, seconds: float | None) -> None:
         """Tell the runtime how many seconds this job still needs (``None``: unknown)."""
@@ -231,9 +261,7 @@ class JobContext:
 
     def cancel(self, error: ExportPipeError) -> None:
         """Ask the handler to stop; :meth:`check` raises ``error`` from now on."""
-        if not self.cancelled.is_set():
-            self._cancel_error = error
-            self.cancelled.set()
+        self.token.cancel(error)
 
 
 @dataclass(eq=False)
@@ -338,6 +366,15 @@ def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
     return QueueDepth(
         **{field: int(attrs.get(name, 0)) for field, name in _DEPTH_ATTRIBUTES.items()}
     )
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite number of seconds, or ``None`` (a hostile header can say NaN)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def dead_letter_attributes(
@@ -547,6 +584,8 @@ class QueueConsumer:
             receipt_handle=raw["ReceiptHandle"],
             body=raw.get("Body", ""),
             receive_count=int(attrs.get("ApproximateReceiveCount", "1")),
+            final_attempt=int(attrs.get("ApproximateReceiveCount", "1"))
+            >= self._config.max_receive_count,
             attributes={
                 k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()
             },
@@ -582,14 +621,18 @@ class QueueConsumer:
             outcome = "released"
             self._release(ctx)
         except RetryableError as exc:
-            outcome = "retried"
-            self._retry_later(ctx, exc)
+            if ctx.final_attempt:
+                outcome = "dead_lettered"
+                self._dead_letter(ctx, exc)
+            else:
+                outcome = "retried"
+                self._retry_later(ctx, exc)
         except Exception as exc:
             self._log.exception(
                 "handler failed unexpectedly",
                 extra={"message_id": ctx.message_id, **ctx.log_keys},
             )
-            if ctx.receive_count >= self._config.max_receive_count:
+            if ctx.final_attempt:
                 outcome = "dead_lettered"
                 self._dead_letter(ctx, exc)
             else:
@@ -627,9 +670,9 @@ class QueueConsumer:
         if self._is_released(ctx):
             return
         cfg = self._config
-        retry_after = getattr(exc, "retry_after", None)
+        retry_after = _finite(getattr(exc, "retry_after", None))
         if retry_after is not None:
-            delay = float(retry_after)
+            delay = max(0.0, min(retry_after, cfg.retry_after_max_seconds))
         else:
             ceiling = min(
                 cfg.retry_max_seconds, cfg.retry_base_seconds * 2 ** (ctx.receive_count - 1)
@@ -721,11 +764,12 @@ class QueueConsumer:
                     ctx.cancel(
                         JobDeadlineExceeded(
                             f"job ran {int(now - ctx.received_at)} s, past the "
-                            f"{int(cfg.max_job_seconds)} s limit under SQS's 12-hour ceiling"
+                            f"{int(cfg.max_job_seconds)} s limit (EXPORTPIPE_MAX_JOB_SECONDS)"
                         )
                     )
-                elif not ctx.cancelled.is_set():
-                    extend.append(ctx)
+                # Still extended once cancelled: the handler needs its lease to write the
+                # rejection and dead-letter; the cap keeps it under SQS's ceiling.
+                extend.append(ctx)
             for start in range(0, len(extend), _BATCH):
                 self._extend(extend[start : start + _BATCH])
 
@@ -759,7 +803,7 @@ class QueueConsumer:
                 entry = self._inflight.get(ctx.message_id)
                 if entry is not None:
                     entry.released = True
-            ctx.cancel(JobReleased("lease lost: visibility could not be extended"))
+            ctx.cancel(LeaseLost("lease lost: visibility could not be extended"))
             self._log.warning(
                 "lease lost, job cancelled",
                 extra={"message_id": ctx.message_id, "code": failed.get("Code")},

@@ -16,15 +16,16 @@ import re
 
 import orjson
 
-from exportpipe.common.schemas import DownloadJob, ExportRequested
+from exportpipe.common.schemas import ID_PATTERN, DownloadJob, ExportRequested
 
 __all__ = ["MAX_GROUP_ID_LENGTH", "group_id_for", "group_id_for_body", "message_group_id"]
 
 MAX_GROUP_ID_LENGTH = 128
-"""SQS's limit on ``MessageGroupId``; our ids may be up to 256 characters."""
+"""SQS's limit on ``MessageGroupId``. The schemas' id rule keeps ids within it (at most
+128 characters); longer keys (callers outside that rule) are still bounded below."""
 
 _DIGEST_CHARS = 32
-_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,256}$")  # the schemas' id rule
+_ID = re.compile(ID_PATTERN)  # the schemas' id rule
 
 
 def group_id_for(export_id: str, tenant: str | None) -> str:

@@ -11,9 +11,20 @@ One table, items keyed by ``pk = "EXPORT#<export_id>"`` and ``sk``:
 ``PAGE#<n>``
     written once per listed page; the transaction that writes it adds the page's file
     count, so a re-run page never counts twice.
+``LISTED#<file_id>``
+    written for every file of a page, before the page is counted: the proof that the
+    export listed the file. An outcome for a file the export never listed (a job
+    addressed to the wrong export, a forged message) is ignored, so no count can go
+    negative and no export completes early. Exports whose pages were counted without
+    ids (``listed_by_id`` absent on META, e.g. listed by an older release) skip the
+    check.
 ``FILE#<file_id>``
     written once per file outcome (done or rejected); the same transaction moves the
     counters, so a redelivered job never counts twice.
+``REQUEST``
+    written by ``exportpipe submit`` when it sends the ``ExportRequested``: the export
+    is known (``submitted``) before an orchestrator lists it. Nothing else reads or
+    changes it; the META item alone drives progress and completion.
 
 Completion: ``files_outstanding`` = expected - done - rejected is maintained by the same
 transactions. Whoever observes ``listing_complete`` and ``files_outstanding == 0`` tries
@@ -23,15 +34,16 @@ A file's outcome is one write and no read (:meth:`ExportTracker.count_file`): it
 transaction only succeeds while the file is *not* the export's last outstanding one, so
 a success needs no look at the counts. The last file's transaction is refused on that
 condition, and only then is it written again without it and the export read to
-complete it.
+complete it (ADR 0015).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +54,7 @@ from exportpipe.common.retry import call_aws
 
 __all__ = [
     "ACTIVE_INDEX",
+    "SUBMITTED",
     "ExportState",
     "ExportTracker",
     "FileCount",
@@ -50,10 +63,14 @@ __all__ = [
 
 ACTIVE_INDEX = "active"
 FileOutcome = Literal["done", "rejected"]
-FileCount = Literal["counted", "last", "already_counted"]
+FileCount = Literal["counted", "last", "already_counted", "not_listed"]
 """What :meth:`ExportTracker.count_file` did: counted the file; counted it and it was the
-export's last outstanding file (listing complete); or found it counted before."""
+export's last outstanding file (listing complete); found it counted before; or ignored
+it, because the export never listed it."""
+SUBMITTED = "submitted"
+"""Status of an export submitted but not listed by an orchestrator yet."""
 _TTL_SECONDS = 90 * 24 * 3600
+_BATCH_WRITE = 25  # BatchWriteItem's limit
 
 
 def _names(values: dict[str, Any]) -> dict[str, str]:
@@ -62,6 +79,10 @@ def _names(values: dict[str, Any]) -> dict[str, str]:
     if ":t" in values:
         names["#tenant"] = "tenant"
     return names
+
+
+class _NotListed(Exception):
+    """A file outcome's ``LISTED#`` condition check failed."""
 
 
 def _pk(export_id: str) -> dict[str, str]:
@@ -88,6 +109,7 @@ class ExportState:
     last_activity: float
     manifest_key: str | None
     failure_reason: str | None
+    listed_by_id: bool = False
 
     @property
     def finished(self) -> bool:
@@ -126,6 +148,7 @@ class ExportState:
             last_activity=float(item.get("last_activity", {}).get("N", "0")),
             manifest_key=s("manifest_key"),
             failure_reason=s("failure_reason"),
+            listed_by_id=bool(item.get("listed_by_id", {}).get("BOOL", False)),
         )
 
 
@@ -169,17 +192,24 @@ class ExportTracker:
         self,
         export_id: str,
         page: int,
-        files: int,
+        files: Collection[str] | int,
         *,
         is_last: bool,
         bucket: str,
         prefix: str,
         tenant: str | None = None,
     ) -> bool:
-        """Count a listed page of ``files`` files once; ``False`` if already counted.
+        """Count a listed page once; ``False`` if already counted.
 
         Call *before* the page's jobs are sent, so that outstanding never goes negative.
+
+        Args:
+            files: the page's distinct file ids (each gets its ``LISTED#`` marker first,
+                so outcomes for unlisted files are ignored); a bare count records the
+                page without markers and without that check (older callers).
         """
+        if not isinstance(files, int):
+            self._mark_listed(export_id, files)
         expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
         # A newly listed page (re)opens the export: after a failure and a redrive of the
         # page that failed, it is listing again.
@@ -187,13 +217,43 @@ class ExportTracker:
         expr = expr.replace("active = if_not_exists(active, :one)", "active = :one")
         expr += " REMOVE failure_reason"
         expr += " ADD pages_listed :one_n, files_expected :f, files_outstanding :f"
+        count = files if isinstance(files, int) else len(files)
         values[":one_n"] = {"N": "1"}
-        values[":f"] = {"N": str(files)}
+        values[":f"] = {"N": str(count)}
+        if not isinstance(files, int):
+            expr = expr.replace("SET ", "SET listed_by_id = :true, ", 1)
+            values[":true"] = {"BOOL": True}
         if is_last:
             expr = expr.replace("SET ", "SET listing_complete = :true, ", 1)
             values[":true"] = {"BOOL": True}
-        item = {"files": {"N": str(files)}}
+        item = {"files": {"N": str(count)}}
         return self._record_once(export_id, f"PAGE#{page:09d}", item, expr, values)
+
+    def _mark_listed(self, export_id: str, file_ids: Collection[str]) -> None:
+        """Write a ``LISTED#`` marker per file id (idempotent: a re-run page rewrites them)."""
+        expires = {"N": str(int(time.time()) + self._ttl)}
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": _pk(export_id),
+                        "sk": {"S": f"LISTED#{fid}"},
+                        "expires_at": expires,
+                    }
+                }
+            }
+            for fid in dict.fromkeys(file_ids)
+        ]
+        for start in range(0, len(requests), _BATCH_WRITE):
+            pending = {self._table: requests[start : start + _BATCH_WRITE]}
+            for attempt in range(8):
+                response = call_aws(self._db.batch_write_item, RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                time.sleep(random.uniform(0.05, 0.1) * 2**attempt)  # noqa: S311 - jitter
+            else:
+                raise AwsTransientError("tracking table: listing markers kept going unprocessed")
 
     def record_file(
         self,
@@ -209,6 +269,9 @@ class ExportTracker:
     ) -> bool:
         """Count one file's outcome once; ``False`` if it was already counted.
 
+        ``False`` too, counting nothing, when the export never listed ``file_id`` (see
+        ``LISTED#`` in the module docstring) or is unknown.
+
         ``detail`` is the manifest key for ``done`` or the reason for ``rejected``.
         """
         counted = self.count_file(
@@ -221,7 +284,7 @@ class ExportTracker:
             prefix=prefix,
             tenant=tenant,
         )
-        return counted != "already_counted"
+        return counted in ("counted", "last")
 
     def count_file(
         self,
@@ -238,12 +301,22 @@ class ExportTracker:
         """Count one file's outcome once, in one transaction, without reading first.
 
         Returns ``"counted"``; ``"last"`` when the listing is complete and this was the
-        last outstanding file (the caller then completes the export); or
+        last outstanding file (the caller then completes the export);
         ``"already_counted"`` when an earlier attempt counted it (the caller cannot tell
-        whether that attempt completed the export, so it checks).
+        whether that attempt completed the export, so it checks); or ``"not_listed"``
+        when the export never listed ``file_id`` or is unknown (nothing counted).
         """
-        expr, values, names, item = self._file_write(
+        listed = {
+            "ConditionCheck": {
+                "TableName": self._table,
+                "Key": {"pk": _pk(export_id), "sk": {"S": f"LISTED#{file_id}"}},
+                "ConditionExpression": "attribute_exists(pk)",
+            }
+        }
+        count = functools.partial(
+            self._count_file,
             export_id,
+            file_id,
             outcome,
             size=size,
             detail=detail,
@@ -251,41 +324,35 @@ class ExportTracker:
             prefix=prefix,
             tenant=tenant,
         )
-        sk = f"FILE#{file_id}"
-        # Refused when this write would take the last outstanding file of a listed
-        # export: then, and only then, the caller has completion to do.
-        not_last = "NOT (listing_complete = :true AND files_outstanding <= :one_n)"
-        codes = self._record_codes(
-            export_id,
-            sk,
-            item=item,
-            expr=expr,
-            values={**values, ":true": {"BOOL": True}},
-            names=names,
-            meta_condition=not_last,
-        )
-        if codes is None:
-            return "counted"
-        if codes and codes[0] == "ConditionalCheckFailed":
-            return "already_counted"
-        # The META condition failed (or DynamoDB gave no reasons): write it
-        # again without the condition; the marker still keeps it to one count.
-        codes = self._record_codes(
-            export_id, sk, item=item, expr=expr, values=values, names=names, meta_condition=None
-        )
-        return "last" if codes is None else "already_counted"
+        try:
+            return count(checks=(listed,))
+        except _NotListed:
+            pass
+        state = self.get(export_id)
+        if state is None or state.listed_by_id:
+            # Not this export's file (or no such export): counting it would drive the
+            # export's outstanding count below zero or complete it early.
+            return "not_listed"
+        return count(checks=())
 
-    def _file_write(
+    def _count_file(
         self,
         export_id: str,
+        file_id: str,
         outcome: FileOutcome,
         *,
         size: int,
         detail: str,
+        checks: tuple[dict[str, Any], ...],
         bucket: str,
         prefix: str,
         tenant: str | None,
-    ) -> tuple[str, dict[str, Any], dict[str, str], dict[str, Any]]:
+    ) -> FileCount:
+        """One outcome, conditionally on not being the last (see the module docstring).
+
+        Raises:
+            _NotListed: one of ``checks`` failed.
+        """
         expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
         counter = "files_done" if outcome == "done" else "files_rejected"
         expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
@@ -295,7 +362,27 @@ class ExportTracker:
             "detail": {"S": detail[:1000]},
             "size": {"N": str(size)},
         }
-        return expr, values, {"#bytes": "bytes"}, item
+        record = functools.partial(
+            self._record_codes,
+            export_id,
+            f"FILE#{file_id}",
+            item=item,
+            expr=expr,
+            names={"#bytes": "bytes"},
+            checks=checks,
+        )
+        # Refused when this write would take the last outstanding file of a listed
+        # export: then, and only then, the caller has completion to do.
+        not_last = "NOT (listing_complete = :true AND files_outstanding <= :one_n)"
+        codes = record(values={**values, ":true": {"BOOL": True}}, meta_condition=not_last)
+        if codes is None:
+            return "counted"
+        if codes and codes[0] == "ConditionalCheckFailed":
+            return "already_counted"
+        # The META condition failed (or DynamoDB gave no reasons): write it again
+        # without the condition; the FILE# marker still keeps it to one count.
+        codes = record(values=values, meta_condition=None)
+        return "last" if codes is None else "already_counted"
 
     def _record_once(
         self,
@@ -306,18 +393,28 @@ class ExportTracker:
         values: dict[str, Any],
         *,
         names: dict[str, str] | None = None,
+        checks: tuple[dict[str, Any], ...] = (),
     ) -> bool:
         """Write item ``sk`` once and apply ``expr`` to META in the same transaction.
 
         Returns ``False`` (and changes nothing) when ``sk`` already exists: the page or
         file was counted before.
+
+        Raises:
+            _NotListed: one of ``checks`` (condition checks placed between the two
+                writes) failed.
         """
-        return (
-            self._record_codes(
-                export_id, sk, item=item, expr=expr, values=values, names=names, meta_condition=None
-            )
-            is None
+        codes = self._record_codes(
+            export_id,
+            sk,
+            item=item,
+            expr=expr,
+            values=values,
+            names=names,
+            checks=checks,
+            meta_condition=None,
         )
+        return codes is None
 
     def _record_codes(
         self,
@@ -328,12 +425,16 @@ class ExportTracker:
         expr: str,
         values: dict[str, Any],
         names: dict[str, str] | None,
+        checks: tuple[dict[str, Any], ...],
         meta_condition: str | None,
     ) -> list[str] | None:
         """Like :meth:`_record_once`, with an optional condition on META.
 
         Returns ``None`` when written, else the cancellation codes per item (``[]``
-        when SQS gave none).
+        when DynamoDB gave none).
+
+        Raises:
+            _NotListed: one of ``checks`` failed.
         """
         update: dict[str, Any] = {
             "TableName": self._table,
@@ -358,6 +459,7 @@ class ExportTracker:
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
                 },
+                *checks,
                 {"Update": update},
             ]
         )
@@ -365,7 +467,12 @@ class ExportTracker:
     def _transact_codes(
         self, items: list[dict[str, Any]], *, attempts: int = 6
     ) -> list[str] | None:
-        """Run the transaction; ``None`` when written, else the failed conditions' codes."""
+        """Run the transaction; ``None`` when written, else the failed conditions' codes.
+
+        Raises:
+            _NotListed: a condition check between the first and last item failed (and
+                the first item's did not).
+        """
         for attempt in range(attempts):
             try:
                 call_aws(self._db.transact_write_items, TransactItems=items)
@@ -375,8 +482,12 @@ class ExportTracker:
                 codes = [
                     str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])
                 ]
+                if codes and codes[0] == "ConditionalCheckFailed":
+                    return codes  # already counted: a re-run page or a redelivered job
+                if "ConditionalCheckFailed" in codes[1:-1]:
+                    raise _NotListed from None
                 if "ConditionalCheckFailed" in codes:
-                    return codes  # e.g. already counted: a re-run page or a redelivered job
+                    return codes  # the condition on META
                 if not codes and "ConditionalCheckFailed" in str(exc):
                     return []
                 if "TransactionConflict" in codes and attempt + 1 < attempts:
@@ -389,15 +500,50 @@ class ExportTracker:
             return None
         return None
 
-    def get(self, export_id: str) -> ExportState | None:
-        """The export's current state (strongly consistent), or ``None`` if unknown."""
+    def get(self, export_id: str, *, submitted: bool = False) -> ExportState | None:
+        """The export's current state (strongly consistent), or ``None`` if unknown.
+
+        With ``submitted``, an export that was submitted (:meth:`record_request`) but not
+        listed yet comes back with status :data:`SUBMITTED`, no counts, and its
+        submission time as first and last activity.
+        """
         item = call_aws(
             self._db.get_item,
             TableName=self._table,
             Key={"pk": _pk(export_id), "sk": {"S": "META"}},
             ConsistentRead=True,
         ).get("Item")
-        return ExportState.from_item(item) if item else None
+        if item:
+            return ExportState.from_item(item)
+        if not submitted:
+            return None
+        request = call_aws(
+            self._db.get_item,
+            TableName=self._table,
+            Key={"pk": _pk(export_id), "sk": {"S": "REQUEST"}},
+            ConsistentRead=True,
+        ).get("Item")
+        if not request:
+            return None
+        return ExportState.from_item({**request, "status": {"S": SUBMITTED}})
+
+    def record_request(
+        self, export_id: str, *, bucket: str, prefix: str, tenant: str | None = None
+    ) -> None:
+        """Record that ``export_id`` was submitted (a re-submission updates the time)."""
+        now = time.time()
+        item: dict[str, Any] = {
+            "pk": _pk(export_id),
+            "sk": {"S": "REQUEST"},
+            "bucket": {"S": bucket},
+            "prefix": {"S": prefix},
+            "first_activity": {"N": f"{now:.3f}"},
+            "last_activity": {"N": f"{now:.3f}"},
+            "expires_at": {"N": str(int(now) + self._ttl)},
+        }
+        if tenant:
+            item["tenant"] = {"S": tenant}
+        call_aws(self._db.put_item, TableName=self._table, Item=item)
 
     def file_outcomes(self, export_id: str) -> Iterator[tuple[str, str, str, int]]:
         """Every recorded file outcome as ``(file_id, outcome, detail, size)``, paged."""

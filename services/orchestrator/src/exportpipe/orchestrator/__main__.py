@@ -85,7 +85,8 @@ def build(
         max_concurrency=settings.send_concurrency,
         executor=ThreadPoolExecutor(senders, thread_name_prefix="send"),
     )
-    tracking = build_tracking(settings, s3=aws_client("s3"), metrics=metrics)
+    s3 = aws_client("s3")
+    tracking = build_tracking(settings, s3=s3, metrics=metrics)
     handler = PageHandler(
         settings=settings,
         source=source,
@@ -93,6 +94,7 @@ def build(
         jobs=producer,
         logger=logger,
         metrics=metrics,
+        s3=s3,
         tracking=tracking,
     )
     watcher = (

@@ -25,23 +25,27 @@ and its ``not_ready_checks``/``first_not_ready_at`` record how long it has waite
 Nothing sleeps in-process.
 
 **Listing entries are not trusted.** Each entry must satisfy the contract: an id and
-name the job schema accepts, an absolute ``http``/``https`` URL with a host and no user
-info, a 64-hex sha256 or null, a non-negative size or null, a known compression (or
-null) and format. One entry that does not fails the *whole page* before anything of
-it is sent (``UpstreamRejected``, reason ``invalid_listing_entry``, naming the entry and
-the field): the message goes to SQS 1's dead-letter queue still carrying its cursor, so
-once the vendor fixes the listing a redrive resumes at exactly this page. Copying the
-rest while silently dropping (or weakening the checks on) one file would hand the
-customer an export that looks complete and is not. Whether a *valid* URL is safe to
-fetch (its addresses, redirects) is the worker's decision at download time, reported
-per file.
+name the job schema accepts (ids follow the one rule of :mod:`exportpipe.common.schemas`),
+an absolute ``http``/``https`` URL with a host and no user info, a 64-hex sha256 or null,
+a non-negative size or null, a known compression (or null) and format. An entry that
+does not is *rejected at listing time*, like a file the worker refuses: it is counted in
+the page, a rejection record ``rejected/{file_id}.json`` is written (reason
+``invalid_listing_entry``, naming the entry and the field) and its outcome is recorded
+in tracking, so the export completes ``completed_with_errors`` and says which file and
+why. The other files of the page go on: one bad entry never blocks its neighbours, and
+nothing is dropped silently. An entry whose very ``file_id`` breaks the rule is
+recorded under ``invalid-{sha256(file_id)[:24]}`` (the record's message quotes the
+listed id, shortened). Whether a *valid* URL is safe to fetch (its addresses, redirects) is the
+worker's decision at download time, reported per file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -57,8 +61,14 @@ from exportpipe.common.errors import (
     PermanentError,
     UpstreamRejected,
 )
-from exportpipe.common.layout import export_root, is_under
-from exportpipe.common.observability import Metrics, redact_text
+from exportpipe.common.layout import (
+    ExportKeys,
+    FileRejection,
+    SourceRef,
+    export_root,
+    is_under,
+)
+from exportpipe.common.observability import Metrics, redact_text, redact_url
 from exportpipe.common.producer import BatchProducer
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import (
@@ -67,6 +77,7 @@ from exportpipe.common.schemas import (
     S3Destination,
     decode,
     encode,
+    is_valid_id,
     job_id_for,
 )
 from exportpipe.common.sqs import JobContext
@@ -98,6 +109,29 @@ def not_ready_delay(checks: int, *, initial: int, maximum: int) -> int:
     return min(maximum, initial << min(checks, 30))
 
 
+@dataclass(frozen=True)
+class RefusedEntry:
+    """A listing entry rejected at listing time.
+
+    Attributes:
+        file_id: the id it is recorded under: the listed id, or a digest of it when the
+            listed id itself breaks the id rule.
+        entry: the entry as listed.
+        error: why (reason ``invalid_listing_entry``).
+    """
+
+    file_id: str
+    entry: ListedFile
+    error: UpstreamRejected
+
+
+def _record_id(listed: str) -> str:
+    if is_valid_id(listed):
+        return listed
+    digest = hashlib.sha256(listed.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"invalid-{digest[:24]}"
+
+
 def _url_problem(url: str) -> str | None:
     try:
         parts = urlsplit(url)
@@ -123,6 +157,7 @@ class PageHandler:
         sqs: a boto3 SQS client (for continuations).
         jobs: the producer sending ``DownloadJob`` bodies to SQS 2.
         logger / metrics: observability.
+        s3: a boto3 S3 client (rejection records of entries refused at listing time).
         tracking: export tracking, when configured: each page's file count is recorded
             *before* its jobs are sent (so outstanding never goes below zero), an
             export-level permanent failure marks the export failed, and the last page
@@ -139,10 +174,12 @@ class PageHandler:
         jobs: BatchProducer,
         logger: Logger,
         metrics: Metrics,
+        s3: Any,
         tracking: Tracking | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
+        self._s3 = s3
         self._source = source
         self._sqs = sqs
         self._jobs = jobs
@@ -215,7 +252,7 @@ class PageHandler:
             return
         self._metrics.add("PagesFetched")
 
-        jobs = self._build_jobs(request, page)
+        jobs, refused = self._build_jobs(request, page)
         if page.next_cursor is not None and page.next_cursor == request.cursor:
             raise UpstreamRejected(
                 f"export {export_id} page {request.page}: next_cursor repeats the current "
@@ -227,12 +264,14 @@ class PageHandler:
             self._tracking.tracker.record_page(
                 export_id,
                 request.page,
-                len(jobs),
+                [job.file_id for job in jobs] + [r.file_id for r in refused],
                 is_last=page.next_cursor is None,
                 bucket=self._settings.bucket,
                 prefix=self._destination(request).prefix,
                 tenant=request.tenant,
             )
+        for refusal in refused:
+            self._refuse(request, refusal)
         started = time.monotonic()
         sent = self._jobs.send(jobs) if jobs else 0
         self._metrics.add("JobsEmitted", sent)
@@ -260,6 +299,7 @@ class PageHandler:
                 "export_id": export_id,
                 "page": request.page,
                 "files": len(page.files),
+                "entries_rejected": len(refused),
                 "jobs_sent": sent,
                 "jobs_total": total,
                 "last_page": page.next_cursor is None,
@@ -280,27 +320,85 @@ class PageHandler:
             bucket=self._settings.bucket, prefix=export_root(prefix, request.export_id)
         )
 
-    def _build_jobs(self, request: ExportRequested, page: FilePage) -> list[DownloadJob]:
+    def _build_jobs(
+        self, request: ExportRequested, page: FilePage
+    ) -> tuple[list[DownloadJob], list[RefusedEntry]]:
+        """The page's jobs and its refused entries, one per distinct file id."""
         destination = self._destination(request)
-        jobs: list[DownloadJob] = []
-        seen: set[str] = set()
+        outcomes: dict[str, DownloadJob | RefusedEntry] = {}
         for index, entry in enumerate(page.files):
-            job = self._job(request, index, entry, destination)
-            if job.job_id in seen:
-                # Same file listed twice: one job is enough (a re-run dedupes anyway).
+            outcome: DownloadJob | RefusedEntry
+            try:
+                outcome = self._job(request, index, entry, destination)
+            except UpstreamRejected as exc:
+                outcome = RefusedEntry(_record_id(entry.file_id), entry, exc)
+            earlier = outcomes.get(outcome.file_id)
+            if earlier is not None:
+                # Same file listed twice: one outcome is enough (a re-run dedupes anyway);
+                # a valid listing of it wins over an invalid one.
                 self._metrics.add("DuplicateEntries")
-                continue
-            seen.add(job.job_id)
-            jobs.append(job)
-        return jobs
+                if isinstance(earlier, DownloadJob) or isinstance(outcome, RefusedEntry):
+                    continue
+            outcomes[outcome.file_id] = outcome
+        jobs = [o for o in outcomes.values() if isinstance(o, DownloadJob)]
+        refused = [o for o in outcomes.values() if isinstance(o, RefusedEntry)]
+        return jobs, refused
+
+    def _refuse(self, request: ExportRequested, refusal: RefusedEntry) -> None:
+        """Write the entry's rejection record and count its outcome (before any job)."""
+        destination = self._destination(request)
+        entry, error = refusal.entry, refusal.error
+        message = redact_text(error.message)
+        if refusal.file_id != entry.file_id:
+            message += f" (listed file_id {str(entry.file_id)[:120]!r})"
+        record = FileRejection(
+            job_id=job_id_for(request.export_id, refusal.file_id),
+            export_id=request.export_id,
+            file_id=refusal.file_id,
+            file_name=str(entry.name)[:1024],
+            source=SourceRef(url=redact_url(str(entry.url))),
+            error=type(error).__name__,
+            reason=error.reason,
+            message=message,
+            rejected_at=self._clock(),
+        )
+        call_aws(
+            self._s3.put_object,
+            Bucket=destination.bucket,
+            Key=ExportKeys.at(destination.prefix).file(refusal.file_id).rejected,
+            Body=record.to_json(),
+            ContentType="application/json",
+        )
+        self._metrics.add("EntriesRejected", reason=error.reason)
+        self._log.warning(
+            "listing entry rejected",
+            extra={
+                "export_id": request.export_id,
+                "file_id": refusal.file_id,
+                "reason": error.reason,
+                "error": message[:300],
+            },
+        )
+        if self._tracking is not None:
+            self._tracking.tracker.record_file(
+                request.export_id,
+                refusal.file_id,
+                "rejected",
+                detail=f"{error.reason}: {message}",
+                bucket=destination.bucket,
+                prefix=destination.prefix,
+                tenant=request.tenant,
+            )
 
     def _job(
         self, request: ExportRequested, index: int, entry: ListedFile, destination: S3Destination
     ) -> DownloadJob:
         where = (
             f"export {request.export_id} page {request.page} files[{index}] "
-            f"(file_id {entry.file_id[:80]!r})"
+            f"(file_id {str(entry.file_id)[:80]!r})"
         )
+        if entry.problem is not None:
+            raise UpstreamRejected(f"{where}: {entry.problem}", reason="invalid_listing_entry")
         problem = _url_problem(entry.url)
         if problem is not None:
             raise UpstreamRejected(f"{where}: url {problem}", reason="invalid_listing_entry")

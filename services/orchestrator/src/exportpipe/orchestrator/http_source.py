@@ -9,6 +9,8 @@ Transport rules, and why:
   raises :class:`RateLimited` so the queue runtime returns the message after that delay
   instead of a thread sleeping on it; until the delay has passed, every other call from
   this process fails fast with ``RateLimited`` too, rather than hammering the vendor.
+  The delay is capped at 15 minutes (``RETRY_AFTER_MAX_SECONDS``, as the runtime caps
+  it): asked for more, we ask again sooner rather than vanish for hours.
 * **Brief 5xx and timeouts** are retried a few times in-process with jittered backoff
   (cheap, and most blips last well under a second); then :class:`UpstreamUnavailable`
   hands the message back to the queue with backoff.
@@ -41,6 +43,7 @@ from tenacity import (
 )
 
 from exportpipe.common.errors import RateLimited, UpstreamRejected, UpstreamUnavailable
+from exportpipe.common.sqs import RETRY_AFTER_MAX_SECONDS
 from exportpipe.orchestrator.settings import OrchestratorSettings
 from exportpipe.orchestrator.source import (
     ExportInfo,
@@ -55,14 +58,15 @@ __all__ = ["HttpExportSource", "http_v1", "parse_retry_after"]
 _STATUSES = frozenset({"pending", "running", "ready", "failed", "expired"})
 _MAX_BODY_BYTES = 64 * 2**20
 _DEFAULT_RETRY_AFTER = 30.0
-_MAX_RETRY_AFTER = 6 * 3600.0
 _READ_CHUNK = 256 * 1024
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
 
-    Returns ``None`` when absent or unparseable; clamps to ``[0, 6 h]``.
+    Returns ``None`` when absent or unparseable; clamps to ``[0, 15 min]``
+    (:data:`~exportpipe.common.sqs.RETRY_AFTER_MAX_SECONDS`): a hostile header must not
+    park the message, nor every call of this process, for hours.
     """
     if value is None:
         return None
@@ -80,7 +84,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         seconds = when.timestamp() - current
     if math.isnan(seconds):
         return None
-    return max(0.0, min(seconds, _MAX_RETRY_AFTER))
+    return max(0.0, min(seconds, RETRY_AFTER_MAX_SECONDS))
 
 
 class _Transient(UpstreamUnavailable):
@@ -316,26 +320,49 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _listed_file(entry: object, index: int, path: str) -> ListedFile:
-    """Check an entry's JSON *types*; the handler checks its values against the contract."""
-
-    def bad(what: str) -> UpstreamRejected:
-        return UpstreamRejected(f"GET {path}: files[{index}]: {what}", reason="malformed_listing")
-
-    if not isinstance(entry, dict):
-        raise bad(f"is a JSON {type(entry).__name__}, expected an object")
+def _type_problem(entry: dict[str, Any]) -> str | None:
     for key in ("file_id", "name", "url"):
         if not isinstance(entry.get(key), str):
-            raise bad(f"{key!r} must be a string")
+            return f"{key!r} must be a string"
     size = entry.get("size_bytes")
     if size is not None and not _is_int(size):
-        raise bad("'size_bytes' must be an integer or null")
+        return "'size_bytes' must be an integer or null"
     for key in ("sha256", "compression"):
         if entry.get(key) is not None and not isinstance(entry.get(key), str):
-            raise bad(f"{key!r} must be a string or null")
-    fmt = entry.get("format")
-    if not isinstance(fmt, str):
-        raise bad("'format' must be a string")
+            return f"{key!r} must be a string or null"
+    if not isinstance(entry.get("format"), str):
+        return "'format' must be a string"
+    return None
+
+
+def _listed_file(entry: object, index: int, path: str) -> ListedFile:
+    """Check an entry's JSON *types*; the handler checks its values against the contract.
+
+    An entry with wrong types comes back with ``problem`` set (and its fields as text),
+    so that the handler rejects that entry alone and the rest of the page goes on.
+    """
+    if not isinstance(entry, dict):
+        # No usable id: the entry's own JSON stands for it (stable across re-runs).
+        text = orjson.dumps(entry).decode()[:1000]
+        return ListedFile(
+            file_id=text,
+            name="",
+            url="",
+            problem=f"GET {path}: files[{index}] is a JSON {type(entry).__name__}, "
+            "expected an object",
+        )
+    problem = _type_problem(entry)
+    if problem is not None:
+        file_id = entry.get("file_id")
+        return ListedFile(
+            # Without a string id, the entry's own JSON stands for it (as above).
+            file_id=file_id if isinstance(file_id, str) else orjson.dumps(entry).decode()[:1000],
+            name=str(entry.get("name", ""))[:1024],
+            url=str(entry.get("url", ""))[:8192],
+            problem=f"GET {path}: files[{index}]: {problem}",
+        )
+    size = entry.get("size_bytes")
+    fmt = entry["format"]
     return ListedFile(
         file_id=entry["file_id"],
         name=entry["name"],

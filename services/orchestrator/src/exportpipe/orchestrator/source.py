@@ -74,6 +74,8 @@ class ListedFile:
 
     Fields keep the upstream's values as given, so that an entry breaking the contract
     can be reported precisely instead of being coerced into something plausible.
+    ``problem``, when set by the source, says why the entry cannot be used at all (its
+    JSON types are wrong); the handler then rejects that entry alone, at listing time.
     """
 
     file_id: str
@@ -83,6 +85,7 @@ class ListedFile:
     sha256: str | None = None
     compression: str | None = None
     format: str = "binary"
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

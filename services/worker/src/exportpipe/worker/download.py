@@ -13,6 +13,16 @@ HTTP specifics:
 * transient failures (connect errors, resets, 5xx, truncated bodies) are retried with
   tenacity, and a body cut short resumes with ``Range`` (``If-Range`` on the first
   response's validator) instead of starting over;
+* every loop is bounded: at most ``attempts`` requests per (re)open, at most
+  :data:`MAX_RESUMES` resumes per download, and a resume that delivers no byte counts
+  as "no progress": :data:`MAX_STALLED_RESUMES` of those in a row (a server answering
+  every ``Range`` with an empty ``206``) end the delivery as ``download_stalled``;
+* cancellation (:class:`~exportpipe.common.cancel.CancelToken`) is observed before
+  every request and read, and during every backoff, and raises the job's reason;
+* hostile protocol values (a ``Content-Length`` that is not one number, a redirect to
+  an unparseable URL, anything urllib3 or ``http.client`` chokes on) are classified:
+  any error reading the response that is not already an :class:`ExportPipeError`
+  becomes :class:`UpstreamRejected` with reason ``bad_response``;
 * nothing logged or raised here carries the URL's query string;
 * with a :class:`~exportpipe.worker.politeness.HostPoliteness` (one per process), a
   download holds one of its host's slots while it runs, no request goes to a host
@@ -45,6 +55,7 @@ from tenacity import (
 from urllib3 import BaseHTTPResponse, PoolManager, Timeout
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
     ExportPipeError,
     IntegrityError,
@@ -59,6 +70,8 @@ from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.safety import AddressGuard, UnsafeAddressError, check_url
 
 __all__ = [
+    "MAX_RESUMES",
+    "MAX_STALLED_RESUMES",
     "HttpSource",
     "Prefetcher",
     "Readable",
@@ -69,7 +82,15 @@ __all__ = [
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_MAX_RESUMES = 50
+_DIGITS = re.compile(r"^[0-9]{1,20}$")
+MAX_RESUMES = 50
+"""Resumes one download may make in all; past it the delivery is retried later."""
+MAX_STALLED_RESUMES = 3
+"""Resumes in a row that deliver no byte before the file is refused (``download_stalled``)."""
+_STALL_BACKOFF_SECONDS = 0.5
+# Longest a closed Prefetcher waits for its thread: a request still waiting for response
+# headers cannot be interrupted, but ends within its connect + read timeouts.
+_JOIN_SECONDS = 120.0
 
 
 class Readable(Protocol):
@@ -94,14 +115,15 @@ class Source:
         *,
         expected_size: int | None,
         expected_sha256: str | None,
-        cancelled: threading.Event | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         self.display_url = display_url
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256
         self.bytes_read = 0
         self._hash = hashlib.sha256()
-        self._cancelled = cancelled
+        # A child: abort() stops this source's waits without cancelling the whole job.
+        self._cancel = cancel.child() if cancel is not None else CancelToken()
         self._done = False
 
     @property
@@ -119,13 +141,23 @@ class Source:
 
         Raises:
             IntegrityError: more bytes than expected, or size/sha256 mismatch at EOF.
-            JobReleased: the job was cancelled.
+            UpstreamRejected: the response broke the protocol (``bad_response``).
+            ExportPipeError: the job was cancelled (the token's reason).
         """
         if self._done:
             return b""
-        if self._cancelled is not None and self._cancelled.is_set():
-            raise JobReleased("download cancelled")
-        data = self._read_raw(size if size and size > 0 else 1 << 20)
+        self._cancel.check()
+        try:
+            data = self._read_raw(size if size and size > 0 else 1 << 20)
+        except ExportPipeError:
+            raise
+        except Exception as exc:
+            # Third-party input reached code that did not expect it: refuse the file with
+            # a named reason rather than crash the handler (type only: texts carry URLs).
+            raise UpstreamRejected(
+                f"{self.display_url}: unusable response ({type(exc).__name__})",
+                reason="bad_response",
+            ) from None
         if not data:
             self._verify()
             self._done = True
@@ -148,7 +180,8 @@ class Source:
         """Release the underlying connection."""
 
     def abort(self) -> None:
-        """Unblock a read in progress in another thread (best effort)."""
+        """Stop this source's waits and unblock a read in another thread (best effort)."""
+        self._cancel.cancel(JobReleased("download abandoned"))
 
     def _read_raw(self, size: int) -> bytes:
         raise NotImplementedError
@@ -167,6 +200,27 @@ class Source:
             )
 
 
+def _content_length(headers: Any, display_url: str) -> int | None:
+    """The ``Content-Length`` as one number, or ``None`` when absent.
+
+    Raises:
+        UpstreamRejected: the header is not a single decimal number (``abc``, ``56, 56``,
+            two headers): a body whose length is ambiguous cannot be verified.
+    """
+    values = headers.getlist("Content-Length") if hasattr(headers, "getlist") else []
+    if not values:
+        single = headers.get("Content-Length")
+        values = [] if single is None else [single]
+    if not values:
+        return None
+    if len(values) != 1 or not _DIGITS.match(values[0].strip()):
+        raise UpstreamRejected(
+            f"{display_url}: malformed Content-Length {', '.join(values)[:40]!r}",
+            reason="bad_content_length",
+        )
+    return int(values[0])
+
+
 def _classify_status(status: int, headers: Any, display_url: str) -> ExportPipeError:
     if status == 429 or (status == 503 and headers.get("Retry-After")):
         # Seconds or an HTTP date (RFC 9110); an unreadable value leaves it to the runtime.
@@ -175,6 +229,13 @@ def _classify_status(status: int, headers: Any, display_url: str) -> ExportPipeE
     if status >= 500 or status == 408:
         return UpstreamUnavailable(f"{display_url}: HTTP {status}", reason=f"http_{status}")
     return UpstreamRejected(f"{display_url}: HTTP {status}", reason=f"http_{status}")
+
+
+def _discard(resp: BaseHTTPResponse) -> None:
+    """Close a response that will not be read (its connection cannot be reused)."""
+    with contextlib.suppress(Exception):
+        resp.close()
+        resp.release_conn()
 
 
 def _find_unsafe(exc: BaseException) -> UnsafeSource | None:
@@ -209,7 +270,7 @@ class HttpSource(Source):
         attempts: int = 5,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
-        cancelled: threading.Event | None = None,
+        cancel: CancelToken | None = None,
         max_wait_seconds: float = 10.0,
         politeness: HostPoliteness | None = None,
     ) -> None:
@@ -217,7 +278,7 @@ class HttpSource(Source):
             redact_url(url),
             expected_size=expected_size,
             expected_sha256=expected_sha256,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         check_url(url, guard)
         self._url = url
@@ -230,10 +291,10 @@ class HttpSource(Source):
         self._resp: BaseHTTPResponse | None = None
         self._validator: str | None = None  # ETag or Last-Modified of the first response
         self._total: int | None = None  # the full length, from the first response
-        self._resumes = 0
         self.resumed = 0  # reads resumed after an interruption, for metrics and tests
         self.retries = 0  # request attempts retried
-        self._aborted = False
+        self._stalled = 0  # resumes in a row that delivered no byte
+        self._progress = 0  # bytes the current response delivered
         self._politeness = politeness
         self._slot_host: str | None = None  # the host whose politeness slot is held
 
@@ -242,7 +303,7 @@ class HttpSource(Source):
     def _take_slot(self) -> None:
         if self._politeness is not None and self._slot_host is None:
             host = urlsplit(self._url).hostname or ""
-            self._politeness.acquire(host, self._cancelled)
+            self._politeness.acquire(host, self._cancel)
             self._slot_host = host
 
     def _give_slot(self) -> None:
@@ -261,9 +322,10 @@ class HttpSource(Source):
                 headers["If-Range"] = self._validator
         url = self._url
         for _hop in range(self._max_redirects + 1):
+            self._cancel.check()
             check_url(url, self._guard)
             if self._politeness is not None:
-                self._politeness.before_request(urlsplit(url).hostname, self._cancelled)
+                self._politeness.before_request(urlsplit(url).hostname, self._cancel)
             try:
                 resp = self._manager.request(
                     "GET",
@@ -286,6 +348,12 @@ class HttpSource(Source):
                 raise UpstreamUnavailable(
                     f"{redact_url(url)}: {type(exc).__name__}", reason="connection_failed"
                 ) from None
+            except ValueError as exc:
+                # urllib3 parses the (redirect) URL itself: a port out of range, a bad
+                # IPv6 literal... The target is unusable, not the network.
+                raise UnsafeSource(
+                    f"{redact_url(url)}: unusable URL ({type(exc).__name__})", reason="bad_url"
+                ) from None
             if resp.status in _REDIRECTS:
                 location = resp.headers.get("Location")
                 resp.drain_conn()
@@ -294,7 +362,12 @@ class HttpSource(Source):
                     raise UpstreamRejected(
                         f"{redact_url(url)}: redirect without Location", reason="bad_redirect"
                     )
-                url = urljoin(url, location)
+                try:
+                    url = urljoin(url, location)
+                except ValueError:
+                    raise UnsafeSource(
+                        f"{redact_url(url)}: unparseable redirect Location", reason="bad_redirect"
+                    ) from None
                 continue
             if resp.status in (200, 206):
                 return resp
@@ -311,7 +384,11 @@ class HttpSource(Source):
 
     def _open_at(self, offset: int) -> BaseHTTPResponse:
         resp = self._request(offset)
-        length = resp.headers.get("Content-Length")
+        try:
+            length = _content_length(resp.headers, self.display_url)
+        except UpstreamRejected:
+            _discard(resp)
+            raise
         if resp.status == 206:
             match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
             if not match or int(match.group(1)) != offset:
@@ -325,7 +402,7 @@ class HttpSource(Source):
         if offset == 0:
             self._validator = validator
             if length is not None:
-                self._total = int(length)
+                self._total = length
                 if self.expected_size is not None and self._total != self.expected_size:
                     resp.release_conn()
                     raise IntegrityError(
@@ -352,17 +429,11 @@ class HttpSource(Source):
             count -= len(data)
 
     def _open_with_retry(self, offset: int) -> BaseHTTPResponse:
-        def _sleep(seconds: float) -> None:
-            if self._cancelled is not None and self._cancelled.wait(seconds):
-                raise JobReleased("download cancelled")
-            if self._cancelled is None:
-                threading.Event().wait(seconds)
-
         retrying = Retrying(
             retry=retry_if_exception_type(UpstreamUnavailable),
             stop=stop_after_attempt(self._attempts),
             wait=wait_exponential_jitter(multiplier=0.2, max=self._max_wait, jitter=0.2),
-            sleep=_sleep,
+            sleep=self._cancel.sleep,  # a cancelled job stops backing off at once
             reraise=True,
             before_sleep=self._note_retry,
         )
@@ -377,35 +448,50 @@ class HttpSource(Source):
 
     def _read_raw(self, size: int) -> bytes:
         while True:
+            self._cancel.check()
             if self._resp is None:
                 self._take_slot()
                 self._resp = self._open_with_retry(self.bytes_read)
+                self._progress = 0
             try:
                 data = self._resp.read(size, decode_content=False)
             except (Urllib3HTTPError, OSError) as exc:
                 self._drop_response()
-                if self._aborted or (self._cancelled is not None and self._cancelled.is_set()):
-                    raise JobReleased("download stopped") from None
-                self._resumes += 1
-                if self._resumes > _MAX_RESUMES:
-                    raise UpstreamUnavailable(
-                        f"{self.display_url}: gave up after {_MAX_RESUMES} interrupted reads "
-                        f"({type(exc).__name__})",
-                        reason="download_interrupted",
-                    ) from None
-                self.resumed += 1
+                self._cancel.check()
+                self._resume(type(exc).__name__)
                 continue
             if data:
+                self._progress += len(data)
+                self._stalled = 0
                 return data
             if self._total is not None and self.bytes_read < self._total:
                 # Closed early without urllib3 noticing (no Content-Length enforcement).
                 self._drop_response()
-                self._resumes += 1
-                self.resumed += 1
+                self._resume("body ended early")
                 continue
             self._drop_response()
             self._give_slot()
             return b""
+
+    def _resume(self, why: str) -> None:
+        """Count one resume; refuse or give up when the budget or progress says so."""
+        self.resumed += 1
+        if self._progress == 0:
+            self._stalled += 1
+            if self._stalled >= MAX_STALLED_RESUMES:
+                # A server answering every resume with nothing would be asked forever.
+                # Retryable: the next delivery starts over, at most max_receive_count.
+                raise UpstreamUnavailable(
+                    f"{self.display_url}: {self._stalled} resumes in a row at byte "
+                    f"{self.bytes_read} delivered nothing ({why})",
+                    reason="download_stalled",
+                )
+            self._cancel.sleep(_STALL_BACKOFF_SECONDS * 2 ** (self._stalled - 1))
+        if self.resumed > MAX_RESUMES:
+            raise UpstreamUnavailable(
+                f"{self.display_url}: gave up after {MAX_RESUMES} interrupted reads ({why})",
+                reason="download_interrupted",
+            )
 
     def _drop_response(self) -> None:
         if self._resp is not None:
@@ -426,7 +512,7 @@ class HttpSource(Source):
         Closing the response would wait for that read (the buffered reader's lock);
         ``shutdown`` does not, and makes the blocked ``recv`` return at once.
         """
-        self._aborted = True
+        super().abort()
         resp = self._resp
         conn = getattr(resp, "connection", None) if resp is not None else None
         sock = getattr(conn, "sock", None)
@@ -445,13 +531,13 @@ class S3Source(Source):
         s3_client: Any,
         expected_size: int | None = None,
         expected_sha256: str | None = None,
-        cancelled: threading.Event | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         super().__init__(
             redact_url(url),
             expected_size=expected_size,
             expected_sha256=expected_sha256,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         parts = urlsplit(url)
         if not parts.netloc or not parts.path.strip("/"):
@@ -475,13 +561,13 @@ class S3Source(Source):
             raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
 
     def _read_raw(self, size: int) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             return bytes(self._fh.read(size))
-        except OSError as exc:
+        except (OSError, BotoCoreError, ClientError) as exc:
+            # botocore has retried already; a later delivery may still succeed.
             raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
-
-    def abort(self) -> None:
-        """Nothing to unblock: smart-open reads in bounded ranges with timeouts."""
 
     def close(self) -> None:
         """Close the smart-open reader."""
@@ -500,7 +586,7 @@ def open_source(
     attempts: int = 5,
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
-    cancelled: threading.Event | None = None,
+    cancel: CancelToken | None = None,
     politeness: HostPoliteness | None = None,
 ) -> Source:
     """Open ``url`` (http, https or s3) as a verified :class:`Source`.
@@ -516,7 +602,7 @@ def open_source(
             s3_client=s3_client_factory(),
             expected_size=expected_size,
             expected_sha256=expected_sha256,
-            cancelled=cancelled,
+            cancel=cancel,
         )
     return HttpSource(
         url,
@@ -528,7 +614,7 @@ def open_source(
         attempts=attempts,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        cancelled=cancelled,
+        cancel=cancel,
         politeness=politeness,
     )
 
@@ -542,6 +628,10 @@ class Prefetcher:
     ``read(n)`` hands out the prefetched bytes. Errors raised by the source (including
     the integrity checks at EOF) are re-raised in the reading thread. At most
     ``depth`` chunks of ``chunk_size`` are buffered.
+
+    The thread never outlives the job: it stops when the job's token is cancelled (the
+    source's reads and backoffs observe it), and :meth:`close` cancels the source's own
+    token and cuts its connection, then joins the thread.
     """
 
     def __init__(
@@ -550,10 +640,10 @@ class Prefetcher:
         *,
         chunk_size: int,
         depth: int,
-        cancelled: threading.Event | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         self.source = source
-        self._cancelled = cancelled
+        self._cancel = cancel
         self._chunk = chunk_size
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -563,7 +653,7 @@ class Prefetcher:
         self._thread.start()
 
     def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not (self._cancel is not None and self._cancel.cancelled):
             try:
                 self._queue.put(item, timeout=0.2)
                 return True
@@ -611,8 +701,8 @@ class Prefetcher:
             try:
                 return self._queue.get(timeout=0.5)
             except queue.Empty:
-                if self._cancelled is not None and self._cancelled.is_set():
-                    raise JobReleased("download cancelled") from None
+                if self._cancel is not None:
+                    self._cancel.check()
 
     def finish(self) -> None:
         """Read to the end (discarding), so the source's checks at EOF have run."""
@@ -620,12 +710,13 @@ class Prefetcher:
             pass
 
     def close(self) -> None:
-        """Stop the background reader and close the source."""
+        """Stop the background reader, wait for it, and close the source."""
         self._stop.set()
         self._thread.join(timeout=0.2)
         if self._thread.is_alive():
-            # Blocked in a network read (a stalled server): cut the connection.
+            # Backing off, or blocked in a network read (a stalled server): wake it and
+            # cut the connection. Every wait is on the source's token and every read has
+            # a timeout, so the thread ends.
             self.source.abort()
-            self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self.source.close()
+            self._thread.join(timeout=_JOIN_SECONDS)
+        self.source.close()

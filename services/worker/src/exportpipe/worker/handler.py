@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from exportpipe.common.completion import Tracking
-from exportpipe.common.errors import MessageError, PermanentError
+from exportpipe.common.errors import ExportPipeError, JobReleased, MessageError, PermanentError
 from exportpipe.common.observability import Metrics, redact_text
 from exportpipe.common.schemas import DownloadJob, decode
 from exportpipe.common.sizing import JobMemory
@@ -46,7 +46,9 @@ class JobHandler:
     counted once in the tracking table before the message is acknowledged (one write, no
     read), and the export is completed if this was its last outstanding file. A failure to record is
     retryable: the redelivered job finds its manifest, is a duplicate, and records again
-    (counting is idempotent).
+    (counting is idempotent). On the message's last allowed delivery
+    (``ctx.final_attempt``) a retryable failure is final too: it gets its rejection record
+    and is counted as rejected, so the export still completes.
     """
 
     def __init__(
@@ -70,11 +72,24 @@ class JobHandler:
         )
         try:
             result = self._pipeline.run(
-                job, cancelled=ctx.cancelled, set_eta=ctx.set_eta, redelivered=ctx.redelivered
+                job, cancel=ctx.token, set_eta=ctx.set_eta, redelivered=ctx.redelivered
             )
         except PermanentError as exc:
             if not isinstance(exc, MessageError):
                 self._track(job, "rejected", detail=f"{exc.reason}: {redact_text(exc.message)}")
+            raise
+        except JobReleased:
+            raise
+        except Exception as exc:
+            if ctx.final_attempt:
+                # The runtime dead-letters this delivery: it is the file's last word.
+                final = (
+                    exc
+                    if isinstance(exc, ExportPipeError)
+                    else ExportPipeError(type(exc).__name__, reason="unhandled_error")
+                )
+                self._pipeline.reject(job, final)
+                self._track(job, "rejected", detail=f"{final.reason}: {redact_text(final.message)}")
             raise
         self._record(result, ctx)
         self._track(job, "done", detail=result.manifest_key, size=result.source_bytes)
@@ -94,7 +109,7 @@ class JobHandler:
         )
         # One write and no read for every file but the export's last; a file counted
         # before may have been the last of an attempt that died before completing.
-        if counted != "counted":
+        if counted in ("last", "already_counted"):
             self._tracking.completer.complete_if_done(job.export_id)
 
     def _record(self, result: JobResult, ctx: JobContext) -> None:

@@ -3,6 +3,9 @@
 A job for file ``file_id`` writes its members under ``data/{file_id}/``, then its
 commit marker ``manifests/{file_id}.json`` (or, when refused, ``rejected/{file_id}.json``)
 under its export's root; :mod:`exportpipe.common.layout` owns those keys and records.
+The destination must be the job's own export's root
+(:func:`~exportpipe.common.layout.is_export_root`) and every key must fit S3's 1,024
+bytes; anything else is refused before any write.
 
 The sequence:
 
@@ -27,7 +30,6 @@ may have been lost.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +39,9 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ClientError
 from urllib3 import PoolManager
 
+from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
+    ArchiveRejected,
     ExportPipeError,
     IntegrityError,
     JobReleased,
@@ -46,12 +50,14 @@ from exportpipe.common.errors import (
     UnsafeSource,
 )
 from exportpipe.common.layout import (
+    S3_MAX_KEY_BYTES,
     ExportKeys,
     FileKeys,
     FileManifest,
     FileRejection,
     ManifestMember,
     SourceRef,
+    is_export_root,
 )
 from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws
@@ -74,15 +80,40 @@ def keys_for(job: DownloadJob) -> FileKeys:
     """The keys ``job`` writes under its destination (:mod:`exportpipe.common.layout`).
 
     Raises:
-        MalformedMessage: the destination prefix is not a safe relative prefix.
+        MalformedMessage: the destination prefix is not a safe relative prefix, or a key
+            would pass S3's 1,024-byte limit.
     """
     try:
-        return ExportKeys.at(job.destination.prefix).file(job.file_id)
+        keys = ExportKeys.at(job.destination.prefix).file(job.file_id)
     except ValueError:
         raise MalformedMessage(
             f"destination prefix {job.destination.prefix!r} is not a relative key prefix",
             reason="bad_destination",
         ) from None
+    for key in (keys.manifest, keys.rejected, keys.data_prefix):
+        if len(key.encode()) > S3_MAX_KEY_BYTES:
+            raise MalformedMessage(
+                f"key {key[:80]!r}... is longer than S3's {S3_MAX_KEY_BYTES} bytes",
+                reason="key_too_long",
+            )
+    return keys
+
+
+def _member_key(keys: FileKeys, path: str) -> str:
+    """The key of archive member ``path``.
+
+    Raises:
+        ArchiveRejected: the key would pass S3's 1,024-byte limit (``key_too_long``);
+            raised before anything of the file is uploaded.
+    """
+    key = keys.member(path)
+    if len(key.encode()) > S3_MAX_KEY_BYTES:
+        raise ArchiveRejected(
+            f"member {path[:80]!r}...: its key would be {len(key.encode())} bytes, over "
+            f"S3's {S3_MAX_KEY_BYTES}",
+            reason="key_too_long",
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -200,21 +231,39 @@ class Pipeline:
                 reason="destination_not_allowed",
             )
 
+    def _check_export_root(self, job: DownloadJob) -> None:
+        if not is_export_root(
+            job.destination.prefix, job.export_id, output_prefix=self.settings.output_prefix
+        ):
+            # Another export's folder: writing there would mix two exports' files (and
+            # no rejection record is written there either).
+            raise MalformedMessage(
+                f"destination prefix {job.destination.prefix!r} is not export "
+                f"{job.export_id!r}'s own folder ('<prefix>{job.export_id}/')",
+                reason="destination_not_export_folder",
+            )
+
     # -- the job --------------------------------------------------------------
 
     def run(
         self,
         job: DownloadJob,
         *,
-        cancelled: threading.Event | None = None,
+        cancel: CancelToken | None = None,
         set_eta: Callable[[float | None], None] | None = None,
         redelivered: bool = True,
     ) -> JobResult:
         """Run ``job`` to a committed manifest, or raise why not.
 
-        ``redelivered``: an earlier attempt of this job may have run (it may have left
-        uploads or a rejection record); ``False`` skips the housekeeping that looks for
-        them unless something found during the run says otherwise.
+        Args:
+            job: the job.
+            cancel: the job's token; once cancelled, the job stops at its next check
+                and raises the token's reason (a deadline is a permanent failure with
+                a rejection record; a release is retryable and records nothing).
+            set_eta: told the expected remaining seconds now and then.
+            redelivered: an earlier attempt of this job may have run (it may have left
+                uploads or a rejection record); ``False`` skips the housekeeping that
+                looks for them unless something found during the run says otherwise.
 
         Raises:
             PermanentError: the file was refused (a rejection record was written).
@@ -222,12 +271,13 @@ class Pipeline:
         """
         started = time.monotonic()
         self._check_destination(job)
-        keys = keys_for(job)
+        keys = keys_for(job)  # a prefix with ".." is refused here, as bad_destination
+        self._check_export_root(job)
         bucket = job.destination.bucket
         existing = self._read_manifest(bucket, keys.manifest)
         if existing is not None:
             return self._duplicate(job, keys, existing, started)
-        cancelled = cancelled or threading.Event()
+        cancel = cancel or CancelToken()
         uploader = Uploader(
             self.s3,
             bucket,
@@ -235,7 +285,7 @@ class Pipeline:
             parts_in_flight=self.settings.upload_parts_in_flight,
             checksum_algorithm=self.settings.checksum_algorithm,
             stale_commit_seconds=self.settings.stale_commit_seconds,
-            cancelled=cancelled,
+            cancel=cancel,
             on_warning=self._warn,
         )
         try:
@@ -243,7 +293,7 @@ class Pipeline:
                 job=job,
                 keys=keys,
                 uploader=uploader,
-                cancelled=cancelled,
+                cancel=cancel,
                 set_eta=set_eta,
                 started=started,
                 redelivered=redelivered,
@@ -307,7 +357,7 @@ class Pipeline:
         job: DownloadJob,
         keys: FileKeys,
         uploader: Uploader,
-        cancelled: threading.Event,
+        cancel: CancelToken,
         set_eta: Callable[[float | None], None] | None,
         started: float,
         redelivered: bool,
@@ -330,14 +380,14 @@ class Pipeline:
             attempts=settings.download_attempts,
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
-            cancelled=cancelled,
+            cancel=cancel,
             politeness=self.politeness,
         )
         prefetch = Prefetcher(
             source,
             chunk_size=settings.download_chunk_bytes,
             depth=settings.download_buffer_chunks,
-            cancelled=cancelled,
+            cancel=cancel,
         )
         pending: list[tuple[ObjectUpload, int | None, str]] = []
         last_eta = 0.0
@@ -346,10 +396,9 @@ class Pipeline:
                 prefetch, compression=job.compression, file_name=job.file_name, limits=self.limits
             )
             for member in members:
-                if cancelled.is_set():
-                    raise JobReleased("job released")
+                cancel.check()
                 obj = uploader.open(
-                    keys.member(member.path),
+                    _member_key(keys, member.path),
                     content_type=_CONTENT_TYPES.get(job.format, "application/octet-stream"),
                 )
                 validator = validator_for(
@@ -362,8 +411,7 @@ class Pipeline:
                         break
                     feed(chunk)
                     write(chunk)
-                    if cancelled.is_set():
-                        raise JobReleased("job released")
+                    cancel.check()
                     now = time.monotonic()
                     if set_eta is not None and now - last_eta > 5:
                         last_eta = now
@@ -441,6 +489,13 @@ class Pipeline:
             ],
         )
 
+    def reject(self, job: DownloadJob, exc: ExportPipeError) -> None:
+        """Write ``job``'s rejection record for ``exc`` (its last delivery failed).
+
+        For a failure that is final although retryable (the runtime's last receive).
+        """
+        self._reject(job, keys_for(job), exc)
+
     def _reject(self, job: DownloadJob, keys: FileKeys, exc: ExportPipeError) -> None:
         record = FileRejection(
             job_id=job.job_id,
@@ -465,6 +520,4 @@ class Pipeline:
 
 
 def _empty_archive(job: DownloadJob) -> PermanentError:
-    from exportpipe.common.errors import ArchiveRejected
-
     return ArchiveRejected(f"{job.file_name}: the archive has no files", reason="empty_archive")

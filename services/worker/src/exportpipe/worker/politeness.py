@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from exportpipe.common.errors import JobReleased, RateLimited
+from exportpipe.common.cancel import CancelToken
+from exportpipe.common.errors import RateLimited
 
 __all__ = ["HostPoliteness", "parse_retry_after"]
 
@@ -101,17 +102,17 @@ class HostPoliteness:
 
     # -- concurrency ----------------------------------------------------------
 
-    def acquire(self, host: str | None, cancelled: threading.Event | None = None) -> None:
+    def acquire(self, host: str | None, cancel: CancelToken | None = None) -> None:
         """Take one of ``host``'s download slots, waiting while all are in use.
 
         Raises:
-            JobReleased: ``cancelled`` was set while waiting.
+            ExportPipeError: ``cancel`` was cancelled while waiting (its reason).
         """
         key = self.key(host)
         with self._lock:
             while self._active.get(key, 0) >= self.max_per_host:
-                if cancelled is not None and cancelled.is_set():
-                    raise JobReleased(f"cancelled while waiting for a download slot on {key}")
+                if cancel is not None:
+                    cancel.check()
                 # Wake regularly: a cancelled job must not wait for another to finish.
                 self._lock.wait(0.2)
             self._active[key] = self._active.get(key, 0) + 1
@@ -169,13 +170,13 @@ class HostPoliteness:
                 return 0.0
             return left
 
-    def before_request(self, host: str | None, cancelled: threading.Event | None = None) -> None:
+    def before_request(self, host: str | None, cancel: CancelToken | None = None) -> None:
         """Wait out ``host``'s pause, or release the job if the pause is long.
 
         Raises:
             RateLimited: the pause has more than ``inline_wait_seconds`` left
                 (``retry_after`` = the time left, reason ``host_paused``).
-            JobReleased: ``cancelled`` was set while waiting.
+            ExportPipeError: ``cancel`` was cancelled while waiting (its reason).
         """
         while (left := self.paused_for(host)) > 0:
             if left > self.inline_wait_seconds:
@@ -185,7 +186,7 @@ class HostPoliteness:
                     reason="host_paused",
                     retry_after=math.ceil(left),
                 )
-            if cancelled is None:
-                threading.Event().wait(left)
-            elif cancelled.wait(left):
-                raise JobReleased(f"cancelled while {self.key(host)} was paused")
+            if cancel is None:
+                time.sleep(left)
+            else:
+                cancel.sleep(left)

@@ -9,8 +9,11 @@ its own network (cloud metadata, the ECS agent, internal services). The rules:
   between check and connect cannot slip through. Redirects are followed by the caller
   one hop at a time, and each hop opens connections through the same check;
 * refused: loopback, private, CGNAT (100.64/10), link-local, multicast, reserved and
-  unspecified addresses, including those hidden in IPv4-mapped, IPv4-compatible, NAT64
-  (``64:ff9b::/96``, ``64:ff9b:1::/48``), 6to4 and Teredo IPv6 forms;
+  unspecified addresses, the deprecated IPv6 site-local ``fec0::/10`` (RFC 3879) and
+  6to4 relay anycast ``192.88.99.0/24`` (RFC 7526) -- both still reach internal or
+  unowned networks, and Python's ``is_global`` calls them global -- including those
+  hidden in IPv4-mapped, IPv4-compatible, NAT64 (``64:ff9b::/96``, ``64:ff9b:1::/48``),
+  6to4 and Teredo IPv6 forms;
 * ``EXPORTPIPE_DOWNLOAD_ALLOWED_HOSTS``, when set, is the only set of hosts allowed, and
   those hosts may resolve to loopback/private/CGNAT addresses (local runs, VPC
   endpoints). Link-local addresses (169.254.169.254, 169.254.170.2, fe80::/10) and the
@@ -52,6 +55,9 @@ _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:
 _IPV4_COMPAT = ipaddress.IPv6Network("::/96")
 _METADATA_V6 = ipaddress.IPv6Address("fd00:ec2::254")
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+# Deprecated ranges that ipaddress still reports as global.
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
+_6TO4_RELAY = ipaddress.IPv4Network("192.88.99.0/24")
 
 
 class UnsafeAddressError(NewConnectionError):
@@ -113,6 +119,10 @@ def address_refusal(addr: IPAddress, *, private_allowed: bool) -> str | None:
         return "loopback"
     if isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT:
         return "carrier-grade NAT"
+    if isinstance(addr, ipaddress.IPv6Address) and addr in _SITE_LOCAL:
+        return "site-local"
+    if isinstance(addr, ipaddress.IPv4Address) and addr in _6TO4_RELAY:
+        return "6to4 relay anycast"
     if addr.is_private:
         return "private"
     if addr.is_reserved or not addr.is_global:

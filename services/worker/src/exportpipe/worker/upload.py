@@ -37,7 +37,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from exportpipe.common.errors import JobReleased, RetryableError
+from exportpipe.common.cancel import CancelToken
+from exportpipe.common.errors import RetryableError
 from exportpipe.common.retry import call_aws
 
 __all__ = ["CommitConflict", "ObjectUpload", "PartRecord", "Uploader", "abort_uploads_under"]
@@ -133,7 +134,8 @@ class ObjectUpload:
         """Append ``data``; full parts are handed to the upload pool.
 
         Raises:
-            JobReleased: the job was cancelled while waiting for a free part slot.
+            ExportPipeError: the job was cancelled while waiting for a free part slot
+                (the token's reason).
             ExportPipeError / ClientError: an earlier part failed to upload.
         """
         if not data:
@@ -301,7 +303,7 @@ class Uploader:
         parts_in_flight: int,
         checksum_algorithm: str = "CRC32",
         stale_commit_seconds: float = 900.0,
-        cancelled: threading.Event | None = None,
+        cancel: CancelToken | None = None,
         on_warning: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.s3 = s3
@@ -310,7 +312,7 @@ class Uploader:
         self._algorithm = checksum_algorithm
         self._checksum_key = _CHECKSUM_KEY[checksum_algorithm]
         self._stale = stale_commit_seconds
-        self._cancelled = cancelled
+        self._cancel = cancel or CancelToken()
         self._slots = threading.BoundedSemaphore(parts_in_flight)
         self._pool = ThreadPoolExecutor(parts_in_flight, thread_name_prefix="upload")
         self._buffers = _PartBuffers(part_size, parts_in_flight + 1)
@@ -344,8 +346,7 @@ class Uploader:
 
     def _acquire_slot(self) -> None:
         while not self._slots.acquire(timeout=0.5):
-            if self._cancelled is not None and self._cancelled.is_set():
-                raise JobReleased("upload cancelled")
+            self._cancel.check()
 
     def _submit_part(
         self, obj: ObjectUpload, number: int, body: bytearray, hashed: Future[None] | None
@@ -370,8 +371,7 @@ class Uploader:
             self._slots.release()
 
     def _upload_part(self, obj: ObjectUpload, number: int, body: bytearray) -> PartRecord:
-        if self._cancelled is not None and self._cancelled.is_set():
-            raise JobReleased("upload cancelled")
+        self._cancel.check()
         response = self._call_part(
             self.s3.upload_part,
             Bucket=self.bucket,
