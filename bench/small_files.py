@@ -124,12 +124,15 @@ def _classify(entry: dict[str, Any]) -> tuple[str, str, int]:
     if target.startswith("DynamoDB_"):
         operation = target.split(".", 1)[1]
         units = {"PutItem": 1, "UpdateItem": 1, "DeleteItem": 1}.get(operation, 0)
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode()
         if operation == "TransactWriteItems":
-            body = entry.get("body") or ""
-            if entry.get("body_encoded"):
-                body = base64.b64decode(body).decode()
-            items = json.loads(body).get("TransactItems", [])
-            units = 2 * len(items)  # every item here is under 1 KB
+            # Every item here is under 1 KB: 2 units each, condition checks included.
+            units = 2 * len(json.loads(body).get("TransactItems", []))
+        elif operation == "BatchWriteItem":
+            requests = json.loads(body).get("RequestItems", {}).values()
+            units = sum(len(r) for r in requests)  # 1 unit per item under 1 KB
         return "dynamodb", operation, units
     scope = lower.get("authorization", "").split("Credential=", 1)[-1].split("/")
     service = scope[3] if len(scope) > 3 else "unknown"
