@@ -49,3 +49,15 @@ def test_file_values_override_the_environment(tmp_path: Path) -> None:
 def test_missing_named_file_is_a_cli_error(tmp_path: Path) -> None:
     with pytest.raises(CliError, match="env file not found"):
         resolve_environment(None, {"EXPORTPIPE_ENV_FILE": str(tmp_path / "gone.env")})
+
+
+def test_the_cli_reads_common_settings_as_the_services_do() -> None:
+    from exportpipe.common.settings import CommonSettings
+    from exportpipe.tools.context import Stack
+
+    stack = Stack.load(None, {"EXPORTPIPE_OUTPUT_PREFIX": "team-a"})
+    assert stack.output_prefix == "team-a/"
+    unset = Stack.load(None, {})
+    assert unset.common_setting("stall_seconds") == CommonSettings(bucket="bkt").stall_seconds
+    with pytest.raises(CliError, match="EXPORTPIPE_OUTPUT_PREFIX: .*relative key prefix"):
+        _ = Stack.load(None, {"EXPORTPIPE_OUTPUT_PREFIX": "../x"}).output_prefix

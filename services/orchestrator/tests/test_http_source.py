@@ -8,11 +8,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
 from exportpipe.common.errors import RateLimited, UpstreamRejected, UpstreamUnavailable
 from exportpipe.orchestrator.http_source import HttpExportSource, _listed_file, parse_retry_after
+from exportpipe.orchestrator.settings import ApiClientConfig
 from exportpipe.orchestrator.source import ExportNotReady
 from exportpipe.tools.simulator import ExportSpec, Fault, FileSpec, SimulatorServer
 
@@ -26,9 +28,9 @@ def sim() -> Iterator[SimulatorServer]:
         yield server
 
 
-def client(sim: SimulatorServer, **kw: object) -> HttpExportSource:
-    options: dict[str, object] = {"retry_attempts": 3, "retry_max_wait": 0.05, **kw}
-    return HttpExportSource(sim.url, str(options.pop("token", TOKEN)), **options)  # type: ignore[arg-type]
+def client(sim: SimulatorServer, token: str = TOKEN, **kw: Any) -> HttpExportSource:
+    options: dict[str, Any] = {"retry_attempts": 3, "retry_max_wait": 0.05, **kw}
+    return HttpExportSource(sim.url, token, config=ApiClientConfig(**options))
 
 
 def test_status_and_pages(sim: SimulatorServer) -> None:

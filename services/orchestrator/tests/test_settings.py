@@ -76,3 +76,12 @@ def test_max_job_seconds_reaches_the_consumer(env: pytest.MonkeyPatch) -> None:
     settings = load_settings(OrchestratorSettings)
     config = ConsumerConfig.from_settings(settings, queue_url="q", dlq_url="d")
     assert config.max_job_seconds == 7200
+
+
+def test_api_client_settings_travel_as_one_object(env: pytest.MonkeyPatch) -> None:
+    from exportpipe.orchestrator.settings import ApiClientConfig
+
+    env.setenv("EXPORTPIPE_API_CONCURRENCY", "9")
+    config = load_settings(OrchestratorSettings).api_client
+    # Unset variables take the client's own defaults: no second copy of them.
+    assert config == ApiClientConfig(concurrency=9)

@@ -24,8 +24,10 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
 )
+from pydantic import ValidationError
 
 from exportpipe.common.errors import AwsTransientError
+from exportpipe.common.settings import CommonSettings
 from exportpipe.common.tracking import ExportTracker
 from exportpipe.tools.envfile import resolve_environment
 from exportpipe.tools.errors import CliError
@@ -114,9 +116,28 @@ class Stack:
 
     @property
     def output_prefix(self) -> str:
-        """``EXPORTPIPE_OUTPUT_PREFIX`` (default ``exports/``), ending with ``/``."""
-        prefix = self.get("EXPORTPIPE_OUTPUT_PREFIX") or "exports/"
-        return prefix if prefix.endswith("/") else prefix + "/"
+        """``EXPORTPIPE_OUTPUT_PREFIX`` as the services read it (ending with ``/``)."""
+        return str(self.common_setting("output_prefix"))
+
+    def common_setting(self, name: str) -> Any:
+        """Setting ``name`` of :class:`CommonSettings`, read and validated as the services do.
+
+        Unset, it takes the settings' own default, so the CLI keeps no copy of it.
+
+        Raises:
+            CliError: the value is invalid (naming the variable and why).
+        """
+        variable = f"EXPORTPIPE_{name.upper()}"
+        raw = self.get(variable)
+        if raw is None:
+            return CommonSettings.model_fields[name].default
+        try:
+            checked = CommonSettings.__pydantic_validator__.validate_assignment(
+                CommonSettings.model_construct(), name, raw
+            )
+        except ValidationError as exc:
+            raise CliError(f"{variable}: {exc.errors()[0]['msg']}: {raw!r}") from None
+        return getattr(checked, name)
 
     def queue_urls(self, queue: str) -> tuple[str, str]:
         """``(queue_url, dlq_url)`` of ``requests`` (SQS 1) or ``jobs`` (SQS 2)."""

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from exportpipe.common.settings import CommonSettings
 from exportpipe.common.sqs import queue_depth
 from exportpipe.common.tracking import SUBMITTED, ExportState, ExportTracker
 from exportpipe.tools.context import Stack
@@ -30,7 +31,7 @@ __all__ = [
     "transfer_rate",
 ]
 
-DEFAULT_STALL_SECONDS = 3600.0
+DEFAULT_STALL_SECONDS: float = CommonSettings.model_fields["stall_seconds"].default
 """The services' default ``EXPORTPIPE_STALL_SECONDS`` (what the ExportsStalled metric uses)."""
 _REJECTED_SHOWN = 50
 
@@ -154,21 +155,12 @@ def fetch_status(
 
 
 def stall_seconds_of(stack: Stack) -> float:
-    """The stack's ``EXPORTPIPE_STALL_SECONDS``, else :data:`DEFAULT_STALL_SECONDS`.
+    """The stack's ``EXPORTPIPE_STALL_SECONDS`` (the services' default when unset).
 
     Raises:
         CliError: the setting is not a positive number.
     """
-    text = stack.get("EXPORTPIPE_STALL_SECONDS")
-    if text is None:
-        return DEFAULT_STALL_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise CliError(f"EXPORTPIPE_STALL_SECONDS: not a positive number: {text!r}")
-    return value
+    return float(stack.common_setting("stall_seconds"))
 
 
 def transfer_rate(state: ExportState, now: float) -> float:

@@ -44,7 +44,11 @@ from tenacity import (
 
 from exportpipe.common.errors import RateLimited, UpstreamRejected, UpstreamUnavailable
 from exportpipe.common.sqs import RETRY_AFTER_MAX_SECONDS
-from exportpipe.orchestrator.settings import OrchestratorSettings
+from exportpipe.orchestrator.settings import (
+    DEFAULT_API_CLIENT,
+    ApiClientConfig,
+    OrchestratorSettings,
+)
 from exportpipe.orchestrator.source import (
     ExportInfo,
     ExportNotReady,
@@ -98,37 +102,27 @@ class HttpExportSource(ExportSource):
         base_url: the API's base URL; ``/v1/...`` is appended (a base that already ends
             in ``/v1`` is accepted as the same).
         token: the bearer token.
-        concurrency: most calls in flight at once from this process.
-        connect_timeout / read_timeout: per request, seconds.
-        retry_attempts / retry_max_wait: in-process tries for transient failures.
+        config: concurrency, timeouts and in-process retries.
     """
 
     def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        concurrency: int = 4,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
-        retry_attempts: int = 3,
-        retry_max_wait: float = 2.0,
+        self, base_url: str, token: str, *, config: ApiClientConfig = DEFAULT_API_CLIENT
     ) -> None:
         base = base_url.rstrip("/")
         if urlsplit(base).path.endswith("/v1"):
             base = base[: -len("/v1")]
         self._base = base
         self._auth = f"Bearer {token}"
-        self._slots = threading.BoundedSemaphore(concurrency)
+        self._slots = threading.BoundedSemaphore(config.concurrency)
         self._pool = urllib3.PoolManager(
             num_pools=2,
-            maxsize=concurrency,
+            maxsize=config.concurrency,
             block=True,
-            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            timeout=urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout),
             retries=False,
         )
-        self._retry_attempts = retry_attempts
-        self._retry_max_wait = retry_max_wait
+        self._retry_attempts = config.retry_attempts
+        self._retry_max_wait = config.retry_max_wait
         self._cool_lock = threading.Lock()
         self._blocked_until = 0.0
 
@@ -138,11 +132,7 @@ class HttpExportSource(ExportSource):
         return cls(
             settings.export_api_url,
             settings.export_api_token.get_secret_value(),
-            concurrency=settings.api_concurrency,
-            connect_timeout=settings.api_connect_timeout_seconds,
-            read_timeout=settings.api_read_timeout_seconds,
-            retry_attempts=settings.api_retry_attempts,
-            retry_max_wait=settings.api_retry_max_wait_seconds,
+            config=settings.api_client,
         )
 
     # ------------------------------------------------------------------ API
