@@ -498,7 +498,8 @@ def test_dlq_redrive_one_then_all(
     job = decode(back["Body"], DownloadJob)
     assert job.file_id == "f1"
     assert job.url.endswith("X-Amz-Signature=secret123")  # the body goes back unchanged
-    assert "MessageAttributes" not in back  # the error attributes stay behind
+    # The error attributes stay behind; the redrive mark says an earlier attempt ran.
+    assert set(back.get("MessageAttributes", {})) == {"exportpipe-redriven"}
     assert run(env, "dlq", "redrive") == 0
     assert "2 message(s)" in capsys.readouterr().out
     [request] = receive_all(env.sqs, env["EXPORTPIPE_REQUESTS_QUEUE_URL"])

@@ -48,11 +48,16 @@ def test_cli_writes_report_json_and_png(tmp_path: Path, capsys: pytest.CaptureFi
     assert status == 0
     out = capsys.readouterr().out
     assert "cost/day TOTAL" in out
+    assert "cost/day S3 + DynamoDB requests" in out
     assert "queue wait p95" in out
     assert "analysis check" in out
     report = json.loads((tmp_path / "plan.json").read_text())
     names = [p["name"] for p in report["policies"]]
     assert names[0] == "configured"
+    for policy in report["policies"]:
+        # Request cost is priced beside task cost, and counted in the total.
+        assert policy["cost_requests"] > 0
+        assert policy["cost_total"] >= policy["cost_requests"] + policy["cost_sqs"]
     assert "analysis" in names
     assert report["load"]["events"] == 4000
     png = (tmp_path / "plan.png").read_bytes()

@@ -17,7 +17,9 @@ def fixed_deployment(jobs_per_task: int) -> Deployment:
     # On-demand only (no reclaims); an hourly control tick, as nothing scales.
     return replace(
         DEFAULT_DEPLOYMENT,
-        worker=replace(DEFAULT_DEPLOYMENT.worker, spot=False, concurrency=jobs_per_task),
+        worker=replace(
+            DEFAULT_DEPLOYMENT.worker, spot=False, concurrency=jobs_per_task, job_budget_bytes=None
+        ),
         worker_scaling=replace(DEFAULT_DEPLOYMENT.worker_scaling, metric_period_seconds=3600),
     )
 

@@ -21,7 +21,7 @@ from exportpipe.tools.planner import (
 SCALING = DEFAULT_DEPLOYMENT.worker_scaling
 PERIOD = SCALING.metric_period_seconds
 LAG = math.ceil(SCALING.metric_delay_seconds / PERIOD) * PERIOD
-SLOTS = DEFAULT_DEPLOYMENT.worker.concurrency
+SLOTS = DEFAULT_DEPLOYMENT.worker_jobs_per_task
 LONG = 10 * 3600.0
 
 

@@ -10,7 +10,10 @@ from exportpipe.common.sizing import DEFAULT_DEPLOYMENT
 
 WORKER = "ExportPipeWorker"
 POLICY = DEFAULT_DEPLOYMENT.worker_scaling
-JOBS_PER_TASK = DEFAULT_DEPLOYMENT.worker.concurrency
+# Admission by budget (ADR 0015): jobs per task at the scaling file size, not the
+# thread cap (32); four with the defaults, as before.
+JOBS_PER_TASK = DEFAULT_DEPLOYMENT.worker_jobs_per_task
+assert JOBS_PER_TASK == 4
 TASKS = "IF(FILL(running, 0) > FILL(desired, 0), FILL(running, 0), FILL(desired, 0))"
 
 

@@ -137,8 +137,10 @@ def test_worker_environment_has_no_secret(synth):
         "EXPORTPIPE_EVENTS_TOPIC_ARN",
         "EXPORTPIPE_DOWNLOAD_ALLOWED_HOSTS",
         "EXPORTPIPE_CONCURRENCY",
+        "EXPORTPIPE_JOB_BUDGET_BYTES",
         "EXPORTPIPE_SHUTDOWN_GRACE_SECONDS",
     }
+    assert env["EXPORTPIPE_JOB_BUDGET_BYTES"] == str(DEFAULT_DEPLOYMENT.worker.job_budget_bytes)
     assert env["EXPORTPIPE_DOWNLOAD_ALLOWED_HOSTS"] == "files.example.com,.cdn.example.com"
     assert env["EXPORTPIPE_CONCURRENCY"] == str(DEFAULT_DEPLOYMENT.worker.concurrency)
     assert synth.text(env["EXPORTPIPE_BUCKET"]).startswith("<OutputBucket")

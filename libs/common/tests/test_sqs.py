@@ -368,3 +368,189 @@ def test_liveness_file_is_touched(sqs: Any, queue_pair: tuple[str, str], tmp_pat
         wait_for(beat.exists, timeout=10)
         first = beat.stat().st_mtime_ns
         wait_for(lambda: beat.stat().st_mtime_ns > first, timeout=10)
+
+
+def _calls(client: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every operation ``client`` sends from now on, with its parameters."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def on_call(params: dict[str, Any], model: Any, **_: Any) -> None:
+        seen.append((model.name, dict(params)))
+
+    client.meta.events.register("before-parameter-build.sqs.*", on_call)
+    return seen
+
+
+def test_budget_runs_many_cheap_jobs_and_few_dear_ones(
+    sqs: Any, queue_pair: tuple[str, str]
+) -> None:
+    """Budget 10: six jobs costing 1 run together; three costing 6 run one at a time."""
+    lock = threading.Lock()
+    running_now: dict[str, int] = Counter()
+    peak: dict[str, int] = Counter()
+    done: list[str] = []
+
+    def handler(ctx: JobContext) -> None:
+        kind = "cheap" if ctx.body.startswith("1") else "dear"
+        with lock:
+            running_now[kind] += 1
+            peak[kind] = max(peak[kind], sum(running_now.values()))
+        time.sleep(1.0)
+        with lock:
+            running_now[kind] -= 1
+            done.append(kind)
+
+    def cost(ctx: JobContext) -> int:
+        return int(ctx.body.split(":")[0])
+
+    config = _config(queue_pair, concurrency=8, budget=10)
+    with running(sqs, config, handler, job_cost=cost):
+        for i in range(6):
+            sqs.send_message(QueueUrl=queue_pair[0], MessageBody=f"1:{i}")
+        wait_for(lambda: done.count("cheap") == 6)
+        for i in range(3):
+            sqs.send_message(QueueUrl=queue_pair[0], MessageBody=f"6:{i}")
+        wait_for(lambda: done.count("dear") == 3)
+    assert peak["cheap"] >= 4  # a fixed two slots would have allowed two
+    assert peak["dear"] == 1
+
+
+def test_one_receive_asks_for_every_free_slot(sqs: Any, queue_pair: tuple[str, str]) -> None:
+    calls = _calls(sqs)
+    gate = threading.Event()
+    with running(sqs, _config(queue_pair, concurrency=8), lambda _ctx: gate.wait(5)):
+        wait_for(lambda: any(op == "ReceiveMessage" for op, _ in calls))
+        gate.set()
+    asked = [p["MaxNumberOfMessages"] for op, p in calls if op == "ReceiveMessage"]
+    assert asked[0] == 8
+
+
+def test_receive_asks_for_no_more_than_the_budget_could_start(
+    sqs: Any, queue_pair: tuple[str, str]
+) -> None:
+    calls = _calls(sqs)
+    with running(sqs, _config(queue_pair, concurrency=8, budget=3), lambda _ctx: None):
+        wait_for(lambda: any(op == "ReceiveMessage" for op, _ in calls))
+    asked = [p["MaxNumberOfMessages"] for op, p in calls if op == "ReceiveMessage"]
+    assert asked[0] == 3
+
+
+def test_deletes_and_visibility_changes_go_out_in_batches(
+    sqs: Any, queue_pair: tuple[str, str]
+) -> None:
+    handled: list[str] = []
+
+    def handler(ctx: JobContext) -> None:
+        handled.append(ctx.body)
+        if int(ctx.body) % 2 and ctx.receive_count == 1:
+            raise UpstreamUnavailable("try later")
+
+    for start in (0, 10):
+        sqs.send_message_batch(
+            QueueUrl=queue_pair[0],
+            Entries=[{"Id": str(i), "MessageBody": str(start + i)} for i in range(10)],
+        )
+    calls = _calls(sqs)
+    with running(sqs, _config(queue_pair, concurrency=10), handler):
+        wait_for(lambda: len(handled) == 30, timeout=30)  # 20 + 10 retried once
+        wait_for(lambda: queue_counts(sqs, queue_pair[0]) == (0, 0), timeout=30)
+    ops = Counter(op for op, _ in calls)
+    assert ops["DeleteMessage"] == 0
+    assert ops["ChangeMessageVisibility"] == 0
+    # 20 deletes and 10 retries, one call per entry at worst: fewer calls than entries.
+    assert 0 < ops["DeleteMessageBatch"] < 20
+    assert 0 < ops["ChangeMessageVisibilityBatch"] < 10
+
+
+def test_a_received_job_waiting_for_budget_is_released_at_shutdown(
+    sqs: Any, queue_pair: tuple[str, str]
+) -> None:
+    started: list[str] = []
+    gate = threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        ctx.set_eta(0)  # finishes within the shutdown grace: not released
+        started.append(ctx.body)
+        gate.wait(3)
+
+    def cost(ctx: JobContext) -> int:
+        return 1 if ctx.body == "cheap" else 2
+
+    config = _config(queue_pair, concurrency=4, budget=2, shutdown_grace_seconds=10)
+    with running(sqs, config, handler, job_cost=cost) as consumer:
+        sqs.send_message(QueueUrl=queue_pair[0], MessageBody="cheap")
+        wait_for(lambda: started == ["cheap"])
+        # Room for one more cheap job: a dear one is received and waits for budget.
+        sqs.send_message(QueueUrl=queue_pair[0], MessageBody="dear")
+        wait_for(lambda: consumer.in_flight == 2)
+        assert started == ["cheap"]
+        consumer.shutdown()
+        gate.set()
+        wait_for(lambda: consumer.in_flight == 0)
+    # The waiting job never started and went straight back to the queue.
+    assert started == ["cheap"]
+    wait_for(lambda: queue_counts(sqs, queue_pair[0]) == (1, 0))
+
+
+def test_redelivered_says_whether_an_earlier_attempt_may_have_run() -> None:
+    def ctx(receive_count: int, **attributes: str) -> JobContext:
+        return JobContext("m", "r", "{}", receive_count, dict(attributes))
+
+    assert not ctx(1).redelivered
+    assert ctx(2).redelivered
+    assert ctx(1, **{"exportpipe-error-reason": "x"}).redelivered
+    assert ctx(1, **{"exportpipe-redriven": "1"}).redelivered
+    assert not ctx(1, **{"tenant": "t"}).redelivered
+
+
+def test_send_batch_resends_only_entries_that_failed_on_sqs_side() -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from exportpipe.common.sqs import send_batch
+
+    client = boto3.client(
+        "sqs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
+    entries = [{"Id": str(i), "ReceiptHandle": f"rh{i}"} for i in range(3)]
+    with Stubber(client) as stub:
+        stub.add_response(
+            "delete_message_batch",
+            {
+                "Successful": [{"Id": "0"}],
+                "Failed": [
+                    {"Id": "1", "SenderFault": False, "Code": "InternalError"},
+                    {"Id": "2", "SenderFault": True, "Code": "ReceiptHandleIsInvalid"},
+                ],
+            },
+            {"QueueUrl": url, "Entries": entries},
+        )
+        stub.add_response(
+            "delete_message_batch",
+            {"Successful": [{"Id": "1"}], "Failed": []},
+            {"QueueUrl": url, "Entries": [entries[1]]},
+        )
+        outcome = send_batch(client.delete_message_batch, queue_url=url, entries=entries)
+        stub.assert_no_pending_responses()
+    assert outcome.calls == 2
+    assert outcome.unresolved == []
+    assert [f["Id"] for f in outcome.rejected] == ["2"]
+
+
+def test_receive_sizes_follow_the_cost_of_the_last_batch(
+    sqs: Any, queue_pair: tuple[str, str]
+) -> None:
+    """Before any cost is known one message; after cheap ones as many as fit."""
+    calls = _calls(sqs)
+    done: list[str] = []
+    sqs.send_message_batch(
+        QueueUrl=queue_pair[0],
+        Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(10)],
+    )
+    config = _config(queue_pair, concurrency=10, budget=100)
+    with running(sqs, config, lambda ctx: done.append(ctx.body), job_cost=lambda _ctx: 10):
+        wait_for(lambda: len(done) == 10)
+    asked = [p["MaxNumberOfMessages"] for op, p in calls if op == "ReceiveMessage"]
+    assert asked[0] == 1
+    assert max(asked) >= 9  # all the budget and slots left (one may still be running)

@@ -41,7 +41,7 @@ def events(moto_server: str, sqs: Any) -> tuple[EventPublisher, str]:
     return EventPublisher(sns=sns, topic_arn=topic), url
 
 
-def _page(t: ExportTracker, page: int, files: int, *, last: bool = False) -> bool:
+def _page(t: ExportTracker, page: int, files: int | list[str], *, last: bool = False) -> bool:
     return t.record_page("exp-1", page, files, is_last=last, bucket="bkt", prefix=PREFIX)
 
 
@@ -189,6 +189,62 @@ def test_claim_survives_a_lost_response_and_stays_exclusive(
     # Another call, even by the same owner (another thread), does not get it too.
     assert not tracker.try_claim_completion("exp-1", "owner-a")
     assert not tracker.try_claim_completion("exp-1", "owner-b")
+
+
+def _count(t: ExportTracker, file_id: str, outcome: str = "done") -> str:
+    return t.count_file("exp-1", file_id, outcome, size=1, bucket="bkt", prefix=PREFIX)  # type: ignore[arg-type]
+
+
+def _dynamodb_calls(t: ExportTracker) -> list[str]:
+    seen: list[str] = []
+    t._db.meta.events.register("before-call.dynamodb.*", lambda model, **_: seen.append(model.name))
+    return seen
+
+
+def test_counting_a_file_is_one_write_and_no_read(tracker: ExportTracker) -> None:
+    _page(tracker, 0, ["f1", "f2", "f3"], last=True)
+    calls = _dynamodb_calls(tracker)
+    assert _count(tracker, "f1") == "counted"
+    assert calls == ["TransactWriteItems"]
+    assert _count(tracker, "f2", "rejected") == "counted"
+    assert _count(tracker, "f1") == "already_counted"  # redelivered
+    assert _count(tracker, "f3") == "last"
+    assert _count(tracker, "f3") == "already_counted"
+    assert _count(tracker, "never-listed") == "not_listed"  # the one case that reads
+    assert calls.count("GetItem") == 1
+    state = tracker.get("exp-1")
+    assert state is not None
+    assert (state.files_done, state.files_rejected, state.files_outstanding) == (2, 1, 0)
+    assert state.bytes == 3
+
+
+def test_no_file_is_last_before_the_listing_is_complete(tracker: ExportTracker) -> None:
+    _page(tracker, 0, ["f1", "f2"])
+    assert [_count(tracker, f) for f in ("f1", "f2")] == ["counted", "counted"]
+    _page(tracker, 1, ["f3"], last=True)
+    assert _count(tracker, "f3") == "last"
+
+
+def test_exactly_one_of_the_last_files_finishing_together_is_last(
+    tracker: ExportTracker,
+) -> None:
+    _page(tracker, 0, [f"f{i}" for i in range(4)], last=True)
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def finish(fid: str) -> None:
+        barrier.wait()
+        results.append(_count(tracker, fid))
+
+    threads = [threading.Thread(target=finish, args=(f"f{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["counted", "counted", "counted", "last"]
+    state = tracker.get("exp-1")
+    assert state is not None
+    assert (state.files_done, state.files_outstanding) == (4, 0)
 
 
 def test_outcomes_for_files_the_export_never_listed_are_ignored(tracker: ExportTracker) -> None:

@@ -80,6 +80,34 @@ def test_outcomes_are_counted_once_and_the_export_completes(
     assert manifest["rejected"][0]["reason"].startswith("sha256_mismatch: ")
 
 
+def test_job_cost_is_small_for_a_small_file_and_the_worst_case_when_unknown(
+    settings: WorkerSettings, make_job: Any
+) -> None:
+    from exportpipe.worker.handler import job_cost
+
+    memory = settings.job_memory()
+    cost = job_cost(memory)
+    small = make_job("http://localhost/x", body=gzip.compress(b"{}\n" * 100))
+    unknown = small.model_copy(update={"size_bytes": None})
+    assert cost(_ctx(encode(small))) == memory.need(small.size_bytes)
+    assert cost(_ctx(encode(unknown))) == memory.need(None)
+    assert cost(_ctx("not json")) == memory.need(None)
+    assert cost(_ctx(encode(small))) < memory.need(None) / 2
+
+
+def test_worker_defaults_are_the_deployments_job_memory_and_budget() -> None:
+    """The sizing module's rule (CDK, planner) and the worker's admission agree."""
+    from exportpipe.common.sizing import DEFAULT_DEPLOYMENT
+
+    defaults = WorkerSettings(jobs_queue_url="q", jobs_dlq_url="d", bucket="out-bucket")
+    assert defaults.job_memory() == DEFAULT_DEPLOYMENT.worker.job_memory
+    assert defaults.job_budget_bytes == DEFAULT_DEPLOYMENT.worker.job_budget_bytes
+    assert defaults.concurrency == DEFAULT_DEPLOYMENT.worker.concurrency
+    # Large or unknown files: four per task, as before budgets; small ones: many more.
+    assert DEFAULT_DEPLOYMENT.worker.jobs_per_task(None) == 4
+    assert DEFAULT_DEPLOYMENT.worker.jobs_per_task(10 * 1024) > 4 * 4
+
+
 @pytest.mark.parametrize("final", [False, True], ids=["retried", "last-delivery"])
 def test_a_retryable_failure_on_the_last_delivery_is_recorded_as_final(
     *,

@@ -389,6 +389,90 @@ def test_zip_over_the_spool_limit_is_refused(
     assert not _uploads(s3, bucket)
 
 
+def _operations(s3: Any) -> list[str]:
+    """The S3 operations the client sends from now on, in order."""
+    sent: list[str] = []
+
+    def on_send(event_name: str, **_: Any) -> None:
+        sent.append(event_name.rsplit(".", 1)[-1])
+
+    s3.meta.events.register("before-send.s3.*", on_send)
+    return sent
+
+
+def test_first_delivery_of_a_small_file_is_two_puts_and_no_housekeeping(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(jsonl(20))
+    job = make_job(file_server.add(payload), body=payload)
+    sent = _operations(s3)
+    result = Pipeline(settings, s3=s3).run(job, redelivered=False)
+    assert result.status == "done"
+    # The manifest check, the member, the manifest: nothing else.
+    assert sent == ["GetObject", "PutObject", "PutObject"]
+    data_key = f"exports/{job.export_id}/data/file-1/part-0001.jsonl"
+    assert s3.get_object(Bucket=bucket, Key=data_key)["Body"].read() == jsonl(20)
+
+
+def _leftovers(s3: Any, bucket: str, job: Any) -> tuple[str, str]:
+    """An upload and a rejection record that an earlier attempt left behind."""
+    root = f"exports/{job.export_id}/"
+    s3.create_multipart_upload(Bucket=bucket, Key=f"{root}data/file-1/orphan.jsonl")
+    rejected = f"{root}rejected/file-1.json"
+    s3.put_object(Bucket=bucket, Key=rejected, Body=b"{}")
+    return root, rejected
+
+
+def test_redelivery_clears_what_an_earlier_attempt_left(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(jsonl(20))
+    job = make_job(file_server.add(payload), body=payload)
+    root, rejected = _leftovers(s3, bucket, job)
+    assert Pipeline(settings, s3=s3).run(job, redelivered=True).status == "done"
+    assert _uploads(s3, bucket) == []
+    assert rejected not in _keys(s3, bucket, root)
+
+
+def test_first_delivery_leaves_housekeeping_alone(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    """Without a reason to expect leftovers, no request looks for them."""
+    payload = gzip.compress(jsonl(20))
+    job = make_job(file_server.add(payload), body=payload)
+    root, rejected = _leftovers(s3, bucket, job)
+    sent = _operations(s3)
+    assert Pipeline(settings, s3=s3).run(job, redelivered=False).status == "done"
+    assert "ListMultipartUploads" not in sent
+    assert "DeleteObject" not in sent
+    assert rejected in _keys(s3, bucket, root)
+
+
+def test_a_commit_that_finds_another_attempts_object_runs_housekeeping(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    """A first delivery that meets an identical object knows another attempt ran."""
+    payload = gzip.compress(jsonl(20))
+    job = make_job(file_server.add(payload), body=payload)
+    root, rejected = _leftovers(s3, bucket, job)
+    s3.put_object(Bucket=bucket, Key=f"{root}data/file-1/part-0001.jsonl", Body=jsonl(20))
+    assert Pipeline(settings, s3=s3).run(job, redelivered=False).status == "done"
+    assert _uploads(s3, bucket) == []
+    assert rejected not in _keys(s3, bucket, root)
+
+
+def test_first_delivery_refused_without_multipart_does_not_list_uploads(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    payload = gzip.compress(jsonl(20) + b"[1, 2, 3]\n")
+    job = make_job(file_server.add(payload), body=payload)
+    sent = _operations(s3)
+    with pytest.raises(ValidationFailed):
+        Pipeline(settings, s3=s3).run(job, redelivered=False)
+    assert "ListMultipartUploads" not in sent
+    _assert_rejected(s3, bucket, job, "invalid_jsonl")
+
+
 def test_a_job_cannot_write_into_another_exports_folder(
     s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
 ) -> None:

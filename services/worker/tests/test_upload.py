@@ -161,6 +161,79 @@ def test_put_if_absent_and_foreign_uploads(s3: Any, bucket: str) -> None:
     assert not up.put_if_absent("m.json", b"{}", content_type="application/json")
     s3.create_multipart_upload(Bucket=bucket, Key="data/f/x")
     mine = up.open("data/f/y")
+    mine.write(os.urandom(5 * MIB + 1))  # more than a part: a multipart upload of ours
     assert up.abort_foreign_uploads("data/f/") == 1
     assert [u["UploadId"] for u in _open_uploads(s3, bucket)] == [mine.upload_id]
     mine.abort()
+
+
+def _record_requests(s3: Any) -> list[tuple[str, dict[str, str]]]:
+    """Every S3 request the client sends from now on: (operation, headers)."""
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def on_send(request: Any, event_name: str, **_: Any) -> None:
+        sent.append((event_name.rsplit(".", 1)[-1], dict(request.headers)))
+
+    s3.meta.events.register("before-send.s3.*", on_send)
+    return sent
+
+
+def _header(headers: dict[str, Any], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+@pytest.mark.parametrize("size", [0, 3000, 2 * MIB, 5 * MIB])
+def test_object_that_fits_one_part_is_one_conditional_put(s3: Any, bucket: str, size: int) -> None:
+    data = os.urandom(size)
+    up = _uploader(s3, bucket)
+    sent = _record_requests(s3)
+    obj = up.open("small", content_type="application/x-ndjson")
+    _write(obj, data)
+    assert sent == []  # nothing is sent before the commit
+    assert obj.commit() == "created"
+    assert [op for op, _ in sent] == ["PutObject"]
+    headers = sent[0][1]
+    assert _header(headers, "if-none-match") == "*"
+    assert _header(headers, "x-amz-checksum-crc32")
+    head = s3.head_object(Bucket=bucket, Key="small")
+    assert head["ContentType"] == "application/x-ndjson"
+    assert s3.get_object(Bucket=bucket, Key="small")["Body"].read() == data
+    assert obj.sha256 == hashlib.sha256(data).hexdigest()
+    assert _open_uploads(s3, bucket) == []
+
+
+def test_one_byte_over_a_part_is_multipart(s3: Any, bucket: str) -> None:
+    data = os.urandom(5 * MIB + 1)
+    up = _uploader(s3, bucket)
+    sent = _record_requests(s3)
+    obj = up.open("two-parts")
+    _write(obj, data)
+    assert obj.commit() == "created"
+    up.close()
+    ops = sorted(op for op, _ in sent)
+    assert ops == ["CompleteMultipartUpload", "CreateMultipartUpload", "UploadPart", "UploadPart"]
+    assert s3.head_object(Bucket=bucket, Key="two-parts")["ETag"].endswith('-2"')
+    assert s3.get_object(Bucket=bucket, Key="two-parts")["Body"].read() == data
+    assert obj.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_small_same_content_commit_is_identical(s3: Any, bucket: str) -> None:
+    first, second = _uploader(s3, bucket), _uploader(s3, bucket)
+    a, b = first.open("same-small"), second.open("same-small")
+    _write(a, b"same" * 100)
+    _write(b, b"same" * 100)
+    assert a.commit() == "created"
+    assert b.commit() == "identical"
+
+
+def test_aborting_a_small_object_sends_nothing(s3: Any, bucket: str) -> None:
+    up = _uploader(s3, bucket)
+    sent = _record_requests(s3)
+    obj = up.open("never")
+    _write(obj, b"abc")
+    up.abort_all()
+    assert sent == []
+    assert not up.opened_multipart

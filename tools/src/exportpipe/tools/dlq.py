@@ -22,6 +22,7 @@ from typing import Any, Literal
 import orjson
 
 from exportpipe.common.observability import redact_text
+from exportpipe.common.sqs import REDRIVEN_ATTRIBUTE
 from exportpipe.common.tenancy import group_id_for_body
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import CliError
@@ -190,10 +191,14 @@ def find_dead_letter(letters: Iterable[DeadLetter], message_id: str) -> DeadLett
 def _send_back(sqs: Any, url: str, body: str) -> None:
     """Send ``body`` to ``url`` in its tenant's message group (fair queues, ADR 0018)."""
     group = group_id_for_body(body)
+    # Marked, so the consumer knows an earlier attempt ran (ADR 0015).
+    marked = {REDRIVEN_ATTRIBUTE: {"DataType": "String", "StringValue": "1"}}
     if group is None:
-        sqs.send_message(QueueUrl=url, MessageBody=body)
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=marked)
     else:
-        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=group)
+        sqs.send_message(
+            QueueUrl=url, MessageBody=body, MessageGroupId=group, MessageAttributes=marked
+        )
 
 
 def redrive(

@@ -95,6 +95,11 @@ class WorkerService(Construct):
                 "EXPORTPIPE_EVENTS_TOPIC_ARN": events_topic.topic_arn,
                 "EXPORTPIPE_DOWNLOAD_ALLOWED_HOSTS": download_allowed_hosts,
                 "EXPORTPIPE_CONCURRENCY": str(sizing.concurrency),
+                **(
+                    {"EXPORTPIPE_JOB_BUDGET_BYTES": str(sizing.job_budget_bytes)}
+                    if sizing.job_budget_bytes is not None
+                    else {}
+                ),
                 "EXPORTPIPE_SHUTDOWN_GRACE_SECONDS": str(deployment.shutdown_grace_seconds),
             },
             subnets=subnets,
@@ -151,7 +156,9 @@ class WorkerService(Construct):
             queue=jobs.queue,
             cluster_name=cluster.cluster_name,
             service_name=self.runtime.service.service_name,
-            jobs_per_task=sizing.concurrency,
+            # Jobs are admitted by memory budget (ADR 0015): count them at the
+            # deployment's scaling file size, as the planner does.
+            jobs_per_task=deployment.worker_jobs_per_task,
             policy=deployment.worker_scaling,
         )
         # The shared dashboard cannot name this stack's service; the scaling signals

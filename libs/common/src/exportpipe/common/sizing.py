@@ -9,6 +9,12 @@ The worker scales on *backlog per task*: ``(visible + in-flight messages on SQS 
 max(running tasks, 1)``, divided by ``jobs_per_task`` to give a load ratio (1.0 means
 every job slot busy and nothing waiting). Counting in-flight messages is what keeps the
 fleet from scaling in while tasks are still busy with hour-long jobs.
+
+A worker admits jobs by *memory budget*, not by a fixed slot count (ADR 0015): each job
+needs what :meth:`JobMemory.need` says for its source's size, and a task runs jobs while
+their needs fit ``ServiceSizing.job_budget_bytes`` (at most ``concurrency`` at once). So
+"jobs per task" depends on the size: :meth:`ServiceSizing.jobs_per_task`. The scaling
+metric and the planner count jobs per task at ``Deployment.scaling_file_bytes``.
 """
 
 from __future__ import annotations
@@ -18,11 +24,54 @@ from dataclasses import dataclass, field
 __all__ = [
     "DEFAULT_DEPLOYMENT",
     "Deployment",
+    "JobMemory",
     "QueueTiming",
     "ScalingStep",
     "ServiceSizing",
     "WorkerScaling",
 ]
+
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobMemory:
+    """The most memory one download job can hold, by its source's size (ADR 0015).
+
+    A job holds: the download queue (at most the source's size), the object being
+    uploaded (one part, held whole while it fits -- a small file -- and then up to
+    ``parts_in_flight`` parts uploading plus one filling) and a fixed overhead. How much
+    output a source can make is bounded by the decompression-ratio check, which only
+    starts after ``ratio_check_after_bytes`` of output: a tiny source may still make that
+    much. A source of unknown size is counted at the worst case.
+
+    The worker builds this from its settings (``WorkerSettings.job_memory``); the
+    defaults here are the worker's defaults, and a test keeps them equal.
+    """
+
+    part_bytes: int = 16 * _MIB
+    parts_in_flight: int = 4
+    download_buffer_bytes: int = 8 * _MIB
+    ratio_check_after_bytes: int = 16 * _MIB
+    max_compression_ratio: float = 200.0
+    overhead_bytes: int = 2 * _MIB
+
+    @property
+    def upload_bytes(self) -> int:
+        """The most a multipart upload holds: the parts in flight and the one filling."""
+        return (self.parts_in_flight + 1) * self.part_bytes
+
+    def need(self, size_bytes: int | None) -> int:
+        """Bytes a job whose source has ``size_bytes`` (``None``: unknown) may hold."""
+        if size_bytes is None:
+            return self.overhead_bytes + self.download_buffer_bytes + self.upload_bytes
+        output = max(self.ratio_check_after_bytes, int(size_bytes * self.max_compression_ratio))
+        return (
+            self.overhead_bytes
+            + min(size_bytes, self.download_buffer_bytes)
+            + min(output, self.upload_bytes)
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +86,9 @@ class ServiceSizing:
         spot: run on FARGATE_SPOT (with ``on_demand_base`` tasks on FARGATE first).
         on_demand_base: tasks always placed on on-demand FARGATE before any Spot.
         stop_timeout_seconds: grace between SIGTERM and SIGKILL (Fargate max 120).
-        concurrency: jobs one task runs at once.
+        concurrency: the most jobs one task runs at once (its handler threads).
+        job_memory / job_budget_bytes: with both set, jobs are admitted while their
+            :meth:`JobMemory.need` fits the budget (see :meth:`jobs_per_task`).
     """
 
     cpu_units: int
@@ -49,6 +100,19 @@ class ServiceSizing:
     on_demand_base: int = 0
     stop_timeout_seconds: int = 30
     concurrency: int = 1
+    job_memory: JobMemory | None = None
+    job_budget_bytes: int | None = None
+
+    def jobs_per_task(self, size_bytes: int | None = None) -> int:
+        """Jobs of this source size (``None``: unknown) one task runs at once.
+
+        ``concurrency`` without a budget; with one, as many as fit the budget (at least
+        one: a job bigger than the budget runs alone), never more than ``concurrency``.
+        """
+        if self.job_memory is None or self.job_budget_bytes is None:
+            return self.concurrency
+        need = min(self.job_memory.need(size_bytes), self.job_budget_bytes)
+        return max(1, min(self.concurrency, self.job_budget_bytes // need))
 
     @property
     def vcpu(self) -> float:
@@ -187,7 +251,12 @@ class Deployment:
             spot=True,
             on_demand_base=1,
             stop_timeout_seconds=120,
-            concurrency=4,
+            # Small files: up to 32 at once (ADR 0015); the budget is four jobs of
+            # unknown size, so large files still run four per task, as they did when
+            # this was a fixed count of 4.
+            concurrency=32,
+            job_memory=JobMemory(),
+            job_budget_bytes=4 * JobMemory().need(None),
         )
     )
     requests_queue: QueueTiming = field(
@@ -221,6 +290,16 @@ class Deployment:
     """
     shutdown_grace_seconds: int = 90
     """How long a stopping task lets short jobs finish; inside the 120 s stop timeout."""
+    scaling_file_bytes: int | None = None
+    """Source size at which the worker's scaling metric and the planner count jobs per
+    task (``None``: unknown, the worst case). CloudWatch cannot see message sizes, so
+    the load ratio assumes every job is this big; the default overstates the load of
+    small files, which errs towards more tasks, never towards scaling in busy ones."""
+
+    @property
+    def worker_jobs_per_task(self) -> int:
+        """Jobs per worker task at :attr:`scaling_file_bytes` (the scaling divisor)."""
+        return self.worker.jobs_per_task(self.scaling_file_bytes)
 
 
 DEFAULT_DEPLOYMENT = Deployment()

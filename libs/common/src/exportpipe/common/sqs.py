@@ -3,8 +3,13 @@
 A :class:`QueueConsumer` long-polls one SQS queue and runs a handler per message on a
 bounded pool of threads:
 
-* **Backpressure.** It asks SQS only for as many messages as it has free slots, so it
-  never holds a message it cannot start.
+* **Admission by budget.** With a ``budget`` (and a ``job_cost`` per message), jobs run
+  while the sum of their costs fits the budget, at most ``concurrency`` at once: one
+  process runs many cheap jobs or few expensive ones (ADR 0015). Without one, every job
+  costs one slot of ``concurrency``.
+* **Backpressure.** One ``ReceiveMessage`` asks for as many messages as could start now
+  (up to ten). A received message that does not fit waits, heartbeated, for budget to
+  free up, and nothing more is received meanwhile.
 * **Heartbeat.** While a handler runs, its message's visibility is extended every
   ``heartbeat_seconds`` to ``visibility_timeout`` ahead, never past SQS's 12-hour
   ceiling. A job running longer than ``max_job_seconds`` (``EXPORTPIPE_MAX_JOB_SECONDS``,
@@ -12,6 +17,11 @@ bounded pool of threads:
   cancelled with :class:`~exportpipe.common.errors.JobDeadlineExceeded`: the handler
   raises it, so the job is refused (rejection record, tracking) and dead-lettered with
   its reason. A lost lease cancels with :class:`~exportpipe.common.errors.LeaseLost`.
+* **Batched acknowledgements.** Deletes and visibility changes of every job go out
+  through one outbox, in batches of up to ten, flushed when a batch is full or its
+  oldest entry has waited 0.1 s; entries that fail on SQS's side are retried by
+  :func:`send_batch`, on the one partial-failure loop
+  (:func:`~exportpipe.common.retry.retry_unfinished`).
 * **Outcome by error type.** Return → delete (batched). ``RetryableError`` → the
   message comes back after a backoff visibility (or the upstream's ``Retry-After``,
   capped at ``retry_after_max_seconds``: a hostile header could otherwise hide the
@@ -31,6 +41,7 @@ bounded pool of threads:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import queue
@@ -44,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -58,11 +69,14 @@ from exportpipe.common.errors import (
     RetryableError,
 )
 from exportpipe.common.observability import Metrics, redact_text
-from exportpipe.common.retry import call_aws
+from exportpipe.common.retry import call_aws, retry_unfinished
 
 __all__ = [
+    "EARLIER_ATTEMPT_ATTRIBUTES",
+    "REDRIVEN_ATTRIBUTE",
     "RETRY_AFTER_MAX_SECONDS",
     "SQS_MAX_VISIBILITY_SECONDS",
+    "BatchOutcome",
     "ConsumerConfig",
     "ConsumerSettings",
     "JobContext",
@@ -71,6 +85,7 @@ __all__ = [
     "dead_letter_attributes",
     "queue_depth",
     "run_consumer",
+    "send_batch",
 ]
 
 SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
@@ -79,7 +94,14 @@ RETRY_AFTER_MAX_SECONDS = 900.0
 maximum message delay and the runtime's backoff ceiling. Longer asks are shortened."""
 _BATCH = 10
 _MAX_REASON_CHARS = 1000
-_DELETE_LINGER = 0.1
+_LINGER = 0.1
+REDRIVEN_ATTRIBUTE = "exportpipe-redriven"
+"""Set by ``exportpipe dlq redrive`` on a message it sends back to its source queue."""
+# Message attributes that say a message was handled before: the runtime's dead-letter
+# attributes (kept when SQS moves a message back from the DLQ) and the redrive tool's.
+EARLIER_ATTEMPT_ATTRIBUTES = frozenset(
+    {"exportpipe-error-reason", "exportpipe-receive-count", REDRIVEN_ATTRIBUTE}
+)
 
 
 class ConsumerSettings(Protocol):
@@ -115,6 +137,8 @@ class ConsumerConfig:
         heartbeat_seconds: heartbeat period; must be well under ``visibility_timeout``.
         max_receive_count: the redrive policy's maxReceiveCount; on that receive an
             unexpected exception dead-letters the message with its reason.
+        budget: jobs run while the sum of their costs (the consumer's ``job_cost``) fits
+            this; ``None``: every job costs one of ``concurrency`` slots.
         shutdown_grace_seconds: how long a job may take to finish after SIGTERM.
         release_wait_seconds: after releasing jobs, how long to wait for their handlers
             to notice and clean up (abort uploads) before exiting anyway.
@@ -132,6 +156,7 @@ class ConsumerConfig:
     queue_url: str
     dlq_url: str
     concurrency: int = 1
+    budget: int | None = None
     wait_time_seconds: int = 20
     visibility_timeout: int = 180
     heartbeat_seconds: float = 60.0
@@ -147,13 +172,19 @@ class ConsumerConfig:
 
     @classmethod
     def from_settings(
-        cls, settings: ConsumerSettings, *, queue_url: str, dlq_url: str
+        cls,
+        settings: ConsumerSettings,
+        *,
+        queue_url: str,
+        dlq_url: str,
+        budget: int | None = None,
     ) -> ConsumerConfig:
         """The consumer configuration a service's settings describe."""
         return cls(
             queue_url=queue_url,
             dlq_url=dlq_url,
             concurrency=settings.concurrency,
+            budget=budget,
             wait_time_seconds=settings.wait_time_seconds,
             visibility_timeout=settings.visibility_timeout_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
@@ -166,6 +197,8 @@ class ConsumerConfig:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError("budget must be at least 1")
         if not 0 < self.heartbeat_seconds < self.visibility_timeout:
             raise ValueError("heartbeat_seconds must be positive and below visibility_timeout")
         if not 0 < self.max_job_seconds < SQS_MAX_VISIBILITY_SECONDS:
@@ -198,6 +231,16 @@ class JobContext:
     _eta_set_at: float = 0.0
 
     @property
+    def redelivered(self) -> bool:
+        """True if an earlier attempt may have handled this message.
+
+        SQS delivered it before (``ApproximateReceiveCount`` > 1), or it came back from
+        the dead-letter queue (its attributes say so). Handlers use it to skip looking
+        for an earlier attempt's leftovers on a first delivery.
+        """
+        return self.receive_count > 1 or not EARLIER_ATTEMPT_ATTRIBUTES.isdisjoint(self.attributes)
+
+    @property
     def cancelled(self) -> bool:
         """True once the runtime cancelled this job (see :attr:`token`'s reason)."""
         return self.token.cancelled
@@ -224,7 +267,74 @@ class JobContext:
 @dataclass(eq=False)
 class _InFlight:
     ctx: JobContext
+    cost: int = 1
+    started: bool = False  # False: received, waiting for budget
     released: bool = False  # visibility handed back; the outcome must not touch SQS
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """A delete or visibility change waiting in the outbox."""
+
+    kind: Literal["delete", "visibility"]
+    message_id: str
+    receipt_handle: str
+    seconds: int = 0
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What :func:`send_batch` could not do.
+
+    Attributes:
+        rejected: ``Failed`` entries that were the sender's fault (not retried), each
+            with the request entry under ``"Entry"``.
+        unresolved: request entries that still failed on SQS's side after every attempt,
+            or whose batch call raised.
+        calls: requests made.
+    """
+
+    rejected: list[dict[str, Any]]
+    unresolved: list[dict[str, Any]]
+    calls: int
+
+
+def send_batch(
+    call: Callable[..., Any],
+    *,
+    queue_url: str,
+    entries: list[dict[str, Any]],
+    attempts: int = 5,
+) -> BatchOutcome:
+    """Send up to ten ``entries`` (each with a unique ``Id``) with one batch ``call``.
+
+    SQS answers a batch with HTTP 200 and a ``Failed`` list; the entries that failed on
+    its side are sent again (and only they) by
+    :func:`~exportpipe.common.retry.retry_unfinished`, up to ``attempts`` calls; sender
+    faults are returned at once, never retried. Whole-call failures are botocore's to
+    retry (the client's retry mode): this is only for partial batch failures.
+    """
+    if len(entries) > _BATCH:
+        raise ValueError(f"a batch holds at most {_BATCH} entries, got {len(entries)}")
+    rejected: list[dict[str, Any]] = []
+    left: dict[str, dict[str, Any]] = {e["Id"]: e for e in entries}
+    calls = 0
+
+    def attempt(pending: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        nonlocal calls, left
+        calls += 1
+        response = call_aws(call, QueueUrl=queue_url, Entries=list(pending.values()))
+        failed = response.get("Failed", [])
+        rejected.extend(f | {"Entry": pending[f["Id"]]} for f in failed if f.get("SenderFault"))
+        left = {f["Id"]: pending[f["Id"]] for f in failed if not f.get("SenderFault")}
+        return left
+
+    try:
+        if left:
+            retry_unfinished(attempt, dict(left), what="batch entries", attempts=attempts)
+    except Exception:  # still failing, or the call itself failed: the caller decides
+        return BatchOutcome(rejected, list(left.values()), calls)
+    return BatchOutcome(rejected, [], calls)
 
 
 @dataclass(frozen=True)
@@ -288,6 +398,7 @@ def dead_letter_attributes(
 
 
 Handler = Callable[[JobContext], None]
+JobCost = Callable[[JobContext], int]
 
 
 class QueueConsumer:
@@ -302,10 +413,12 @@ class QueueConsumer:
         logger: Logger,
         metrics: Metrics,
         on_busy_change: Callable[[bool], None] | None = None,
+        job_cost: JobCost | None = None,
     ) -> None:
         self._sqs = sqs
         self._config = config
         self._handler = handler
+        self._job_cost = job_cost
         self._log = logger
         self._metrics = metrics
         self._on_busy_change = on_busy_change
@@ -313,8 +426,11 @@ class QueueConsumer:
         self._inflight: dict[str, _InFlight] = {}
         self._stopping = threading.Event()
         self._closed = threading.Event()
-        self._deletes: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        self._outbox: queue.Queue[_Outgoing | None] = queue.Queue()
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="job")
+        self._used = 0  # budget held by started jobs
+        self._estimate = config.budget or 1  # the dearest job of the last receive
+        self._waiting: collections.deque[_InFlight] = collections.deque()
         self._busy = False
         self._deadline: float | None = None
         self._stop_reason = "signal"
@@ -339,7 +455,7 @@ class QueueConsumer:
         """
         threads = [
             threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
-            threading.Thread(target=self._delete_loop, name="deleter", daemon=True),
+            threading.Thread(target=self._outbox_loop, name="outbox", daemon=True),
         ]
         receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
         for t in (*threads, receiver):
@@ -352,7 +468,7 @@ class QueueConsumer:
         self._drain()
         receiver.join(timeout=self._config.wait_time_seconds + 10)
         self._closed.set()
-        self._deletes.put(None)
+        self._outbox.put(None)
         for t in threads:
             t.join(timeout=30)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -382,11 +498,45 @@ class QueueConsumer:
     def _queue_name(self) -> str:
         return self._config.queue_url.rsplit("/", 1)[-1]
 
+    def _room(self) -> int:
+        """Messages that could start now (call with the lock held)."""
+        cfg = self._config
+        if self._waiting:
+            return 0  # a received job waits for budget: receive nothing more
+        room = cfg.concurrency - len(self._inflight)
+        if cfg.budget is not None:
+            # Costs are only known once received: ask for as many as fit at the dearest
+            # cost of the last batch (one at a time before any), at least one while the
+            # budget has room at all. A message that turns out dearer than that waits,
+            # but only behind jobs that cost what the last batch did.
+            free = cfg.budget - self._used
+            estimate = self._estimate if self._job_cost is not None else 1
+            room = min(room, max(free // estimate, 1 if free > 0 else 0))
+        return max(0, room)
+
     def _free_slots(self) -> int:
         with self._lock:
-            while len(self._inflight) >= self._config.concurrency and not self._stopping.is_set():
+            while self._room() <= 0 and not self._stopping.is_set():
                 self._lock.wait(timeout=1.0)
-            return self._config.concurrency - len(self._inflight)
+            return self._room()
+
+    def _cost(self, ctx: JobContext) -> int:
+        budget = self._config.budget
+        if budget is None or self._job_cost is None:
+            return 1
+        try:
+            cost = int(self._job_cost(ctx))
+        except Exception:  # a malformed body: its handler rejects it quickly
+            cost = 1
+        # A job dearer than the whole budget still runs, alone.
+        return max(1, min(cost, budget))
+
+    def _fits(self, cost: int) -> bool:
+        budget = self._config.budget
+        running = len(self._inflight) - len(self._waiting)
+        if running >= self._config.concurrency:
+            return False
+        return budget is None or self._used == 0 or self._used + cost <= budget
 
     def _receive_loop(self) -> None:
         cfg = self._config
@@ -413,10 +563,21 @@ class QueueConsumer:
             if self._stopping.is_set():
                 self._release_raw(messages)
                 break
-            for raw in messages:
-                self._start(raw)
+            entries = [self._entry(raw) for raw in messages]
+            if not entries:
+                continue
+            with self._lock:
+                self._estimate = max(e.cost for e in entries)
+                for entry in entries:
+                    self._inflight[entry.ctx.message_id] = entry
+                    self._waiting.append(entry)
+            # Busy before any of them can start (and finish, and report idle).
+            self._set_busy(True)
+            self._metrics.add("MessagesReceived", len(entries), queue=self._queue_name)
+            with self._lock:
+                self._admit()
 
-    def _start(self, raw: dict[str, Any]) -> None:
+    def _entry(self, raw: dict[str, Any]) -> _InFlight:
         attrs = raw.get("Attributes", {})
         ctx = JobContext(
             message_id=raw["MessageId"],
@@ -429,11 +590,21 @@ class QueueConsumer:
                 k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()
             },
         )
-        with self._lock:
-            self._inflight[ctx.message_id] = _InFlight(ctx)
-        self._set_busy(True)
-        self._metrics.add("MessagesReceived", queue=self._queue_name)
-        self._pool.submit(self._run_job, ctx)
+        return _InFlight(ctx, cost=self._cost(ctx))
+
+    def _admit(self) -> None:
+        """Start waiting jobs, oldest first, while they fit (call with the lock held)."""
+        while self._waiting and not self._stopping.is_set():
+            entry = self._waiting[0]
+            if entry.released:
+                self._waiting.popleft()
+                continue
+            if not self._fits(entry.cost):
+                return
+            self._waiting.popleft()
+            entry.started = True
+            self._used += entry.cost
+            self._pool.submit(self._run_job, entry.ctx)
 
     # ---------------------------------------------------------------- handling
 
@@ -471,7 +642,10 @@ class QueueConsumer:
             if outcome == "succeeded":
                 self._finish_success(ctx)
             with self._lock:
-                self._inflight.pop(ctx.message_id, None)
+                entry = self._inflight.pop(ctx.message_id, None)
+                if entry is not None:
+                    self._used -= entry.cost
+                self._admit()
                 idle = not self._inflight
                 self._lock.notify_all()
             if idle:
@@ -490,7 +664,7 @@ class QueueConsumer:
         if self._is_released(ctx):
             # Another consumer may own the message now; its idempotency check acks it.
             return
-        self._deletes.put((ctx.message_id, ctx.receipt_handle))
+        self._outbox.put(_Outgoing("delete", ctx.message_id, ctx.receipt_handle))
 
     def _retry_later(self, ctx: JobContext, exc: BaseException) -> None:
         if self._is_released(ctx):
@@ -549,7 +723,7 @@ class QueueConsumer:
             return
         self._metrics.add("DeadLettered", queue=self._queue_name, reason=reason)
         if not self._is_released(ctx):
-            self._deletes.put((ctx.message_id, ctx.receipt_handle))
+            self._outbox.put(_Outgoing("delete", ctx.message_id, ctx.receipt_handle))
 
     # ---------------------------------------------------------------- visibility
 
@@ -558,19 +732,9 @@ class QueueConsumer:
         return max(0.0, min(seconds, SQS_MAX_VISIBILITY_SECONDS - age - 60))
 
     def _change_visibility(self, ctx: JobContext, seconds: int) -> None:
-        try:
-            call_aws(
-                self._sqs.change_message_visibility,
-                QueueUrl=self._config.queue_url,
-                ReceiptHandle=ctx.receipt_handle,
-                VisibilityTimeout=seconds,
-            )
-        except Exception as exc:
-            # The message reappears when its current visibility runs out anyway.
-            self._log.warning(
-                "visibility change failed",
-                extra={"message_id": ctx.message_id, "error": type(exc).__name__},
-            )
+        # Batched with other jobs' changes; if it fails, the message reappears when its
+        # current visibility runs out anyway.
+        self._outbox.put(_Outgoing("visibility", ctx.message_id, ctx.receipt_handle, seconds))
 
     def _release(self, ctx: JobContext) -> None:
         with self._lock:
@@ -583,13 +747,9 @@ class QueueConsumer:
 
     def _release_raw(self, messages: Iterable[dict[str, Any]]) -> None:
         for raw in messages:
-            with contextlib.suppress(Exception):
-                call_aws(
-                    self._sqs.change_message_visibility,
-                    QueueUrl=self._config.queue_url,
-                    ReceiptHandle=raw["ReceiptHandle"],
-                    VisibilityTimeout=0,
-                )
+            self._outbox.put(
+                _Outgoing("visibility", raw.get("MessageId", ""), raw["ReceiptHandle"], 0)
+            )
 
     def _heartbeat_loop(self) -> None:
         cfg = self._config
@@ -624,73 +784,92 @@ class QueueConsumer:
             }
             for i, ctx in enumerate(batch)
         ]
-        try:
-            response = call_aws(
-                self._sqs.change_message_visibility_batch,
-                QueueUrl=self._config.queue_url,
-                Entries=entries,
-            )
-        except Exception as exc:
-            self._log.warning("heartbeat failed", extra={"error": type(exc).__name__})
-            return
-        self._metrics.add("Heartbeats", len(batch) - len(response.get("Failed", [])))
-        for failed in response.get("Failed", []):
+        outcome = send_batch(
+            self._sqs.change_message_visibility_batch,
+            queue_url=self._config.queue_url,
+            entries=entries,
+            attempts=2,
+        )
+        if outcome.unresolved:
+            self._log.warning("heartbeat failed", extra={"entries": len(outcome.unresolved)})
+        self._metrics.add(
+            "Heartbeats", len(batch) - len(outcome.rejected) - len(outcome.unresolved)
+        )
+        for failed in outcome.rejected:
+            # The receipt handle is no longer valid: the lease is lost and another
+            # consumer may already have the message. Stop rather than duplicate work.
             ctx = batch[int(failed["Id"])]
-            if failed.get("SenderFault"):
-                # The receipt handle is no longer valid: the lease is lost and another
-                # consumer may already have the message. Stop rather than duplicate work.
-                with self._lock:
-                    entry = self._inflight.get(ctx.message_id)
-                    if entry is not None:
-                        entry.released = True
-                ctx.cancel(LeaseLost("lease lost: visibility could not be extended"))
-                self._log.warning(
-                    "lease lost, job cancelled",
-                    extra={"message_id": ctx.message_id, "code": failed.get("Code")},
-                )
+            with self._lock:
+                entry = self._inflight.get(ctx.message_id)
+                if entry is not None:
+                    entry.released = True
+            ctx.cancel(LeaseLost("lease lost: visibility could not be extended"))
+            self._log.warning(
+                "lease lost, job cancelled",
+                extra={"message_id": ctx.message_id, "code": failed.get("Code")},
+            )
 
-    # ------------------------------------------------------------------ deletes
+    # ------------------------------------------------------------------ outbox
 
-    def _delete_loop(self) -> None:
-        # Batches deletes: a batch goes out when it has 10 entries or its oldest entry
-        # has waited _DELETE_LINGER seconds, so a finished message is never held long.
-        pending: list[tuple[str, str]] = []
+    def _outbox_loop(self) -> None:
+        # A kind's batch goes out when it has ten entries or the oldest pending entry has
+        # waited _LINGER seconds, so a finished message is never held long.
+        pending: list[_Outgoing] = []
         oldest = 0.0
         while True:
-            timeout = _DELETE_LINGER if not pending else oldest + _DELETE_LINGER - time.monotonic()
+            timeout = _LINGER if not pending else oldest + _LINGER - time.monotonic()
             try:
-                item = self._deletes.get(timeout=max(0.0, timeout))
+                item = self._outbox.get(timeout=max(0.0, timeout))
             except queue.Empty:
-                item = ("", "")
-            if item is not None and item[0]:
+                item = _Outgoing("delete", "", "")  # a tick: flush what lingered
+            if item is not None and item.receipt_handle:
                 if not pending:
                     oldest = time.monotonic()
                 pending.append(item)
-                if len(pending) < _BATCH and time.monotonic() - oldest < _DELETE_LINGER:
+                full = sum(1 for p in pending if p.kind == item.kind) >= _BATCH
+                if not full and time.monotonic() - oldest < _LINGER:
                     continue
-            while pending:
-                batch, pending = pending[:_BATCH], pending[_BATCH:]
-                self._delete_batch(batch)
+            self._flush(pending)
+            pending = []
             if item is None:
                 return
 
-    def _delete_batch(self, batch: list[tuple[str, str]]) -> None:
-        entries = [{"Id": str(i), "ReceiptHandle": rh} for i, (_, rh) in enumerate(batch)]
-        for _attempt in range(5):
-            try:
-                response = call_aws(
-                    self._sqs.delete_message_batch, QueueUrl=self._config.queue_url, Entries=entries
-                )
-            except Exception as exc:
-                self._log.error("delete failed", extra={"error": type(exc).__name__})
-                return
-            retry = [e for e in response.get("Failed", []) if not e.get("SenderFault")]
-            self._metrics.add("MessagesDeleted", len(entries) - len(response.get("Failed", [])))
-            if not retry:
-                return
-            ids = {f["Id"] for f in retry}
-            entries = [e for e in entries if e["Id"] in ids]
-            time.sleep(0.2 * (_attempt + 1))
+    def _flush(self, pending: list[_Outgoing]) -> None:
+        for kind in ("delete", "visibility"):
+            items = [p for p in pending if p.kind == kind]
+            for start in range(0, len(items), _BATCH):
+                self._flush_batch(kind, items[start : start + _BATCH])
+
+    def _flush_batch(self, kind: str, batch: list[_Outgoing]) -> None:
+        if kind == "delete":
+            call = self._sqs.delete_message_batch
+            entries: list[dict[str, Any]] = [
+                {"Id": str(i), "ReceiptHandle": p.receipt_handle} for i, p in enumerate(batch)
+            ]
+        else:
+            call = self._sqs.change_message_visibility_batch
+            entries = [
+                {"Id": str(i), "ReceiptHandle": p.receipt_handle, "VisibilityTimeout": p.seconds}
+                for i, p in enumerate(batch)
+            ]
+        outcome = send_batch(call, queue_url=self._config.queue_url, entries=entries)
+        done = len(batch) - len(outcome.rejected) - len(outcome.unresolved)
+        if kind == "delete":
+            self._metrics.add("MessagesDeleted", done)
+        for failed in outcome.rejected:
+            # The receipt handle expired: the message is visible again or held by
+            # another consumer, whose idempotency check acknowledges it.
+            self._log.warning(
+                f"{kind} refused",
+                extra={
+                    "message_id": batch[int(failed["Id"])].message_id,
+                    "code": failed.get("Code"),
+                },
+            )
+        if outcome.unresolved:
+            # Not acknowledged: the message comes back after its visibility and is then
+            # acknowledged as a duplicate (or, for a visibility change, simply later).
+            self._log.error(f"{kind} failed", extra={"entries": len(outcome.unresolved)})
 
     # ---------------------------------------------------------------- shutdown
 
@@ -703,7 +882,15 @@ class QueueConsumer:
 
         grace = max(0.0, deadline() - time.monotonic())
         with self._lock:
+            # Received but never started: hand them straight back.
+            never_started = [e.ctx for e in self._waiting]
+            self._waiting.clear()
+            for ctx in never_started:
+                self._inflight.pop(ctx.message_id, None)
+            self._lock.notify_all()
             running = [e.ctx for e in self._inflight.values() if not e.released]
+        for ctx in never_started:
+            self._change_visibility(ctx, 0)
         # A job of unknown remaining time is released at once under the short signal
         # grace; a longer (age-based) drain lets it try, and releases it at the deadline.
         long_drain = grace > cfg.shutdown_grace_seconds

@@ -29,6 +29,12 @@ One table, items keyed by ``pk = "EXPORT#<export_id>"`` and ``sk``:
 Completion: ``files_outstanding`` = expected - done - rejected is maintained by the same
 transactions. Whoever observes ``listing_complete`` and ``files_outstanding == 0`` tries
 a conditional claim; exactly one process wins and writes the manifest and the event.
+
+A file's outcome is one write and no read (:meth:`ExportTracker.count_file`): its
+transaction only succeeds while the file is *not* the export's last outstanding one, so
+a success needs no look at the counts. The last file's transaction is refused on that
+condition, and only then is it written again without it and the export read to
+complete it (ADR 0015).
 """
 
 from __future__ import annotations
@@ -51,11 +57,16 @@ __all__ = [
     "SUBMITTED",
     "ExportState",
     "ExportTracker",
+    "FileCount",
     "FileOutcome",
 ]
 
 ACTIVE_INDEX = "active"
 FileOutcome = Literal["done", "rejected"]
+FileCount = Literal["counted", "last", "already_counted", "not_listed"]
+"""What :meth:`ExportTracker.count_file` did: counted the file; counted it and it was the
+export's last outstanding file (listing complete); found it counted before; or ignored
+it, because the export never listed it."""
 SUBMITTED = "submitted"
 """Status of an export submitted but not listed by an orchestrator yet."""
 _TTL_SECONDS = 90 * 24 * 3600
@@ -263,6 +274,38 @@ class ExportTracker:
 
         ``detail`` is the manifest key for ``done`` or the reason for ``rejected``.
         """
+        counted = self.count_file(
+            export_id,
+            file_id,
+            outcome,
+            size=size,
+            detail=detail,
+            bucket=bucket,
+            prefix=prefix,
+            tenant=tenant,
+        )
+        return counted in ("counted", "last")
+
+    def count_file(
+        self,
+        export_id: str,
+        file_id: str,
+        outcome: FileOutcome,
+        *,
+        size: int = 0,
+        detail: str = "",
+        bucket: str,
+        prefix: str,
+        tenant: str | None = None,
+    ) -> FileCount:
+        """Count one file's outcome once, in one transaction, without reading first.
+
+        Returns ``"counted"``; ``"last"`` when the listing is complete and this was the
+        last outstanding file (the caller then completes the export);
+        ``"already_counted"`` when an earlier attempt counted it (the caller cannot tell
+        whether that attempt completed the export, so it checks); or ``"not_listed"``
+        when the export never listed ``file_id`` or is unknown (nothing counted).
+        """
         listed = {
             "ConditionCheck": {
                 "TableName": self._table,
@@ -270,8 +313,8 @@ class ExportTracker:
                 "ConditionExpression": "attribute_exists(pk)",
             }
         }
-        record = functools.partial(
-            self._record_file,
+        count = functools.partial(
+            self._count_file,
             export_id,
             file_id,
             outcome,
@@ -282,17 +325,17 @@ class ExportTracker:
             tenant=tenant,
         )
         try:
-            return record(checks=(listed,))
+            return count(checks=(listed,))
         except _NotListed:
             pass
         state = self.get(export_id)
         if state is None or state.listed_by_id:
             # Not this export's file (or no such export): counting it would drive the
             # export's outstanding count below zero or complete it early.
-            return False
-        return record(checks=())
+            return "not_listed"
+        return count(checks=())
 
-    def _record_file(
+    def _count_file(
         self,
         export_id: str,
         file_id: str,
@@ -304,7 +347,12 @@ class ExportTracker:
         bucket: str,
         prefix: str,
         tenant: str | None,
-    ) -> bool:
+    ) -> FileCount:
+        """One outcome, conditionally on not being the last (see the module docstring).
+
+        Raises:
+            _NotListed: one of ``checks`` failed.
+        """
         expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
         counter = "files_done" if outcome == "done" else "files_rejected"
         expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
@@ -314,15 +362,27 @@ class ExportTracker:
             "detail": {"S": detail[:1000]},
             "size": {"N": str(size)},
         }
-        return self._record_once(
+        record = functools.partial(
+            self._record_codes,
             export_id,
             f"FILE#{file_id}",
-            item,
-            expr,
-            values,
+            item=item,
+            expr=expr,
             names={"#bytes": "bytes"},
             checks=checks,
         )
+        # Refused when this write would take the last outstanding file of a listed
+        # export: then, and only then, the caller has completion to do.
+        not_last = "NOT (listing_complete = :true AND files_outstanding <= :one_n)"
+        codes = record(values={**values, ":true": {"BOOL": True}}, meta_condition=not_last)
+        if codes is None:
+            return "counted"
+        if codes and codes[0] == "ConditionalCheckFailed":
+            return "already_counted"
+        # The META condition failed (or DynamoDB gave no reasons): write it again
+        # without the condition; the FILE# marker still keeps it to one count.
+        codes = record(values=values, meta_condition=None)
+        return "last" if codes is None else "already_counted"
 
     def _record_once(
         self,
@@ -344,7 +404,48 @@ class ExportTracker:
             _NotListed: one of ``checks`` (condition checks placed between the two
                 writes) failed.
         """
-        return self._transact(
+        codes = self._record_codes(
+            export_id,
+            sk,
+            item=item,
+            expr=expr,
+            values=values,
+            names=names,
+            checks=checks,
+            meta_condition=None,
+        )
+        return codes is None
+
+    def _record_codes(
+        self,
+        export_id: str,
+        sk: str,
+        *,
+        item: dict[str, Any],
+        expr: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None,
+        checks: tuple[dict[str, Any], ...],
+        meta_condition: str | None,
+    ) -> list[str] | None:
+        """Like :meth:`_record_once`, with an optional condition on META.
+
+        Returns ``None`` when written, else the cancellation codes per item (``[]``
+        when DynamoDB gave none).
+
+        Raises:
+            _NotListed: one of ``checks`` failed.
+        """
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
+            "UpdateExpression": expr,
+            "ExpressionAttributeNames": {**_names(values), **(names or {})},
+            "ExpressionAttributeValues": values,
+        }
+        if meta_condition is not None:
+            update["ConditionExpression"] = meta_condition
+        return self._transact_codes(
             [
                 {
                     "Put": {
@@ -359,32 +460,36 @@ class ExportTracker:
                     }
                 },
                 *checks,
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
-                        "UpdateExpression": expr,
-                        "ExpressionAttributeNames": {**_names(values), **(names or {})},
-                        "ExpressionAttributeValues": values,
-                    }
-                },
+                {"Update": update},
             ]
         )
 
-    def _transact(self, items: list[dict[str, Any]], *, attempts: int = 6) -> bool:
+    def _transact_codes(
+        self, items: list[dict[str, Any]], *, attempts: int = 6
+    ) -> list[str] | None:
+        """Run the transaction; ``None`` when written, else the failed conditions' codes.
+
+        Raises:
+            _NotListed: a condition check between the first and last item failed (and
+                the first item's did not).
+        """
         for attempt in range(attempts):
             try:
                 call_aws(self._db.transact_write_items, TransactItems=items)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                     raise
-                codes = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                codes = [
+                    str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])
+                ]
                 if codes and codes[0] == "ConditionalCheckFailed":
-                    return False  # already counted: a re-run page or a redelivered job
+                    return codes  # already counted: a re-run page or a redelivered job
                 if "ConditionalCheckFailed" in codes[1:-1]:
                     raise _NotListed from None
+                if "ConditionalCheckFailed" in codes:
+                    return codes  # the condition on META
                 if not codes and "ConditionalCheckFailed" in str(exc):
-                    return False
+                    return []
                 if "TransactionConflict" in codes and attempt + 1 < attempts:
                     # Another transaction on the export's META item: back off and retry.
                     time.sleep(random.uniform(0.05, 0.2) * 2**attempt)  # noqa: S311
@@ -392,8 +497,8 @@ class ExportTracker:
                 if "TransactionConflict" in codes:
                     raise AwsTransientError("tracking table: transaction kept conflicting") from exc
                 raise
-            return True
-        return True
+            return None
+        return None
 
     def get(self, export_id: str, *, submitted: bool = False) -> ExportState | None:
         """The export's current state (strongly consistent), or ``None`` if unknown.

@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import run_simple
 
-    from exportpipe.testing.moto_patches import patch_sqs
+    from exportpipe.testing.moto_patches import patch_dynamodb, patch_sqs
 
     patch_sqs()
+    patch_dynamodb()
 
     parser = argparse.ArgumentParser(prog="python -m exportpipe.testing.motoserver")
     parser.add_argument("-H", "--host", default="127.0.0.1")

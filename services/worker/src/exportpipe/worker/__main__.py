@@ -16,7 +16,7 @@ from exportpipe.common.observability import Metrics, get_logger
 from exportpipe.common.retry import aws_client
 from exportpipe.common.settings import load_settings
 from exportpipe.common.sqs import ConsumerConfig, QueueConsumer, run_consumer
-from exportpipe.worker.handler import JobHandler
+from exportpipe.worker.handler import JobHandler, job_cost
 from exportpipe.worker.lifetime import TaskLifetime
 from exportpipe.worker.pipeline import Pipeline
 from exportpipe.worker.protection import TaskProtection
@@ -36,7 +36,10 @@ def build_consumer(
     pipeline = Pipeline(settings, s3=s3, logger=logger)
     tracking = build_tracking(settings, s3=s3, metrics=metrics)
     config = ConsumerConfig.from_settings(
-        settings, queue_url=settings.jobs_queue_url, dlq_url=settings.jobs_dlq_url
+        settings,
+        queue_url=settings.jobs_queue_url,
+        dlq_url=settings.jobs_dlq_url,
+        budget=settings.job_budget_bytes,
     )
     return QueueConsumer(
         sqs,
@@ -45,6 +48,7 @@ def build_consumer(
         logger=logger,  # type: ignore[arg-type]
         metrics=metrics,
         on_busy_change=protection.on_busy_change,
+        job_cost=job_cost(settings.job_memory()),
     )
 
 

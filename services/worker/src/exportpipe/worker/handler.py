@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from exportpipe.common.completion import Tracking
 from exportpipe.common.errors import ExportPipeError, JobReleased, MessageError, PermanentError
 from exportpipe.common.observability import Metrics, redact_text
 from exportpipe.common.schemas import DownloadJob, decode
+from exportpipe.common.sizing import JobMemory
 from exportpipe.common.sqs import JobContext
 from exportpipe.worker.pipeline import JobResult, Pipeline
 
-__all__ = ["JobHandler"]
+__all__ = ["JobHandler", "job_cost"]
+
+
+def job_cost(memory: JobMemory) -> Callable[[JobContext], int]:
+    """The consumer's ``job_cost``: a job's memory need by its ``size_bytes`` (ADR 0015).
+
+    Read before the job is admitted, so it only peeks at the one field: a body that is
+    not a ``DownloadJob`` costs the worst case here and is refused by the handler.
+    """
+
+    def cost(ctx: JobContext) -> int:
+        try:
+            size = orjson.loads(ctx.body).get("size_bytes")
+        except (orjson.JSONDecodeError, AttributeError):
+            size = None
+        valid = isinstance(size, int) and not isinstance(size, bool) and size >= 0
+        return memory.need(size if valid else None)
+
+    return cost
 
 
 class JobHandler:
@@ -21,8 +43,8 @@ class JobHandler:
     (retryable → retried later, permanent → dead-lettered with the reason).
 
     With tracking configured, each file's outcome (done, or rejected with its reason) is
-    counted once in the tracking table before the message is acknowledged, and the
-    export is completed if this was its last outstanding file. A failure to record is
+    counted once in the tracking table before the message is acknowledged (one write, no
+    read), and the export is completed if this was its last outstanding file. A failure to record is
     retryable: the redelivered job finds its manifest, is a duplicate, and records again
     (counting is idempotent). On the message's last allowed delivery
     (``ctx.final_attempt``) a retryable failure is final too: it gets its rejection record
@@ -49,7 +71,9 @@ class JobHandler:
             {"export_id": job.export_id, "file_id": job.file_id, "job_id": job.job_id}
         )
         try:
-            result = self._pipeline.run(job, cancel=ctx.token, set_eta=ctx.set_eta)
+            result = self._pipeline.run(
+                job, cancel=ctx.token, set_eta=ctx.set_eta, redelivered=ctx.redelivered
+            )
         except PermanentError as exc:
             if not isinstance(exc, MessageError):
                 self._track(job, "rejected", detail=f"{exc.reason}: {redact_text(exc.message)}")
@@ -73,7 +97,7 @@ class JobHandler:
     def _track(self, job: DownloadJob, outcome: str, *, detail: str, size: int = 0) -> None:
         if self._tracking is None:
             return
-        self._tracking.tracker.record_file(
+        counted = self._tracking.tracker.count_file(
             job.export_id,
             job.file_id,
             "done" if outcome == "done" else "rejected",
@@ -83,7 +107,10 @@ class JobHandler:
             prefix=job.destination.prefix,
             tenant=job.tenant,
         )
-        self._tracking.completer.complete_if_done(job.export_id)
+        # One write and no read for every file but the export's last; a file counted
+        # before may have been the last of an attempt that died before completing.
+        if counted in ("last", "already_counted"):
+            self._tracking.completer.complete_if_done(job.export_id)
 
     def _record(self, result: JobResult, ctx: JobContext) -> None:
         if result.status == "duplicate":

@@ -18,6 +18,14 @@ The sequence:
 4. On any failure, abort every multipart upload; a permanent failure also writes the
    rejection record. Nothing under ``data/`` is committed before step 3, so a refused
    file leaves nothing behind.
+
+Housekeeping -- listing and aborting multipart uploads other attempts left under
+``data/F/``, removing an old rejection record -- costs requests on every file, so it
+runs only when there is a reason to expect leftovers: the delivery is a redelivery (the
+caller says so, from ``ApproximateReceiveCount`` or a dead letter's attributes), the
+manifest already existed, a commit found the key already written by another attempt,
+or (for a refused file) this attempt opened a multipart upload whose create response
+may have been lost.
 """
 
 from __future__ import annotations
@@ -247,6 +255,7 @@ class Pipeline:
         *,
         cancel: CancelToken | None = None,
         set_eta: Callable[[float | None], None] | None = None,
+        redelivered: bool = True,
     ) -> JobResult:
         """Run ``job`` to a committed manifest, or raise why not.
 
@@ -256,6 +265,9 @@ class Pipeline:
                 and raises the token's reason (a deadline is a permanent failure with
                 a rejection record; a release is retryable and records nothing).
             set_eta: told the expected remaining seconds now and then.
+            redelivered: an earlier attempt of this job may have run (it may have left
+                uploads or a rejection record); ``False`` skips the housekeeping that
+                looks for them unless something found during the run says otherwise.
 
         Raises:
             PermanentError: the file was refused (a rejection record was written).
@@ -271,7 +283,8 @@ class Pipeline:
             return self._duplicate(job, keys, existing, started)
         cancel = cancel or CancelToken()
         # resume hook (ADR 0020): continue an earlier attempt's checkpoint, keep ours.
-        resumer = self._resumer(job, keys)
+        # A first delivery has no earlier attempt, so no checkpoint to read.
+        resumer = self._resumer(job, keys, look=redelivered)
         uploader = Uploader(
             self.s3,
             bucket,
@@ -292,10 +305,13 @@ class Pipeline:
                 set_eta=set_eta,
                 started=started,
                 resumer=resumer,
+                redelivered=redelivered,
             )
         except IntegrityError as exc:
             if resumer.mode != "range" or exc.reason == "manifest_conflict":
-                self._refuse(job, keys, uploader, exc)
+                self._refuse(
+                    job, keys, uploader, exc, earlier=redelivered or resumer.mode != "fresh"
+                )
                 raise
             # A resumed read cannot tell a changed source from a bad one: start clean.
             uploader.abort_all()
@@ -304,7 +320,7 @@ class Pipeline:
                 "the source changed since the checkpoint; the next attempt starts clean"
             ) from exc
         except PermanentError as exc:
-            self._refuse(job, keys, uploader, exc)
+            self._refuse(job, keys, uploader, exc, earlier=redelivered or resumer.mode != "fresh")
             raise
         except (JobReleased, RetryableError) as exc:
             # resume hook (ADR 0020): a released or transiently failed attempt keeps its
@@ -338,7 +354,7 @@ class Pipeline:
             uploader.close()
         return result
 
-    def _resumer(self, job: DownloadJob, keys: FileKeys) -> Resumer:
+    def _resumer(self, job: DownloadJob, keys: FileKeys, *, look: bool) -> Resumer:
         resumer = Resumer(
             s3=self.s3,
             job=job,
@@ -350,7 +366,8 @@ class Pipeline:
             warn=self._warn,
             enabled=self.settings.resume,
         )
-        resumer.prepare()
+        if look:
+            resumer.prepare()
         return resumer
 
     def _refuse(
@@ -359,12 +376,16 @@ class Pipeline:
         keys: FileKeys,
         uploader: Uploader,
         exc: PermanentError,
+        *,
+        earlier: bool,
     ) -> None:
         uploader.abort_all()
         # Nothing ever commits a refused file, so nothing else would clear uploads
         # this attempt never learnt about (a CreateMultipartUpload whose response
-        # was lost, an earlier attempt that was killed): abort them here.
-        self._abort_leftovers(job, keys)
+        # was lost, an earlier attempt that was killed): abort them here, when an
+        # earlier attempt may have run or this one opened a multipart upload.
+        if earlier or uploader.opened_multipart:
+            self._abort_leftovers(job, keys)
         self._reject(job, keys, exc)
 
     def _duplicate(
@@ -414,6 +435,7 @@ class Pipeline:
         set_eta: Callable[[float | None], None] | None,
         started: float,
         resumer: Resumer,
+        redelivered: bool,
     ) -> JobResult:
         settings = self.settings
         parts = urlsplit(job.url)
@@ -491,7 +513,8 @@ class Pipeline:
             set_eta(30.0)
         members_out: list[MemberResult] = []
         for obj, records, path in pending:
-            obj.commit()
+            if obj.commit() != "created":
+                redelivered = True  # another attempt wrote this key: it may have left more
             members_out.append(MemberResult(path, obj.key, obj.size, obj.sha256, records))
         manifest = self._manifest(job, source.bytes_read, source.sha256, members_out)
         if not uploader.put_if_absent(
@@ -506,7 +529,8 @@ class Pipeline:
                     reason="manifest_conflict",
                 )
             return self._duplicate(job, keys, existing, started)
-        self._after_commit(job, keys, uploader)
+        if redelivered:
+            self._after_commit(job, keys, uploader)
         return JobResult(
             status="done",
             manifest_key=keys.manifest,

@@ -1,10 +1,12 @@
 """The worker's settings, loaded once at start-up from ``EXPORTPIPE_*`` variables.
 
 Defaults are sized for the worker task of :data:`exportpipe.common.sizing.DEFAULT_DEPLOYMENT`
-(2 vCPU / 4 GiB, 50 GiB ephemeral storage). Memory per job is roughly
-``(upload_parts_in_flight + 1) * part_size_bytes + download_buffer_chunks * download_chunk_bytes``
-plus the decompressor's window, so the defaults keep four concurrent jobs well under
-the task's memory.
+(2 vCPU / 4 GiB, 50 GiB ephemeral storage). Jobs are admitted by memory budget (ADR
+0015): a job needs what :meth:`WorkerSettings.job_memory` says for its source's size --
+at most ``(upload_parts_in_flight + 1) * part_size_bytes + download_buffer_chunks *
+download_chunk_bytes`` plus an overhead, far less for a small file -- and the worker
+runs jobs while their needs fit ``job_budget_bytes`` (four large jobs, or many small
+ones, up to ``concurrency``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from exportpipe.common.settings import CommonSettings
-from exportpipe.common.sizing import DEFAULT_DEPLOYMENT
+from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, JobMemory
 
 __all__ = ["WorkerSettings"]
 
@@ -30,7 +32,8 @@ class WorkerSettings(CommonSettings):
     Attributes:
         jobs_queue_url: SQS 2, where ``DownloadJob`` messages arrive.
         jobs_dlq_url: SQS 2's dead-letter queue (permanent failures go there with reason).
-        concurrency: jobs one process runs at once.
+        concurrency: the most jobs one process runs at once.
+        job_budget_bytes: jobs are admitted while their memory needs fit this budget.
         download_allowed_hosts: when set (comma-separated), the only hosts downloads may
             reach, and the hosts allowed to resolve to private/loopback addresses. An
             entry starting with ``.`` matches every subdomain of it.
@@ -68,12 +71,16 @@ class WorkerSettings(CommonSettings):
             env EXPORTPIPE_SOURCE_BUCKETS). Empty (the default) refuses every ``s3://``
             URL: the task role could otherwise be made to read any bucket it can reach.
         max_spool_bytes: the largest zip spooled to local disk for one job; the task's
-            ephemeral storage is shared by ``concurrency`` jobs (50 GiB / 4 by default).
+            ephemeral storage is shared by the jobs running at once (at most four of
+            unknown or large size under the default budget: 50 GiB / 4).
     """
 
     jobs_queue_url: str = Field(min_length=1)
     jobs_dlq_url: str = Field(min_length=1)
     concurrency: int = Field(default=DEFAULT_DEPLOYMENT.worker.concurrency, ge=1, le=64)
+    job_budget_bytes: int = Field(
+        default=DEFAULT_DEPLOYMENT.worker.job_budget_bytes or 0, ge=16 * _MIB
+    )
     visibility_timeout_seconds: int = Field(default=_JOBS.visibility_timeout_seconds, ge=5)
     heartbeat_seconds: float = Field(default=_JOBS.heartbeat_seconds, gt=0)
     max_receive_count: int = Field(default=_JOBS.max_receive_count, ge=1)
@@ -113,6 +120,16 @@ class WorkerSettings(CommonSettings):
     )
     source_buckets: Annotated[frozenset[str], NoDecode] = frozenset()
     max_spool_bytes: int = Field(default=10 * 1024 * _MIB, ge=_MIB)
+
+    def job_memory(self) -> JobMemory:
+        """What one job may hold in memory, by source size, with these settings."""
+        return JobMemory(
+            part_bytes=self.part_size_bytes,
+            parts_in_flight=self.upload_parts_in_flight,
+            download_buffer_bytes=self.download_buffer_chunks * self.download_chunk_bytes,
+            ratio_check_after_bytes=self.ratio_check_after_bytes,
+            max_compression_ratio=self.max_compression_ratio,
+        )
 
     @field_validator("download_allowed_hosts", mode="before")
     @classmethod

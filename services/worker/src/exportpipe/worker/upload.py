@@ -1,8 +1,12 @@
-"""Streamed multipart uploads that commit only when told, with conditional writes.
+"""Streamed uploads that commit only when told, with conditional writes.
 
-An :class:`Uploader` serves one job. :meth:`Uploader.open` starts a multipart upload
-for one output object; :meth:`ObjectUpload.write` cuts the stream into fixed-size parts
-and uploads them on a small thread pool while the caller keeps producing. Memory is
+An :class:`Uploader` serves one job. :meth:`Uploader.open` begins one output object.
+An object that fits in one part (``part_size``) is held in memory and committed with a
+single conditional ``PutObject`` carrying its checksum: one request instead of three
+(create, part, complete), which is most of what a small file costs. Once more than a
+part arrives, the object becomes a multipart upload: :meth:`ObjectUpload.write` cuts
+the stream into fixed-size parts and uploads them on a small thread pool while the
+caller keeps producing. Memory is
 bounded: at most ``parts_in_flight`` parts are uploading and one is filling, per job.
 Part buffers are allocated once and reused (:class:`_PartBuffers`), so a long file
 costs no new memory, page faults or reallocation per part.
@@ -12,11 +16,13 @@ only after the whole source was downloaded, verified and validated. Commits use
 ``If-None-Match: *``, so two workers racing on one job can never overwrite each other's
 object; a commit that finds the key taken compares the existing object's ETag with the
 one its own parts produce (parts are cut at the same boundaries by every worker, so the
-same bytes give the same ETag) and treats an identical object as its own. Every upload
-not committed is aborted on every failure path (:meth:`Uploader.abort_all`).
+same bytes give the same ETag) and treats an identical object as its own; a single
+``PutObject`` does the same with its plain MD5 ETag. Every upload not committed is
+aborted on every failure path (:meth:`Uploader.abort_all`).
 
-Each part carries an S3 checksum (CRC32 by default) and the commit lists the parts'
-checksums, as real S3 requires once the upload was created with an algorithm.
+Each part (and each single-request object) carries an S3 checksum (CRC32 by default)
+and the commit lists the parts' checksums, as real S3 requires once the upload was
+created with an algorithm.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ __all__ = [
     "abort_uploads_under",
 ]
 
+# A small object is held in a growing buffer up to this size; a bigger one in a pooled
+# part buffer (a small file never allocates a part; a large one's first part is pooled).
+_HEAD_BYTES = 1 << 20
 _CHECKSUM_KEY = {"CRC32": "ChecksumCRC32", "CRC32C": "ChecksumCRC32C", "SHA256": "ChecksumSHA256"}
 
 
@@ -93,10 +102,12 @@ class PartRecord:
 
 @dataclass
 class ObjectUpload:
-    """One object being written as a multipart upload (see the module docstring).
+    """One object being written (see the module docstring).
 
     Attributes:
         key: the object key.
+        upload_id: the multipart upload's id; ``None`` while the object still fits in one
+            part (it is then committed with one ``PutObject``).
         size: bytes written so far.
         sha256: hex sha256 of the bytes written (final after :meth:`close`).
         outcome: after :meth:`commit`: ``"created"`` or ``"identical"`` (an equal object
@@ -105,10 +116,12 @@ class ObjectUpload:
 
     uploader: Uploader
     key: str
-    upload_id: str
+    content_type: str = "application/octet-stream"
+    upload_id: str | None = None
     size: int = 0
     outcome: str | None = None
     _hash: Any = field(default_factory=hashlib.sha256)
+    _head: bytearray = field(default_factory=bytearray)  # a small object, held whole
     _buf: bytearray | None = None  # the part being filled (a pooled buffer)
     _fill: int = 0
     _next_part: int = 1
@@ -134,8 +147,26 @@ class ObjectUpload:
         """
         if not data:
             return
-        self.size += len(data)
         part_size = self.uploader.part_size
+        if self.upload_id is None:
+            if self.size + len(data) > part_size:
+                # More than one part: a multipart upload; what is held starts part 1.
+                self.upload_id = self.uploader._create(self)
+                self._to_part_buffer()
+            elif self._buf is None and self.size + len(data) <= _HEAD_BYTES:
+                self._head += data
+                self.size += len(data)
+                return
+            else:
+                # Bigger than a small object: held in a pooled part buffer, as a large
+                # object's first part will be, so large files keep their memory profile.
+                self._to_part_buffer()
+                assert self._buf is not None  # noqa: S101 - _to_part_buffer just set it
+                self._buf[self._fill : self._fill + len(data)] = data
+                self._fill += len(data)
+                self.size += len(data)
+                return
+        self.size += len(data)
         view = memoryview(data)
         while view:
             if self._buf is None:
@@ -147,12 +178,35 @@ class ObjectUpload:
             if self._fill == part_size:
                 self._submit()
 
+    def _to_part_buffer(self) -> None:
+        """Move the held bytes into a pooled part buffer (taken if there is none yet)."""
+        if self._buf is None and (self._head or self.upload_id is None):
+            self._buf = self.uploader._buffers.take()
+            self._buf[: len(self._head)] = self._head
+            self._fill = len(self._head)
+            self._head = bytearray()
+
+    def _single_body(self) -> bytes | bytearray | memoryview:
+        return self._head if self._buf is None else memoryview(self._buf)[: self._fill]
+
+    def _release_single(self) -> None:
+        buf, self._buf, self._fill, self._head = self._buf, None, 0, bytearray()
+        if buf is not None:
+            self.uploader._buffers.give(buf)
+
+    @property
+    def single(self) -> bool:
+        """True while the object is committed with one ``PutObject``."""
+        return self.upload_id is None
+
     def close(self) -> None:
         """Hand the last (possibly short, possibly empty) part to the pool."""
         if self._closed:
             return
         self._closed = True
-        if self._fill or self._next_part == 1:
+        if self.single:
+            self._hash.update(self._single_body())
+        elif self._fill or self._next_part == 1:
             self._submit()
 
     def _submit(self) -> None:
@@ -201,8 +255,12 @@ class ObjectUpload:
                 upload was aborted by another attempt that committed first.
         """
         self.close()
-        parts = self.parts()
-        self.outcome = self.uploader._complete(self, parts)
+        if self.single:
+            body = bytes(self._single_body())
+            self._release_single()
+            self.outcome = self.uploader._put_single(self, body)
+        else:
+            self.outcome = self.uploader._complete(self, self.parts())
         self._finished = True
         return self.outcome
 
@@ -211,6 +269,9 @@ class ObjectUpload:
         if self._finished:
             return
         self._finished = True
+        if self.upload_id is None:
+            self._release_single()
+            return  # nothing was sent
         for fut in self._futures:
             fut.cancel()
         # Let parts already on the wire land first: S3 may keep a part that finishes
@@ -280,17 +341,25 @@ class Uploader:
     # -- objects ------------------------------------------------------------
 
     def open(self, key: str, *, content_type: str = "application/octet-stream") -> ObjectUpload:
-        """Start a multipart upload for ``key`` (nothing visible until commit)."""
+        """Begin object ``key`` (no request yet; nothing visible until commit)."""
+        obj = ObjectUpload(uploader=self, key=key, content_type=content_type)
+        self._objects.append(obj)
+        return obj
+
+    @property
+    def opened_multipart(self) -> bool:
+        """True once this job asked S3 for a multipart upload (it may leave one open)."""
+        return any(not o.single for o in self._objects)
+
+    def _create(self, obj: ObjectUpload) -> str:
         response = call_aws(
             self.s3.create_multipart_upload,
             Bucket=self.bucket,
-            Key=key,
-            ContentType=content_type,
+            Key=obj.key,
+            ContentType=obj.content_type,
             ChecksumAlgorithm=self._algorithm,
         )
-        obj = ObjectUpload(uploader=self, key=key, upload_id=response["UploadId"])
-        self._objects.append(obj)
-        return obj
+        return str(response["UploadId"])
 
     def attach(
         self,
@@ -393,7 +462,47 @@ class Uploader:
             if fut.done() and fut.exception() is not None:
                 fut.result()
 
+    def _put_single(self, obj: ObjectUpload, body: bytes) -> str:
+        """Commit a one-part object with one conditional ``PutObject``."""
+        etag = hashlib.md5(body).hexdigest()  # noqa: S324 - S3's ETag, not security
+        for attempt in range(2):
+            try:
+                if self.put_if_absent(obj.key, body, content_type=obj.content_type):
+                    return "created"
+            except ClientError as exc:
+                if _error_code(exc) == "ConditionalRequestConflict":
+                    # S3's 409: another conditional write to the key is in progress.
+                    raise CommitConflict(
+                        f"{obj.key}: written concurrently by another attempt"
+                    ) from None
+                raise
+            verdict = self._existing(obj, etag, attempt)
+            if verdict is not None:
+                return verdict
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _existing(self, obj: ObjectUpload, etag: str, attempt: int) -> str | None:
+        """The key already exists: ``"identical"``, ``None`` (replaced, try again) or raise.
+
+        Raises:
+            CommitConflict: a different object, written recently by another attempt.
+        """
+        head = call_aws(self.s3.head_object, Bucket=self.bucket, Key=obj.key)
+        if int(head["ContentLength"]) == obj.size and str(head["ETag"]).strip('"') == etag:
+            return "identical"
+        age = (datetime.now(UTC) - head["LastModified"]).total_seconds()
+        if attempt == 0 and age >= self._stale:
+            # Left by an attempt that died between its commits and its manifest.
+            self._warn("replacing a stale uncommitted object", {"key": obj.key, "age": age})
+            call_aws(self.s3.delete_object, Bucket=self.bucket, Key=obj.key)
+            return None
+        raise CommitConflict(
+            f"{obj.key}: a different object was written by another attempt "
+            f"{int(age)} s ago; retrying after it commits or goes stale"
+        )
+
     def _complete(self, obj: ObjectUpload, parts: list[PartRecord]) -> str:
+        assert obj.upload_id is not None  # noqa: S101 - only multipart objects get here
         payload = {
             "Parts": [
                 {"PartNumber": p.number, "ETag": p.etag}
@@ -420,23 +529,11 @@ class Uploader:
                 if not is_precondition_failed(exc):
                     raise
             # The key exists: ours in effect if identical, else someone else's.
-            head = call_aws(self.s3.head_object, Bucket=self.bucket, Key=obj.key)
-            if int(head["ContentLength"]) == obj.size and str(head["ETag"]).strip(
-                '"'
-            ) == obj.expected_etag(parts):
+            verdict = self._existing(obj, obj.expected_etag(parts), attempt)
+            if verdict is not None:
                 self._abort(obj.key, obj.upload_id)
-                return "identical"
-            age = (datetime.now(UTC) - head["LastModified"]).total_seconds()
-            if attempt == 0 and age >= self._stale:
-                # Left by an attempt that died between its commits and its manifest.
-                self._warn("replacing a stale uncommitted object", {"key": obj.key, "age": age})
-                call_aws(self.s3.delete_object, Bucket=self.bucket, Key=obj.key)
-                continue
-            break
-        raise CommitConflict(
-            f"{obj.key}: a different object was written by another attempt "
-            f"{int(age)} s ago; retrying after it commits or goes stale"
-        )
+                return verdict
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
@@ -484,7 +581,10 @@ class Uploader:
     def abort_foreign_uploads(self, prefix: str) -> int:
         """Abort open multipart uploads under ``prefix`` that are not this job's."""
         return abort_uploads_under(
-            self.s3, self.bucket, prefix, keep=frozenset(o.upload_id for o in self._objects)
+            self.s3,
+            self.bucket,
+            prefix,
+            keep=frozenset(o.upload_id for o in self._objects if o.upload_id),
         )
 
 

@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--price-storage-gb-hour", type=float, default=pr.storage_gb_hour)
     g.add_argument("--spot-discount", type=float, default=pr.spot_discount)
     g.add_argument("--sqs-per-million", type=float, default=pr.sqs_per_million)
+    g.add_argument("--s3-put-per-1000", type=float, default=pr.s3_put_per_1000)
+    g.add_argument("--s3-get-per-1000", type=float, default=pr.s3_get_per_1000)
+    g.add_argument("--dynamodb-wru-per-million", type=float, default=pr.dynamodb_wru_per_million)
     g = p.add_argument_group("policies")
     g.add_argument(
         "--policies", default=",".join(POLICY_KEYS), help="comma-separated subset, in column order"
@@ -170,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             storage_gb_hour=args.price_storage_gb_hour,
             spot_discount=args.spot_discount,
             sqs_per_million=args.sqs_per_million,
+            s3_put_per_1000=args.s3_put_per_1000,
+            s3_get_per_1000=args.s3_get_per_1000,
+            dynamodb_wru_per_million=args.dynamodb_wru_per_million,
         )
         keys = [k.strip() for k in args.policies.split(",") if k.strip()]
         if args.fixed_tasks is not None and args.fixed_tasks < 0:

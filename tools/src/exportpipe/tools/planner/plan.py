@@ -50,7 +50,9 @@ def default_policies(
         fixed_tasks = max(
             1,
             math.ceil(
-                load.peak_hour_busy_slots / deployment.worker.concurrency / FIXED_FLEET_UTILISATION
+                load.peak_hour_busy_slots
+                / deployment.worker_jobs_per_task
+                / FIXED_FLEET_UTILISATION
             ),
         )
     make: dict[str, Callable[[], ScalingPolicy]] = {

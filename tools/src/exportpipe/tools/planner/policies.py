@@ -175,7 +175,7 @@ class _ConfiguredController:
         self.s: WorkerScaling = deployment.worker_scaling
         self.min = deployment.worker.min_tasks
         self.max = deployment.worker.max_tasks
-        self.jobs_per_task = deployment.worker.concurrency
+        self.jobs_per_task = deployment.worker_jobs_per_task
         self.lag = _lag(self.s.metric_period_seconds, self.s.metric_delay_seconds)
         self.last_out = -math.inf
         self.cooldown_base = 0

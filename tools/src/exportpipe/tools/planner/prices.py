@@ -1,4 +1,4 @@
-"""The price table: Fargate and SQS prices the planner turns task-hours and requests into.
+"""The price table: Fargate, SQS, S3 and DynamoDB prices for task-hours and requests.
 
 Defaults are us-east-1, Linux/ARM (Graviton: both services run ARM64, on demand and on
 Fargate Spot), on-demand list prices, taken on 2026-11-29. This
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from exportpipe.common.sizing import ServiceSizing
 
-__all__ = ["PRICE_SOURCES", "PriceTable"]
+__all__ = ["PRICE_SOURCES", "PriceTable", "RequestsPerFile"]
 
 FREE_EPHEMERAL_GIB = 20
 """Fargate includes 20 GiB of ephemeral storage per task; only the excess is billed."""
@@ -45,6 +45,19 @@ PRICE_SOURCES: dict[str, str] = {
         "as quoted by cloudburn.io (March 2026) and factualminds.com (June 2026); "
         "taken 2026-11-29"
     ),
+    "s3_put_per_1000": (
+        "S3 Standard PUT, COPY, POST, LIST requests $0.005 per 1,000 (us-east-1), "
+        "aws.amazon.com/s3/pricing; DELETE and abort are free; taken 2026-11-30"
+    ),
+    "s3_get_per_1000": (
+        "S3 Standard GET, SELECT and other requests $0.0004 per 1,000 (us-east-1), "
+        "aws.amazon.com/s3/pricing; taken 2026-11-30"
+    ),
+    "dynamodb_wru_per_million": (
+        "DynamoDB on-demand $0.625 per million write request units (us-east-1; a "
+        "transactional write costs 2 units per KB per item), "
+        "aws.amazon.com/dynamodb/pricing/on-demand; taken 2026-11-30"
+    ),
     "public_ipv4_hour": (
         "Public IPv4 address $0.005 per hour, every in-use address since 2024-02-01 (each "
         "task in a public subnet has one): aws.amazon.com/vpc/pricing as quoted by the AWS "
@@ -63,6 +76,23 @@ PRICE_SOURCES: dict[str, str] = {
 
 
 @dataclass(frozen=True, kw_only=True)
+class RequestsPerFile:
+    """S3 and DynamoDB requests one copied file costs (SQS is simulated, not counted here).
+
+    Defaults are what ``bench/small_files.py`` records for a small (one-part) file on its
+    first delivery (ADR 0015): the data ``PutObject`` and the manifest ``PutObject``; the
+    manifest check and the export manifest's read of the file's manifest; one tracking
+    transaction of three items under 1 KB (the ``FILE#`` marker, the ``LISTED#`` check
+    and META: 6 write units) and the file's ``LISTED#`` item written at listing (1). A
+    multipart file adds its parts plus two (create, complete).
+    """
+
+    s3_put_class: float = 2.0
+    s3_get_class: float = 2.0
+    dynamodb_write_units: float = 7.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class PriceTable:
     """Unit prices in US dollars.
 
@@ -72,6 +102,9 @@ class PriceTable:
         storage_gb_hour: ephemeral storage above the free 20 GiB, per GB per hour.
         spot_discount: Fargate Spot's discount off on-demand (0.7 = 70% cheaper).
         sqs_per_million: SQS standard requests, per million.
+        s3_put_per_1000 / s3_get_per_1000: S3 PUT-class (PUT, COPY, POST, LIST) and
+            GET-class requests, per thousand.
+        dynamodb_wru_per_million: DynamoDB on-demand write request units, per million.
         public_ipv4_hour: one public IPv4 address for one hour (a task in a public subnet).
         metric_month: one CloudWatch custom metric for a month (Container Insights).
         container_insights_metrics: metrics Container Insights publishes for the cluster.
@@ -84,6 +117,9 @@ class PriceTable:
     storage_gb_hour: float = 0.000111
     spot_discount: float = 0.70
     sqs_per_million: float = 0.40
+    s3_put_per_1000: float = 0.005
+    s3_get_per_1000: float = 0.0004
+    dynamodb_wru_per_million: float = 0.625
     public_ipv4_hour: float = 0.005
     metric_month: float = 0.30
     container_insights_metrics: float = 60.0
@@ -91,7 +127,18 @@ class PriceTable:
     container_insights_kb_per_task_minute: float = 2.0
 
     def __post_init__(self) -> None:
-        if min(self.vcpu_hour, self.gb_hour, self.storage_gb_hour, self.sqs_per_million) < 0:
+        if (
+            min(
+                self.vcpu_hour,
+                self.gb_hour,
+                self.storage_gb_hour,
+                self.sqs_per_million,
+                self.s3_put_per_1000,
+                self.s3_get_per_1000,
+                self.dynamodb_wru_per_million,
+            )
+            < 0
+        ):
             raise ValueError("prices must be >= 0")
         if not 0.0 <= self.spot_discount < 1.0:
             raise ValueError(f"spot_discount must be in [0, 1), got {self.spot_discount}")
@@ -124,3 +171,12 @@ class PriceTable:
     def sqs(self, requests: int) -> float:
         """Dollars for ``requests`` SQS standard-queue requests."""
         return requests * self.sqs_per_million / 1e6
+
+    def file_requests(self, files: int, per_file: RequestsPerFile | None = None) -> float:
+        """Dollars for the S3 and DynamoDB requests of copying ``files`` files."""
+        r = per_file or RequestsPerFile()
+        return files * (
+            r.s3_put_class * self.s3_put_per_1000 / 1000
+            + r.s3_get_class * self.s3_get_per_1000 / 1000
+            + r.dynamodb_write_units * self.dynamodb_wru_per_million / 1e6
+        )

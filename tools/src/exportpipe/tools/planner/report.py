@@ -51,8 +51,9 @@ class LoadSummary:
         mean_busy_slots: ``job_hours`` over the window's hours.
         peak_hour_busy_slots: the busiest clock hour's average busy slots if every job
             started the moment it arrived.
-        peak_tasks_needed: tasks that keeps fully busy (``ceil(peak / concurrency)``).
-        slots_at_max: ``max_tasks * concurrency``.
+        peak_tasks_needed: tasks that keeps fully busy (``ceil(peak / jobs_per_task)``).
+        slots_at_max: ``max_tasks * jobs_per_task``.
+        jobs_per_task: ``Deployment.worker_jobs_per_task`` (admission by budget, ADR 0015).
         duration_percentiles: p50, p90, p99, max of job durations, seconds.
     """
 
@@ -63,6 +64,7 @@ class LoadSummary:
     peak_hour_busy_slots: float
     peak_tasks_needed: int
     slots_at_max: int
+    jobs_per_task: int
     duration_percentiles: tuple[float, float, float, float]
 
 
@@ -84,6 +86,7 @@ class PolicyReport:
     cost_public_ipv4: float
     cost_container_insights: float
     cost_storage: float
+    cost_requests: float
     cost_total: float
     cost_total_all_on_demand: float
     wait_mean: float
@@ -177,8 +180,9 @@ def offered_load(stream: EventStream, fanout: FanoutResult, deployment: Deployme
         job_hours=job_hours,
         mean_busy_slots=job_hours / hours if hours else 0.0,
         peak_hour_busy_slots=peak,
-        peak_tasks_needed=math.ceil(peak / worker.concurrency),
-        slots_at_max=worker.max_tasks * worker.concurrency,
+        peak_tasks_needed=math.ceil(peak / deployment.worker_jobs_per_task),
+        slots_at_max=worker.max_tasks * deployment.worker_jobs_per_task,
+        jobs_per_task=deployment.worker_jobs_per_task,
         duration_percentiles=(pct[0], pct[1], pct[2], pct[3]),
     )
 
@@ -245,6 +249,8 @@ def _policy_report(
         + od_h * prices.storage_hour(deployment.worker)
     ) * per_day
     extras = cost_ipv4 + cost_ci
+    # S3 and DynamoDB requests per copied file (bench/small_files.py; ADR 0015).
+    cost_requests = prices.file_requests(int(run.waits.size)) * per_day
     waits = run.waits
     pct = np.percentile(waits, [50, 95, 99]) if waits.size else np.zeros(3)
     return PolicyReport(
@@ -262,11 +268,13 @@ def _policy_report(
         cost_public_ipv4=cost_ipv4,
         cost_container_insights=cost_ci,
         cost_storage=cost_storage,
-        cost_total=cost_spot + cost_od + cost_orch + cost_sqs + extras,
+        cost_requests=cost_requests,
+        cost_total=cost_spot + cost_od + cost_orch + cost_sqs + extras + cost_requests,
         cost_total_all_on_demand=(spot_h + od_h) * worker_rate * per_day
         + cost_orch
         + cost_sqs
-        + extras,
+        + extras
+        + cost_requests,
         wait_mean=float(waits.mean()) if waits.size else 0.0,
         wait_p50=float(pct[0]),
         wait_p95=float(pct[1]),
@@ -337,7 +345,7 @@ def build_report(
             )
             for run, desc in runs
         ],
-        analysis=analysis_check(prices, deployment.worker.concurrency),
+        analysis=analysis_check(prices, deployment.worker_jobs_per_task),
         orchestrator_max_backlog=fanout.max_backlog,
         generate_seconds=generate_seconds,
         fanout_seconds=fanout_seconds,
@@ -371,6 +379,7 @@ def _rows(p: PolicyReport) -> list[str]:
         f"${p.cost_storage:,.2f}",
         f"${p.cost_public_ipv4:,.2f}",
         f"${p.cost_container_insights:,.2f}",
+        f"${p.cost_requests:,.2f}",
         f"${p.cost_total:,.2f}",
         f"${p.cost_total_all_on_demand:,.2f}",
         fmt_duration(p.wait_p50),
@@ -409,6 +418,7 @@ _LABELS = [
     "  of workers: ephemeral storage",
     "cost/day public IPv4",
     "cost/day Container Insights",
+    "cost/day S3 + DynamoDB requests",
     "cost/day TOTAL",
     "cost/day if all on-demand",
     "queue wait p50",
@@ -461,11 +471,14 @@ def format_report(report: PlanReport) -> str:
         f"{load.peak_hour_busy_slots:,.0f} in the peak hour (= {load.peak_tasks_needed} fully "
         f"busy tasks; max_tasks gives {load.slots_at_max} slots)",
         f"worker: {worker['cpu_units'] / 1024:g} vCPU / {worker['memory_mib'] / 1024:g} GiB / "
-        f"{worker['ephemeral_storage_gib']} GiB disk, {worker['concurrency']} jobs/task, "
+        f"{worker['ephemeral_storage_gib']} GiB disk, {load.jobs_per_task} jobs/task "
+        "(by memory budget, at the scaling file size; ADR 0015), "
         f"{worker['min_tasks']}..{worker['max_tasks']} tasks, on-demand base "
         f"{worker['on_demand_base']}, rest Spot",
         "prices: ${vcpu_hour:g}/vCPU-h, ${gb_hour:g}/GB-h, ${storage_gb_hour:g}/GB-h disk over "
-        "20 GB, Spot -{spot:.0%}, SQS ${sqs_per_million:g}/M (us-east-1, taken "
+        "20 GB, Spot -{spot:.0%}, SQS ${sqs_per_million:g}/M, S3 ${s3_put_per_1000:g}/1,000 "
+        "PUT-class + ${s3_get_per_1000:g}/1,000 GET-class, DynamoDB "
+        "${dynamodb_wru_per_million:g}/M write units (us-east-1, taken "
         "2026-11-29; see docs/planner.md)".format(
             spot=report.prices["spot_discount"], **report.prices
         ),
@@ -494,7 +507,7 @@ def format_report(report: PlanReport) -> str:
         f"${a.workers_base_per_day:.2f} + ${a.workers_peak_per_day:.2f} = "
         f"${a.total_per_day:.2f}/day; with Spot ${a.total_with_spot_per_day:.2f}/day "
         f"(${a.worker_task_hour:.4f} per worker task-hour)",
-        f"  capacity:    380 task-hours x {worker['concurrency']} jobs = {a.slot_hours:,.0f} "
+        f"  capacity:    380 task-hours x {load.jobs_per_task} jobs = {a.slot_hours:,.0f} "
         f"slot-hours for {load.job_hours:,.0f} job-hours offered; the 'analysis' column "
         "simulates that schedule",
     ]

@@ -5,8 +5,9 @@ Model, in the order things happen to a job:
 * A job becomes visible on SQS 2 when the orchestrator's batch lands. A worker task
   with a free slot (one long poll per task; waiting pollers are served in turn) receives
   it at once; otherwise it waits in the queue (first in, first out).
-* A task runs ``concurrency`` jobs at once. Each job holds its slot for its duration,
-  then is deleted. While a task has jobs it extends their visibility every
+* A task runs ``Deployment.worker_jobs_per_task`` jobs at once (admission by budget,
+  counted at the deployment's scaling file size; ADR 0015). Each job holds its slot for
+  its duration, then is deleted. While a task has jobs it extends their visibility every
   ``heartbeat_seconds`` in one ``ChangeMessageVisibilityBatch`` (as
   ``exportpipe.common.sqs.QueueConsumer`` does: concurrency is at most 10).
 * Every metric period the simulator records a :class:`MetricSample` (visible and
@@ -196,7 +197,7 @@ class _Sim:
         self.n = len(self.jt)
         self.policy = policy
         self.controller = policy.controller()
-        self.conc = worker.concurrency
+        self.conc = deployment.worker_jobs_per_task
         self.grace = float(min(deployment.shutdown_grace_seconds, worker.stop_timeout_seconds))
         self.hb = float(deployment.jobs_queue.heartbeat_seconds)
         self.max_receives = deployment.jobs_queue.max_receive_count

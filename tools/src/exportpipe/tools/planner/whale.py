@@ -228,7 +228,7 @@ def simulate_delivery(
     started_wall = time.perf_counter()
     worker = deployment.worker
     scaling = deployment.worker_scaling
-    conc = worker.concurrency
+    conc = deployment.worker_jobs_per_task  # admission by budget (ADR 0015)
     period = float(scaling.metric_period_seconds)
     controller = ConfiguredPolicy(deployment=deployment).controller()
     queue = TenantQueue(fair=fair, recent_seconds=recent_seconds)
