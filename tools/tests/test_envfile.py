@@ -59,5 +59,5 @@ def test_the_cli_reads_common_settings_as_the_services_do() -> None:
     assert stack.output_prefix == "team-a/"
     unset = Stack.load(None, {})
     assert unset.common_setting("stall_seconds") == CommonSettings(bucket="bkt").stall_seconds
-    with pytest.raises(CliError, match="EXPORTPIPE_OUTPUT_PREFIX: .*relative key prefix"):
+    with pytest.raises(CliError, match=r"EXPORTPIPE_OUTPUT_PREFIX: .*relative key prefix"):
         _ = Stack.load(None, {"EXPORTPIPE_OUTPUT_PREFIX": "../x"}).output_prefix
