@@ -220,7 +220,7 @@ class CheckpointStore:
 class _Member:
     path: str
     key: str
-    upload_id: str
+    upload_id: str | None  # None until the object outgrows one part (one PutObject)
     parts: dict[int, CheckpointPart] = field(default_factory=dict)
     hashes: dict[int, HashState] = field(default_factory=dict)  # output sha256 after part n
     boundaries: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
@@ -268,11 +268,21 @@ class Checkpointer:
 
     # -- reports ----------------------------------------------------------------
 
-    def member(self, path: str, key: str, upload_id: str) -> None:
-        """An upload was opened (or resumed) for ``path``."""
+    def member(self, path: str, key: str, upload_id: str | None) -> None:
+        """An object was opened (or resumed) for ``path``; ``None``: no upload yet."""
         with self._lock:
-            self._members.setdefault(key, _Member(path, key, upload_id))
+            m = self._members.setdefault(key, _Member(path, key, upload_id))
+            if m.upload_id is None:
+                m.upload_id = upload_id
             self._dirty = True
+
+    def upload_created(self, key: str, upload_id: str) -> None:
+        """The multipart upload of an object opened earlier now exists."""
+        with self._lock:
+            m = self._members.get(key)
+            if m is not None and m.upload_id is None:
+                m.upload_id = upload_id
+                self._dirty = True
 
     def seed(self, key: str, parts: list[CheckpointPart], resume: ResumePoint | None) -> None:
         """Carry a verified checkpoint's parts (and resume point) into this attempt."""
@@ -316,7 +326,8 @@ class Checkpointer:
     def snapshot(self) -> Checkpoint:
         """The checkpoint as of now."""
         with self._lock:
-            members = list(self._members.values())
+            # An object still within one part has no upload to continue: it is left out.
+            members = [m for m in self._members.values() if m.upload_id is not None]
             resume = self._resume_point(members)
             return Checkpoint(
                 schema=CHECKPOINT_SCHEMA,
@@ -330,7 +341,7 @@ class Checkpointer:
                 source=self.source,
                 members=[
                     MemberCheckpoint(
-                        m.path, m.key, m.upload_id, [m.parts[n] for n in sorted(m.parts)]
+                        m.path, m.key, str(m.upload_id), [m.parts[n] for n in sorted(m.parts)]
                     )
                     for m in members
                 ],
@@ -399,7 +410,12 @@ class Checkpointer:
         self.store.write(self.key, self.snapshot())
         self.written = True
 
+    def member_count(self) -> int:
+        """Objects this attempt opened (with or without a multipart upload yet)."""
+        with self._lock:
+            return len(self._members)
+
     def upload_ids(self) -> frozenset[str]:
         """The uploads this checkpoint names."""
         with self._lock:
-            return frozenset(m.upload_id for m in self._members.values())
+            return frozenset(m.upload_id for m in self._members.values() if m.upload_id)

@@ -410,6 +410,8 @@ class Resumer:
         if known is not None:
             obj = uploader.attach(key, known.upload_id)
         else:
+            # A new object has no multipart upload until it outgrows one part; the
+            # checkpoint learns its upload id then (upload_created).
             obj = uploader.open(key, content_type=content_type)
             self.checkpointer.member(path, key, obj.upload_id)
         if self._fresh_resumable():
@@ -426,7 +428,7 @@ class Resumer:
             or self._tap is None
         ):
             return False
-        if len(self.checkpointer.upload_ids()) != 1:
+        if self.checkpointer.member_count() != 1:
             self.checkpointer.ranged = False
             return False
         compression = self.job.compression or detect_compression(self._tap.head)
@@ -475,6 +477,10 @@ class Resumer:
                     return PartRecord(part.number, part.etag, part.checksum)
                 return None
         return None
+
+    def upload_created(self, key: str, upload_id: str) -> None:
+        """Record the multipart upload a new object just opened."""
+        self.checkpointer.upload_created(key, upload_id)
 
     def part_uploaded(self, key: str, record: PartRecord, size: int) -> None:
         """Record an uploaded part (and write the checkpoint if it is due)."""

@@ -359,7 +359,10 @@ class Uploader:
             ContentType=obj.content_type,
             ChecksumAlgorithm=self._algorithm,
         )
-        return str(response["UploadId"])
+        upload_id = str(response["UploadId"])
+        if self.observer is not None:  # resume hook (ADR 0020): the upload now exists
+            self.observer.upload_created(obj.key, upload_id)
+        return upload_id
 
     def attach(
         self,
@@ -593,6 +596,10 @@ class PartObserver(Protocol):
 
     def reuse(self, key: str, number: int, body: bytearray) -> PartRecord | None:
         """A part already uploaded with exactly this content, or ``None``."""
+        ...
+
+    def upload_created(self, key: str, upload_id: str) -> None:
+        """``key`` outgrew one part: its multipart upload ``upload_id`` was created."""
         ...
 
     def part_uploaded(self, key: str, record: PartRecord, size: int) -> None:
