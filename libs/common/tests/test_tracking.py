@@ -269,3 +269,23 @@ def test_outcomes_for_files_the_export_never_listed_are_ignored(tracker: ExportT
     state = tracker.get("exp-ids")
     assert state is not None
     assert state.files_outstanding == 0
+
+
+def test_the_export_manifest_keeps_every_file_in_order_past_the_read_window(
+    tracker: ExportTracker, events: tuple[EventPublisher, str], s3: Any
+) -> None:
+    # More files than reads in flight: each file manifest appears once, in the order
+    # the tracker lists the outcomes, and the streamed document stays valid.
+    s3.create_bucket(Bucket="bkt")
+    ids = [f"f{i:03d}" for i in range(40)]
+    _page(tracker, 0, ids, last=True)
+    for fid in ids:
+        key = f"{PREFIX}manifests/{fid}.json"
+        s3.put_object(Bucket="bkt", Key=key, Body=orjson.dumps({"file_id": fid}))
+        _file(tracker, fid, size=1, detail=key)
+    publisher, _url = events
+    assert ExportCompleter(tracker, s3, publisher).complete_if_done("exp-1") is not None
+    raw = s3.get_object(Bucket="bkt", Key=f"{PREFIX}_manifest.json")["Body"].read()
+    listed = [fid for fid, *_ in tracker.file_outcomes("exp-1")]
+    assert [f["file_id"] for f in orjson.loads(raw)["files"]] == listed
+    assert sorted(listed) == ids
