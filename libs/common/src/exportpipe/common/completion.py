@@ -95,26 +95,6 @@ class ExportCompleter:
             "completed_with_errors" if state.files_rejected else "completed"
         )
         manifest_key = ExportKeys.at(state.prefix).manifest
-        self._write_manifest(state, status, manifest_key)
-        event = ExportCompleted(
-            export_id=export_id,
-            tenant=state.tenant,
-            status=status,
-            files_expected=state.files_expected,
-            files_done=state.files_done,
-            files_rejected=state.files_rejected,
-            bytes=state.bytes,
-            manifest=f"s3://{state.bucket}/{manifest_key}",
-        )
-        self._publisher.publish(event)
-        self._tracker.mark_completed(export_id, status=status, manifest_key=manifest_key)
-        if self._metrics is not None:
-            self._metrics.add("ExportsCompleted", status=status)
-        return event
-
-    def _write_manifest(
-        self, state: ExportState, status: Literal["completed", "completed_with_errors"], key: str
-    ) -> None:
         head = ExportManifest(
             export_id=state.export_id,
             tenant=state.tenant,
@@ -124,6 +104,19 @@ class ExportCompleter:
             files_rejected=state.files_rejected,
             bytes=state.bytes,
         )
+        self._write_manifest(state, head, manifest_key)
+        # The event repeats the manifest's head: the counts a subscriber acts on.
+        event = ExportCompleted(
+            **head.model_dump(exclude={"schema_name", "version", "files", "rejected"}),
+            manifest=f"s3://{state.bucket}/{manifest_key}",
+        )
+        self._publisher.publish(event)
+        self._tracker.mark_completed(export_id, status=status, manifest_key=manifest_key)
+        if self._metrics is not None:
+            self._metrics.add("ExportsCompleted", status=status)
+        return event
+
+    def _write_manifest(self, state: ExportState, head: ExportManifest, key: str) -> None:
         # A retry starts a fresh stream: the chunks are read again from the start.
         call_aws(
             lambda: self._s3.upload_fileobj(
