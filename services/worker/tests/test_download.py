@@ -45,7 +45,8 @@ def test_streams_and_verifies(file_server: Any) -> None:
     url = file_server.add(BODY)
     source = _source(url, **_checks(BODY))
     assert _read_all(source) == BODY
-    assert source.finished
+    assert source.read() == b""  # verified at EOF, and stays there
+    assert source.bytes_read == len(BODY)
     assert source.sha256 == hashlib.sha256(BODY).hexdigest()
     (headers,) = file_server.requests_for(url)
     assert headers["Accept-Encoding"] == "identity"

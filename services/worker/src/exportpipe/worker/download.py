@@ -46,7 +46,6 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from tenacity import (
-    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
@@ -131,11 +130,6 @@ class Source:
         """Hex sha256 of the bytes read so far (of the whole file once at EOF)."""
         return self._hash.hexdigest()
 
-    @property
-    def finished(self) -> bool:
-        """True once EOF was reached and verified."""
-        return self._done
-
     def read(self, size: int = -1, /) -> bytes:
         """Read up to ``size`` bytes (``-1``: one chunk); verifies at EOF.
 
@@ -170,11 +164,6 @@ class Source:
                 reason="size_mismatch",
             )
         return data
-
-    def finish(self) -> None:
-        """Read (and discard) whatever is left, so the checks at EOF run."""
-        while self.read(1 << 20):
-            pass
 
     # -- resume hook (ADR 0020) ---------------------------------------------------
 
@@ -310,7 +299,6 @@ class HttpSource(Source):
         self._validator: str | None = None  # ETag or Last-Modified of the first response
         self._total: int | None = None  # the full length, from the first response
         self.resumed = 0  # reads resumed after an interruption, for metrics and tests
-        self.retries = 0  # request attempts retried
         self._stalled = 0  # resumes in a row that delivered no byte
         self._progress = 0  # bytes the current response delivered
         self._politeness = politeness
@@ -466,15 +454,11 @@ class HttpSource(Source):
             stop=stop_after_attempt(self._attempts),
             wait=wait_exponential_jitter(multiplier=0.2, max=self._max_wait, jitter=0.2),
             sleep=self._cancel.sleep,  # a cancelled job stops backing off at once
+            # No before_sleep logging: tenacity's would print URLs; callers see the
+            # final error instead.
             reraise=True,
-            before_sleep=self._note_retry,
         )
         return retrying(self._open_at, offset)
-
-    def _note_retry(self, state: RetryCallState) -> None:
-        # Deliberately no logging of the exception text here: tenacity's own
-        # before_sleep_log would print URLs; callers see the final error instead.
-        self.retries += 1
 
     # -- reading ------------------------------------------------------------
 

@@ -333,7 +333,6 @@ class Uploader:
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
         self._objects: list[ObjectUpload] = []
         self._warn = on_warning or (lambda _msg, _extra: None)
-        self.bytes_uploaded = 0
         # resume hook (ADR 0020): told of every part uploaded and hashed; may supply a
         # part already in S3 instead of uploading it again (see exportpipe.worker.resume).
         self.observer: PartObserver | None = None
@@ -440,7 +439,6 @@ class Uploader:
             Body=body,
             ChecksumAlgorithm=self._algorithm,
         )
-        self.bytes_uploaded += len(body)
         record = PartRecord(number, response["ETag"], response.get(self._checksum_key))
         if self.observer is not None:  # resume hook (ADR 0020)
             self.observer.part_uploaded(obj.key, record, len(body))
