@@ -23,6 +23,7 @@ from exportpipe.tools.simulator import SimulatorConfig
 __all__ = [
     "RunningSimulator",
     "service_environment",
+    "simulator_command",
     "start_orchestrator",
     "start_simulator",
     "start_worker",
@@ -50,6 +51,21 @@ class RunningSimulator:
     token: str
 
 
+def simulator_command(spec_file: Path, url_file: Path) -> list[str]:
+    """The simulator serving ``spec_file`` on a free port, its URL written to ``url_file``."""
+    return [
+        sys.executable,
+        "-m",
+        "exportpipe.tools.simulator",
+        "--port",
+        "0",
+        "--exports",
+        str(spec_file),
+        "--url-file",
+        str(url_file),
+    ]
+
+
 def start_simulator(
     group: ProcessGroup,
     config: SimulatorConfig,
@@ -70,17 +86,7 @@ def start_simulator(
     url_file.unlink(missing_ok=True)
     process = group.start(
         name,
-        [
-            sys.executable,
-            "-m",
-            "exportpipe.tools.simulator",
-            "--port",
-            "0",
-            "--exports",
-            str(spec_file),
-            "--url-file",
-            str(url_file),
-        ],
+        simulator_command(spec_file, url_file),
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         log_file=state_dir / "logs" / f"{name}.log",
     )

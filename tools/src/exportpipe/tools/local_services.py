@@ -30,7 +30,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from exportpipe.tools.errors import CliError
-from exportpipe.tools.launch import service_environment
+from exportpipe.tools.launch import service_environment, simulator_command
 from exportpipe.tools.processes import (
     process_alive,
     process_started_at,
@@ -216,17 +216,7 @@ def _start_simulator(
     spec_file.write_text(config.model_dump_json(indent=1) + "\n")
     url_file = state_dir / "simulator.url"
     url_file.unlink(missing_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "exportpipe.tools.simulator",
-        "--port",
-        "0",
-        "--exports",
-        str(spec_file),
-        "--url-file",
-        str(url_file),
-    ]
+    argv = simulator_command(spec_file, url_file)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     record = _spawn(_SIMULATOR, argv, env=env, state_dir=state_dir, config=digest)
     deadline = time.monotonic() + timeout
