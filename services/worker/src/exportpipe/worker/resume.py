@@ -417,7 +417,7 @@ class Resumer:
         if self._fresh_resumable():
             # A resume point needs the output's sha256 state at part boundaries.
             self.checkpointer.ranged = True
-            obj._hash = sha256state.ResumableSha256()
+            obj.hash_with(sha256state.ResumableSha256())
         return obj
 
     def _fresh_resumable(self) -> bool:
