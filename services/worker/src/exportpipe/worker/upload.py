@@ -41,6 +41,7 @@ from botocore.exceptions import ClientError
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import JobReleased, RetryableError
 from exportpipe.common.retry import call_aws
+from exportpipe.worker.settings import UploadTuning
 
 __all__ = [
     "CommitConflict",
@@ -344,23 +345,20 @@ class Uploader:
         s3: Any,
         bucket: str,
         *,
-        part_size: int,
-        parts_in_flight: int,
-        checksum_algorithm: str = "CRC32",
-        stale_commit_seconds: float = 900.0,
+        tuning: UploadTuning,
         cancel: CancelToken | None = None,
         on_warning: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.s3 = s3
         self.bucket = bucket
-        self.part_size = part_size
-        self._algorithm = checksum_algorithm
-        self._checksum_key = _CHECKSUM_KEY[checksum_algorithm]
-        self._stale = stale_commit_seconds
+        self.part_size = tuning.part_size
+        self._algorithm = tuning.checksum_algorithm
+        self._checksum_key = _CHECKSUM_KEY[tuning.checksum_algorithm]
+        self._stale = tuning.stale_commit_seconds
         self._cancel = cancel or CancelToken()
-        self._slots = threading.BoundedSemaphore(parts_in_flight)
-        self._pool = ThreadPoolExecutor(parts_in_flight, thread_name_prefix="upload")
-        self.buffers = PartBuffers(part_size, parts_in_flight + 1)
+        self._slots = threading.BoundedSemaphore(tuning.parts_in_flight)
+        self._pool = ThreadPoolExecutor(tuning.parts_in_flight, thread_name_prefix="upload")
+        self.buffers = PartBuffers(tuning.part_size, tuning.parts_in_flight + 1)
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
         self._objects: list[ObjectUpload] = []
         self._warn = on_warning or (lambda _msg, _extra: None)
