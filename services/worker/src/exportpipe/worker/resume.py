@@ -57,7 +57,6 @@ from exportpipe.worker.checkpoint import (
     MemberCheckpoint,
     SourceIdentity,
     checkpoint_key,
-    restore_validator,
 )
 from exportpipe.worker.download import Readable, Source
 from exportpipe.worker.extract import Member, detect_compression
@@ -448,7 +447,7 @@ class Resumer:
         if self.mode == "range" and self._checkpoint is not None:
             resume = self._checkpoint.resume
             assert resume is not None  # noqa: S101
-            restore_validator(validator, resume.validator)
+            validator.restore_state(resume.validator)
 
     def read_size(self, obj: ObjectUpload) -> int:
         """How much to read next: never across a part boundary while recording resume points."""
