@@ -323,21 +323,13 @@ class Pipeline:
                 uploader.abort_all()
             if isinstance(exc, JobReleased):
                 raise
-            existing = self._read_manifest_quietly(bucket, keys.manifest)
-            if existing is not None and existing.same_source(
-                size=job.size_bytes, sha256=job.sha256
-            ):
-                return self._duplicate(job, keys, existing, started)
+            if (duplicate := self._committed_meanwhile(job, keys, started)) is not None:
+                return duplicate
             raise
         except Exception:
             uploader.abort_all()
-            # A concurrent attempt may have committed meanwhile (and aborted our
-            # uploads): then this delivery is a duplicate, not a failure.
-            existing = self._read_manifest_quietly(bucket, keys.manifest)
-            if existing is not None and existing.same_source(
-                size=job.size_bytes, sha256=job.sha256
-            ):
-                return self._duplicate(job, keys, existing, started)
+            if (duplicate := self._committed_meanwhile(job, keys, started)) is not None:
+                return duplicate
             raise
         except BaseException:
             uploader.abort_all()
@@ -345,6 +337,16 @@ class Pipeline:
         finally:
             uploader.close()
         return result
+
+    def _committed_meanwhile(
+        self, job: DownloadJob, keys: FileKeys, started: float
+    ) -> JobResult | None:
+        """After a failed attempt: a duplicate's result if a concurrent attempt committed
+        the same source meanwhile (and aborted our uploads), else ``None``."""
+        existing = self._read_manifest_quietly(job.destination.bucket, keys.manifest)
+        if existing is not None and existing.same_source(size=job.size_bytes, sha256=job.sha256):
+            return self._duplicate(job, keys, existing, started)
+        return None
 
     def _resumer(self, job: DownloadJob, keys: FileKeys, *, look: bool) -> Resumer:
         resumer = Resumer(
