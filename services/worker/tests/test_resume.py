@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -75,28 +74,32 @@ def _part_uploads(s3: Any) -> Iterator[list[int]]:
 def _release_after(
     s3: Any, bucket: str, job: Any, settings: WorkerSettings, *, parts: int
 ) -> Checkpoint:
-    """Run ``job`` and release it once its checkpoint names ``parts`` parts."""
+    """Run ``job`` and release it as soon as it writes a checkpoint naming ``parts`` parts.
+
+    The release happens inside the checkpoint's PutObject call (a botocore event on the
+    client the pipeline uses), not from a thread polling S3: a poller could see the
+    checkpoint only after a throttled download had already finished (it did, on a loaded
+    machine), and the job would complete instead of being released.
+    """
     cancel = CancelToken()
-    stop = threading.Event()
+    key = checkpoint_key(job.destination.prefix, job.file_id)
 
-    def watch() -> None:
-        while not stop.is_set():
-            cp = _checkpoint(s3, bucket, job)
-            if cp is not None and cp.members and len(cp.members[0].parts) >= parts:
-                cancel.cancel(JobReleased("released"))
-                return
-            time.sleep(0.05)
+    def watch(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") != key:
+            return
+        members = orjson.loads(params["Body"])["members"]
+        if members and len(members[0]["parts"]) >= parts:
+            cancel.cancel(JobReleased("released"))
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    s3.meta.events.register("provide-client-params.s3.PutObject", watch)
     try:
         with pytest.raises(JobReleased):
             Pipeline(settings, s3=s3).run(job, cancel=cancel)
     finally:
-        stop.set()
-        watcher.join()
+        s3.meta.events.unregister("provide-client-params.s3.PutObject", watch)
     cp = _checkpoint(s3, bucket, job)
     assert cp is not None
+    assert len(cp.members[0].parts) >= parts
     return cp
 
 
@@ -187,6 +190,8 @@ def test_compressed_resume_reuploads_no_checkpointed_part(
     cp = _release_after(s3, bucket, job, rsettings, parts=2)
     assert cp.resume is None  # compressed: no ranged resume point
     kept = {p.number for p in cp.members[0].parts}
+    # The throttle only had to hold the first run until its release.
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
     with _part_uploads(s3) as uploaded:
         result = Pipeline(rsettings, s3=s3).run(job)
     assert result.status == "done"
