@@ -30,6 +30,7 @@ may have been lost.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -278,9 +279,14 @@ class Pipeline:
         keys = keys_for(job)  # a prefix with ".." is refused here, as bad_destination
         self._check_export_root(job)
         bucket = job.destination.bucket
-        existing = self._read_manifest(bucket, keys.manifest)
-        if existing is not None:
-            return self._duplicate(job, keys, existing, started)
+        # A first delivery of a file that fits one part skips the manifest read (ADR
+        # 0015): a duplicate is rare there and is found at its commit instead, for the
+        # price of re-reading one small file.
+        checked = redelivered or not self._fits_one_part(job)
+        if checked:
+            existing = self._read_manifest(bucket, keys.manifest)
+            if existing is not None:
+                return self._duplicate(job, keys, existing, started)
         cancel = cancel or CancelToken()
         # resume hook (ADR 0020): continue an earlier attempt's checkpoint, keep ours.
         # A first delivery has no earlier attempt, so no checkpoint to read.
@@ -291,7 +297,9 @@ class Pipeline:
             part_size=self.settings.part_size_bytes,
             parts_in_flight=self.settings.upload_parts_in_flight,
             checksum_algorithm=self.settings.checksum_algorithm,
-            stale_commit_seconds=self.settings.stale_commit_seconds,
+            # Unchecked, an object already at a key may belong to a committed file:
+            # never replace it here; a redelivery reads the manifest first and may.
+            stale_commit_seconds=self.settings.stale_commit_seconds if checked else math.inf,
             cancel=cancel,
             on_warning=self._warn,
         )
@@ -306,7 +314,12 @@ class Pipeline:
                 started=started,
                 resumer=resumer,
                 redelivered=redelivered,
+                checked=checked,
             )
+        except _Committed as found:
+            # What the skipped manifest read would have found, with the same outcome.
+            uploader.abort_all()
+            return self._duplicate(job, keys, found.manifest, started)
         except IntegrityError as exc:
             if resumer.mode != "range" or exc.reason == "manifest_conflict":
                 self._refuse(
@@ -332,9 +345,11 @@ class Pipeline:
             if isinstance(exc, JobReleased):
                 raise
             existing = self._read_manifest_quietly(bucket, keys.manifest)
-            if existing is not None and existing.same_source(
-                size=job.size_bytes, sha256=job.sha256
+            if existing is not None and (
+                not checked or existing.same_source(size=job.size_bytes, sha256=job.sha256)
             ):
+                # Unchecked: what the skipped manifest read would have found (a
+                # duplicate, or a conflict with a different source).
                 return self._duplicate(job, keys, existing, started)
             raise
         except Exception:
@@ -436,6 +451,7 @@ class Pipeline:
         started: float,
         resumer: Resumer,
         redelivered: bool,
+        checked: bool = True,
     ) -> JobResult:
         settings = self.settings
         parts = urlsplit(job.url)
@@ -515,6 +531,9 @@ class Pipeline:
         for obj, records, path in pending:
             if obj.commit() != "created":
                 redelivered = True  # another attempt wrote this key: it may have left more
+                if not checked:
+                    self._raise_if_committed(job, keys)
+                    checked = True
             members_out.append(MemberResult(path, obj.key, obj.size, obj.sha256, records))
         manifest = self._manifest(job, source.bytes_read, source.sha256, members_out)
         if not uploader.put_if_absent(
@@ -522,6 +541,8 @@ class Pipeline:
             manifest.to_json(),
             content_type="application/json",
         ):
+            if not checked:
+                self._raise_if_committed(job, keys)
             existing = self._read_manifest(job.destination.bucket, keys.manifest)
             if existing is None or existing.source.sha256 != source.sha256:
                 raise IntegrityError(
@@ -540,6 +561,21 @@ class Pipeline:
             resumed_from=resumer.offset,
             parts_reused=resumer.parts_reused,
         )
+
+    def _fits_one_part(self, job: DownloadJob) -> bool:
+        """The job lists a size no larger than one part (its first delivery may skip
+        the manifest read: re-reading it, should it be a duplicate, is cheap)."""
+        return job.size_bytes is not None and job.size_bytes <= self.settings.part_size_bytes
+
+    def _raise_if_committed(self, job: DownloadJob, keys: FileKeys) -> None:
+        """The read a first delivery skipped, once a commit found an earlier attempt.
+
+        Raises:
+            _Committed: the file's manifest exists (a duplicate, or a conflict).
+        """
+        existing = self._read_manifest(job.destination.bucket, keys.manifest)
+        if existing is not None:
+            raise _Committed(existing)
 
     @staticmethod
     def _eta(done: int, total: int | None, elapsed: float) -> float | None:
@@ -608,6 +644,15 @@ class Pipeline:
             )
         except Exception as exc2:  # the dead letter still carries the reason
             self._warn("could not write the rejection record", {"error": type(exc2).__name__})
+
+
+class _Committed(Exception):
+    """A job that skipped the manifest read found the file committed (a signal inside
+    the pipeline, never raised out of it)."""
+
+    def __init__(self, manifest: FileManifest) -> None:
+        super().__init__("the file is already committed")
+        self.manifest = manifest
 
 
 def _empty_archive(job: DownloadJob) -> PermanentError:
