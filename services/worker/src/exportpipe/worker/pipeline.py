@@ -10,7 +10,10 @@ bytes; anything else is refused before any write.
 The sequence:
 
 1. If the manifest exists and describes the same source (sha256 and size, as far as the
-   job states them), the job is a duplicate: acknowledge it without work.
+   job states them), the job is a duplicate: acknowledge it without work. A first
+   delivery of a file whose listed size fits one part skips this read; a commit that
+   finds its key taken reads the manifest then, and such a delivery never replaces an
+   object it finds (ADR 0015).
 2. Stream download → decompress/extract → validate → multipart upload through bounded
    buffers (a download thread, this thread, a pool of part uploaders).
 3. Read the source to its end so the size/sha256 checks run; only then commit each
