@@ -33,6 +33,7 @@ may have been lost.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -68,7 +69,7 @@ from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker.download import Prefetcher, open_source
-from exportpipe.worker.extract import ExtractLimits, iter_members
+from exportpipe.worker.extract import iter_members
 from exportpipe.worker.politeness import HostPoliteness
 from exportpipe.worker.resume import ResumeDiscarded, Resumer
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
@@ -183,14 +184,9 @@ class Pipeline:
         self._log = logger
         # One per process: every job's downloads share the per-host slots and pauses.
         self.politeness = HostPoliteness(max_per_host=settings.max_downloads_per_host)
-        self.limits = ExtractLimits(
-            max_members=settings.max_members,
-            max_total_output_bytes=settings.max_total_output_bytes,
-            max_compression_ratio=settings.max_compression_ratio,
-            ratio_check_after_bytes=settings.ratio_check_after_bytes,
-            spool_dir=settings.spool_dir,
-            max_spool_bytes=settings.max_spool_bytes,
-        )
+        self.limits = settings.extract_limits
+        self.download = settings.download
+        self.upload = settings.upload
 
     # -- helpers ------------------------------------------------------------
 
@@ -297,12 +293,11 @@ class Pipeline:
         uploader = Uploader(
             self.s3,
             bucket,
-            part_size=self.settings.part_size_bytes,
-            parts_in_flight=self.settings.upload_parts_in_flight,
-            checksum_algorithm=self.settings.checksum_algorithm,
             # Unchecked, an object already at a key may belong to a committed file:
             # never replace it here; a redelivery reads the manifest first and may.
-            stale_commit_seconds=self.settings.stale_commit_seconds if checked else math.inf,
+            tuning=self.upload
+            if checked
+            else dataclasses.replace(self.upload, stale_commit_seconds=math.inf),
             cancel=cancel,
             on_warning=self._warn,
         )
@@ -347,23 +342,15 @@ class Pipeline:
                 uploader.abort_all()
             if isinstance(exc, JobReleased):
                 raise
-            existing = self._read_manifest_quietly(bucket, keys.manifest)
-            if existing is not None and (
-                not checked or existing.same_source(size=job.size_bytes, sha256=job.sha256)
-            ):
-                # Unchecked: what the skipped manifest read would have found (a
-                # duplicate, or a conflict with a different source).
-                return self._duplicate(job, keys, existing, started)
+            duplicate = self._committed_meanwhile(job, keys, started, checked=checked)
+            if duplicate is not None:
+                return duplicate
             raise
         except Exception:
             uploader.abort_all()
-            # A concurrent attempt may have committed meanwhile (and aborted our
-            # uploads): then this delivery is a duplicate, not a failure.
-            existing = self._read_manifest_quietly(bucket, keys.manifest)
-            if existing is not None and existing.same_source(
-                size=job.size_bytes, sha256=job.sha256
-            ):
-                return self._duplicate(job, keys, existing, started)
+            duplicate = self._committed_meanwhile(job, keys, started, checked=checked)
+            if duplicate is not None:
+                return duplicate
             raise
         except BaseException:
             uploader.abort_all()
@@ -372,13 +359,29 @@ class Pipeline:
             uploader.close()
         return result
 
+    def _committed_meanwhile(
+        self, job: DownloadJob, keys: FileKeys, started: float, *, checked: bool = True
+    ) -> JobResult | None:
+        """After a failed attempt: a duplicate's result if a concurrent attempt committed
+        the same source meanwhile (and aborted our uploads), else ``None``.
+
+        ``checked=False`` (the manifest read was skipped): any manifest found ends the
+        job as that read would have -- a duplicate, or ``manifest_conflict`` (raised).
+        """
+        existing = self._read_manifest_quietly(job.destination.bucket, keys.manifest)
+        if existing is not None and (
+            not checked or existing.same_source(size=job.size_bytes, sha256=job.sha256)
+        ):
+            return self._duplicate(job, keys, existing, started)
+        return None
+
     def _resumer(self, job: DownloadJob, keys: FileKeys, *, look: bool) -> Resumer:
         resumer = Resumer(
             s3=self.s3,
             job=job,
             root=keys.root,
-            part_size=self.settings.part_size_bytes,
-            checksum_algorithm=self.settings.checksum_algorithm,
+            part_size=self.upload.part_size,
+            checksum_algorithm=self.upload.checksum_algorithm,
             interval=self.settings.checkpoint_seconds,
             max_output_bytes=self.settings.max_total_output_bytes,
             warn=self._warn,
@@ -470,18 +473,15 @@ class Pipeline:
             s3_client_factory=lambda: self.s3,
             expected_size=job.size_bytes,
             expected_sha256=job.sha256,
-            max_redirects=settings.max_redirects,
-            attempts=settings.download_attempts,
-            connect_timeout=settings.connect_timeout_seconds,
-            read_timeout=settings.read_timeout_seconds,
+            tuning=self.download,
             cancel=cancel,
             politeness=self.politeness,
         )
         resumer.prepare_source(source)
         prefetch = Prefetcher(
             source,
-            chunk_size=settings.download_chunk_bytes,
-            depth=settings.download_buffer_chunks,
+            chunk_size=self.download.chunk_bytes,
+            depth=self.download.buffer_chunks,
             cancel=cancel,
         )
         pending: list[tuple[ObjectUpload, int | None, str]] = []
@@ -568,7 +568,7 @@ class Pipeline:
     def _fits_one_part(self, job: DownloadJob) -> bool:
         """The job lists a size no larger than one part (its first delivery may skip
         the manifest read: re-reading it, should it be a duplicate, is cheap)."""
-        return job.size_bytes is not None and job.size_bytes <= self.settings.part_size_bytes
+        return job.size_bytes is not None and job.size_bytes <= self.upload.part_size
 
     def _raise_if_committed(self, job: DownloadJob, keys: FileKeys) -> None:
         """The read a first delivery skipped, once a commit found an earlier attempt.
