@@ -76,7 +76,8 @@ it, because the export never listed it."""
 SUBMITTED = "submitted"
 """Status of an export submitted but not listed by an orchestrator yet."""
 _TTL_SECONDS = 90 * 24 * 3600
-_MARKERS_IN_FLIGHT = 8  # conditional LISTED# puts of one page at once
+_MARKERS_IN_FLIGHT = 4  # conditional LISTED# puts of one page at once (x the
+# orchestrator's concurrent pages: within the client's 20 pooled connections)
 
 
 def _names(values: dict[str, Any]) -> dict[str, str]:
