@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from exportpipe.tools.planner.config import ArrivalCurve, DurationModel, RunOptions, Workload
 from exportpipe.tools.planner.plan import POLICY_KEYS, run_plan
+from exportpipe.tools.planner.plot import render_png
 from exportpipe.tools.planner.prices import PriceTable
 from exportpipe.tools.planner.report import format_report
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "write_outputs"]
 
 DEFAULT_OUT = Path(".exportpipe/plan")
 
@@ -193,13 +196,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exportpipe plan: error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "plan.json"
-    json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    print(f"\nwrote {json_path}")
-    if not args.no_plot:
-        from exportpipe.tools.planner.plot import render_png
-
-        print(f"wrote {render_png(report, out / 'plan.png')}")
+    write_outputs(
+        args.out,
+        "plan",
+        report.to_json(),
+        None if args.no_plot else lambda p: render_png(report, p),
+    )
     return 0
+
+
+def write_outputs(
+    out: Path, stem: str, data: dict[str, Any], render: Callable[[Path], Path] | None
+) -> None:
+    """Write ``<stem>.json`` and, with ``render``, ``<stem>.png`` to ``out``; print both."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{stem}.json"
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"\nwrote {json_path}")
+    if render is not None:
+        print(f"wrote {render(out / f'{stem}.png')}")

@@ -25,7 +25,6 @@ delivery order.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
+from exportpipe.tools.planner.command import write_outputs
 from exportpipe.tools.planner.config import DAY_SECONDS, ArrivalCurve, DurationModel
 from exportpipe.tools.planner.fairqueue import Delivery
 from exportpipe.tools.planner.policies import ConfiguredPolicy
@@ -470,11 +470,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exportpipe plan whale: error: {exc}", file=sys.stderr)
         return 2
     print(format_whale(report))
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "whale.json"
-    json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    print(f"\nwrote {json_path}")
-    if not args.no_plot:
-        print(f"wrote {render_whale_png(report, out / 'whale.png')}")
+    write_outputs(
+        args.out,
+        "whale",
+        report.to_json(),
+        None if args.no_plot else lambda p: render_whale_png(report, p),
+    )
     return 0
