@@ -34,7 +34,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
-    "FAIR",
     "NOISY_MIN_IN_FLIGHT",
     "NOISY_SHARE",
     "OLDEST_FIRST",
@@ -69,8 +68,6 @@ class Delivery:
 
 OLDEST_FIRST = Delivery()
 """A standard queue without message groups (the planner's default)."""
-FAIR = Delivery(fair=True)
-"""Fair queues with the default "recent" window."""
 
 
 @dataclass(slots=True)
