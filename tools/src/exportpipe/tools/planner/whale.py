@@ -216,9 +216,9 @@ def _run(jobs: _Jobs, *, delivery: Delivery, deployment: Deployment, name: str) 
         delivery=delivery,
         tenants=[jobs.names[i] for i in jobs.tenant.tolist()],
     )
-    hours = np.asarray(run.series["hour"])
-    # Whale messages visible at each period's end: arrived, not yet received.
-    ticks = hours * 3600.0
+    # Whale messages visible at each period's end (exact times): arrived, not received.
+    periods = len(run.series["hour"])
+    ticks = np.arange(1, periods + 1) * float(deployment.worker_scaling.metric_period_seconds)
     whale_visible = np.searchsorted(jobs.visible[whale], ticks, side="right") - np.searchsorted(
         np.sort(run.first_receives[whale]), ticks, side="right"
     )
@@ -241,7 +241,7 @@ def _run(jobs: _Jobs, *, delivery: Delivery, deployment: Deployment, name: str) 
             "tasks": run.series["tasks"],
             "visible": run.series["visible"],
             "whale_visible": whale_visible.astype(np.float64).tolist(),
-            "noisy": run.series.get("noisy", [0.0] * len(hours)),
+            "noisy": run.series.get("noisy", [0.0] * periods),
         },
         hourly_p95=hourly,
         sim_seconds=run.wall_seconds,
