@@ -288,7 +288,9 @@ class _Sim:
             return
         self.period_busy += self.busy_total * dt
         self.period_running += self.running * dt
-        lo, hi = max(self.t_last, self.w0), min(t, self.w1)
+        # Conditional expressions, not max()/min(): this runs on every event.
+        lo = self.t_last if self.t_last > self.w0 else self.w0
+        hi = t if t < self.w1 else self.w1
         if hi > lo:
             self.spot_area += self.billed_spot * (hi - lo)
             self.od_area += self.billed_od * (hi - lo)
