@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from exportpipe.tools.planner.plot import render_png
 from exportpipe.tools.planner.prices import PriceTable
 from exportpipe.tools.planner.report import format_report
 
-__all__ = ["build_parser", "main", "write_outputs"]
+__all__ = ["build_parser", "main", "publish"]
 
 DEFAULT_OUT = Path(".exportpipe/plan")
 
@@ -195,23 +196,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # includes TraceError
         print(f"exportpipe plan: error: {exc}", file=sys.stderr)
         return 2
-    print(format_report(report))
-    write_outputs(
-        args.out,
-        "plan",
-        report.to_json(),
-        None if args.no_plot else lambda p: render_png(report, p),
-    )
-    return 0
+    render = None if args.no_plot else partial(render_png, report)
+    return publish(args.out, "plan", format_report(report), report.to_json(), render)
 
 
-def write_outputs(
-    out: Path, stem: str, data: dict[str, Any], render: Callable[[Path], Path] | None
-) -> None:
-    """Write ``<stem>.json`` and, with ``render``, ``<stem>.png`` to ``out``; print both."""
+def publish(
+    out: Path, stem: str, text: str, data: dict[str, Any], render: Callable[[Path], Path] | None
+) -> int:
+    """Print ``text``, write ``<stem>.json`` and, with ``render``, ``<stem>.png`` to ``out``.
+
+    Returns:
+        0, the command's exit status.
+    """
+    print(text)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"{stem}.json"
     json_path.write_text(json.dumps(data, indent=1) + "\n")
     print(f"\nwrote {json_path}")
     if render is not None:
         print(f"wrote {render(out / f'{stem}.png')}")
+    return 0

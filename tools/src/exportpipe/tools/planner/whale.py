@@ -28,13 +28,14 @@ import argparse
 import math
 import sys
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
-from exportpipe.tools.planner.command import write_outputs
+from exportpipe.tools.planner.command import publish
 from exportpipe.tools.planner.config import DAY_SECONDS, ArrivalCurve, DurationModel
 from exportpipe.tools.planner.fairqueue import Delivery
 from exportpipe.tools.planner.policies import ConfiguredPolicy
@@ -469,11 +470,5 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"exportpipe plan whale: error: {exc}", file=sys.stderr)
         return 2
-    print(format_whale(report))
-    write_outputs(
-        args.out,
-        "whale",
-        report.to_json(),
-        None if args.no_plot else lambda p: render_whale_png(report, p),
-    )
-    return 0
+    render = None if args.no_plot else partial(render_whale_png, report)
+    return publish(args.out, "whale", format_whale(report), report.to_json(), render)
