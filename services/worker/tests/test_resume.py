@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -111,6 +113,68 @@ def _assert_settled(s3: Any, bucket: str, job: Any, result: JobResult, body: byt
     assert not any("checkpoints/" in k for k in _keys(s3, bucket, root))
 
 
+def _serve_changed_and_restart(  # noqa: PLR0917 - one scenario's parts
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    file_server: Any,
+    job: Any,
+    url: str,
+    body: bytes,
+    payload: bytes,
+) -> None:
+    """Serve ``payload`` (decoding to ``body``) at ``url`` from now on: the resumed
+    attempt must discard its checkpoint and fail retryably, the next one start clean."""
+    path = _path(file_server, url)
+    file_server.files[path] = type(file_server.files[path])(body=payload)
+    with pytest.raises(ResumeDiscarded):
+        Pipeline(settings, s3=s3).run(job)
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+    result = Pipeline(settings, s3=s3).run(job)
+    _assert_settled(s3, bucket, job, result, body)
+
+
+def _assert_starts_clean(s3: Any, bucket: str, settings: WorkerSettings, job: Any) -> None:
+    """The next attempt of ``job`` reuses nothing: it reads and uploads the whole file."""
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(settings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert result.parts_reused == 0
+    assert sorted(uploaded) == [1, 2, 3, 4, 5]
+    _assert_settled(s3, bucket, job, result, BODY)
+
+
+def _assert_resumes_by_range(  # noqa: PLR0917 - one scenario's parts
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    file_server: Any,
+    job: Any,
+    url: str,
+    cp: Checkpoint,
+    payload: bytes,
+) -> None:
+    """The next attempt continues ``cp`` by range and commits BODY byte for byte."""
+    assert cp.resume is not None
+    before = len(file_server.requests_for(url))
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(settings, s3=s3).run(job)
+    assert result.status == "done"
+    assert result.resumed_from == cp.resume.offset > 0
+    # Only the rest of the file was asked for, conditional on the same version.
+    (request,) = file_server.requests_for(url)[before:]
+    assert request["Range"] == f"bytes={cp.resume.offset}-"
+    assert request["If-Range"] == file_server.files[_path(file_server, url)].etag
+    assert min(uploaded) == cp.resume.part + 1
+    # Byte-identical output with its sha256 (checked here), and the manifest's source
+    # digest covers the whole file, not just the resumed tail.
+    _assert_settled(s3, bucket, job, result, BODY)
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert manifest["source"]["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert manifest["members"][0]["records"] == 330_000
+
+
 def test_released_uncompressed_job_resumes_with_range(
     *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
 ) -> None:
@@ -121,23 +185,8 @@ def test_released_uncompressed_job_resumes_with_range(
     assert [u["UploadId"] for u in _uploads(s3, bucket)] == [cp.members[0].upload_id]
     assert cp.resume is not None
     assert cp.resume.offset == cp.resume.part * PART
-    served = file_server.files[_path(file_server, url)]
-    served.bytes_per_second = 0
-    before = len(file_server.requests_for(url))
-    with _part_uploads(s3) as uploaded:
-        result = Pipeline(rsettings, s3=s3).run(job)
-    assert result.status == "done"
-    assert result.resumed_from == cp.resume.offset
-    # Only the rest of the file was asked for, conditional on the same version.
-    (request,) = file_server.requests_for(url)[before:]
-    assert request["Range"] == f"bytes={cp.resume.offset}-"
-    assert request["If-Range"] == served.etag
-    assert min(uploaded) == cp.resume.part + 1
-    _assert_settled(s3, bucket, job, result, BODY)
-    # The manifest's source digest covers the whole file, not just the resumed tail.
-    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
-    assert manifest["source"]["sha256"] == hashlib.sha256(BODY).hexdigest()
-    assert manifest["members"][0]["records"] == 330_000
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    _assert_resumes_by_range(s3, bucket, rsettings, file_server, job, url, cp, BODY)
 
 
 def test_resume_validates_across_the_boundary(
@@ -213,17 +262,165 @@ def test_multi_frame_zstd_resumes_at_a_frame_start(
     # The frame holding the end of the last whole part, at most one frame back.
     assert cp.resume.frame_output <= cp.resume.part * PART < cp.resume.frame_output + step
     file_server.files[_path(file_server, url)].bytes_per_second = 0
-    before = len(file_server.requests_for(url))
-    with _part_uploads(s3) as uploaded:
-        result = Pipeline(rsettings, s3=s3).run(job)
+    _assert_resumes_by_range(s3, bucket, rsettings, file_server, job, url, cp, payload)
+
+
+def _gzip_members(body: bytes, step: int) -> bytes:
+    """``body`` as concatenated gzip members of ``step`` bytes each, by the gzip binary
+    (``cat a.gz b.gz`` is how most multi-member files come to be)."""
+    return b"".join(
+        subprocess.run(
+            ["gzip", "-1", "-c", "-n"], input=body[i : i + step], capture_output=True, check=True
+        ).stdout
+        for i in range(0, len(body), step)
+    )
+
+
+GZIP_STEP = 1_000_003
+GZIP_BODY = _gzip_members(BODY, GZIP_STEP)
+
+
+def _released_gzip(
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    **job_args: Any,
+) -> tuple[Any, str, Checkpoint]:
+    """A multi-member gzip job released after two parts: (job, url, its checkpoint).
+
+    The file is served at full speed afterwards.
+    """
+    payload = GZIP_BODY
+    url = file_server.add(payload, name="part.jsonl.gz", bytes_per_second=len(payload) // 12)
+    job = make_job(url, file_name="part.jsonl.gz", **{"body": payload, **job_args})
+    cp = _release_after(s3, bucket, job, settings, parts=2)
+    assert cp.resume is not None
+    assert cp.resume.frame_output is not None
+    assert cp.source.compression == "gzip"
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    return job, url, cp
+
+
+def _forge_resume(s3: Any, bucket: str, job: Any, cp: Checkpoint, **changes: Any) -> None:
+    """Store ``cp`` again with its resume point changed."""
+    import msgspec
+
+    assert cp.resume is not None
+    wrong = msgspec.structs.replace(cp.resume, **changes)
+    CheckpointStore(s3, bucket).write(
+        checkpoint_key(job.destination.prefix, job.file_id),
+        msgspec.structs.replace(cp, resume=wrong),
+    )
+
+
+def test_multi_member_gzip_resumes_at_a_member_start(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    job, url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job, compression="gzip")
+    assert cp.resume is not None
+    assert cp.resume.frame_output is not None
+    # The member holding the end of the last whole part, at most one member back, and
+    # the source offset is that member's first byte.
+    assert cp.resume.frame_output <= cp.resume.part * PART < cp.resume.frame_output + GZIP_STEP
+    assert cp.resume.frame_output % GZIP_STEP == 0
+    assert GZIP_BODY[cp.resume.offset : cp.resume.offset + 2] == b"\x1f\x8b"
+    assert gzip.decompress(GZIP_BODY[cp.resume.offset :]) == BODY[cp.resume.frame_output :]
+    _assert_resumes_by_range(s3, bucket, rsettings, file_server, job, url, cp, GZIP_BODY)
+
+
+def test_undeclared_multi_member_gzip_also_resumes_at_a_member_start(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    job, _url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job, compression=None)
+    assert cp.resume is not None
+    result = Pipeline(rsettings, s3=s3).run(job)
     assert result.resumed_from == cp.resume.offset > 0
-    (request,) = file_server.requests_for(url)[before:]
-    assert request["Range"] == f"bytes={cp.resume.offset}-"
-    assert min(uploaded) == cp.resume.part + 1
     _assert_settled(s3, bucket, job, result, BODY)
-    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
-    assert manifest["source"]["sha256"] == hashlib.sha256(payload).hexdigest()
-    assert manifest["members"][0]["records"] == 330_000
+
+
+def test_multi_member_gzip_whose_source_changed_restarts_clean(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # No sha256/size in the job: only the server's ETag tells versions apart.
+    job, url, _cp = _released_gzip(
+        s3, bucket, rsettings, file_server, make_job, compression="gzip", body=None
+    )
+    changed = jsonl(340_000)
+    _serve_changed_and_restart(
+        s3, bucket, rsettings, file_server, job, url, changed, _gzip_members(changed, GZIP_STEP)
+    )
+
+
+def test_gzip_resume_point_whose_offset_disagrees_with_its_hash_is_discarded(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    job, _url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job)
+    assert cp.resume is not None
+    # A member offset that is not where the saved source hash stopped.
+    _forge_resume(s3, bucket, job, cp, offset=cp.resume.offset + 7)
+    # Discarded before anything was read: its upload aborted, everything uploaded anew.
+    _assert_starts_clean(s3, bucket, rsettings, job)
+
+
+def test_gzip_resume_point_off_a_member_start_is_discarded_not_refused(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    from exportpipe.worker.sha256state import ResumableSha256
+
+    job, _url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job)
+    assert cp.resume is not None
+    # Self-consistent (the source hash stops at the offset) but mid-member: the file is
+    # good, so the decoder's failure there must not refuse it.
+    offset = cp.resume.offset + 1000
+    state = ResumableSha256()
+    state.update(GZIP_BODY[:offset])
+    _forge_resume(s3, bucket, job, cp, offset=offset, source_hash=state.state())
+    with pytest.raises(ResumeDiscarded):
+        Pipeline(rsettings, s3=s3).run(job)
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+    assert not _keys(s3, bucket, f"{job.destination.prefix}rejected/")
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    _assert_settled(s3, bucket, job, result, BODY)
+
+
+def test_a_compressed_tar_of_one_member_gets_no_frame_resume_point(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> None:
+    # One member, so one output object; but its bytes are the tar's, not the decoded
+    # stream's: a frame start of the zstd stream is no place to resume that member.
+    # Random content, so the compressed file arrives over many reads (the job must
+    # still be running when it is released).
+    body = b"".join(
+        b'{"id": %d, "r": "%s"}\n' % (i, os.urandom(24).hex().encode()) for i in range(300_000)
+    )
+    (tmp_path / "part.jsonl").write_bytes(body)
+    tar = subprocess.run(
+        ["tar", "-cf", "-", "-C", str(tmp_path), "part.jsonl"], capture_output=True, check=True
+    ).stdout
+    step = 1_000_003
+    payload = b"".join(
+        zstandard.ZstdCompressor(level=1).compress(tar[i : i + step])
+        for i in range(0, len(tar), step)
+    )
+    url = file_server.add(payload, name="part.tar.zst", bytes_per_second=len(payload) // 12)
+    job = make_job(url, body=payload, file_name="part.tar.zst", compression=None)
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    assert cp.resume is None
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert result.parts_reused == len(cp.members[0].parts)
+    _assert_settled(s3, bucket, job, result, body)
 
 
 def test_checkpoint_whose_uploads_were_aborted_starts_clean(
@@ -235,12 +432,7 @@ def test_checkpoint_whose_uploads_were_aborted_starts_clean(
     # The bucket's lifecycle rule ends incomplete uploads after some days.
     for m in cp.members:
         s3.abort_multipart_upload(Bucket=bucket, Key=m.key, UploadId=m.upload_id)
-    with _part_uploads(s3) as uploaded:
-        result = Pipeline(rsettings, s3=s3).run(job)
-    assert result.resumed_from == 0
-    assert result.parts_reused == 0
-    assert sorted(uploaded) == [1, 2, 3, 4, 5]
-    _assert_settled(s3, bucket, job, result, BODY)
+    _assert_starts_clean(s3, bucket, rsettings, job)
 
 
 def test_stale_checkpoint_of_another_source_is_discarded(
@@ -303,15 +495,8 @@ def test_source_changed_since_checkpoint_restarts_clean(
     # No sha256/size in the job: only the server's ETag tells versions apart.
     job = make_job(url, file_name="part.jsonl", compression="none")
     _release_after(s3, bucket, job, rsettings, parts=2)
-    path = _path(file_server, url)
     changed = jsonl(340_000)
-    file_server.files[path] = type(file_server.files[path])(body=changed)
-    with pytest.raises(ResumeDiscarded):
-        Pipeline(rsettings, s3=s3).run(job)
-    assert _uploads(s3, bucket) == []
-    assert _checkpoint(s3, bucket, job) is None
-    result = Pipeline(rsettings, s3=s3).run(job)
-    _assert_settled(s3, bucket, job, result, changed)
+    _serve_changed_and_restart(s3, bucket, rsettings, file_server, job, url, changed, changed)
 
 
 def test_two_resumed_attempts_at_once_commit_once(

@@ -5,11 +5,13 @@ A checkpoint is one small JSON object next to the job's output::
     P checkpoints/F.json        (P: the export's root, F: the file id)
 
 It names the open multipart uploads of the attempt that wrote it, the parts each one
-holds (number, ETag, S3 checksum, size), and — when the file is uncompressed — the
-*resume point*: the last part boundary up to which every part is uploaded, with the
-source offset consumed there, the running sha256 states of the source and the output
-(:mod:`exportpipe.worker.sha256state`) and the validator's carried-over state. The
-next delivery of the job reads it (:mod:`exportpipe.worker.resume`).
+holds (number, ETag, S3 checksum, size), and — when the file is uncompressed, or zstd
+or gzip with several frames/members — the *resume point*: the last part boundary up to
+which every part is uploaded, with the source offset consumed there (for zstd/gzip the
+start of the frame/member holding that boundary), the running sha256 states of the
+source and the output (:mod:`exportpipe.worker.sha256state`) and the validator's
+carried-over state. The next delivery of the job reads it
+(:mod:`exportpipe.worker.resume`).
 
 :class:`Checkpointer` collects progress from the upload threads (a part uploaded), the
 hashing thread (a part hashed) and the job's thread (a part boundary reached) and
@@ -37,8 +39,8 @@ from botocore.exceptions import ClientError
 
 from exportpipe.common.layout import ExportKeys
 from exportpipe.common.retry import call_aws
+from exportpipe.worker.reentry import ReentryLog
 from exportpipe.worker.sha256state import HashState
-from exportpipe.worker.zstdframes import FrameTracker
 
 __all__ = [
     "CHECKPOINT_SCHEMA",
@@ -77,13 +79,14 @@ class ResumePoint(msgspec.Struct, frozen=True):
     Attributes:
         part: every part ``1..part`` is uploaded; the next attempt uploads ``part + 1``.
         offset: the source offset the download resumes at: the end of part ``part`` for
-            an uncompressed file, the start of a zstd frame for a zstd file.
+            an uncompressed file, the start of a zstd frame for a zstd file, of a gzip
+            member for a multi-member gzip file.
         source_hash: the source's running sha256 state at ``offset``.
         output_hash: the output's running sha256 state at the end of part ``part``.
         validator: the content validator's state at the end of part ``part``.
-        frame_output: for zstd, the output offset at which the frame at ``offset``
-            starts (the output up to the end of part ``part`` is decoded again and
-            dropped); ``None`` for an uncompressed file.
+        frame_output: for zstd and gzip, the output offset at which the frame or
+            member at ``offset`` starts (the output up to the end of part ``part`` is
+            decoded again and dropped); ``None`` for an uncompressed file.
     """
 
     part: int
@@ -256,7 +259,8 @@ class Checkpointer:
         self.source = source
         self._interval = interval
         self.ranged = ranged  # resume points are recorded (single uncompressed member)
-        self.frames: FrameTracker | None = None  # zstd frame starts (a zstd file)
+        # zstd frame / gzip member starts (a compressed file resumable at them)
+        self.starts: ReentryLog | None = None
         self._clock = clock
         self._attempt = uuid.uuid4().hex
         self._lock = threading.Lock()
@@ -352,24 +356,20 @@ class Checkpointer:
         if not self.ranged or len(members) != 1:
             return None
         m = members[0]
-        frames = self.frames
-        if frames is not None and not frames.usable:
+        starts = self.starts
+        if starts is not None and not starts.usable:
             return None
         best: ResumePoint | None = None
         n = 1
         while n in m.parts:
             if n in m.hashes and n in m.boundaries:
                 output, validator = m.boundaries[n]
-                if frames is None:
+                if starts is None:
                     best = ResumePoint(n, output, m.hashes[n], m.hashes[n], validator)
                 else:
-                    # The last frame that starts at or before the end of part n.
-                    start = None
-                    for frame in frames.frames:
-                        if frame[1] > output:
-                            break
-                        start = frame
-                    # A frame at byte 0 saves no download: part reuse does as well.
+                    # The last frame/member that starts at or before the end of part n.
+                    start = starts.at_or_before(output)
+                    # A start at byte 0 saves no download: part reuse does as well.
                     if start is not None and start[0] > 0:
                         src, out, state = start
                         best = ResumePoint(n, src, state, m.hashes[n], validator, out)
@@ -379,8 +379,8 @@ class Checkpointer:
             for table in (m.hashes, m.boundaries):
                 for old in [k for k in table if k < best.part]:
                     del table[old]
-            if frames is not None and best.frame_output is not None:
-                frames.drop_before(best.frame_output)
+            if starts is not None and best.frame_output is not None:
+                starts.drop_before(best.frame_output)
         return best
 
     def maybe_write(self) -> None:

@@ -54,10 +54,13 @@ from isal.igzip_lib import IsalError
 from exportpipe.common.errors import ArchiveRejected, ExportPipeError, IntegrityError
 from exportpipe.common.schemas import Compression
 from exportpipe.worker.download import Readable
+from exportpipe.worker.gzipmembers import GzipMembers
+from exportpipe.worker.reentry import ReentryLog
 
 __all__ = [
     "ExtractLimits",
     "Member",
+    "classified",
     "detect_compression",
     "iter_members",
     "output_name",
@@ -137,10 +140,17 @@ class ExtractLimits:
 
 @dataclass
 class Member:
-    """One output object: its relative path and a stream of its (uncompressed) bytes."""
+    """One output object: its relative path and a stream of its (uncompressed) bytes.
+
+    ``whole`` is True when the member is the file's entire decoded content (an
+    uncompressed, gzip or zstd file that is not an archive), False for a member of a
+    zip or tar: only the former can be resumed at a frame or member start of the
+    compressed stream (ADR 0020).
+    """
 
     path: str
     stream: Readable
+    whole: bool = False
 
 
 def safe_member_path(name: str) -> str:
@@ -912,6 +922,7 @@ def iter_members(
     compression: Compression | None,
     file_name: str,
     limits: ExtractLimits,
+    starts: ReentryLog | None = None,
 ) -> Iterator[Member]:
     """Yield the members of the file streamed by ``source``.
 
@@ -920,14 +931,18 @@ def iter_members(
         compression: the job's declared compression, or ``None`` to detect it.
         file_name: the job's file name (names the member of a single compressed file).
         limits: the bounds to enforce.
+        starts: for a gzip file, where to record member starts (ADR 0020); the gzip
+            stream is then read by :class:`~exportpipe.worker.gzipmembers.GzipMembers`.
 
     Raises:
         ArchiveRejected: an unsafe or over-limit archive (see the module docstring).
         IntegrityError: compressed data that ends early.
     """
     try:
-        for member in _members(source, compression=compression, file_name=file_name, limits=limits):
-            yield Member(path=member.path, stream=_Unwrapped(member.stream))
+        for member in _members(
+            source, compression=compression, file_name=file_name, limits=limits, starts=starts
+        ):
+            yield Member(path=member.path, stream=_Unwrapped(member.stream), whole=member.whole)
     except _SourceFailure as exc:
         raise exc.original from None
 
@@ -945,8 +960,23 @@ class _Unwrapped:
             raise exc.original from None
 
 
+def classified(stream: Any, *, what: str) -> Readable:
+    """``stream``'s reads with every decoder failure named, as :func:`iter_members` does.
+
+    For a stream a resumed job decodes itself (ADR 0020): a truncated or damaged tail
+    fails with the same :class:`~exportpipe.common.errors.IntegrityError` or
+    :class:`~exportpipe.common.errors.ArchiveRejected` as a whole read would.
+    """
+    return _Unwrapped(_MemberStream(stream, None, what=what))
+
+
 def _members(
-    source: Readable, *, compression: Compression | None, file_name: str, limits: ExtractLimits
+    source: Readable,
+    *,
+    compression: Compression | None,
+    file_name: str,
+    limits: ExtractLimits,
+    starts: ReentryLog | None = None,
 ) -> Iterator[Member]:
     meter = _Meter(limits)
     what = output_name(file_name, None)
@@ -965,7 +995,7 @@ def _members(
     counted = _CountingInput(peekable, meter)
     if compression == "none":
         # No extraction: the file is its own single member (ratio 1, size cap applies).
-        yield Member(path=what, stream=_MemberStream(counted, meter, what=what))
+        yield Member(path=what, stream=_MemberStream(counted, meter, what=what), whole=True)
         return
     if compression == "zip":
         yield from _zip_members(counted, meter, limits, what=what)
@@ -980,7 +1010,7 @@ def _members(
         )
         return
     if compression == "gzip":
-        stream = _gzip_reader(counted)
+        stream = _gzip_reader(counted) if starts is None else GzipMembers(counted, log=starts)
     else:
         stream = _zstd_reader(_ZstdFrames(counted, meter, what=what))
     decoded = _Peekable(_MemberStream(stream, meter, what=what))
@@ -1002,7 +1032,7 @@ def _members(
             f"{what}: the {compression} stream contains another archive{hint}",
             reason="nested_archive",
         )
-    yield Member(path=path, stream=decoded)
+    yield Member(path=path, stream=decoded, whole=True)
 
 
 def _check_magic(head: bytes, kind: str, *, what: str) -> None:

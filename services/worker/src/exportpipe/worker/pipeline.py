@@ -307,13 +307,14 @@ class Pipeline:
                 resumer=resumer,
                 redelivered=redelivered,
             )
-        except IntegrityError as exc:
-            if resumer.mode != "range" or exc.reason == "manifest_conflict":
+        except (IntegrityError, ArchiveRejected) as exc:
+            if not resumer.doubts(exc):
                 self._refuse(
                     job, keys, uploader, exc, earlier=redelivered or resumer.mode != "fresh"
                 )
                 raise
-            # A resumed read cannot tell a changed source from a bad one: start clean.
+            # A resumed read cannot tell a changed source (or a bad resume point) from a
+            # bad file: start clean, and let a whole read judge the file.
             uploader.abort_all()
             resumer.discard(None, f"resumed source failed its checks ({exc.reason})")
             raise ResumeDiscarded(
@@ -470,8 +471,12 @@ class Pipeline:
         try:
             members = resumer.members(
                 prefetch,
-                lambda stream: iter_members(
-                    stream, compression=job.compression, file_name=job.file_name, limits=self.limits
+                lambda stream, starts: iter_members(
+                    stream,
+                    compression=job.compression,
+                    file_name=job.file_name,
+                    limits=self.limits,
+                    starts=starts,
                 ),
             )
             for member in members:

@@ -44,7 +44,12 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from exportpipe.common.errors import ArchiveRejected, RetryableError
+from exportpipe.common.errors import (
+    ArchiveRejected,
+    ExportPipeError,
+    IntegrityError,
+    RetryableError,
+)
 from exportpipe.common.layout import ExportKeys
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import DownloadJob
@@ -60,7 +65,9 @@ from exportpipe.worker.checkpoint import (
     restore_validator,
 )
 from exportpipe.worker.download import Readable, Source
-from exportpipe.worker.extract import Member, detect_compression
+from exportpipe.worker.extract import Member, classified, detect_compression
+from exportpipe.worker.gzipmembers import GzipMembers
+from exportpipe.worker.reentry import ReentryLog
 from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader
 from exportpipe.worker.zstdframes import FrameTracker
 
@@ -69,6 +76,8 @@ __all__ = ["ResumeDiscarded", "Resumer"]
 Mode = Literal["fresh", "range", "parts"]
 _READ = 1 << 20
 _HEAD = 512
+# What a decoder started at a wrong frame/member start fails with (extract.py's names).
+_DECODE_REASONS = frozenset(("corrupt_compressed_data", "trailing_garbage", "corrupt_archive"))
 
 
 class ResumeDiscarded(RetryableError):
@@ -237,7 +246,9 @@ class Resumer:
         self._members: dict[str, MemberCheckpoint] = {}
         self._checkpoint: Checkpoint | None = None
         self._tap: _HeadTap | None = None
-        self._frames: FrameTracker | None = None
+        self._frames: FrameTracker | None = None  # zstd frame starts (fresh attempt)
+        self._members_log: ReentryLog | None = None  # gzip member starts (fresh attempt)
+        self._whole = False  # the file is one decoded stream, not an archive
         self._source: Source | None = None
         self.checkpointer = Checkpointer(
             self.store,
@@ -260,7 +271,7 @@ class Resumer:
         checkpoint = self.store.read(self.key)
         if checkpoint is None:
             return
-        why = self._mismatch(checkpoint)
+        why = self._mismatch(checkpoint) or self._inconsistent_resume(checkpoint)
         if why is None:
             why = self._verify_uploads(checkpoint)
         if why is not None:
@@ -273,7 +284,7 @@ class Resumer:
             resume is not None
             and len(checkpoint.members) == 1
             and checkpoint.members[0].key == self._data_prefix + checkpoint.members[0].path
-            and checkpoint.source.compression in ("none", "zstd")
+            and checkpoint.source.compression in ("none", "zstd", "gzip")
             and (resume.frame_output is None) == (checkpoint.source.compression == "none")
             and checkpoint.source.validator
             and self.job.url.lower().startswith(("http://", "https://"))
@@ -301,6 +312,29 @@ class Resumer:
         if (cp.part_size, cp.checksum_algorithm) != (self._part_size, self._algorithm):
             return "another part size or checksum algorithm"
         return None
+
+    def _inconsistent_resume(self, cp: Checkpoint) -> str | None:
+        """Why the checkpoint's resume point cannot be where it says (``None``: it can).
+
+        The saved sha256 states count the bytes they hashed: the source's must stop at
+        the resume offset and the output's at the end of the resume point's part, and
+        a frame/member start must lie at or before that end.
+        """
+        resume = cp.resume
+        if resume is None:
+            return None
+        done = resume.part * cp.part_size
+        try:
+            consistent = (
+                resume.part >= 1
+                and int(resume.source_hash["length"]) == resume.offset
+                and int(resume.output_hash["length"]) == done
+                and (resume.frame_output is None or 0 <= resume.frame_output <= done)
+                and (resume.frame_output is not None or resume.offset == done)
+            )
+        except (KeyError, TypeError, ValueError):
+            consistent = False
+        return None if consistent else "resume point inconsistent with its hash states"
 
     def _verify_uploads(self, cp: Checkpoint) -> str | None:
         for m in cp.members:
@@ -355,33 +389,49 @@ class Resumer:
         )
 
     def members(
-        self, prefetch: Readable, extract: Callable[[Readable], Iterator[Member]]
+        self,
+        prefetch: Readable,
+        extract: Callable[[Readable, ReentryLog | None], Iterator[Member]],
     ) -> Iterator[Member]:
-        """The members to stream: extracted, or (``range``) the one uncompressed member."""
+        """The members to stream: extracted, or (``range``) the one resumed member."""
         if self.mode == "range" and self._checkpoint is not None:
-            only = self._checkpoint.members[0]
-            resume = self._checkpoint.resume
-            assert resume is not None  # noqa: S101
-            done = resume.part * self._part_size
-            if resume.frame_output is None:
-                yield Member(path=only.path, stream=_Capped(prefetch, done, self._max_output))
-                return
-            frames = FrameTracker(
-                prefetch,
-                offset=resume.offset,
-                output=resume.frame_output,
-                hasher=sha256state.ResumableSha256(resume.source_hash),
-            )
-            self.checkpointer.frames = frames
-            decoded = _Skip(_zstd_reader(frames), done - resume.frame_output)
-            yield Member(path=only.path, stream=_Capped(decoded, done, self._max_output))
+            yield self._resumed_member(prefetch, self._checkpoint)
             return
         inner: Readable = prefetch
-        if self.enabled and self.job.compression in (None, "zstd") and sha256state.available():
-            self._frames = FrameTracker(prefetch)
+        usable = self.enabled and sha256state.available()
+        if usable and self.job.compression in (None, "zstd"):
+            self._frames = FrameTracker(prefetch, log=ReentryLog(spacing=self._part_size))
             inner = self._frames
+        if usable and self.job.compression in (None, "gzip"):
+            self._members_log = ReentryLog(spacing=self._part_size)
         self._tap = _HeadTap(inner)
-        yield from extract(self._tap)
+        for member in extract(self._tap, self._members_log):
+            self._whole = member.whole
+            yield member
+
+    def _resumed_member(self, prefetch: Readable, checkpoint: Checkpoint) -> Member:
+        """The checkpoint's one member, continued from its resume point."""
+        only = checkpoint.members[0]
+        resume = checkpoint.resume
+        assert resume is not None  # noqa: S101 - range mode is only chosen with one
+        done = resume.part * self._part_size
+        if resume.frame_output is None:
+            return Member(path=only.path, stream=_Capped(prefetch, done, self._max_output))
+        # Decoding starts afresh at the frame/member start; the output it gives again
+        # up to the end of the last whole part is dropped.
+        log = ReentryLog(
+            offset=resume.offset,
+            hasher=sha256state.ResumableSha256(resume.source_hash),
+            spacing=self._part_size,
+        )
+        decoder: Any
+        if checkpoint.source.compression == "gzip":
+            decoder = GzipMembers(prefetch, log=log, output=resume.frame_output)
+        else:
+            decoder = _zstd_reader(FrameTracker(prefetch, output=resume.frame_output, log=log))
+        self.checkpointer.starts = log
+        decoded = _Skip(classified(decoder, what=only.path), done - resume.frame_output)
+        return Member(path=only.path, stream=_Capped(decoded, done, self._max_output))
 
     def open(self, uploader: Uploader, key: str, path: str, *, content_type: str) -> ObjectUpload:
         """The upload for ``key``: the checkpoint's (continued or re-fed) or a new one."""
@@ -428,20 +478,47 @@ class Resumer:
             or self._tap is None
         ):
             return False
-        if self.checkpointer.member_count() != 1:
+        if self.checkpointer.member_count() != 1 or not self._whole:
             self.checkpointer.ranged = False
+            self._give_up()
             return False
         compression = self.job.compression or detect_compression(self._tap.head)
         validator = self._source.validator if self._source is not None else None
         self.checkpointer.source = SourceIdentity(
             self.job.size_bytes, self.job.sha256, validator, compression
         )
-        if validator is None:
+        starts = {"zstd": self._frames.log if self._frames else None, "gzip": self._members_log}
+        log = starts.get(compression)
+        if validator is None or (compression != "none" and (log is None or not log.usable)):
+            self._give_up()
             return False
-        if compression == "zstd" and self._frames is not None and self._frames.usable:
-            self.checkpointer.frames = self._frames
-            return True
-        return compression == "none"
+        self.checkpointer.starts = log
+        return True
+
+    def _give_up(self) -> None:
+        """No resume point will be recorded: stop keeping frame/member starts."""
+        for log in (self._frames.log if self._frames else None, self._members_log):
+            if log is not None:
+                log.give_up()
+
+    def doubts(self, exc: ExportPipeError) -> bool:
+        """True if ``exc``, met while resuming, may be the resume's fault, not the file's.
+
+        A changed source fails its size/sha256 checks; a wrong frame/member start makes
+        the decoder fail. Either way the checkpoint is discarded and a clean attempt
+        judges the file (:class:`ResumeDiscarded`), rather than refusing it now.
+        """
+        if self.mode != "range" or self._checkpoint is None:
+            return False
+        if isinstance(exc, IntegrityError):
+            return exc.reason != "manifest_conflict"
+        resume = self._checkpoint.resume
+        return (
+            isinstance(exc, ArchiveRejected)
+            and resume is not None
+            and resume.frame_output is not None
+            and exc.reason in _DECODE_REASONS
+        )
 
     def restore(self, obj: ObjectUpload, validator: Any) -> None:
         """In ``range`` mode, put the content validator back in its saved state."""
