@@ -20,13 +20,14 @@ from exportpipe.common.errors import (
 )
 from exportpipe.worker.download import MAX_STALLED_RESUMES, HttpSource, Prefetcher, open_source
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
+from exportpipe.worker.settings import DownloadTuning
 
 GUARD = AddressGuard(frozenset({"localhost"}))
 BODY = os.urandom(3 * 1024 * 1024 + 17)
 
 
 def _source(url: str, guard: AddressGuard = GUARD, **kw: Any) -> HttpSource:
-    kw.setdefault("attempts", 3)
+    kw.setdefault("tuning", DownloadTuning(attempts=3))
     return HttpSource(url, manager=pinned_pool_manager(guard), guard=guard, **kw)
 
 
@@ -158,7 +159,7 @@ def test_client_errors_are_permanent(
 def test_server_errors_are_retried_then_transient(file_server: Any) -> None:
     url = file_server.add(status=502)
     with pytest.raises(UpstreamUnavailable):
-        _read_all(_source(url, attempts=2))
+        _read_all(_source(url, tuning=DownloadTuning(attempts=2)))
     assert len(file_server.requests_for(url)) == 2
 
 

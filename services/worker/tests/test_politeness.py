@@ -20,7 +20,7 @@ from exportpipe.worker.download import HttpSource
 from exportpipe.worker.pipeline import Pipeline
 from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
-from exportpipe.worker.settings import WorkerSettings
+from exportpipe.worker.settings import DownloadTuning, WorkerSettings
 
 GUARD = AddressGuard(frozenset({"localhost", "127.0.0.1"}))
 BODY = b"x" * 4096
@@ -116,7 +116,7 @@ def _download(url: str, politeness: HostPoliteness | None, **kw: Any) -> bytes:
         url,
         manager=pinned_pool_manager(GUARD),
         guard=GUARD,
-        attempts=2,
+        tuning=DownloadTuning(attempts=2),
         politeness=politeness,
         **kw,
     )

@@ -596,7 +596,6 @@ def test_checkpoint_naming_another_files_key_is_discarded(
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_a_restored_validator_judges_the_rest_as_the_whole_file_would(fmt: str) -> None:
-    from exportpipe.worker.checkpoint import restore_validator, validator_state
     from exportpipe.worker.validate import validator_for
 
     if fmt == "jsonl":
@@ -608,9 +607,9 @@ def test_a_restored_validator_judges_the_rest_as_the_whole_file_would(fmt: str) 
     for cut in (1000, 4099, 33333):
         first = validator_for(fmt, what="x", max_line_bytes=1 << 20)  # type: ignore[arg-type]
         first.feed(body[:cut])
-        saved = orjson.loads(orjson.dumps(validator_state(first)))
+        saved = orjson.loads(orjson.dumps(first.save_state()))
         again = validator_for(fmt, what="x", max_line_bytes=1 << 20)  # type: ignore[arg-type]
-        restore_validator(again, saved)
+        again.restore_state(saved)
         again.feed(body[cut:])
         whole = validator_for(fmt, what="x", max_line_bytes=1 << 20)  # type: ignore[arg-type]
         whole.feed(body)

@@ -9,15 +9,26 @@ import pytest
 
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import JobReleased
+from exportpipe.worker.settings import UploadTuning
 from exportpipe.worker.upload import CommitConflict, Uploader
 
 MIB = 1024 * 1024
 
 
-def _uploader(s3: Any, bucket: str, **kw: Any) -> Uploader:
-    kw.setdefault("part_size", 5 * MIB)
-    kw.setdefault("parts_in_flight", 2)
-    return Uploader(s3, bucket, **kw)
+def _uploader(
+    s3: Any,
+    bucket: str,
+    *,
+    parts_in_flight: int = 2,
+    stale_commit_seconds: float = 900.0,
+    **kw: Any,
+) -> Uploader:
+    tuning = UploadTuning(
+        part_size=5 * MIB,
+        parts_in_flight=parts_in_flight,
+        stale_commit_seconds=stale_commit_seconds,
+    )
+    return Uploader(s3, bucket, tuning=tuning, **kw)
 
 
 def _open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:

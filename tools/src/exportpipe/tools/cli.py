@@ -58,10 +58,6 @@ def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def _err() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
 # ------------------------------------------------------------------- commands
 
 

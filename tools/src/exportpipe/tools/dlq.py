@@ -1,10 +1,7 @@
 """``exportpipe dlq``: inspect dead letters with their reasons, and redrive them.
 
-The queue runtime dead-letters a permanently failed message itself, with
-``exportpipe-error-*`` message attributes (type, reason, message, source queue, receive
-count, time). A message that SQS's redrive policy moved (too many receives: a crash
-loop or a bug) carries no such attributes; it is shown with reason
-``max_receives_exceeded``.
+What a dead letter records, and how one moved by SQS's redrive policy reads, is the
+queue runtime's (:mod:`exportpipe.common.sqs.deadletters`, writer and reader together).
 
 Reading a dead-letter queue hides the messages read for a short time; every listing
 makes them visible again before it returns, so listing twice shows the same messages.
@@ -16,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
-from exportpipe.common.observability import redact_text
-from exportpipe.common.sqs import REDRIVEN_ATTRIBUTE
+from exportpipe.common.sqs.deadletters import (
+    REDRIVEN_ATTRIBUTE,
+    DeadLetter,
+    read_dead_letter,
+)
 from exportpipe.common.tenancy import group_id_for_body
 from exportpipe.tools.context import Stack
 from exportpipe.tools.errors import CliError
@@ -38,92 +35,8 @@ __all__ = [
 
 QueueName = Literal["requests", "jobs"]
 QUEUES: tuple[QueueName, ...] = ("requests", "jobs")
-REDRIVE_REASON = "max_receives_exceeded"
 _HIDE_SECONDS = 30
 _MAX_MESSAGES = 10_000
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One dead-lettered message.
-
-    Attributes:
-        queue: which pair it belongs to (``requests`` or ``jobs``).
-        message_id / receipt_handle: in the DLQ.
-        body: the original body, unchanged (redrive sends it back as is).
-        reason / error_type / error_message: why (see the module docstring).
-        receive_count: receives of the original message when it failed.
-        failed_at: when (ISO 8601), if recorded.
-    """
-
-    queue: QueueName
-    message_id: str
-    receipt_handle: str
-    body: str
-    reason: str
-    error_type: str
-    error_message: str
-    receive_count: int | None
-    failed_at: str | None
-
-    @property
-    def summary(self) -> str:
-        """``export_id`` and ``file_id``/``page`` from the body, when it is ours."""
-        try:
-            raw = orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return "<not JSON>"
-        if not isinstance(raw, dict):
-            return "<not an object>"
-        parts = [f"export={raw['export_id']}"] if "export_id" in raw else []
-        if "file_id" in raw:
-            parts.append(f"file={raw['file_id']}")
-        elif "page" in raw:
-            parts.append(f"page={raw['page']}")
-        return " ".join(parts) or str(raw.get("schema", "<unknown body>"))
-
-    def shown_body(self) -> str:
-        """The body pretty-printed, with URL query strings and tokens redacted."""
-        try:
-            text = orjson.dumps(orjson.loads(self.body), option=orjson.OPT_INDENT_2).decode()
-        except orjson.JSONDecodeError:
-            text = self.body
-        return redact_text(text)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready view (body redacted)."""
-        return {
-            "queue": self.queue,
-            "message_id": self.message_id,
-            "reason": self.reason,
-            "error_type": self.error_type,
-            "error_message": self.error_message,
-            "receive_count": self.receive_count,
-            "failed_at": self.failed_at,
-            "summary": self.summary,
-        }
-
-
-def _from_message(queue: QueueName, message: dict[str, Any]) -> DeadLetter:
-    attrs = {k: v.get("StringValue", "") for k, v in message.get("MessageAttributes", {}).items()}
-    count = attrs.get("exportpipe-receive-count") or message.get("Attributes", {}).get(
-        "ApproximateReceiveCount"
-    )
-    ours = "exportpipe-error-reason" in attrs
-    return DeadLetter(
-        queue=queue,
-        message_id=str(message["MessageId"]),
-        receipt_handle=str(message["ReceiptHandle"]),
-        body=str(message.get("Body", "")),
-        reason=attrs.get("exportpipe-error-reason") or REDRIVE_REASON,
-        error_type=attrs.get("exportpipe-error-type", "" if ours else "RedrivePolicy"),
-        error_message=attrs.get(
-            "exportpipe-error-message",
-            "" if ours else "moved by the queue's redrive policy after too many receives",
-        ),
-        receive_count=int(count) if count and str(count).isdigit() else None,
-        failed_at=attrs.get("exportpipe-failed-at"),
-    )
 
 
 def _receive_all(sqs: Any, queue: QueueName, dlq_url: str) -> list[DeadLetter]:
@@ -142,7 +55,7 @@ def _receive_all(sqs: Any, queue: QueueName, dlq_url: str) -> list[DeadLetter]:
         new = [m for m in batch if m["MessageId"] not in seen]
         empty_polls = 0 if new else empty_polls + 1
         for message in new:
-            seen[message["MessageId"]] = _from_message(queue, message)
+            seen[message["MessageId"]] = read_dead_letter(queue, message)
     return list(seen.values())
 
 

@@ -25,7 +25,6 @@ then committed or aborted, so none is left open.
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 import uuid
@@ -52,8 +51,6 @@ __all__ = [
     "ResumePoint",
     "SourceIdentity",
     "checkpoint_key",
-    "restore_validator",
-    "validator_state",
 ]
 
 CHECKPOINT_SCHEMA = "exportpipe.Checkpoint"
@@ -139,44 +136,6 @@ class Checkpoint(msgspec.Struct, frozen=True):
 
 
 _decoder = msgspec.json.Decoder(Checkpoint)
-
-
-def validator_state(validator: Any) -> dict[str, Any]:
-    """The resumable state of a :mod:`~exportpipe.worker.validate` validator.
-
-    Only the fields that carry across a chunk boundary: the unfinished line or record
-    (base64), the counters, and the CSV header's field count.
-    """
-    state: dict[str, Any] = {"kind": type(validator).__name__}
-    for name in ("_lines", "_rows", "records", "_fields"):
-        if hasattr(validator, name):
-            state[name.lstrip("_")] = getattr(validator, name)
-    if hasattr(validator, "_carry"):
-        state["carry"] = base64.b64encode(validator._carry).decode("ascii")
-    if hasattr(validator, "_bom"):  # a leading byte-order mark not yet settled
-        state["bom_pending"] = validator._bom is not None
-    return state
-
-
-def restore_validator(validator: Any, state: dict[str, Any]) -> None:
-    """Put ``validator`` (a fresh one of the same kind) in the saved ``state``.
-
-    Raises:
-        ValueError: the state was saved from another kind of validator.
-    """
-    if state.get("kind") != type(validator).__name__:
-        raise ValueError(f"validator state of {state.get('kind')!r}, not {type(validator)}")
-    for name in ("_lines", "_rows", "records", "_fields"):
-        if hasattr(validator, name):
-            setattr(validator, name, state.get(name.lstrip("_")))
-    if hasattr(validator, "_carry"):
-        validator._carry = base64.b64decode(state.get("carry", ""))
-    if hasattr(validator, "_bom"):
-        # Only the file's first bytes can hold the byte-order mark, long before any
-        # part boundary; a resumed validator never looks for it again.
-        if state.get("bom_pending"):
-            raise ValueError("validator state saved before the byte-order mark was settled")
-        validator._bom = None
 
 
 class CheckpointStore:
@@ -319,7 +278,7 @@ class Checkpointer:
         """The job's thread consumed exactly up to the end of part ``number``."""
         if not self.ranged:
             return
-        state = validator_state(validator)
+        state = validator.save_state()
         with self._lock:
             m = self._members.get(key)
             if m is not None:

@@ -67,6 +67,7 @@ from exportpipe.common.errors import (
 from exportpipe.common.observability import redact_url
 from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.safety import AddressGuard, UnsafeAddressError, check_url
+from exportpipe.worker.settings import DownloadTuning
 
 __all__ = [
     "MAX_RESUMES",
@@ -90,6 +91,8 @@ _STALL_BACKOFF_SECONDS = 0.5
 # Longest a closed Prefetcher waits for its thread: a request still waiting for response
 # headers cannot be interrupted, but ends within its connect + read timeouts.
 _JOIN_SECONDS = 120.0
+
+_DEFAULT_TUNING = DownloadTuning()  # the settings' defaults
 
 
 class Readable(Protocol):
@@ -273,10 +276,7 @@ class HttpSource(Source):
         guard: AddressGuard,
         expected_size: int | None = None,
         expected_sha256: str | None = None,
-        max_redirects: int = 3,
-        attempts: int = 5,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
+        tuning: DownloadTuning = _DEFAULT_TUNING,
         cancel: CancelToken | None = None,
         max_wait_seconds: float = 10.0,
         politeness: HostPoliteness | None = None,
@@ -291,9 +291,9 @@ class HttpSource(Source):
         self._url = url
         self._manager = manager
         self._guard = guard
-        self._max_redirects = max_redirects
-        self._attempts = attempts
-        self._timeout = Timeout(connect=connect_timeout, read=read_timeout)
+        self._max_redirects = tuning.max_redirects
+        self._attempts = tuning.attempts
+        self._timeout = Timeout(connect=tuning.connect_timeout, read=tuning.read_timeout)
         self._max_wait = max_wait_seconds
         self._resp: BaseHTTPResponse | None = None
         self._validator: str | None = None  # ETag or Last-Modified of the first response
@@ -598,10 +598,7 @@ def open_source(
     s3_client_factory: Callable[[], Any],
     expected_size: int | None,
     expected_sha256: str | None,
-    max_redirects: int = 3,
-    attempts: int = 5,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
+    tuning: DownloadTuning = _DEFAULT_TUNING,
     cancel: CancelToken | None = None,
     politeness: HostPoliteness | None = None,
 ) -> Source:
@@ -626,10 +623,7 @@ def open_source(
         guard=guard,
         expected_size=expected_size,
         expected_sha256=expected_sha256,
-        max_redirects=max_redirects,
-        attempts=attempts,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
+        tuning=tuning,
         cancel=cancel,
         politeness=politeness,
     )

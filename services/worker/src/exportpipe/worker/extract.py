@@ -44,7 +44,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, cast
 
 import zstandard
@@ -56,6 +56,7 @@ from exportpipe.common.schemas import Compression
 from exportpipe.worker.download import Readable
 from exportpipe.worker.gzipmembers import GzipMembers
 from exportpipe.worker.reentry import ReentryLog
+from exportpipe.worker.settings import ExtractLimits
 
 __all__ = [
     "ExtractLimits",
@@ -124,18 +125,6 @@ _TAR_EXTENDED_TYPES = frozenset(
 )
 _ZIP_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile.structFileHeader
 _ZIP64_SIZES = 0xFFFFFFFF
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExtractLimits:
-    """The bounds extraction enforces (from :class:`WorkerSettings`)."""
-
-    max_members: int = 10_000
-    max_total_output_bytes: int = 200 * 1024**3
-    max_compression_ratio: float = 200.0
-    ratio_check_after_bytes: int = 16 * 1024**2
-    spool_dir: Path | None = None
-    max_spool_bytes: int = 10 * 1024**3
 
 
 @dataclass

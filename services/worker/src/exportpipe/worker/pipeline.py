@@ -64,7 +64,7 @@ from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker.download import Prefetcher, open_source
-from exportpipe.worker.extract import ExtractLimits, iter_members
+from exportpipe.worker.extract import iter_members
 from exportpipe.worker.politeness import HostPoliteness
 from exportpipe.worker.resume import ResumeDiscarded, Resumer
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
@@ -179,14 +179,9 @@ class Pipeline:
         self._log = logger
         # One per process: every job's downloads share the per-host slots and pauses.
         self.politeness = HostPoliteness(max_per_host=settings.max_downloads_per_host)
-        self.limits = ExtractLimits(
-            max_members=settings.max_members,
-            max_total_output_bytes=settings.max_total_output_bytes,
-            max_compression_ratio=settings.max_compression_ratio,
-            ratio_check_after_bytes=settings.ratio_check_after_bytes,
-            spool_dir=settings.spool_dir,
-            max_spool_bytes=settings.max_spool_bytes,
-        )
+        self.limits = settings.extract_limits
+        self.download = settings.download
+        self.upload = settings.upload
 
     # -- helpers ------------------------------------------------------------
 
@@ -288,10 +283,7 @@ class Pipeline:
         uploader = Uploader(
             self.s3,
             bucket,
-            part_size=self.settings.part_size_bytes,
-            parts_in_flight=self.settings.upload_parts_in_flight,
-            checksum_algorithm=self.settings.checksum_algorithm,
-            stale_commit_seconds=self.settings.stale_commit_seconds,
+            tuning=self.upload,
             cancel=cancel,
             on_warning=self._warn,
         )
@@ -332,21 +324,13 @@ class Pipeline:
                 uploader.abort_all()
             if isinstance(exc, JobReleased):
                 raise
-            existing = self._read_manifest_quietly(bucket, keys.manifest)
-            if existing is not None and existing.same_source(
-                size=job.size_bytes, sha256=job.sha256
-            ):
-                return self._duplicate(job, keys, existing, started)
+            if (duplicate := self._committed_meanwhile(job, keys, started)) is not None:
+                return duplicate
             raise
         except Exception:
             uploader.abort_all()
-            # A concurrent attempt may have committed meanwhile (and aborted our
-            # uploads): then this delivery is a duplicate, not a failure.
-            existing = self._read_manifest_quietly(bucket, keys.manifest)
-            if existing is not None and existing.same_source(
-                size=job.size_bytes, sha256=job.sha256
-            ):
-                return self._duplicate(job, keys, existing, started)
+            if (duplicate := self._committed_meanwhile(job, keys, started)) is not None:
+                return duplicate
             raise
         except BaseException:
             uploader.abort_all()
@@ -355,13 +339,23 @@ class Pipeline:
             uploader.close()
         return result
 
+    def _committed_meanwhile(
+        self, job: DownloadJob, keys: FileKeys, started: float
+    ) -> JobResult | None:
+        """After a failed attempt: a duplicate's result if a concurrent attempt committed
+        the same source meanwhile (and aborted our uploads), else ``None``."""
+        existing = self._read_manifest_quietly(job.destination.bucket, keys.manifest)
+        if existing is not None and existing.same_source(size=job.size_bytes, sha256=job.sha256):
+            return self._duplicate(job, keys, existing, started)
+        return None
+
     def _resumer(self, job: DownloadJob, keys: FileKeys, *, look: bool) -> Resumer:
         resumer = Resumer(
             s3=self.s3,
             job=job,
             root=keys.root,
-            part_size=self.settings.part_size_bytes,
-            checksum_algorithm=self.settings.checksum_algorithm,
+            part_size=self.upload.part_size,
+            checksum_algorithm=self.upload.checksum_algorithm,
             interval=self.settings.checkpoint_seconds,
             max_output_bytes=self.settings.max_total_output_bytes,
             warn=self._warn,
@@ -452,18 +446,15 @@ class Pipeline:
             s3_client_factory=lambda: self.s3,
             expected_size=job.size_bytes,
             expected_sha256=job.sha256,
-            max_redirects=settings.max_redirects,
-            attempts=settings.download_attempts,
-            connect_timeout=settings.connect_timeout_seconds,
-            read_timeout=settings.read_timeout_seconds,
+            tuning=self.download,
             cancel=cancel,
             politeness=self.politeness,
         )
         resumer.prepare_source(source)
         prefetch = Prefetcher(
             source,
-            chunk_size=settings.download_chunk_bytes,
-            depth=settings.download_buffer_chunks,
+            chunk_size=self.download.chunk_bytes,
+            depth=self.download.buffer_chunks,
             cancel=cancel,
         )
         pending: list[tuple[ObjectUpload, int | None, str]] = []

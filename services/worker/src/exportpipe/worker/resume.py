@@ -62,7 +62,6 @@ from exportpipe.worker.checkpoint import (
     MemberCheckpoint,
     SourceIdentity,
     checkpoint_key,
-    restore_validator,
 )
 from exportpipe.worker.download import Readable, Source
 from exportpipe.worker.extract import Member, classified, detect_compression
@@ -467,7 +466,7 @@ class Resumer:
         if self._fresh_resumable():
             # A resume point needs the output's sha256 state at part boundaries.
             self.checkpointer.ranged = True
-            obj._hash = sha256state.ResumableSha256()
+            obj.hash_with(sha256state.ResumableSha256())
         return obj
 
     def _fresh_resumable(self) -> bool:
@@ -525,7 +524,7 @@ class Resumer:
         if self.mode == "range" and self._checkpoint is not None:
             resume = self._checkpoint.resume
             assert resume is not None  # noqa: S101
-            restore_validator(validator, resume.validator)
+            validator.restore_state(resume.validator)
 
     def read_size(self, obj: ObjectUpload) -> int:
         """How much to read next: never across a part boundary while recording resume points."""

@@ -11,6 +11,7 @@ ones, up to ``concurrency``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,10 +21,52 @@ from pydantic_settings import NoDecode
 from exportpipe.common.settings import CommonSettings
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, JobMemory
 
-__all__ = ["WorkerSettings"]
+__all__ = ["DownloadTuning", "ExtractLimits", "UploadTuning", "WorkerSettings"]
 
 _MIB = 1024 * 1024
 _JOBS = DEFAULT_DEPLOYMENT.jobs_queue
+ChecksumAlgorithm = Literal["CRC32", "CRC32C", "SHA256"]
+
+
+# The settings are passed to the data path in these groups, whole. Their defaults are
+# the settings' defaults (each field below starts from them): one place for each value.
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloadTuning:
+    """How a job reads its source (:class:`~exportpipe.worker.download.HttpSource`)."""
+
+    max_redirects: int = 3
+    attempts: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    chunk_bytes: int = 1 * _MIB
+    buffer_chunks: int = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractLimits:
+    """The bounds extraction enforces (:func:`~exportpipe.worker.extract.iter_members`)."""
+
+    max_members: int = 10_000
+    max_total_output_bytes: int = 200 * 1024 * _MIB
+    max_compression_ratio: float = 200.0
+    ratio_check_after_bytes: int = 16 * _MIB
+    spool_dir: Path | None = None
+    max_spool_bytes: int = 10 * 1024 * _MIB
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadTuning:
+    """How a job writes to S3 (:class:`~exportpipe.worker.upload.Uploader`)."""
+
+    part_size: int = 16 * _MIB
+    parts_in_flight: int = 4
+    checksum_algorithm: ChecksumAlgorithm = "CRC32"
+    stale_commit_seconds: float = 900.0
+
+
+_DL, _EX, _UP = DownloadTuning(), ExtractLimits(), UploadTuning()
 
 
 class WorkerSettings(CommonSettings):
@@ -86,25 +129,25 @@ class WorkerSettings(CommonSettings):
     max_receive_count: int = Field(default=_JOBS.max_receive_count, ge=1)
 
     download_allowed_hosts: Annotated[frozenset[str], NoDecode] = frozenset()
-    max_redirects: int = Field(default=3, ge=0, le=10)
-    connect_timeout_seconds: float = Field(default=10.0, gt=0)
-    read_timeout_seconds: float = Field(default=60.0, gt=0)
-    download_attempts: int = Field(default=5, ge=1, le=20)
-    download_chunk_bytes: int = Field(default=1 * _MIB, ge=16 * 1024)
-    download_buffer_chunks: int = Field(default=8, ge=1, le=256)
+    max_redirects: int = Field(default=_DL.max_redirects, ge=0, le=10)
+    connect_timeout_seconds: float = Field(default=_DL.connect_timeout, gt=0)
+    read_timeout_seconds: float = Field(default=_DL.read_timeout, gt=0)
+    download_attempts: int = Field(default=_DL.attempts, ge=1, le=20)
+    download_chunk_bytes: int = Field(default=_DL.chunk_bytes, ge=16 * 1024)
+    download_buffer_chunks: int = Field(default=_DL.buffer_chunks, ge=1, le=256)
     max_downloads_per_host: int = Field(default=16, ge=1, le=1024)
 
-    max_members: int = Field(default=10_000, ge=1)
-    max_total_output_bytes: int = Field(default=200 * 1024 * _MIB, ge=1)
-    max_compression_ratio: float = Field(default=200.0, gt=1)
-    ratio_check_after_bytes: int = Field(default=16 * _MIB, ge=0)
+    max_members: int = Field(default=_EX.max_members, ge=1)
+    max_total_output_bytes: int = Field(default=_EX.max_total_output_bytes, ge=1)
+    max_compression_ratio: float = Field(default=_EX.max_compression_ratio, gt=1)
+    ratio_check_after_bytes: int = Field(default=_EX.ratio_check_after_bytes, ge=0)
     max_line_bytes: int = Field(default=8 * _MIB, ge=1024)
     spool_dir: Path = Path("/tmp")  # noqa: S108 - the task's ephemeral storage
 
-    part_size_bytes: int = Field(default=16 * _MIB, ge=5 * _MIB, le=5 * 1024 * _MIB)
-    upload_parts_in_flight: int = Field(default=4, ge=1, le=32)
-    checksum_algorithm: Literal["CRC32", "CRC32C", "SHA256"] = "CRC32"
-    stale_commit_seconds: float = Field(default=900.0, ge=0)
+    part_size_bytes: int = Field(default=_UP.part_size, ge=5 * _MIB, le=5 * 1024 * _MIB)
+    upload_parts_in_flight: int = Field(default=_UP.parts_in_flight, ge=1, le=32)
+    checksum_algorithm: ChecksumAlgorithm = _UP.checksum_algorithm
+    stale_commit_seconds: float = Field(default=_UP.stale_commit_seconds, ge=0)
     resume: bool = True
     checkpoint_seconds: float = Field(default=5.0, ge=0)
     release_settle_seconds: float = Field(default=20.0, ge=0, le=100)
@@ -119,7 +162,41 @@ class WorkerSettings(CommonSettings):
         default=DEFAULT_DEPLOYMENT.worker_scaling.drain_grace_minutes, ge=0
     )
     source_buckets: Annotated[frozenset[str], NoDecode] = frozenset()
-    max_spool_bytes: int = Field(default=10 * 1024 * _MIB, ge=_MIB)
+    max_spool_bytes: int = Field(default=_EX.max_spool_bytes, ge=_MIB)
+
+    @property
+    def download(self) -> DownloadTuning:
+        """How jobs read their sources, as one object."""
+        return DownloadTuning(
+            max_redirects=self.max_redirects,
+            attempts=self.download_attempts,
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
+            chunk_bytes=self.download_chunk_bytes,
+            buffer_chunks=self.download_buffer_chunks,
+        )
+
+    @property
+    def extract_limits(self) -> ExtractLimits:
+        """The bounds extraction enforces, as one object."""
+        return ExtractLimits(
+            max_members=self.max_members,
+            max_total_output_bytes=self.max_total_output_bytes,
+            max_compression_ratio=self.max_compression_ratio,
+            ratio_check_after_bytes=self.ratio_check_after_bytes,
+            spool_dir=self.spool_dir,
+            max_spool_bytes=self.max_spool_bytes,
+        )
+
+    @property
+    def upload(self) -> UploadTuning:
+        """How jobs write to S3, as one object."""
+        return UploadTuning(
+            part_size=self.part_size_bytes,
+            parts_in_flight=self.upload_parts_in_flight,
+            checksum_algorithm=self.checksum_algorithm,
+            stale_commit_seconds=self.stale_commit_seconds,
+        )
 
     def job_memory(self) -> JobMemory:
         """What one job may hold in memory, by source size, with these settings."""

@@ -8,7 +8,7 @@ part arrives, the object becomes a multipart upload: :meth:`ObjectUpload.write` 
 the stream into fixed-size parts and uploads them on a small thread pool while the
 caller keeps producing. Memory is
 bounded: at most ``parts_in_flight`` parts are uploading and one is filling, per job.
-Part buffers are allocated once and reused (:class:`_PartBuffers`), so a long file
+Part buffers are allocated once and reused (:class:`PartBuffers`), so a long file
 costs no new memory, page faults or reallocation per part.
 
 Nothing is visible in S3 until :meth:`ObjectUpload.commit`, which the pipeline calls
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from botocore.exceptions import ClientError
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import JobReleased, RetryableError
 from exportpipe.common.retry import call_aws
+from exportpipe.worker.settings import UploadTuning
 
 __all__ = [
     "CommitConflict",
@@ -82,6 +84,13 @@ def _error_code(exc: ClientError) -> str:
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def raise_first_failure(futures: list[Future[PartRecord]]) -> None:
+    """Raise the error of the first part upload that already failed, if any."""
+    for fut in futures:
+        if fut.done() and fut.exception() is not None:
+            fut.result()
 
 
 def is_precondition_failed(exc: BaseException) -> bool:
@@ -151,7 +160,7 @@ class ObjectUpload:
         if self.upload_id is None:
             if self.size + len(data) > part_size:
                 # More than one part: a multipart upload; what is held starts part 1.
-                self.upload_id = self.uploader._create(self)
+                self.upload_id = self.uploader.create_upload(self)
                 self._to_part_buffer()
             elif self._buf is None and self.size + len(data) <= _HEAD_BYTES:
                 self._head += data
@@ -170,7 +179,7 @@ class ObjectUpload:
         view = memoryview(data)
         while view:
             if self._buf is None:
-                self._buf, self._fill = self.uploader._buffers.take(), 0
+                self._buf, self._fill = self.uploader.buffers.take(), 0
             n = min(part_size - self._fill, len(view))
             self._buf[self._fill : self._fill + n] = view[:n]
             self._fill += n
@@ -181,7 +190,7 @@ class ObjectUpload:
     def _to_part_buffer(self) -> None:
         """Move the held bytes into a pooled part buffer (taken if there is none yet)."""
         if self._buf is None and (self._head or self.upload_id is None):
-            self._buf = self.uploader._buffers.take()
+            self._buf = self.uploader.buffers.take()
             self._buf[: len(self._head)] = self._head
             self._fill = len(self._head)
             self._head = bytearray()
@@ -192,7 +201,7 @@ class ObjectUpload:
     def _release_single(self) -> None:
         buf, self._buf, self._fill, self._head = self._buf, None, 0, bytearray()
         if buf is not None:
-            self.uploader._buffers.give(buf)
+            self.uploader.buffers.give(buf)
 
     @property
     def single(self) -> bool:
@@ -210,7 +219,7 @@ class ObjectUpload:
             self._submit()
 
     def _submit(self) -> None:
-        self.uploader._raise_if_failed(self._futures)
+        raise_first_failure(self._futures)
         buf, fill = self._buf, self._fill
         self._buf, self._fill = None, 0
         if buf is None:  # an empty object: one empty part
@@ -219,15 +228,36 @@ class ObjectUpload:
             body, pooled = buf, True
         else:  # a short last part: copy it out and recycle the buffer now
             body, pooled = bytearray(memoryview(buf)[:fill]), False
-            self.uploader._buffers.give(buf)
+            self.uploader.buffers.give(buf)
         number, self._next_part = self._next_part, self._next_part + 1
         # Hashed part by part on the job's single hashing thread (FIFO keeps the order;
         # hashlib releases the GIL), off the thread that decompresses and validates.
-        hashed = self.uploader._hasher.submit(self._hash_part, number, body)
+        hashed = self.uploader.hash_in_order(self._hash_part, number, body)
         self._hashing.append(hashed)
         self._futures.append(
-            self.uploader._submit_part(self, number, body, hashed if pooled else None)
+            self.uploader.submit_part(self, number, body, hashed if pooled else None)
         )
+
+    def hash_with(self, hasher: Any) -> None:
+        """Hash the content with ``hasher`` (a sha256 whose state can be saved, ADR 0020),
+        holding the bytes written so far."""
+        self._hash = hasher
+
+    def continue_after(self, parts: list[PartRecord], hasher: Any = None) -> None:
+        """Count ``parts`` (numbered ``1..n``, already in S3) as written; the running sha256
+        of their bytes is ``hasher`` (``None``: keep this object's own)."""
+        if hasher is not None:
+            self.hash_with(hasher)
+        for record in parts:
+            done: Future[PartRecord] = Future()
+            done.set_result(record)
+            self._futures.append(done)
+        self._next_part = len(self._futures) + 1
+
+    def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for this object's parts and hashing in progress."""
+        wait(self._futures, timeout=timeout)
+        wait(self._hashing, timeout=timeout)
 
     def _hash_part(self, number: int, body: bytearray) -> None:
         self._hash.update(body)
@@ -258,9 +288,9 @@ class ObjectUpload:
         if self.single:
             body = bytes(self._single_body())
             self._release_single()
-            self.outcome = self.uploader._put_single(self, body)
+            self.outcome = self.uploader.put_single(self, body)
         else:
-            self.outcome = self.uploader._complete(self, self.parts())
+            self.outcome = self.uploader.complete(self, self.parts())
         self._finished = True
         return self.outcome
 
@@ -277,10 +307,10 @@ class ObjectUpload:
         # Let parts already on the wire land first: S3 may keep a part that finishes
         # after the abort, and the upload would then have to be aborted again.
         wait(self._futures, timeout=120)
-        self.uploader._abort(self.key, self.upload_id)
+        self.uploader.abort_upload(self.key, self.upload_id)
 
 
-class _PartBuffers:
+class PartBuffers:
     """Part-sized buffers kept for reuse, at most ``keep`` of them.
 
     A cache, not a limit: :meth:`take` never blocks (the upload slots bound the parts
@@ -294,12 +324,14 @@ class _PartBuffers:
         self._lock = threading.Lock()
 
     def take(self) -> bytearray:
+        """A part-sized buffer: a kept one, or a new one."""
         with self._lock:
             if self._free:
                 return self._free.pop()
         return bytearray(self._size)
 
     def give(self, buf: bytearray) -> None:
+        """Keep ``buf`` for reuse (if there is room and it is part-sized)."""
         with self._lock:
             if len(self._free) < self._keep and len(buf) == self._size:
                 self._free.append(buf)
@@ -313,23 +345,20 @@ class Uploader:
         s3: Any,
         bucket: str,
         *,
-        part_size: int,
-        parts_in_flight: int,
-        checksum_algorithm: str = "CRC32",
-        stale_commit_seconds: float = 900.0,
+        tuning: UploadTuning,
         cancel: CancelToken | None = None,
         on_warning: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.s3 = s3
         self.bucket = bucket
-        self.part_size = part_size
-        self._algorithm = checksum_algorithm
-        self._checksum_key = _CHECKSUM_KEY[checksum_algorithm]
-        self._stale = stale_commit_seconds
+        self.part_size = tuning.part_size
+        self._algorithm = tuning.checksum_algorithm
+        self._checksum_key = _CHECKSUM_KEY[tuning.checksum_algorithm]
+        self._stale = tuning.stale_commit_seconds
         self._cancel = cancel or CancelToken()
-        self._slots = threading.BoundedSemaphore(parts_in_flight)
-        self._pool = ThreadPoolExecutor(parts_in_flight, thread_name_prefix="upload")
-        self._buffers = _PartBuffers(part_size, parts_in_flight + 1)
+        self._slots = threading.BoundedSemaphore(tuning.parts_in_flight)
+        self._pool = ThreadPoolExecutor(tuning.parts_in_flight, thread_name_prefix="upload")
+        self.buffers = PartBuffers(tuning.part_size, tuning.parts_in_flight + 1)
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
         self._objects: list[ObjectUpload] = []
         self._warn = on_warning or (lambda _msg, _extra: None)
@@ -350,7 +379,10 @@ class Uploader:
         """True once this job asked S3 for a multipart upload (it may leave one open)."""
         return any(not o.single for o in self._objects)
 
-    def _create(self, obj: ObjectUpload) -> str:
+    # -- what an ObjectUpload asks of its uploader ---------------------------
+
+    def create_upload(self, obj: ObjectUpload) -> str:
+        """Create ``obj``'s multipart upload; return its id."""
         response = call_aws(
             self.s3.create_multipart_upload,
             Bucket=self.bucket,
@@ -380,28 +412,31 @@ class Uploader:
         observer may still supply parts already uploaded).
         """
         obj = ObjectUpload(uploader=self, key=key, upload_id=upload_id, size=size)
-        if hasher is not None:
-            obj._hash = hasher
-        for record in parts or []:
-            done: Future[PartRecord] = Future()
-            done.set_result(record)
-            obj._futures.append(done)
-        obj._next_part = len(obj._futures) + 1
+        obj.continue_after(parts or [], hasher)
         self._objects.append(obj)
         return obj
 
     def settle(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for the parts on the wire (a released job keeps them)."""
-        wait([f for o in self._objects for f in o._futures], timeout=timeout)
-        wait([f for o in self._objects for f in o._hashing], timeout=timeout)
+        deadline = time.monotonic() + timeout
+        for obj in self._objects:
+            obj.settle(max(0.0, deadline - time.monotonic()))
 
     def _acquire_slot(self) -> None:
         while not self._slots.acquire(timeout=0.5):
             self._cancel.check()
 
-    def _submit_part(
+    def hash_in_order(self, fn: Callable[..., None], *args: Any) -> Future[None]:
+        """Run ``fn(*args)`` on the job's one hashing thread, after what was handed before."""
+        return self._hasher.submit(fn, *args)
+
+    def submit_part(
         self, obj: ObjectUpload, number: int, body: bytearray, hashed: Future[None] | None
     ) -> Future[PartRecord]:
+        """Upload part ``number`` of ``obj`` once a slot is free (waits, cancellable).
+
+        A pooled ``body`` is recycled after the upload if ``hashed`` has finished with it.
+        """
         self._acquire_slot()
         try:
             return self._pool.submit(self._run_part, obj, number, body, hashed)
@@ -417,7 +452,7 @@ class Uploader:
             return self._upload_part(obj, number, body)
         finally:
             if hashed is not None and _settled(hashed):
-                self._buffers.give(body)
+                self.buffers.give(body)
             del body
             self._slots.release()
 
@@ -457,13 +492,7 @@ class Uploader:
                 ) from None
             raise
 
-    @staticmethod
-    def _raise_if_failed(futures: list[Future[PartRecord]]) -> None:
-        for fut in futures:
-            if fut.done() and fut.exception() is not None:
-                fut.result()
-
-    def _put_single(self, obj: ObjectUpload, body: bytes) -> str:
+    def put_single(self, obj: ObjectUpload, body: bytes) -> str:
         """Commit a one-part object with one conditional ``PutObject``."""
         etag = hashlib.md5(body).hexdigest()  # noqa: S324 - S3's ETag, not security
         for attempt in range(2):
@@ -502,7 +531,8 @@ class Uploader:
             f"{int(age)} s ago; retrying after it commits or goes stale"
         )
 
-    def _complete(self, obj: ObjectUpload, parts: list[PartRecord]) -> str:
+    def complete(self, obj: ObjectUpload, parts: list[PartRecord]) -> str:
+        """Complete ``obj``'s multipart upload with ``If-None-Match: *``; the outcome."""
         assert obj.upload_id is not None  # noqa: S101 - only multipart objects get here
         payload = {
             "Parts": [
@@ -532,11 +562,12 @@ class Uploader:
             # The key exists: ours in effect if identical, else someone else's.
             verdict = self._existing(obj, obj.expected_etag(parts), attempt)
             if verdict is not None:
-                self._abort(obj.key, obj.upload_id)
+                self.abort_upload(obj.key, obj.upload_id)
                 return verdict
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one multipart upload (failures are warned about, not raised)."""
         try:
             call_aws(
                 self.s3.abort_multipart_upload,

@@ -19,10 +19,11 @@ than one chunk plus one incomplete line/record.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -51,26 +52,74 @@ class Validator(Protocol):
         """Check the end of the content; return the record count (``None`` for binary)."""
         ...
 
+    def save_state(self) -> dict[str, Any]:
+        """What carries across a chunk boundary, JSON-ready (a resume point, ADR 0020)."""
+        ...
 
-class _LeadingBom:
-    """Drops a UTF-8 BOM at the very start of a stream, however the stream is chunked."""
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`save_state`'s ``state`` (on a fresh validator).
 
-    def __init__(self) -> None:
-        self.head: bytes | None = b""  # None once the first three bytes are known
+        Raises:
+            ValueError: the state was saved by another kind of validator, or before the
+                stream's first bytes were settled.
+        """
+        ...
 
-    def strip(self, data: bytes) -> bytes:
-        """``data`` without a leading BOM; holds back a possible BOM prefix."""
-        head = (self.head or b"") + data
-        if len(head) < len(_BOM) and _BOM.startswith(head):
-            self.head = head
-            return b""
-        self.head = None
-        return head[len(_BOM) :] if head.startswith(_BOM) else head
 
-    def rest(self) -> bytes:
-        """At the end: bytes held back that turned out not to be a BOM."""
-        head, self.head = self.head, None
-        return head or b""
+class _TextValidator:
+    """Base of the line validators: a UTF-8 BOM at the very start of the stream is
+    dropped, however the stream is chunked; their ``_parse_feed`` sees the rest."""
+
+    def __init__(self, *, what: str, max_line_bytes: int) -> None:
+        self._what = what
+        self._max = max_line_bytes
+        self._carry = b""
+        self._bom_head: bytes | None = b""  # None once the first three bytes are known
+        self.records = 0
+
+    def feed(self, data: bytes) -> None:
+        """Check every line or record completed by ``data``; keep the unfinished last."""
+        if self._bom_head is not None:
+            head = self._bom_head + data
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._bom_head = head  # maybe a BOM: wait for more
+                return
+            self._bom_head = None
+            data = head[len(_BOM) :] if head.startswith(_BOM) else head
+        if data:
+            self._parse_feed(data)
+
+    def _parse_feed(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    _COUNTERS: tuple[str, ...] = ()  # subclasses' fields that carry across chunks
+
+    def save_state(self) -> dict[str, Any]:
+        """The unfinished line or record (base64), the counters, the kind."""
+        state: dict[str, Any] = {"kind": type(self).__name__, "records": self.records}
+        state |= {name.lstrip("_"): getattr(self, name) for name in self._COUNTERS}
+        state["carry"] = base64.b64encode(self._carry).decode("ascii")
+        state["bom_pending"] = self._bom_head is not None
+        return state
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (see :meth:`Validator.restore_state`)."""
+        _check_kind(self, state)
+        # Only the stream's first bytes can hold the byte-order mark, long before any
+        # part boundary; a resumed validator never looks for it again.
+        if state.get("bom_pending"):
+            raise ValueError("validator state saved before the byte-order mark was settled")
+        self._bom_head = None
+        self.records = state.get("records", 0)
+        for name in self._COUNTERS:
+            setattr(self, name, state.get(name.lstrip("_")))
+        self._carry = base64.b64decode(state.get("carry", ""))
+
+    def _release_held_back(self) -> None:
+        """At the end: feed the bytes held back that turned out not to be a BOM."""
+        head, self._bom_head = self._bom_head, None
+        if head:
+            self._parse_feed(head)
 
 
 class BinaryValidator:
@@ -83,6 +132,19 @@ class BinaryValidator:
         """No record count for binary content."""
         return None
 
+    def save_state(self) -> dict[str, Any]:
+        """Nothing carries: the state is only the kind."""
+        return {"kind": type(self).__name__}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        """Check that ``state`` is a binary validator's."""
+        _check_kind(self, state)
+
+
+def _check_kind(validator: object, state: dict[str, Any]) -> None:
+    if state.get("kind") != type(validator).__name__:
+        raise ValueError(f"validator state of {state.get('kind')!r}, not {type(validator)}")
+
 
 class _AnyObject(msgspec.Struct):
     """Any JSON object. Decoding checks the syntax of every member and keeps none."""
@@ -92,7 +154,7 @@ _decode_object = msgspec.json.Decoder(_AnyObject).decode
 _JSON_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 
 
-class JsonlValidator:
+class JsonlValidator(_TextValidator):
     """Every non-empty line must be a JSON object.
 
     Lines are decoded with msgspec into a field-less struct: the decoder checks the
@@ -104,12 +166,10 @@ class JsonlValidator:
     """
 
     def __init__(self, *, what: str, max_line_bytes: int) -> None:
-        self._what = what
-        self._max = max_line_bytes
-        self._carry = b""
+        super().__init__(what=what, max_line_bytes=max_line_bytes)
         self._lines = 0  # lines completed so far (for error positions)
-        self._bom: _LeadingBom | None = _LeadingBom()
-        self.records = 0
+
+    _COUNTERS = ("_lines",)
 
     def _fail(self, line_no: int, why: str) -> ValidationFailed:
         return ValidationFailed(f"{self._what}: line {line_no}: {why}", reason="invalid_jsonl")
@@ -132,14 +192,7 @@ class JsonlValidator:
             raise self._fail(line_no, "JSON nested too deeply") from None
         self.records += 1
 
-    def feed(self, data: bytes) -> None:
-        """Check every line completed by ``data``; keep the unfinished last line."""
-        if self._bom is not None:
-            data = self._bom.strip(data)
-            if self._bom.head is None:
-                self._bom = None
-            if not data:
-                return
+    def _parse_feed(self, data: bytes) -> None:
         first = data.find(b"\n")
         if first < 0:
             self._carry += data
@@ -188,17 +241,14 @@ class JsonlValidator:
 
     def finish(self) -> int:
         """Check a last line without a newline; return the record count."""
-        if self._bom is not None:
-            rest, self._bom = self._bom.rest(), None
-            if rest:
-                self.feed(rest)
+        self._release_held_back()
         if self._carry:
             self._check_line(self._carry, self._lines + 1)
             self._carry = b""
         return self.records
 
 
-class CsvValidator:
+class CsvValidator(_TextValidator):
     """UTF-8 CSV with a header; every row has the header's number of fields.
 
     Chunks are cut at their last line end (``\\n`` or ``\\r``) and parsed with the csv
@@ -208,13 +258,11 @@ class CsvValidator:
     """
 
     def __init__(self, *, what: str, max_line_bytes: int) -> None:
-        self._what = what
-        self._max = max_line_bytes
-        self._carry = b""
+        super().__init__(what=what, max_line_bytes=max_line_bytes)
         self._fields: int | None = None
         self._rows = 0  # rows seen including the header (for error positions)
-        self._bom: _LeadingBom | None = _LeadingBom()
-        self.records = 0
+
+    _COUNTERS = ("_rows", "_fields")
 
     def _fail(self, why: str, reason: str = "invalid_csv") -> ValidationFailed:
         return ValidationFailed(f"{self._what}: {why}", reason=reason)
@@ -257,14 +305,7 @@ class CsvValidator:
             return "".join(lines[complete:]).encode("utf-8")
         return b""
 
-    def feed(self, data: bytes) -> None:
-        """Check every record completed by ``data``; keep the unfinished last one."""
-        if self._bom is not None:
-            data = self._bom.strip(data)
-            if self._bom.head is None:
-                self._bom = None
-            if not data:
-                return
+    def _parse_feed(self, data: bytes) -> None:
         if data.find(b"\n") < 0 and data.find(b"\r") < 0:
             self._carry += data  # no line ends here: nothing new can complete
         else:
@@ -278,10 +319,7 @@ class CsvValidator:
 
     def finish(self) -> int:
         """Check the last record; return the number of data rows."""
-        if self._bom is not None:
-            rest, self._bom = self._bom.rest(), None
-            if rest:
-                self.feed(rest)
+        self._release_held_back()
         if self._carry:
             self._parse(self._carry, final=True)
             self._carry = b""

@@ -52,17 +52,6 @@ class SqsCounts:
             + self.visibility_changes
         )
 
-    def as_dict(self) -> dict[str, int]:
-        """Counts by call, plus the total."""
-        return {
-            "sends": self.sends,
-            "receives": self.receives,
-            "empty_receives": self.empty_receives,
-            "deletes": self.deletes,
-            "visibility_changes": self.visibility_changes,
-            "total": self.total,
-        }
-
 
 @dataclass(eq=False)
 class FanoutResult:

@@ -1,42 +1,6 @@
-"""The queue consumer runtime both services run on.
+"""The consumer loop: receive, admit by budget, run handlers, map outcomes, shut down.
 
-A :class:`QueueConsumer` long-polls one SQS queue and runs a handler per message on a
-bounded pool of threads:
-
-* **Admission by budget.** With a ``budget`` (and a ``job_cost`` per message), jobs run
-  while the sum of their costs fits the budget, at most ``concurrency`` at once: one
-  process runs many cheap jobs or few expensive ones (ADR 0015). Without one, every job
-  costs one slot of ``concurrency``.
-* **Backpressure.** One ``ReceiveMessage`` asks for as many messages as could start now
-  (up to ten). A received message that does not fit waits, heartbeated, for budget to
-  free up, and nothing more is received meanwhile.
-* **Heartbeat.** While a handler runs, its message's visibility is extended every
-  ``heartbeat_seconds`` to ``visibility_timeout`` ahead, never past SQS's 12-hour
-  ceiling. A job running longer than ``max_job_seconds`` (``EXPORTPIPE_MAX_JOB_SECONDS``,
-  kept below that ceiling) has its :class:`~exportpipe.common.cancel.CancelToken`
-  cancelled with :class:`~exportpipe.common.errors.JobDeadlineExceeded`: the handler
-  raises it, so the job is refused (rejection record, tracking) and dead-lettered with
-  its reason. A lost lease cancels with :class:`~exportpipe.common.errors.LeaseLost`.
-* **Batched acknowledgements.** Deletes and visibility changes of every job go out
-  through one outbox, in batches of up to ten, flushed when a batch is full or its
-  oldest entry has waited 0.1 s; entries that fail on SQS's side are retried by
-  :func:`send_batch`, on the one partial-failure loop
-  (:func:`~exportpipe.common.retry.retry_unfinished`).
-* **Outcome by error type.** Return → delete (batched). ``RetryableError`` → the
-  message comes back after a backoff visibility (or the upstream's ``Retry-After``,
-  capped at ``retry_after_max_seconds``: a hostile header could otherwise hide the
-  message for the rest of SQS's 12 hours on every receive).
-  ``PermanentError`` → sent to the dead-letter queue with the reason in message
-  attributes, then deleted. Any other exception is a bug: retried with backoff. On the
-  last receive the redrive policy allows (:attr:`JobContext.final_attempt`), a
-  retryable error or a bug is dead-lettered *with its reason* too, instead of being
-  handed back for SQS's redrive to move without one: every retry loop ends with a
-  named outcome.
-* **Graceful shutdown.** :meth:`QueueConsumer.shutdown` stops receiving at once; jobs
-  whose expected remaining time (see :meth:`JobContext.set_eta`) fits in the grace
-  period may finish; the rest are cancelled and released (visibility 0) immediately so
-  another consumer picks them up; deletes are flushed. A message returned by the last
-  long poll is released too.
+See the package docstring (:mod:`exportpipe.common.sqs`) for how it behaves.
 """
 
 from __future__ import annotations
@@ -44,64 +8,46 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import queue
 import random
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 
-from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
-    ExportPipeError,
-    JobDeadlineExceeded,
     JobReleased,
-    LeaseLost,
     PermanentError,
     RetryableError,
 )
 from exportpipe.common.observability import Metrics, redact_text
-from exportpipe.common.retry import call_aws, retry_unfinished
+from exportpipe.common.retry import call_aws
+from exportpipe.common.sqs.batching import BATCH_MAX, Outbox
+from exportpipe.common.sqs.deadletters import dead_letter_attributes, error_text
+from exportpipe.common.sqs.lease import (
+    SQS_MAX_VISIBILITY_SECONDS,
+    Heartbeat,
+    JobContext,
+    cap_visibility,
+)
 
 __all__ = [
-    "EARLIER_ATTEMPT_ATTRIBUTES",
-    "REDRIVEN_ATTRIBUTE",
     "RETRY_AFTER_MAX_SECONDS",
-    "SQS_MAX_VISIBILITY_SECONDS",
-    "BatchOutcome",
     "ConsumerConfig",
     "ConsumerSettings",
-    "JobContext",
     "QueueConsumer",
-    "QueueDepth",
-    "dead_letter_attributes",
-    "queue_depth",
     "run_consumer",
-    "send_batch",
 ]
 
-SQS_MAX_VISIBILITY_SECONDS = 12 * 3600
 RETRY_AFTER_MAX_SECONDS = 900.0
 """The longest an upstream's ``Retry-After`` may hide a message: 15 minutes, SQS's own
 maximum message delay and the runtime's backoff ceiling. Longer asks are shortened."""
-_BATCH = 10
-_MAX_REASON_CHARS = 1000
-_LINGER = 0.1
-REDRIVEN_ATTRIBUTE = "exportpipe-redriven"
-"""Set by ``exportpipe dlq redrive`` on a message it sends back to its source queue."""
-# Message attributes that say a message was handled before: the runtime's dead-letter
-# attributes (kept when SQS moves a message back from the DLQ) and the redrive tool's.
-EARLIER_ATTEMPT_ATTRIBUTES = frozenset(
-    {"exportpipe-error-reason", "exportpipe-receive-count", REDRIVEN_ATTRIBUTE}
-)
 
 
 class ConsumerSettings(Protocol):
@@ -206,166 +152,11 @@ class ConsumerConfig:
 
 
 @dataclass(eq=False)
-class JobContext:
-    """One received message, as its handler sees it.
-
-    Handlers doing long work should call :meth:`check` between steps (it raises once the
-    runtime cancelled the job, with the reason), pass :attr:`token` down to whatever
-    blocks or sleeps, and call :meth:`set_eta` as they learn how long is left.
-
-    ``final_attempt`` is true on the last receive the redrive policy allows: whatever
-    the handler raises then (but a release) is dead-lettered, so a handler that keeps
-    per-item records should record this failure as final.
-    """
-
-    message_id: str
-    receipt_handle: str
-    body: str
-    receive_count: int
-    attributes: dict[str, str]
-    received_at: float = field(default_factory=time.monotonic)
-    token: CancelToken = field(default_factory=CancelToken)
-    final_attempt: bool = False
-    log_keys: dict[str, str] = field(default_factory=dict)
-    _eta_seconds: float | None = None
-    _eta_set_at: float = 0.0
-
-    @property
-    def redelivered(self) -> bool:
-        """True if an earlier attempt may have handled this message.
-
-        SQS delivered it before (``ApproximateReceiveCount`` > 1), or it came back from
-        the dead-letter queue (its attributes say so). Handlers use it to skip looking
-        for an earlier attempt's leftovers on a first delivery.
-        """
-        return self.receive_count > 1 or not EARLIER_ATTEMPT_ATTRIBUTES.isdisjoint(self.attributes)
-
-    @property
-    def cancelled(self) -> bool:
-        """True once the runtime cancelled this job (see :attr:`token`'s reason)."""
-        return self.token.cancelled
-
-    def check(self) -> None:
-        """Raise the cancellation error if the runtime cancelled this job."""
-        self.token.check()
-
-    def set_eta(self, seconds: float | None) -> None:
-        """Tell the runtime how many seconds this job still needs (``None``: unknown)."""
-        self._eta_seconds, self._eta_set_at = seconds, time.monotonic()
-
-    def eta(self, default: float | None) -> float | None:
-        """Seconds left by the last :meth:`set_eta`, or ``default``."""
-        if self._eta_seconds is None:
-            return default
-        return max(0.0, self._eta_seconds - (time.monotonic() - self._eta_set_at))
-
-    def cancel(self, error: ExportPipeError) -> None:
-        """Ask the handler to stop; :meth:`check` raises ``error`` from now on."""
-        self.token.cancel(error)
-
-
-@dataclass(eq=False)
 class _InFlight:
     ctx: JobContext
     cost: int = 1
     started: bool = False  # False: received, waiting for budget
     released: bool = False  # visibility handed back; the outcome must not touch SQS
-
-
-@dataclass(frozen=True)
-class _Outgoing:
-    """A delete or visibility change waiting in the outbox."""
-
-    kind: Literal["delete", "visibility"]
-    message_id: str
-    receipt_handle: str
-    seconds: int = 0
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    """What :func:`send_batch` could not do.
-
-    Attributes:
-        rejected: ``Failed`` entries that were the sender's fault (not retried), each
-            with the request entry under ``"Entry"``.
-        unresolved: request entries that still failed on SQS's side after every attempt,
-            or whose batch call raised.
-        calls: requests made.
-    """
-
-    rejected: list[dict[str, Any]]
-    unresolved: list[dict[str, Any]]
-    calls: int
-
-
-def send_batch(
-    call: Callable[..., Any],
-    *,
-    queue_url: str,
-    entries: list[dict[str, Any]],
-    attempts: int = 5,
-) -> BatchOutcome:
-    """Send up to ten ``entries`` (each with a unique ``Id``) with one batch ``call``.
-
-    SQS answers a batch with HTTP 200 and a ``Failed`` list; the entries that failed on
-    its side are sent again (and only they) by
-    :func:`~exportpipe.common.retry.retry_unfinished`, up to ``attempts`` calls; sender
-    faults are returned at once, never retried. Whole-call failures are botocore's to
-    retry (the client's retry mode): this is only for partial batch failures.
-    """
-    if len(entries) > _BATCH:
-        raise ValueError(f"a batch holds at most {_BATCH} entries, got {len(entries)}")
-    rejected: list[dict[str, Any]] = []
-    left: dict[str, dict[str, Any]] = {e["Id"]: e for e in entries}
-    calls = 0
-
-    def attempt(pending: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        nonlocal calls, left
-        calls += 1
-        response = call_aws(call, QueueUrl=queue_url, Entries=list(pending.values()))
-        failed = response.get("Failed", [])
-        rejected.extend(f | {"Entry": pending[f["Id"]]} for f in failed if f.get("SenderFault"))
-        left = {f["Id"]: pending[f["Id"]] for f in failed if not f.get("SenderFault")}
-        return left
-
-    try:
-        if left:
-            retry_unfinished(attempt, dict(left), what="batch entries", attempts=attempts)
-    except Exception:  # still failing, or the call itself failed: the caller decides
-        return BatchOutcome(rejected, list(left.values()), calls)
-    return BatchOutcome(rejected, [], calls)
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    """A queue's approximate message counts, as SQS reports them."""
-
-    visible: int
-    in_flight: int
-    delayed: int
-
-    @property
-    def total(self) -> int:
-        """Every message the queue holds, whatever its state."""
-        return self.visible + self.in_flight + self.delayed
-
-
-_DEPTH_ATTRIBUTES = {
-    "visible": "ApproximateNumberOfMessages",
-    "in_flight": "ApproximateNumberOfMessagesNotVisible",
-    "delayed": "ApproximateNumberOfMessagesDelayed",
-}
-
-
-def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
-    """The approximate visible, in-flight and delayed counts of ``queue_url``."""
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=list(_DEPTH_ATTRIBUTES.values())
-    )["Attributes"]
-    return QueueDepth(
-        **{field: int(attrs.get(name, 0)) for field, name in _DEPTH_ATTRIBUTES.items()}
-    )
 
 
 def _finite(value: object) -> float | None:
@@ -375,26 +166,6 @@ def _finite(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def dead_letter_attributes(
-    error: BaseException, *, source_queue: str, receive_count: int
-) -> dict[str, dict[str, str]]:
-    """Message attributes that record why a message was dead-lettered."""
-    reason = getattr(error, "reason", "unhandled_error")
-    text = redact_text(str(error))[:_MAX_REASON_CHARS] or type(error).__name__
-
-    def s(value: str) -> dict[str, str]:
-        return {"DataType": "String", "StringValue": value}
-
-    return {
-        "exportpipe-error-type": s(type(error).__name__),
-        "exportpipe-error-reason": s(reason),
-        "exportpipe-error-message": s(text),
-        "exportpipe-source-queue": s(source_queue),
-        "exportpipe-receive-count": {"DataType": "Number", "StringValue": str(receive_count)},
-        "exportpipe-failed-at": s(datetime.now(UTC).isoformat()),
-    }
 
 
 Handler = Callable[[JobContext], None]
@@ -426,7 +197,16 @@ class QueueConsumer:
         self._inflight: dict[str, _InFlight] = {}
         self._stopping = threading.Event()
         self._closed = threading.Event()
-        self._outbox: queue.Queue[_Outgoing | None] = queue.Queue()
+        self._outbox = Outbox(sqs, config.queue_url, logger=logger, metrics=metrics)
+        self._heartbeat = Heartbeat(
+            sqs,
+            config.queue_url,
+            visibility_timeout=config.visibility_timeout,
+            max_job_seconds=config.max_job_seconds,
+            on_lost=self._lease_lost,
+            logger=logger,
+            metrics=metrics,
+        )
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="job")
         self._used = 0  # budget held by started jobs
         self._estimate = config.budget or 1  # the dearest job of the last receive
@@ -453,13 +233,11 @@ class QueueConsumer:
 
         Returns after the shutdown sequence completed.
         """
-        threads = [
-            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
-            threading.Thread(target=self._outbox_loop, name="outbox", daemon=True),
-        ]
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
-        for t in (*threads, receiver):
-            t.start()
+        self._outbox.start()
+        heartbeat.start()
+        receiver.start()
         self._log.info(
             "consumer started",
             extra={"queue": self._queue_name, "concurrency": self._config.concurrency},
@@ -468,9 +246,8 @@ class QueueConsumer:
         self._drain()
         receiver.join(timeout=self._config.wait_time_seconds + 10)
         self._closed.set()
-        self._outbox.put(None)
-        for t in threads:
-            t.join(timeout=30)
+        self._outbox.close()
+        heartbeat.join(timeout=30)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._set_busy(False)
         self._log.info("consumer stopped", extra={"queue": self._queue_name})
@@ -549,7 +326,7 @@ class QueueConsumer:
                 response = call_aws(
                     self._sqs.receive_message,
                     QueueUrl=cfg.queue_url,
-                    MaxNumberOfMessages=min(_BATCH, free),
+                    MaxNumberOfMessages=min(BATCH_MAX, free),
                     WaitTimeSeconds=cfg.wait_time_seconds,
                     VisibilityTimeout=cfg.visibility_timeout,
                     MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
@@ -664,7 +441,7 @@ class QueueConsumer:
         if self._is_released(ctx):
             # Another consumer may own the message now; its idempotency check acks it.
             return
-        self._outbox.put(_Outgoing("delete", ctx.message_id, ctx.receipt_handle))
+        self._outbox.delete(ctx.message_id, ctx.receipt_handle)
 
     def _retry_later(self, ctx: JobContext, exc: BaseException) -> None:
         if self._is_released(ctx):
@@ -678,7 +455,7 @@ class QueueConsumer:
                 cfg.retry_max_seconds, cfg.retry_base_seconds * 2 ** (ctx.receive_count - 1)
             )
             delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
-        delay = self._cap_visibility(ctx, delay)
+        delay = cap_visibility(ctx, delay)
         self._log.warning(
             "job failed, will retry",
             extra={
@@ -702,7 +479,7 @@ class QueueConsumer:
             extra={
                 "message_id": ctx.message_id,
                 "reason": reason,
-                "error": redact_text(str(exc))[:_MAX_REASON_CHARS],
+                "error": error_text(exc),
                 "receive_count": ctx.receive_count,
                 **ctx.log_keys,
             },
@@ -723,18 +500,14 @@ class QueueConsumer:
             return
         self._metrics.add("DeadLettered", queue=self._queue_name, reason=reason)
         if not self._is_released(ctx):
-            self._outbox.put(_Outgoing("delete", ctx.message_id, ctx.receipt_handle))
+            self._outbox.delete(ctx.message_id, ctx.receipt_handle)
 
     # ---------------------------------------------------------------- visibility
-
-    def _cap_visibility(self, ctx: JobContext, seconds: float) -> float:
-        age = time.monotonic() - ctx.received_at
-        return max(0.0, min(seconds, SQS_MAX_VISIBILITY_SECONDS - age - 60))
 
     def _change_visibility(self, ctx: JobContext, seconds: int) -> None:
         # Batched with other jobs' changes; if it fails, the message reappears when its
         # current visibility runs out anyway.
-        self._outbox.put(_Outgoing("visibility", ctx.message_id, ctx.receipt_handle, seconds))
+        self._outbox.change_visibility(ctx.message_id, ctx.receipt_handle, seconds)
 
     def _release(self, ctx: JobContext) -> None:
         with self._lock:
@@ -747,129 +520,20 @@ class QueueConsumer:
 
     def _release_raw(self, messages: Iterable[dict[str, Any]]) -> None:
         for raw in messages:
-            self._outbox.put(
-                _Outgoing("visibility", raw.get("MessageId", ""), raw["ReceiptHandle"], 0)
-            )
+            self._outbox.change_visibility(raw.get("MessageId", ""), raw["ReceiptHandle"], 0)
 
     def _heartbeat_loop(self) -> None:
-        cfg = self._config
-        while not self._closed.wait(cfg.heartbeat_seconds):
+        while not self._closed.wait(self._config.heartbeat_seconds):
             self._touch_liveness()
             with self._lock:
                 running = [e.ctx for e in self._inflight.values() if not e.released]
-            now = time.monotonic()
-            extend: list[JobContext] = []
-            for ctx in running:
-                if now - ctx.received_at >= cfg.max_job_seconds:
-                    ctx.cancel(
-                        JobDeadlineExceeded(
-                            f"job ran {int(now - ctx.received_at)} s, past the "
-                            f"{int(cfg.max_job_seconds)} s limit (EXPORTPIPE_MAX_JOB_SECONDS)"
-                        )
-                    )
-                # Still extended once cancelled: the handler needs its lease to write the
-                # rejection and dead-letter; the cap keeps it under SQS's ceiling.
-                extend.append(ctx)
-            for start in range(0, len(extend), _BATCH):
-                self._extend(extend[start : start + _BATCH])
+            self._heartbeat.beat(running)
 
-    def _extend(self, batch: list[JobContext]) -> None:
-        entries = [
-            {
-                "Id": str(i),
-                "ReceiptHandle": ctx.receipt_handle,
-                "VisibilityTimeout": int(
-                    self._cap_visibility(ctx, self._config.visibility_timeout)
-                ),
-            }
-            for i, ctx in enumerate(batch)
-        ]
-        outcome = send_batch(
-            self._sqs.change_message_visibility_batch,
-            queue_url=self._config.queue_url,
-            entries=entries,
-            attempts=2,
-        )
-        if outcome.unresolved:
-            self._log.warning("heartbeat failed", extra={"entries": len(outcome.unresolved)})
-        self._metrics.add(
-            "Heartbeats", len(batch) - len(outcome.rejected) - len(outcome.unresolved)
-        )
-        for failed in outcome.rejected:
-            # The receipt handle is no longer valid: the lease is lost and another
-            # consumer may already have the message. Stop rather than duplicate work.
-            ctx = batch[int(failed["Id"])]
-            with self._lock:
-                entry = self._inflight.get(ctx.message_id)
-                if entry is not None:
-                    entry.released = True
-            ctx.cancel(LeaseLost("lease lost: visibility could not be extended"))
-            self._log.warning(
-                "lease lost, job cancelled",
-                extra={"message_id": ctx.message_id, "code": failed.get("Code")},
-            )
-
-    # ------------------------------------------------------------------ outbox
-
-    def _outbox_loop(self) -> None:
-        # A kind's batch goes out when it has ten entries or the oldest pending entry has
-        # waited _LINGER seconds, so a finished message is never held long.
-        pending: list[_Outgoing] = []
-        oldest = 0.0
-        while True:
-            timeout = _LINGER if not pending else oldest + _LINGER - time.monotonic()
-            try:
-                item = self._outbox.get(timeout=max(0.0, timeout))
-            except queue.Empty:
-                item = _Outgoing("delete", "", "")  # a tick: flush what lingered
-            if item is not None and item.receipt_handle:
-                if not pending:
-                    oldest = time.monotonic()
-                pending.append(item)
-                full = sum(1 for p in pending if p.kind == item.kind) >= _BATCH
-                if not full and time.monotonic() - oldest < _LINGER:
-                    continue
-            self._flush(pending)
-            pending = []
-            if item is None:
-                return
-
-    def _flush(self, pending: list[_Outgoing]) -> None:
-        for kind in ("delete", "visibility"):
-            items = [p for p in pending if p.kind == kind]
-            for start in range(0, len(items), _BATCH):
-                self._flush_batch(kind, items[start : start + _BATCH])
-
-    def _flush_batch(self, kind: str, batch: list[_Outgoing]) -> None:
-        if kind == "delete":
-            call = self._sqs.delete_message_batch
-            entries: list[dict[str, Any]] = [
-                {"Id": str(i), "ReceiptHandle": p.receipt_handle} for i, p in enumerate(batch)
-            ]
-        else:
-            call = self._sqs.change_message_visibility_batch
-            entries = [
-                {"Id": str(i), "ReceiptHandle": p.receipt_handle, "VisibilityTimeout": p.seconds}
-                for i, p in enumerate(batch)
-            ]
-        outcome = send_batch(call, queue_url=self._config.queue_url, entries=entries)
-        done = len(batch) - len(outcome.rejected) - len(outcome.unresolved)
-        if kind == "delete":
-            self._metrics.add("MessagesDeleted", done)
-        for failed in outcome.rejected:
-            # The receipt handle expired: the message is visible again or held by
-            # another consumer, whose idempotency check acknowledges it.
-            self._log.warning(
-                f"{kind} refused",
-                extra={
-                    "message_id": batch[int(failed["Id"])].message_id,
-                    "code": failed.get("Code"),
-                },
-            )
-        if outcome.unresolved:
-            # Not acknowledged: the message comes back after its visibility and is then
-            # acknowledged as a duplicate (or, for a visibility change, simply later).
-            self._log.error(f"{kind} failed", extra={"entries": len(outcome.unresolved)})
+    def _lease_lost(self, ctx: JobContext) -> None:
+        with self._lock:
+            entry = self._inflight.get(ctx.message_id)
+            if entry is not None:
+                entry.released = True
 
     # ---------------------------------------------------------------- shutdown
 
