@@ -10,19 +10,21 @@ names and against S3 (``ListParts`` of every upload it names), and picks one of:
     that differs from S3's record) is discarded first: its uploads are aborted and the
     checkpoint deleted, so nothing torn or half-known is ever continued.
 ``range``
-    An uncompressed file (``compression`` ``none``, declared or detected), or a zstd
-    file whose frames all state their content size, with a resume point: the download
-    continues with ``Range``/``If-Range`` at the point's offset (the end of the last
-    whole part; for zstd the start of the frame holding it, whose output up to that
-    part's end is decoded again and dropped), the sha256 states and the validator are
-    restored, and uploading continues with the next part of the same multipart upload.
-    If the source answers that it changed, the job fails with :class:`ResumeDiscarded`
-    (retryable) after discarding the checkpoint, and the next delivery starts clean.
+    An uncompressed file (``compression`` ``none``, declared or detected), a zstd file
+    whose frames all state their content size, or a gzip file of several members, with
+    a resume point: the download continues with ``Range``/``If-Range`` at the point's
+    offset (the end of the last whole part; for zstd/gzip the start of the frame/member
+    holding it, whose output up to that part's end is decoded again and dropped), the
+    sha256 states and the validator are restored, and uploading continues with the next
+    part of the same multipart upload. If the source answers that it changed, or the
+    decoder fails after a frame/member start, the job fails with
+    :class:`ResumeDiscarded` (retryable) after discarding the checkpoint, and the next
+    delivery starts clean.
 ``parts``
-    Any other format (gzip, zstd, tar, zip) or no resume point: the source is read from
-    its start again, but every part whose content matches the checkpoint (size, MD5 =
-    the part's ETag, and the S3 checksum) is taken from the earlier upload instead of
-    being uploaded again.
+    Any other format (single-member gzip, single-frame zstd, tar, zip) or no resume
+    point: the source is read from its start again, but every part whose content
+    matches the checkpoint (size, MD5 = the part's ETag, and the S3 checksum) is taken
+    from the earlier upload instead of being uploaded again.
 
 Part boundaries are deterministic (a fixed part size over a deterministic byte
 stream), so the same part number always holds the same bytes; two attempts writing
