@@ -75,16 +75,28 @@ def _part_uploads(s3: Any) -> Iterator[list[int]]:
 
 
 def _release_after(
-    s3: Any, bucket: str, job: Any, settings: WorkerSettings, *, parts: int
+    s3: Any,
+    bucket: str,
+    job: Any,
+    settings: WorkerSettings,
+    *,
+    parts: int = 0,
+    until: Any = None,
 ) -> Checkpoint:
-    """Run ``job`` and release it once its checkpoint names ``parts`` parts."""
+    """Run ``job`` and release it once its checkpoint names ``parts`` parts (or once
+    ``until(checkpoint)`` is true)."""
     cancel = CancelToken()
     stop = threading.Event()
+
+    def due(cp: Checkpoint) -> bool:
+        if until is not None:
+            return bool(until(cp))
+        return bool(cp.members) and len(cp.members[0].parts) >= parts
 
     def watch() -> None:
         while not stop.is_set():
             cp = _checkpoint(s3, bucket, job)
-            if cp is not None and cp.members and len(cp.members[0].parts) >= parts:
+            if cp is not None and due(cp):
                 cancel.cancel(JobReleased("released"))
                 return
             time.sleep(0.05)
@@ -385,6 +397,190 @@ def test_gzip_resume_point_off_a_member_start_is_discarded_not_refused(
     result = Pipeline(rsettings, s3=s3).run(job)
     assert result.resumed_from == 0
     _assert_settled(s3, bucket, job, result, BODY)
+
+
+TAR_NAMES = ("a.jsonl", "b.jsonl", "c.jsonl")
+
+
+def _plain_tar(tmp_path: Any) -> tuple[bytes, dict[str, bytes]]:
+    """Three ~7 MiB JSONL members (two parts each), archived by the tar binary."""
+    bodies = {name: jsonl(100_000 + 1000 * i) for i, name in enumerate(TAR_NAMES)}
+    for name, body in bodies.items():
+        (tmp_path / name).write_bytes(body)
+    tar = subprocess.run(
+        ["tar", "-cf", "-", "-C", str(tmp_path), *TAR_NAMES], capture_output=True, check=True
+    ).stdout
+    return tar, bodies
+
+
+def _released_tar(
+    s3: Any,
+    bucket: str,
+    *,
+    settings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+    **job_args: Any,
+) -> tuple[Any, str, Checkpoint, bytes, dict[str, bytes]]:
+    """A plain tar job released once an entry after a whole member is checkpointed."""
+    tar, bodies = _plain_tar(tmp_path)
+    url = file_server.add(tar, name="part.tar", bytes_per_second=len(tar) // 10)
+    job = make_job(url, file_name="part.tar", **{"body": tar, "compression": "tar", **job_args})
+    cp = _release_after(
+        s3, bucket, job, settings, until=lambda c: c.archive is not None and c.archive.finished
+    )
+    assert cp.archive is not None
+    assert cp.source.compression == "tar"
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    return job, url, cp, tar, bodies
+
+
+def _forge_archive(s3: Any, bucket: str, job: Any, cp: Checkpoint, **changes: Any) -> None:
+    """Store ``cp`` again with its tar resume point changed."""
+    import msgspec
+
+    assert cp.archive is not None
+    forged = msgspec.structs.replace(cp.archive, **changes)
+    CheckpointStore(s3, bucket).write(
+        checkpoint_key(job.destination.prefix, job.file_id),
+        msgspec.structs.replace(cp, archive=forged),
+    )
+
+
+def _assert_tar_settled(
+    s3: Any, bucket: str, job: Any, result: JobResult, bodies: dict[str, bytes]
+) -> None:
+    root = job.destination.prefix
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert [m["path"] for m in manifest["members"]] == list(TAR_NAMES)
+    for m in manifest["members"]:
+        body = bodies[m["path"]]
+        assert s3.get_object(Bucket=bucket, Key=m["key"])["Body"].read() == body
+        assert m["sha256"] == hashlib.sha256(body).hexdigest()
+        assert m["records"] == body.count(b"\n")
+    assert _uploads(s3, bucket) == []
+    assert not any("checkpoints/" in k for k in _keys(s3, bucket, root))
+
+
+@contextmanager
+def _keyed_part_uploads(s3: Any) -> Iterator[list[tuple[str, int]]]:
+    """(key, part number) of every UploadPart call made through ``s3`` meanwhile."""
+    calls: list[tuple[str, int]] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        calls.append((str(params["Key"]), int(params["PartNumber"])))
+
+    s3.meta.events.register("provide-client-params.s3.UploadPart", count)
+    try:
+        yield calls
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.UploadPart", count)
+
+
+def test_plain_tar_resumes_at_a_member_boundary(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> None:
+    job, url, cp, tar, bodies = _released_tar(
+        s3,
+        bucket,
+        settings=rsettings,
+        file_server=file_server,
+        make_job=make_job,
+        tmp_path=tmp_path,
+    )
+    archive = cp.archive
+    assert archive is not None
+    done = [f.key.rsplit("/", 1)[1] for f in archive.finished]
+    assert done == list(TAR_NAMES[: len(done)])
+    # The resume point is the next entry's header (a ustar header block), and each
+    # finished object is whole in its upload with its sha256 state at its end.
+    assert tar[archive.offset + 257 : archive.offset + 262] == b"ustar"
+    assert (
+        tar[archive.offset : archive.offset + 100].rstrip(b"\0").decode() == (TAR_NAMES[len(done)])
+    )
+    assert archive.seen == done
+    for f in archive.finished:
+        assert f.size == len(bodies[f.key.rsplit("/", 1)[1]])
+    before = len(file_server.requests_for(url))
+    with _keyed_part_uploads(s3) as uploaded:
+        result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == archive.offset > 0
+    (request,) = file_server.requests_for(url)[before:]
+    assert request["Range"] == f"bytes={archive.offset}-"
+    assert request["If-Range"] == file_server.files[_path(file_server, url)].etag
+    # No part of a finished object went up again.
+    finished = {f.key for f in archive.finished}
+    assert not [c for c in uploaded if c[0] in finished]
+    _assert_tar_settled(s3, bucket, job, result, bodies)
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert manifest["source"]["sha256"] == hashlib.sha256(tar).hexdigest()
+
+
+def test_tar_resume_point_whose_offset_disagrees_with_its_hash_is_discarded(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> None:
+    job, _url, cp, _tar, bodies = _released_tar(
+        s3,
+        bucket,
+        settings=rsettings,
+        file_server=file_server,
+        make_job=make_job,
+        tmp_path=tmp_path,
+    )
+    assert cp.archive is not None
+    _forge_archive(s3, bucket, job, cp, offset=cp.archive.offset + 512)
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert result.parts_reused == 0
+    _assert_tar_settled(s3, bucket, job, result, bodies)
+
+
+def test_tar_resume_point_off_an_entry_is_discarded_not_refused(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> None:
+    from exportpipe.worker.sha256state import ResumableSha256
+
+    job, _url, cp, tar, bodies = _released_tar(
+        s3,
+        bucket,
+        settings=rsettings,
+        file_server=file_server,
+        make_job=make_job,
+        tmp_path=tmp_path,
+    )
+    assert cp.archive is not None
+    # Self-consistent (the source hash stops at the offset) but inside a member's data.
+    offset = cp.archive.offset + 4096
+    state = ResumableSha256()
+    state.update(tar[:offset])
+    _forge_archive(s3, bucket, job, cp, offset=offset, source_hash=state.state())
+    with pytest.raises(ResumeDiscarded):
+        Pipeline(rsettings, s3=s3).run(job)
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+    assert not _keys(s3, bucket, f"{job.destination.prefix}rejected/")
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    _assert_tar_settled(s3, bucket, job, result, bodies)
 
 
 def test_a_compressed_tar_of_one_member_gets_no_frame_resume_point(

@@ -10,7 +10,9 @@ or gzip with several frames/members — the *resume point*: the last part bounda
 which every part is uploaded, with the source offset consumed there (for zstd/gzip the
 start of the frame/member holding that boundary), the running sha256 states of the
 source and the output (:mod:`exportpipe.worker.sha256state`) and the validator's
-carried-over state. The next delivery of the job reads it
+carried-over state; for a tar without outer compression, the *archive point*: the header
+of an entry before which every output object is uploaded whole, with those objects'
+sizes, end hash states and record counts. The next delivery of the job reads it
 (:mod:`exportpipe.worker.resume`).
 
 :class:`Checkpointer` collects progress from the upload threads (a part uploaded), the
@@ -43,10 +45,12 @@ from exportpipe.worker.sha256state import HashState
 
 __all__ = [
     "CHECKPOINT_SCHEMA",
+    "ArchivePoint",
     "Checkpoint",
     "CheckpointPart",
     "CheckpointStore",
     "Checkpointer",
+    "FinishedObject",
     "MemberCheckpoint",
     "ResumePoint",
     "SourceIdentity",
@@ -94,6 +98,39 @@ class ResumePoint(msgspec.Struct, frozen=True):
     frame_output: int | None = None
 
 
+class FinishedObject(msgspec.Struct, frozen=True):
+    """An output object of a tar whose every byte is in its (open) multipart upload.
+
+    Attributes:
+        key: the object's key (its upload and parts are in :attr:`Checkpoint.members`).
+        size: its size.
+        output_hash: its sha256 state at its end (the digest the manifest records).
+        records: what its validator counted.
+    """
+
+    key: str
+    size: int
+    output_hash: HashState
+    records: int | None
+
+
+class ArchivePoint(msgspec.Struct, frozen=True):
+    """Where a ranged resume of a plain tar continues: at an entry's first header.
+
+    Attributes:
+        offset: the source offset of that header.
+        source_hash: the source's running sha256 state at ``offset``.
+        seen / entries: member paths and entries before it (the extractor's limits).
+        finished: the output objects before it, each uploaded whole.
+    """
+
+    offset: int
+    source_hash: HashState
+    seen: list[str]
+    entries: int
+    finished: list[FinishedObject]
+
+
 class MemberCheckpoint(msgspec.Struct, frozen=True):
     """One output object's open multipart upload."""
 
@@ -133,6 +170,7 @@ class Checkpoint(msgspec.Struct, frozen=True):
     source: SourceIdentity
     members: list[MemberCheckpoint]
     resume: ResumePoint | None = None
+    archive: ArchivePoint | None = None
 
 
 _decoder = msgspec.json.Decoder(Checkpoint)
@@ -186,6 +224,18 @@ class _Member:
     parts: dict[int, CheckpointPart] = field(default_factory=dict)
     hashes: dict[int, HashState] = field(default_factory=dict)  # output sha256 after part n
     boundaries: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    closed: tuple[int, int, int | None] | None = None  # (parts, size, records), tar only
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A tar entry the next attempt could read again from, and the objects before it."""
+
+    offset: int
+    source_hash: HashState
+    seen: list[str]
+    entries: int
+    before: list[str]  # keys of the output objects before it, in order
 
 
 class Checkpointer:
@@ -220,6 +270,10 @@ class Checkpointer:
         self.ranged = ranged  # resume points are recorded (single uncompressed member)
         # zstd frame / gzip member starts (a compressed file resumable at them)
         self.starts: ReentryLog | None = None
+        # A plain tar: entries to resume at, the objects in the order the tar made them.
+        self.archive = False
+        self.order: list[str] = []
+        self._entries: list[_Entry] = []
         self._clock = clock
         self._attempt = uuid.uuid4().hex
         self._lock = threading.Lock()
@@ -267,7 +321,7 @@ class Checkpointer:
 
     def part_hashed(self, key: str, number: int, state: HashState) -> None:
         """Called by the hashing thread: the output's sha256 state after part ``number``."""
-        if not self.ranged:
+        if not (self.ranged or self.archive):
             return
         with self._lock:
             m = self._members.get(key)
@@ -284,6 +338,49 @@ class Checkpointer:
             if m is not None:
                 m.boundaries[number] = (offset, state)
 
+    def entry(self, offset: int, source_hash: HashState, seen: list[str], entries: int) -> None:
+        """A tar entry starts at source ``offset``, after the objects opened so far."""
+        with self._lock:
+            self._entries.append(_Entry(offset, source_hash, seen, entries, list(self.order)))
+
+    def closed(
+        self, key: str, parts: int, size: int, records: int | None, final: HashState | None = None
+    ) -> None:
+        """A tar's object got all its bytes: ``parts`` parts (0: held for one PutObject)."""
+        with self._lock:
+            m = self._members.get(key)
+            if m is None:
+                return
+            m.closed = (parts, size, records)
+            if final is not None:
+                m.hashes[parts] = final
+            self._dirty = True
+
+    def _archive_point(self, members: dict[str, _Member]) -> ArchivePoint | None:
+        """The latest entry before which every object is uploaded whole."""
+        for i in range(len(self._entries) - 1, -1, -1):
+            entry = self._entries[i]
+            finished = []
+            for key in entry.before:
+                m = members.get(key)
+                if m is None or m.closed is None or m.upload_id is None:
+                    break
+                count, size, records = m.closed
+                if count < 1 or count not in m.hashes:
+                    break
+                if any(n not in m.parts for n in range(1, count + 1)):
+                    break
+                finished.append(FinishedObject(key, size, m.hashes[count], records))
+            else:
+                if entry.offset == 0:
+                    return None  # no download saved: part reuse does as well
+                # Older entries can never be used again.
+                del self._entries[:i]
+                return ArchivePoint(
+                    entry.offset, entry.source_hash, entry.seen, entry.entries, finished
+                )
+        return None
+
     # -- writing ------------------------------------------------------------------
 
     def snapshot(self) -> Checkpoint:
@@ -292,6 +389,7 @@ class Checkpointer:
             # An object still within one part has no upload to continue: it is left out.
             members = [m for m in self._members.values() if m.upload_id is not None]
             resume = self._resume_point(members)
+            archive = self._archive_point(self._members) if self.archive else None
             return Checkpoint(
                 schema=CHECKPOINT_SCHEMA,
                 version=1,
@@ -309,6 +407,7 @@ class Checkpointer:
                     for m in members
                 ],
                 resume=resume,
+                archive=archive,
             )
 
     def _resume_point(self, members: list[_Member]) -> ResumePoint | None:

@@ -61,6 +61,7 @@ from exportpipe.worker.settings import ExtractLimits
 __all__ = [
     "ExtractLimits",
     "Member",
+    "TarEntry",
     "classified",
     "detect_compression",
     "iter_members",
@@ -140,6 +141,23 @@ class Member:
     path: str
     stream: Readable
     whole: bool = False
+    reentry: TarEntry | None = None
+
+
+@dataclass(frozen=True)
+class TarEntry:
+    """Where a plain tar can be read again from this member's entry (ADR 0020).
+
+    Attributes:
+        offset: the source offset of the entry's first header block (an extended
+            header's, if it has one).
+        seen: the member paths before it (duplicates are refused across a resume).
+        entries: the entries before it (counted against ``max_members``).
+    """
+
+    offset: int
+    seen: frozenset[str]
+    entries: int
 
 
 def safe_member_path(name: str) -> str:
@@ -593,8 +611,14 @@ def _zstd_reader(source: Readable) -> Any:
     )
 
 
-def _tar_members(fileobj: Readable, limits: ExtractLimits, *, what: str) -> Iterator[Member]:
-    """Members of a streamed tar (``fileobj`` is already metered), to its proven end."""
+def _tar_members(
+    fileobj: Readable, limits: ExtractLimits, *, what: str, plain: TarEntry | None = None
+) -> Iterator[Member]:
+    """Members of a streamed tar (``fileobj`` is already metered), to its proven end.
+
+    ``plain``: ``fileobj`` is the file's own bytes from this entry on (no outer
+    compression), so each member can say where its entry starts in the source.
+    """
     source = _EofWatch(fileobj)
     try:
         archive = tarfile.open(  # noqa: SIM115 - streamed, closed below
@@ -606,8 +630,8 @@ def _tar_members(fileobj: Readable, limits: ExtractLimits, *, what: str) -> Iter
         )
     except Exception as exc:
         raise _named(_classify(exc, what, source, "tar archive"), what) from None
-    seen: set[str] = set()
-    entries = 0
+    seen: set[str] = set(plain.seen) if plain else set()
+    entries = plain.entries if plain else 0
     try:
         while True:
             try:
@@ -652,9 +676,15 @@ def _tar_members(fileobj: Readable, limits: ExtractLimits, *, what: str) -> Iter
                 raise ArchiveRejected(
                     f"{what}: member {name!r} has no content", reason="corrupt_archive"
                 )
-            yield _archive_member(
+            member = _archive_member(
                 inner, None, path=path, what=f"{what}:{path}", eof=source, kind="tar archive"
             )
+            if plain is not None and not archive.pax_headers:
+                # A global pax header would be lost by reading again from a later entry.
+                member.reentry = TarEntry(
+                    plain.offset + info.offset, frozenset(seen - {path}), entries - 1
+                )
+            yield member
         _check_after_tar_end(cast(Any, archive.fileobj), what=what, eof=source)
     finally:
         archive.close()
@@ -912,6 +942,7 @@ def iter_members(
     file_name: str,
     limits: ExtractLimits,
     starts: ReentryLog | None = None,
+    tar: TarEntry | None = None,
 ) -> Iterator[Member]:
     """Yield the members of the file streamed by ``source``.
 
@@ -922,6 +953,8 @@ def iter_members(
         limits: the bounds to enforce.
         starts: for a gzip file, where to record member starts (ADR 0020); the gzip
             stream is then read by :class:`~exportpipe.worker.gzipmembers.GzipMembers`.
+        tar: ``source`` is a plain tar read again from this entry (a resumed job); the
+            members of a plain tar carry their own :class:`TarEntry` (``reentry``).
 
     Raises:
         ArchiveRejected: an unsafe or over-limit archive (see the module docstring).
@@ -929,9 +962,19 @@ def iter_members(
     """
     try:
         for member in _members(
-            source, compression=compression, file_name=file_name, limits=limits, starts=starts
+            source,
+            compression=compression,
+            file_name=file_name,
+            limits=limits,
+            starts=starts,
+            tar=tar,
         ):
-            yield Member(path=member.path, stream=_Unwrapped(member.stream), whole=member.whole)
+            yield Member(
+                path=member.path,
+                stream=_Unwrapped(member.stream),
+                whole=member.whole,
+                reentry=member.reentry,
+            )
     except _SourceFailure as exc:
         raise exc.original from None
 
@@ -966,8 +1009,12 @@ def _members(
     file_name: str,
     limits: ExtractLimits,
     starts: ReentryLog | None = None,
+    tar: TarEntry | None = None,
 ) -> Iterator[Member]:
     meter = _Meter(limits)
+    if tar is not None:
+        # Everything before the entry was read (and counted) by an earlier attempt.
+        compression, meter.input_bytes, meter.output_bytes = "tar", tar.offset, tar.offset
     what = output_name(file_name, None)
     peekable = _Peekable(source)
     head = peekable.peek(_PEEK)
@@ -990,7 +1037,12 @@ def _members(
         yield from _zip_members(counted, meter, limits, what=what)
         return
     if compression == "tar":
-        yield from _tar_members(_MemberStream(counted, meter, what=what), limits, what=what)
+        yield from _tar_members(
+            _MemberStream(counted, meter, what=what),
+            limits,
+            what=what,
+            plain=tar or TarEntry(0, frozenset(), 0),
+        )
         return
     _check_magic(head, "zstd" if compression == "zstd" else "gzip", what=what)
     if compression == "tar.gz":

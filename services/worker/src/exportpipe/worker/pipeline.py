@@ -457,17 +457,18 @@ class Pipeline:
             depth=self.download.buffer_chunks,
             cancel=cancel,
         )
-        pending: list[tuple[ObjectUpload, int | None, str]] = []
+        # resume hook (ADR 0020): a tar resumed at an entry has its earlier objects whole.
+        pending: list[tuple[ObjectUpload, int | None, str]] = resumer.finished(uploader)
         last_eta = 0.0
         try:
             members = resumer.members(
                 prefetch,
-                lambda stream, starts: iter_members(
+                lambda stream, **hints: iter_members(
                     stream,
                     compression=job.compression,
                     file_name=job.file_name,
                     limits=self.limits,
-                    starts=starts,
+                    **hints,
                 ),
             )
             for member in members:
@@ -498,6 +499,7 @@ class Pipeline:
                         set_eta(self._eta(source.bytes_read, job.size_bytes, now - started))
                 records = validator.finish()
                 obj.close()
+                resumer.closed(obj, records)
                 pending.append((obj, records, member.path))
             # Everything is read and validated; the source checks run at its EOF.
             prefetch.finish()

@@ -19,9 +19,12 @@ members).
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Any
+
 from exportpipe.worker.sha256state import HashState, ResumableSha256
 
-__all__ = ["ReentryLog", "Start"]
+__all__ = ["HashTrail", "ReentryLog", "Start"]
 
 Start = tuple[int, int, HashState]  # (source offset, output offset, sha256 state)
 
@@ -87,3 +90,69 @@ class ReentryLog:
             if start[1] <= output:
                 keep = i
         del self.starts[:keep]
+
+
+class HashTrail:
+    """A pass-through reader that can give the source's sha256 state at recent offsets.
+
+    A tar's entries are found by its reader, a little behind the bytes already read
+    (it reads ahead by a record or so); :meth:`state_at` hashes the retained bytes up
+    to the offset asked for. Bytes older than ``keep`` are hashed as they age, so the
+    trail holds at most ``keep`` bytes; :meth:`stop` ends it (the file is no tar).
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        offset: int = 0,
+        hasher: ResumableSha256 | None = None,
+        keep: int = 8 << 20,
+    ) -> None:
+        self._inner = inner
+        self._hash = hasher or ResumableSha256()
+        self._hashed = offset  # the hash covers the source up to here
+        self.offset = offset  # the next byte read
+        self._keep = keep
+        # The bytes from _hashed to offset (views: trimming one copies nothing).
+        self._chunks: deque[memoryview] = deque()
+        self._held = 0
+        self.active = True
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Read from the inner stream, keeping what was read."""
+        data: bytes = self._inner.read(size)
+        self.offset += len(data)
+        if data and self.active:
+            self._chunks.append(memoryview(data))
+            self._held += len(data)
+            if self._held > self._keep:
+                self._advance(self._held - self._keep)
+        return data
+
+    def _advance(self, count: int) -> None:
+        """Hash the next ``count`` retained bytes."""
+        while count:
+            chunk = self._chunks[0]
+            take = min(count, len(chunk))
+            self._hash.update(chunk[:take])
+            if take == len(chunk):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[take:]
+            self._held -= take
+            self._hashed += take
+            count -= take
+
+    def state_at(self, offset: int) -> HashState | None:
+        """The sha256 state of the source's bytes before ``offset`` (``None``: too old)."""
+        if not self.active or not self._hashed <= offset <= self.offset:
+            return None
+        self._advance(offset - self._hashed)
+        return self._hash.state()
+
+    def stop(self) -> None:
+        """Keep nothing more: no state will be asked for."""
+        self.active = False
+        self._chunks.clear()
+        self._held = 0
