@@ -10,8 +10,8 @@ make them; resumable at a frame start), zstd as one streamed frame (``zstd1``: n
 resumable by range, parts are reused), single-member gzip (parts reused), gzip in
 members of ``--frame-mb`` MB (``gzipm``, as ``cat a.gz b.gz`` or bgzip-like writers make
 it; resumable at a member start) and an uncompressed tar of four JSONL members written
-by the ``tar`` binary (``tar``; parts reused: a ranged resume at tar member boundaries is
-not built yet), serves them from a local
+by the ``tar`` binary (``tar``; resumable at an entry whose earlier members are all
+uploaded), serves them from a local
 HTTP server that honours ``Range`` and ``If-Range`` and counts every byte it sends, and
 runs the real worker (``python -m exportpipe.worker``) against a moto server process:
 
@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -110,10 +111,14 @@ def generate(tmp: Path, size: int, formats: list[str], frame: int) -> dict[str, 
     zfile = paths["zstd1"].open("wb") if "zstd1" in paths else None
     if zfile is not None:
         outs["zstd1"] = zstandard.ZstdCompressor(level=3).stream_writer(zfile)
+
     # Frames / members of about ``frame`` bytes each, each compressed on its own.
-    framers = {
+    def gzip_member(data: bytes) -> bytes:
+        return bytes(igzip.compress(data, 3))
+
+    framers: dict[str, Callable[[bytes], bytes]] = {
         "zstd": zstandard.ZstdCompressor(level=3).compress,
-        "gzipm": lambda data: igzip.compress(data, 3),
+        "gzipm": gzip_member,
     }
     framed = {f: paths[f].open("wb") for f in framers if f in paths}
     pending = bytearray()
@@ -354,7 +359,8 @@ class Bench:
         """The finishing attempt, checkpointed parts it sent again, parts it continued after.
 
         The second is ``None`` when there was no checkpoint; the third is the resume
-        point's part for a ranged resume (0 otherwise).
+        point's part for a ranged resume, the parts of the objects a tar's resume entry
+        follows (0 otherwise).
         """
         queue_url, dlq_url = create_queue_pair(self.sqs, f"rb-{uuid.uuid4().hex[:8]}")
         job = self._job(fmt, path, sha)
@@ -375,8 +381,9 @@ class Bench:
             if first.poll() is None:
                 first.kill()
                 first.wait()
-        kept: list[int] = []
+        kept: list[int] = []  # parts the checkpoint names, of objects not finished
         resumed_after = 0
+        finished_parts = 0  # a tar's objects uploaded whole before its resume entry
         try:
             body = self.s3.get_object(
                 Bucket=self.ctx["bucket"],
@@ -386,15 +393,25 @@ class Bench:
             body = b""
         if body:
             checkpoint = json.loads(body)
-            kept = [p["number"] for m in checkpoint["members"] for p in m["parts"]]
+            finished = {f["key"] for f in (checkpoint.get("archive") or {}).get("finished", [])}
+            for m in checkpoint["members"]:
+                if m["key"] in finished:
+                    finished_parts += len(m["parts"])
+                else:
+                    kept += [p["number"] for p in m["parts"]]
             resumed_after = (checkpoint.get("resume") or {}).get("part", 0)
         attempt = self._finish(job, env, log)
         if not body:
             return attempt, None, 0
+        reused = int(attempt.committed.get("parts_reused", 0))
+        if attempt.committed.get("resumed_from") and finished_parts:
+            # A tar resumed at an entry: the objects before it are committed as they are,
+            # the entry's own object is read again and its parts reused by content.
+            return attempt, len(kept) - reused, finished_parts
         if attempt.committed.get("resumed_from"):
             # A ranged resume continues after its resume point; later parts go again.
             return attempt, sum(1 for n in kept if n > resumed_after), resumed_after
-        return attempt, len(kept) - int(attempt.committed.get("parts_reused", 0)), 0
+        return attempt, len(kept) - reused, 0
 
 
 # -- main ------------------------------------------------------------------------------------
