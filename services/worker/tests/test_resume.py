@@ -523,6 +523,40 @@ def test_plain_tar_resumes_at_a_member_boundary(
     assert manifest["source"]["sha256"] == hashlib.sha256(tar).hexdigest()
 
 
+def test_a_tar_with_a_small_member_first_has_no_entry_to_resume_at(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> None:
+    # The small member is held for one PutObject until the commit: nothing of it is in
+    # S3, so no entry after it may be resumed at; parts are reused instead.
+    _tar, bodies = _plain_tar(tmp_path)
+    (tmp_path / "0-small.jsonl").write_bytes(b'{"small": 1}\n')
+    bodies = {"0-small.jsonl": b'{"small": 1}\n', **bodies}
+    tar = subprocess.run(
+        ["tar", "-cf", "-", "-C", str(tmp_path), *bodies], capture_output=True, check=True
+    ).stdout
+    url = file_server.add(tar, name="part.tar", bytes_per_second=len(tar) // 10)
+    job = make_job(url, body=tar, file_name="part.tar", compression="tar")
+    cp = _release_after(
+        s3, bucket, job, rsettings, until=lambda c: sum(len(m.parts) for m in c.members) >= 3
+    )
+    assert cp.archive is None
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert result.parts_reused >= 3
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert [m["path"] for m in manifest["members"]] == list(bodies)
+    for m in manifest["members"]:
+        assert s3.get_object(Bucket=bucket, Key=m["key"])["Body"].read() == bodies[m["path"]]
+    assert _uploads(s3, bucket) == []
+
+
 def test_tar_resume_point_whose_offset_disagrees_with_its_hash_is_discarded(
     *,
     s3: Any,

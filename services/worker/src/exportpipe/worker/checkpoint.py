@@ -233,7 +233,7 @@ class _Entry:
 
     offset: int
     source_hash: HashState
-    seen: list[str]
+    seen: frozenset[str]
     entries: int
     before: list[str]  # keys of the output objects before it, in order
 
@@ -274,6 +274,9 @@ class Checkpointer:
         self.archive = False
         self.order: list[str] = []
         self._entries: list[_Entry] = []
+        # An object held for one PutObject is not in S3 before the commit: no entry
+        # after it can be resumed at, so none is recorded any more.
+        self.blocked = False
         self._clock = clock
         self._attempt = uuid.uuid4().hex
         self._lock = threading.Lock()
@@ -338,10 +341,13 @@ class Checkpointer:
             if m is not None:
                 m.boundaries[number] = (offset, state)
 
-    def entry(self, offset: int, source_hash: HashState, seen: list[str], entries: int) -> None:
+    def entry(
+        self, offset: int, source_hash: HashState, seen: frozenset[str], entries: int
+    ) -> None:
         """A tar entry starts at source ``offset``, after the objects opened so far."""
         with self._lock:
-            self._entries.append(_Entry(offset, source_hash, seen, entries, list(self.order)))
+            if not self.blocked:
+                self._entries.append(_Entry(offset, source_hash, seen, entries, list(self.order)))
 
     def closed(
         self, key: str, parts: int, size: int, records: int | None, final: HashState | None = None
@@ -354,6 +360,10 @@ class Checkpointer:
             m.closed = (parts, size, records)
             if final is not None:
                 m.hashes[parts] = final
+            self.blocked = self.blocked or parts == 0
+            # Only the state at its end is ever used again.
+            for n in [n for n in m.hashes if n < parts]:
+                del m.hashes[n]
             self._dirty = True
 
     def _archive_point(self, members: dict[str, _Member]) -> ArchivePoint | None:
@@ -377,7 +387,7 @@ class Checkpointer:
                 # Older entries can never be used again.
                 del self._entries[:i]
                 return ArchivePoint(
-                    entry.offset, entry.source_hash, entry.seen, entry.entries, finished
+                    entry.offset, entry.source_hash, sorted(entry.seen), entry.entries, finished
                 )
         return None
 

@@ -41,9 +41,10 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Any, cast
 
@@ -141,7 +142,9 @@ class Member:
     path: str
     stream: Readable
     whole: bool = False
-    reentry: TarEntry | None = None
+    # A plain tar's member: where its entry could be read again (built when asked for,
+    # as it copies the paths seen so far).
+    reentry: Callable[[], TarEntry] | None = None
 
 
 @dataclass(frozen=True)
@@ -681,13 +684,18 @@ def _tar_members(
             )
             if plain is not None and not archive.pax_headers:
                 # A global pax header would be lost by reading again from a later entry.
-                member.reentry = TarEntry(
-                    plain.offset + info.offset, frozenset(seen - {path}), entries - 1
+                # Asked for before the next member is read, so ``seen`` is as it is now.
+                member.reentry = partial(
+                    _tar_entry, plain.offset + info.offset, seen, path, entries - 1
                 )
             yield member
         _check_after_tar_end(cast(Any, archive.fileobj), what=what, eof=source)
     finally:
         archive.close()
+
+
+def _tar_entry(offset: int, seen: set[str], path: str, entries: int) -> TarEntry:
+    return TarEntry(offset, frozenset(seen - {path}), entries)
 
 
 def _check_after_tar_end(stream: Any, *, what: str, eof: _EofWatch) -> None:

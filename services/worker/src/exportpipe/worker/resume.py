@@ -345,7 +345,7 @@ class Resumer:
             ckp.closed(done.key, parts, done.size, done.records, done.output_hash)
             ckp.order.append(done.key)
         # Until a later entry qualifies, this one is where a next attempt resumes too.
-        ckp.entry(archive.offset, archive.source_hash, archive.seen, archive.entries)
+        ckp.entry(archive.offset, archive.source_hash, frozenset(archive.seen), archive.entries)
 
     def _inconsistent_archive(self, cp: Checkpoint) -> str | None:
         """Why the checkpoint's tar entry cannot be resumed at (``None``: it can)."""
@@ -493,17 +493,21 @@ class Resumer:
         trail = self._trail
         if trail is None or not trail.active:
             return
-        entry = member.reentry
         validator = self._source.validator if self._source is not None else None
-        state = trail.state_at(entry.offset) if entry is not None else None
-        if entry is None or state is None or validator is None:
-            trail.stop()  # not a plain tar (or no longer resumable at its entries)
-            return
         ckp = self.checkpointer
+        if member.reentry is None or validator is None or ckp.blocked:
+            # Not a plain tar, or no later entry can be a resume point.
+            trail.stop()
+            return
+        entry = member.reentry()
+        state = trail.state_at(entry.offset)
+        if state is None:
+            trail.stop()
+            return
         if not ckp.archive:
             ckp.archive = True
             ckp.source = SourceIdentity(self.job.size_bytes, self.job.sha256, validator, "tar")
-        ckp.entry(entry.offset, state, sorted(entry.seen), entry.entries)
+        ckp.entry(entry.offset, state, entry.seen, entry.entries)
 
     def _resumed_member(self, prefetch: Readable, checkpoint: Checkpoint) -> Member:
         """The checkpoint's one member, continued from its resume point."""
