@@ -523,6 +523,44 @@ def test_plain_tar_resumes_at_a_member_boundary(
     assert manifest["source"]["sha256"] == hashlib.sha256(tar).hexdigest()
 
 
+def test_a_resumed_tar_released_again_resumes_further(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> None:
+    job, url, cp, _tar, bodies = _released_tar(
+        s3,
+        bucket,
+        settings=rsettings,
+        file_server=file_server,
+        make_job=make_job,
+        tmp_path=tmp_path,
+    )
+    assert cp.archive is not None
+    first = cp.archive
+    served = file_server.files[_path(file_server, url)]
+    served.bytes_per_second = len(served.body) // 10
+    # The resumed attempt carries the finished objects on and checkpoints a later entry.
+    again = _release_after(
+        s3,
+        bucket,
+        job,
+        rsettings,
+        until=lambda c: c.archive is not None and len(c.archive.finished) > len(first.finished),
+    )
+    assert again.archive is not None
+    assert again.archive.offset > first.offset
+    assert again.archive.finished[: len(first.finished)] == first.finished
+    served.bytes_per_second = 0
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == again.archive.offset
+    _assert_tar_settled(s3, bucket, job, result, bodies)
+
+
 def test_a_tar_with_a_small_member_first_has_no_entry_to_resume_at(
     *,
     s3: Any,
