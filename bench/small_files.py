@@ -19,8 +19,12 @@ exports of ``--files`` small gzip JSONL files each, it runs:
 By default both run at the same total concurrency (2 workers x 4 jobs = 8 threads).
 For each run it prints files/s and, from the recorder, the AWS requests per file by
 service and operation, and the dollars per million files at us-east-1 list prices
-(:data:`PRICES`). The bench's own requests (submitting, polling the tracking table) are
-marked with a user-agent suffix and left out. Figures are printed, never asserted.
+(:data:`PRICES`). It also prints the CPU each process used per file (the moto server,
+the services or the script, the simulator) and how busy the machine was: on one local
+stack both sides share one moto process (one interpreter, DynamoDB requests served one
+at a time), so its CPU per file bounds the files/s either side can reach there. The
+bench's own requests (submitting, polling the tracking table) are marked with a
+user-agent suffix and left out. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
+import psutil
 from botocore.config import Config
 
 from exportpipe.common.schemas import ExportRequested, encode
@@ -239,6 +244,56 @@ def _recorder(endpoint: str, action: str) -> None:
         pass
 
 
+class CpuMeter:
+    """CPU seconds used by named processes between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self._procs = {name: psutil.Process(pid) for name, pid in processes.items()}
+        self._start: dict[str, float] = {}
+        self._used: dict[str, float] = {}
+        self._machine: tuple[float, float] = (0.0, 0.0)
+        self._wall = 0.0
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # exited: nothing more to count
+            return 0.0
+        return float(times.user + times.system)
+
+    @staticmethod
+    def _busy() -> tuple[float, float]:
+        times = psutil.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        return sum(times) - idle, sum(times)
+
+    def start(self) -> None:
+        """Begin counting."""
+        self._start = {name: self._cpu(p) for name, p in self._procs.items()}
+        self._machine = self._busy()
+        self._wall = time.monotonic()
+
+    def stop(self) -> None:
+        """Stop counting (before the processes exit)."""
+        self._used = {name: self._cpu(p) - self._start[name] for name, p in self._procs.items()}
+        busy, total = self._busy()
+        self._machine = (busy - self._machine[0], total - self._machine[1])
+        self._wall = time.monotonic() - self._wall
+
+    def report(self, files: int) -> None:
+        """Print CPU ms per file by process, and how busy the machine was."""
+        parts = ", ".join(f"{name} {1000 * used / files:.1f}" for name, used in self._used.items())
+        print(f"   CPU ms per file: {parts}")
+        busy, total = self._machine
+        share = {name: used / self._wall for name, used in self._used.items()}
+        print(
+            f"   machine {100 * busy / max(total, 1e-9):.0f}% busy over {self._wall:.1f} s "
+            f"({psutil.cpu_count()} CPUs); moto server {100 * share.get('moto', 0.0):.0f}% "
+            "of one CPU"
+        )
+
+
 # -- the runs -------------------------------------------------------------------------
 
 
@@ -250,7 +305,9 @@ def _client(service: str, endpoint: str) -> Any:
     )
 
 
-def _wait_finished(tracker: ExportTracker, export_id: str, timeout: float) -> tuple[float, float]:
+def _wait_finished(
+    tracker: ExportTracker, export_id: str, timeout: float, on_all_files: Any = None
+) -> tuple[float, float]:
     """Wall times at which every file was counted (seen by polling) and the export done."""
     deadline = time.monotonic() + timeout
     all_files: float | None = None
@@ -263,6 +320,8 @@ def _wait_finished(tracker: ExportTracker, export_id: str, timeout: float) -> tu
             and state.files_outstanding == 0
         ):
             all_files = time.time()
+            if on_all_files is not None:
+                on_all_files()
         if state is not None and state.finished:
             if state.files_done != state.files_expected:
                 print(f"   !! {state.files_done} of {state.files_expected} files done")
@@ -282,8 +341,15 @@ def _wait_polling(log_dir: Path, names: list[str], timeout: float = 60.0) -> Non
 
 
 def run_services(
-    *, values: dict[str, str], env_file: Path, endpoint: str, sim_url: str, args: Any, tmp: Path
-) -> tuple[float, Requests]:
+    *,
+    values: dict[str, str],
+    env_file: Path,
+    endpoint: str,
+    sim_url: str,
+    args: Any,
+    tmp: Path,
+    shared: dict[str, int],
+) -> tuple[float, Requests, CpuMeter]:
     """One orchestrator + workers copying export ``small-svc``; seconds and requests."""
     log_dir = tmp / "logs"
     env = service_environment(
@@ -299,20 +365,22 @@ def run_services(
     )
     names = ["orchestrator"] + [f"worker-{n}" for n in range(1, args.workers + 1)]
     with ProcessGroup(grace=30) as group:
-        start_orchestrator(group, env, log_dir=log_dir)
+        services = {"orchestrator": start_orchestrator(group, env, log_dir=log_dir).pid}
         for name in names[1:]:
-            start_worker(group, env, log_dir=log_dir, name=name)
+            services[name] = start_worker(group, env, log_dir=log_dir, name=name).pid
         _wait_polling(log_dir, names)
+        cpu = CpuMeter({**shared, **services})
         _recorder(endpoint, "reset-recording")
         _recorder(endpoint, "start-recording")
         sqs = _client("sqs", endpoint)
         tracker = ExportTracker(_client("dynamodb", endpoint), values["EXPORTPIPE_TABLE"])
+        cpu.start()
         started = time.time()
         sqs.send_message(
             QueueUrl=values["EXPORTPIPE_REQUESTS_QUEUE_URL"],
             MessageBody=encode(ExportRequested(export_id="small-svc")),
         )
-        all_files, finished = _wait_finished(tracker, "small-svc", args.timeout)
+        all_files, finished = _wait_finished(tracker, "small-svc", args.timeout, cpu.stop)
         # Requests after completion (deletes flushed, the last polls) belong to the run.
         time.sleep(1.0)
         _recorder(endpoint, "stop-recording")
@@ -321,7 +389,7 @@ def run_services(
         f"\n(services: every file counted after {all_files - started:.2f} s; the export "
         f"completed, its manifest assembled from every file's, after {finished - started:.2f} s)"
     )
-    return all_files - started, Requests.read(tmp / "requests.jsonl")
+    return all_files - started, Requests.read(tmp / "requests.jsonl"), cpu
 
 
 def _listing(sim_url: str, export_id: str) -> list[dict[str, Any]]:
@@ -339,8 +407,8 @@ def _listing(sim_url: str, export_id: str) -> list[dict[str, Any]]:
 
 
 def run_script(
-    *, bucket: str, endpoint: str, sim_url: str, threads: int, tmp: Path
-) -> tuple[int, float, Requests]:
+    *, bucket: str, endpoint: str, sim_url: str, threads: int, tmp: Path, shared: dict[str, int]
+) -> tuple[int, float, Requests, CpuMeter]:
     """GET + gunzip + put_object on ``threads`` threads; files, seconds and requests."""
     files = _listing(sim_url, "small-script")
     s3 = boto3.client("s3", endpoint_url=endpoint, config=Config(max_pool_connections=threads + 2))
@@ -354,12 +422,15 @@ def run_script(
 
     _recorder(endpoint, "reset-recording")
     _recorder(endpoint, "start-recording")
+    cpu = CpuMeter({**shared, "script": os.getpid()})
+    cpu.start()
     started = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(copy, files))
     seconds = time.monotonic() - started
+    cpu.stop()
     _recorder(endpoint, "stop-recording")
-    return len(files), seconds, Requests.read(tmp / "requests.jsonl")
+    return len(files), seconds, Requests.read(tmp / "requests.jsonl"), cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,13 +475,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.files} gzip JSONL files of {args.file_size} bytes uncompressed; "
                 f"moto {endpoint}"
             )
-            seconds, requests = run_services(
+            shared = {"moto": stack_up.state.pid, "simulator": sim.process.pid}
+            seconds, requests, services_cpu = run_services(
                 values=dict(stack_up.values),
                 env_file=stack_up.env_file,
                 endpoint=endpoint,
                 sim_url=sim.url,
                 args=args,
                 tmp=tmp,
+                shared=shared,
             )
             requests.report(
                 f"services: 1 orchestrator + {args.workers} workers x {args.jobs_per_worker} "
@@ -418,14 +491,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.files,
                 seconds,
             )
-            n, script_seconds, script_requests = run_script(
+            services_cpu.report(args.files)
+            n, script_seconds, script_requests, script_cpu = run_script(
                 bucket=stack_up.values["EXPORTPIPE_BUCKET"],
                 endpoint=endpoint,
                 sim_url=sim.url,
                 threads=args.threads,
                 tmp=tmp,
+                shared=shared,
             )
             script_requests.report(f"script: {args.threads} threads", n, script_seconds)
+            script_cpu.report(n)
             ratio = (args.files / seconds) / (n / script_seconds)
             print(f"\nservices / script files/s: {ratio:.2f}x")
     finally:

@@ -155,10 +155,10 @@ def test_worker_requests_follow_the_consumer_runtime() -> None:
 
 
 def test_request_prices_price_a_small_file() -> None:
-    """Two PUTs, two GETs and 7 DynamoDB write units per file, at list prices."""
+    """Two PUTs, two GETs and 5 DynamoDB write units per file (ADR 0015), at list prices."""
     prices = PriceTable()
     per_million = prices.file_requests(1_000_000)
-    assert per_million == pytest.approx(2 * 5.0 + 2 * 0.4 + 7 * 0.625)
+    assert per_million == pytest.approx(2 * 5.0 + 2 * 0.4 + 5 * 0.625)
     assert PriceTable(s3_put_per_1000=0.01).file_requests(1_000_000) > per_million
     with pytest.raises(ValueError, match="prices"):
         PriceTable(dynamodb_wru_per_million=-1)

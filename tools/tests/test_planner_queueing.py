@@ -11,6 +11,7 @@ import pytest
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
 from exportpipe.tools.planner import FixedFleet, simulate_workers
+from exportpipe.tools.planner.fairqueue import OLDEST_FIRST, Delivery
 
 
 def fixed_deployment(jobs_per_task: int) -> Deployment:
@@ -86,3 +87,44 @@ def test_fixed_fleet_waits_equal_fifo_multiserver_recursion() -> None:
 
     np.testing.assert_allclose(run.waits, expected, atol=1e-6)
     assert expected.max() > 0  # the check is not vacuous: jobs did queue
+
+
+@pytest.mark.parametrize("delivery", [OLDEST_FIRST, Delivery(fair=True)])
+def test_delivery_order_oldest_first_or_fair_by_tenant(delivery: Delivery) -> None:
+    # 2 tasks x 2 slots. A whale's 200 one-minute jobs land at 0 s, a small tenant's 4
+    # at 1 s. Oldest first, the small jobs wait out the whale's 49 remaining rounds;
+    # fair, the whale holds all recent processing time (noisy) and the small jobs take
+    # the next free slots at 60 s. Either way the same work ends at the same time.
+    times = np.concatenate([np.zeros(200), np.ones(4)])
+    tenants = ["whale"] * 200 + ["small"] * 4
+
+    run = simulate_workers(
+        times,
+        np.full(204, 60.0),
+        FixedFleet(tasks=2),
+        fixed_deployment(2),
+        window=(0.0, math.inf),  # open: runs until the last job is done
+        start=0.0,
+        drain_after_seconds=math.inf,
+        delivery=delivery,
+        tenants=tenants,
+    )
+
+    assert run.unfinished == 0
+    expected_small_wait = 59.0 if delivery.fair else 50 * 60.0 - 1.0
+    np.testing.assert_allclose(run.waits[200:], expected_small_wait)
+    np.testing.assert_allclose(run.first_receives[200:], 1.0 + expected_small_wait)
+    assert float(run.ends.max()) == pytest.approx(51 * 60.0)
+    assert ("noisy" in run.series) == delivery.fair
+
+
+def test_tenants_must_match_the_jobs() -> None:
+    with pytest.raises(ValueError, match="3 tenants for 2 jobs"):
+        simulate_workers(
+            np.zeros(2),
+            np.ones(2),
+            FixedFleet(tasks=1),
+            fixed_deployment(1),
+            window=(0.0, 10.0),
+            tenants=["a", "b", "c"],
+        )

@@ -94,6 +94,21 @@ def test_only_noisy_tenants_waiting_still_get_delivered_oldest_first() -> None:
     assert queue.pop(3.0) is None
 
 
+@pytest.mark.parametrize("fair", [False, True])
+def test_oldest_visible_time_and_every_visible_message(fair: bool) -> None:
+    # What the simulator reads for the oldest-message alarm and for jobs still queued.
+    queue = TenantQueue(fair=fair)
+    assert queue.oldest_visible_at() is None
+    queue.push("b", 5.0, 2)
+    queue.push("a", 7.0, 3)
+    queue.push("b", 8.0, 4)
+    assert queue.oldest_visible_at() == 5.0
+    assert sorted(queue.messages()) == [2, 3, 4]
+    assert queue.pop(9.0) == ("b", 5.0, 2)
+    assert queue.oldest_visible_at() == 7.0
+    assert sorted(queue.messages()) == [3, 4]
+
+
 # ---------------------------------------------------------------- the scenario
 
 SMALL = WhaleScenario(

@@ -289,3 +289,92 @@ def test_the_export_manifest_keeps_every_file_in_order_past_the_read_window(
     listed = [fid for fid, *_ in tracker.file_outcomes("exp-1")]
     assert [f["file_id"] for f in orjson.loads(raw)["files"]] == listed
     assert sorted(listed) == ids
+
+
+def _write_units(t: ExportTracker) -> list[int]:
+    """Write units of each DynamoDB write ``t`` makes from now on (items under 1 KB):
+    1 per put or update, 1 per batch-written item, 2 per transaction item."""
+    units: list[int] = []
+
+    def count(model: Any, params: dict[str, Any], **_: Any) -> None:
+        if model.name == "TransactWriteItems":
+            units.append(2 * len(params["TransactItems"]))
+        elif model.name == "BatchWriteItem":
+            units.append(sum(len(r) for r in params["RequestItems"].values()))
+        elif model.name in ("PutItem", "UpdateItem", "DeleteItem"):
+            units.append(1)
+
+    t._db.meta.events.register("provide-client-params.dynamodb.*", count)
+    return units
+
+
+def test_listing_and_counting_a_file_costs_five_write_units(tracker: ExportTracker) -> None:
+    # The file's outcome goes onto its LISTED# item: the count is one two-item
+    # transaction (4 units) on top of the listing's one unit per file (ADR 0015).
+    ids = [f"f{i}" for i in range(10)]
+    _page(tracker, 0, ["page-only"])  # META exists; this page's units are not counted
+    units = _write_units(tracker)
+    _page(tracker, 1, ids, last=True)
+    page_units = sum(units) - 4  # the PAGE# + META transaction, once per page
+    assert page_units == len(ids)
+    units.clear()
+    for fid in ids:
+        assert _count(tracker, fid) == "counted"
+    assert units == [4] * len(ids)
+
+
+def test_a_page_listed_again_keeps_the_outcomes_counted_on_it(tracker: ExportTracker) -> None:
+    # A re-run page (or a second listing running at once) writes the page's LISTED#
+    # items again: an outcome already on one must survive, or a redelivered job would
+    # count its file twice.
+    _page(tracker, 0, ["f1", "f2"], last=True)
+    assert _count(tracker, "f1") == "counted"
+    assert not _page(tracker, 0, ["f1", "f2"], last=True)  # the page counts once
+    assert _count(tracker, "f1") == "already_counted"
+    assert [(fid, outcome) for fid, outcome, *_ in tracker.file_outcomes("exp-1")] == [
+        ("f1", "done")
+    ]
+    assert _count(tracker, "f2") == "last"
+    state = tracker.get("exp-1")
+    assert state is not None
+    assert (state.files_done, state.files_outstanding) == (2, 0)
+
+
+def test_files_listed_by_an_older_release_keep_their_outcomes_in_file_items(
+    tracker: ExportTracker,
+) -> None:
+    # An older release wrote bare LISTED# items (a batch put) and counted outcomes as
+    # FILE# items; after an upgrade its files still count exactly once, there.
+    _page(tracker, 0, ["new"])
+    db = tracker._db
+    for fid in ("old1", "old2"):
+        db.put_item(
+            TableName=tracker.table,
+            Item={"pk": {"S": "EXPORT#exp-1"}, "sk": {"S": f"LISTED#{fid}"}},
+        )
+    assert _page(tracker, 1, 2, last=True)  # counted by the older release's rule
+    db.put_item(  # old1 was counted by an older worker
+        TableName=tracker.table,
+        Item={
+            "pk": {"S": "EXPORT#exp-1"},
+            "sk": {"S": "FILE#old1"},
+            "outcome": {"S": "done"},
+            "detail": {"S": "m/old1"},
+            "size": {"N": "1"},
+        },
+    )
+    db.update_item(
+        TableName=tracker.table,
+        Key={"pk": {"S": "EXPORT#exp-1"}, "sk": {"S": "META"}},
+        UpdateExpression="ADD files_done :one, files_outstanding :minus",
+        ExpressionAttributeValues={":one": {"N": "1"}, ":minus": {"N": "-1"}},
+    )
+    assert _count(tracker, "old1") == "already_counted"
+    assert _count(tracker, "old2") == "counted"
+    assert _count(tracker, "old2") == "already_counted"
+    assert _count(tracker, "new") == "last"
+    outcomes = {fid: outcome for fid, outcome, *_ in tracker.file_outcomes("exp-1")}
+    assert outcomes == {"new": "done", "old1": "done", "old2": "done"}
+    state = tracker.get("exp-1")
+    assert state is not None
+    assert (state.files_expected, state.files_done, state.files_outstanding) == (3, 3, 0)

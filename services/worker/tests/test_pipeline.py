@@ -408,10 +408,74 @@ def test_first_delivery_of_a_small_file_is_two_puts_and_no_housekeeping(
     sent = _operations(s3)
     result = Pipeline(settings, s3=s3).run(job, redelivered=False)
     assert result.status == "done"
-    # The manifest check, the member, the manifest: nothing else.
-    assert sent == ["GetObject", "PutObject", "PutObject"]
+    # The member and the manifest: nothing else (the manifest read is skipped for a
+    # first delivery that fits one part; its commits find a duplicate, ADR 0015).
+    assert sent == ["PutObject", "PutObject"]
     data_key = f"exports/{job.export_id}/data/file-1/part-0001.jsonl"
     assert s3.get_object(Bucket=bucket, Key=data_key)["Body"].read() == jsonl(20)
+
+
+def test_first_delivery_without_a_listed_size_reads_the_manifest_first(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # Only a file known to fit one part skips the read: a duplicate of a large or
+    # unknown-size file would download and upload it all again.
+    payload = gzip.compress(jsonl(20))
+    job = make_job(file_server.add(payload), body=payload).model_copy(update={"size_bytes": None})
+    sent = _operations(s3)
+    assert Pipeline(settings, s3=s3).run(job, redelivered=False).status == "done"
+    assert sent == ["GetObject", "PutObject", "PutObject"]
+
+
+def _object_state(s3: Any, bucket: str, key: str) -> tuple[bytes, str, Any]:
+    head = s3.head_object(Bucket=bucket, Key=key)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body, head["ETag"], head["LastModified"]
+
+
+def test_first_delivery_of_a_committed_small_file_is_a_duplicate(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    """A re-sent job (a re-run page) meets its own commit: acknowledged, nothing rewritten."""
+    payload = gzip.compress(jsonl(20))
+    job = make_job(file_server.add(payload), body=payload)
+    pipeline = Pipeline(settings, s3=s3)
+    first = pipeline.run(job, redelivered=False)
+    assert first.status == "done"
+    root = f"exports/{job.export_id}/"
+    data_key = f"{root}data/file-1/part-0001.jsonl"
+    before = {k: _object_state(s3, bucket, k) for k in (data_key, first.manifest_key)}
+    again = pipeline.run(job, redelivered=False)
+    assert again.status == "duplicate"
+    assert again.manifest_key == first.manifest_key
+    assert {k: _object_state(s3, bucket, k) for k in before} == before
+    assert _keys(s3, bucket, root) == sorted(before)
+    assert _uploads(s3, bucket) == []
+
+
+def test_first_delivery_never_replaces_an_object_of_a_committed_file(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    """Without the manifest read, an old object at the key may be a committed file's:
+    it is left alone, and the job ends as the read would have ended it."""
+    payload = gzip.compress(jsonl(20))
+    job = make_job(file_server.add(payload), body=payload)
+    first = Pipeline(settings, s3=s3).run(job, redelivered=False)
+    root = f"exports/{job.export_id}/"
+    data_key = f"{root}data/file-1/part-0001.jsonl"
+    before = {k: _object_state(s3, bucket, k) for k in (data_key, first.manifest_key)}
+    # The same file id listed again with other content; every object counts as stale.
+    changed = gzip.compress(jsonl(20, start=100))
+    relisted = make_job(
+        file_server.add(changed), body=changed, export_id=job.export_id, file_id="file-1"
+    )
+    stale = settings.model_copy(update={"stale_commit_seconds": 0.0})
+    with pytest.raises(IntegrityError) as info:
+        Pipeline(stale, s3=s3).run(relisted, redelivered=False)
+    assert info.value.reason == "manifest_conflict"
+    assert {k: _object_state(s3, bucket, k) for k in before} == before
+    assert _keys(s3, bucket, root) == sorted(before)  # no rejection record either
+    assert _uploads(s3, bucket) == []
 
 
 def _leftovers(s3: Any, bucket: str, job: Any) -> tuple[str, str]:

@@ -12,15 +12,19 @@ One table, items keyed by ``pk = "EXPORT#<export_id>"`` and ``sk``:
     written once per listed page; the transaction that writes it adds the page's file
     count, so a re-run page never counts twice.
 ``LISTED#<file_id>``
-    written for every file of a page, before the page is counted: the proof that the
-    export listed the file. An outcome for a file the export never listed (a job
-    addressed to the wrong export, a forged message) is ignored, so no count can go
-    negative and no export completes early. Exports whose pages were counted without
-    ids (``listed_by_id`` absent on META, e.g. listed by an older release) skip the
-    check.
+    written once for every file of a page (a conditional put: never over an existing
+    item), before the page is counted: the proof that the export listed the file, and
+    the place its outcome is recorded. An outcome for a file the export never listed
+    (a job addressed to the wrong export, a forged message) is ignored, so no count can
+    go negative and no export completes early. A file's outcome (done or rejected) is
+    written onto its ``LISTED#`` item once (``attribute_not_exists(outcome)``); the
+    same transaction moves the counters, so a redelivered job never counts twice
+    (ADR 0015).
 ``FILE#<file_id>``
-    written once per file outcome (done or rejected); the same transaction moves the
-    counters, so a redelivered job never counts twice.
+    the outcome of a file whose ``LISTED#`` item was written by an older release
+    (without ``counts_outcome``) or of an export whose pages were counted without ids
+    (``listed_by_id`` absent on META): written once, beside a check of the
+    ``LISTED#`` item where there is one, in the transaction that moves the counters.
 ``REQUEST``
     written by ``exportpipe submit`` when it sends the ``ExportRequested``: the export
     is known (``submitted``) before an orchestrator lists it. Nothing else reads or
@@ -30,9 +34,10 @@ Completion: ``files_outstanding`` = expected - done - rejected is maintained by 
 transactions. Whoever observes ``listing_complete`` and ``files_outstanding == 0`` tries
 a conditional claim; exactly one process wins and writes the manifest and the event.
 
-A file's outcome is one write and no read (:meth:`ExportTracker.count_file`): its
-transaction only succeeds while the file is *not* the export's last outstanding one, so
-a success needs no look at the counts. The last file's transaction is refused on that
+A file's outcome is one write and no read (:meth:`ExportTracker.count_file`): one
+transaction of two items (its ``LISTED#`` item and META), which only succeeds while
+the file is *not* the export's last outstanding one, so a success needs no look at the
+counts. The last file's transaction is refused on that
 condition, and only then is it written again without it and the export read to
 complete it (ADR 0015).
 """
@@ -44,6 +49,7 @@ import random
 import time
 import uuid
 from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,7 +76,8 @@ it, because the export never listed it."""
 SUBMITTED = "submitted"
 """Status of an export submitted but not listed by an orchestrator yet."""
 _TTL_SECONDS = 90 * 24 * 3600
-_BATCH_WRITE = 25  # BatchWriteItem's limit
+_MARKERS_IN_FLIGHT = 4  # conditional LISTED# puts of one page at once (x the
+# orchestrator's concurrent pages: within the client's 20 pooled connections)
 
 
 def _names(values: dict[str, Any]) -> dict[str, str]:
@@ -87,6 +94,16 @@ class _NotListed(Exception):
 
 def _pk(export_id: str) -> dict[str, str]:
     return {"S": f"EXPORT#{export_id}"}
+
+
+def _verdict(item: dict[str, Any] | None) -> str:
+    """A ``LISTED#`` item's state: ``"absent"``, ``"legacy"`` or ``"counted"``, or
+    ``"open"`` (listed, no outcome yet)."""
+    if not item:
+        return "absent"
+    if not item.get("counts_outcome", {}).get("BOOL", False):
+        return "legacy"
+    return "counted" if "outcome" in item else "open"
 
 
 @dataclass(frozen=True)
@@ -230,30 +247,41 @@ class ExportTracker:
         return self._record_once(export_id, f"PAGE#{page:09d}", item, expr, values)
 
     def _mark_listed(self, export_id: str, file_ids: Collection[str]) -> None:
-        """Write a ``LISTED#`` marker per file id (idempotent: a re-run page rewrites them)."""
+        """Write each file id's ``LISTED#`` item unless it exists.
+
+        Conditional puts, one per file (one write unit each, like a batch put): a
+        re-run page, or a second listing of the export running at the same time, must
+        never replace an item that already carries the file's outcome -- the outcome
+        would be counted again. ``BatchWriteItem`` cannot be conditional.
+        """
         expires = {"N": str(int(time.time()) + self._ttl)}
-        requests = [
-            {
-                "PutRequest": {
-                    "Item": {
+
+        def mark(file_id: str) -> None:
+            try:
+                call_aws(
+                    self._db.put_item,
+                    TableName=self._table,
+                    Item={
                         "pk": _pk(export_id),
-                        "sk": {"S": f"LISTED#{fid}"},
+                        "sk": {"S": f"LISTED#{file_id}"},
+                        "counts_outcome": {"BOOL": True},
                         "expires_at": expires,
-                    }
-                }
-            }
-            for fid in dict.fromkeys(file_ids)
-        ]
-        for start in range(0, len(requests), _BATCH_WRITE):
-            pending = {self._table: requests[start : start + _BATCH_WRITE]}
-            for attempt in range(8):
-                response = call_aws(self._db.batch_write_item, RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                time.sleep(random.uniform(0.05, 0.1) * 2**attempt)  # noqa: S311 - jitter
-            else:
-                raise AwsTransientError("tracking table: listing markers kept going unprocessed")
+                    },
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                # Listed before (a re-run page): the item, and any outcome on it, stay.
+
+        ids = list(dict.fromkeys(file_ids))
+        if len(ids) <= 1:
+            for file_id in ids:
+                mark(file_id)
+            return
+        with ThreadPoolExecutor(min(_MARKERS_IN_FLIGHT, len(ids))) as pool:
+            # list(): re-raise the first failure; the page is then not counted.
+            list(pool.map(mark, ids))
 
     def record_file(
         self,
@@ -305,15 +333,70 @@ class ExportTracker:
         ``"already_counted"`` when an earlier attempt counted it (the caller cannot tell
         whether that attempt completed the export, so it checks); or ``"not_listed"``
         when the export never listed ``file_id`` or is unknown (nothing counted).
+
+        The outcome goes onto the file's ``LISTED#`` item; one written by an older
+        release (no ``counts_outcome``) keeps its outcomes in ``FILE#`` items, and so
+        does an export counted without ids (see the module docstring).
         """
-        listed = {
-            "ConditionCheck": {
+        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
+        counter = "files_done" if outcome == "done" else "files_rejected"
+        expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
+        values.update({":one_n": {"N": "1"}, ":minus": {"N": "-1"}, ":size": {"N": str(size)}})
+        marker = {
+            "Update": {
                 "TableName": self._table,
                 "Key": {"pk": _pk(export_id), "sk": {"S": f"LISTED#{file_id}"}},
-                "ConditionExpression": "attribute_exists(pk)",
+                "UpdateExpression": "SET outcome = :o, detail = :d, #size = :s",
+                "ConditionExpression": "counts_outcome = :yes AND attribute_not_exists(outcome)",
+                "ExpressionAttributeNames": {"#size": "size"},
+                "ExpressionAttributeValues": {
+                    ":o": {"S": outcome},
+                    ":d": {"S": detail[:1000]},
+                    ":s": {"N": str(size)},
+                    ":yes": {"BOOL": True},
+                },
+                # Tells "counted before" from "not listed" (or listed by an older
+                # release) without a read.
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
-        count = functools.partial(
+
+        def meta(condition: str | None) -> dict[str, Any]:
+            update: dict[str, Any] = {
+                "TableName": self._table,
+                "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
+                "UpdateExpression": expr,
+                "ExpressionAttributeNames": {**_names(values), "#bytes": "bytes"},
+                "ExpressionAttributeValues": values,
+            }
+            if condition is not None:
+                update["ConditionExpression"] = condition
+                update["ExpressionAttributeValues"] = {**values, ":true": {"BOOL": True}}
+            return {"Update": update}
+
+        # Refused when this write would take the last outstanding file of a listed
+        # export: then, and only then, the caller has completion to do.
+        not_last = "NOT (listing_complete = :true AND files_outstanding <= :one_n)"
+        reasons = self._transact([marker, meta(not_last)])
+        if reasons is None:
+            return "counted"
+        found = self._marker_verdict(reasons)
+        if found is None:
+            # The marker took the outcome; only META's condition failed: the last file.
+            # Written again without that condition, the marker's keeps it to one count.
+            reasons = self._transact([marker, meta(None)])
+            if reasons is None:
+                return "last"
+            found = self._marker_verdict(reasons)
+            if found is None:
+                # DynamoDB gave no reasons: read the marker to know what happened.
+                found = self._read_marker(export_id, file_id)
+        if found == "counted":
+            return "already_counted"
+        if found == "open":
+            # Refused although it has no outcome: nothing is known; try again later.
+            raise AwsTransientError("tracking table: a file's count was refused unexplained")
+        legacy = functools.partial(
             self._count_file,
             export_id,
             file_id,
@@ -324,16 +407,46 @@ class ExportTracker:
             prefix=prefix,
             tenant=tenant,
         )
-        try:
-            return count(checks=(listed,))
-        except _NotListed:
-            pass
+        if found == "legacy":
+            # Listed by an older release: its outcomes are FILE# items, checked here.
+            listed = {
+                "ConditionCheck": {
+                    "TableName": self._table,
+                    "Key": {"pk": _pk(export_id), "sk": {"S": f"LISTED#{file_id}"}},
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            }
+            try:
+                return legacy(checks=(listed,))
+            except _NotListed:
+                pass  # removed meanwhile (its TTL): treated as absent below
         state = self.get(export_id)
         if state is None or state.listed_by_id:
             # Not this export's file (or no such export): counting it would drive the
             # export's outstanding count below zero or complete it early.
             return "not_listed"
-        return count(checks=())
+        return legacy(checks=())
+
+    @staticmethod
+    def _marker_verdict(reasons: list[dict[str, Any]]) -> str | None:
+        """What a cancelled count says of the file's ``LISTED#`` item.
+
+        ``None`` when the item took the outcome (only META's condition failed, or
+        DynamoDB gave no reasons); else ``"counted"`` (it carries an outcome),
+        ``"legacy"`` (written by an older release) or ``"absent"``.
+        """
+        if not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
+            return None
+        return _verdict(reasons[0].get("Item"))
+
+    def _read_marker(self, export_id: str, file_id: str) -> str:
+        item = call_aws(
+            self._db.get_item,
+            TableName=self._table,
+            Key={"pk": _pk(export_id), "sk": {"S": f"LISTED#{file_id}"}},
+            ConsistentRead=True,
+        ).get("Item")
+        return _verdict(item)
 
     def _count_file(
         self,
@@ -473,21 +586,35 @@ class ExportTracker:
             _NotListed: a condition check between the first and last item failed (and
                 the first item's did not).
         """
+        reasons = self._transact(items, attempts=attempts)
+        if reasons is None:
+            return None
+        codes = [str(r.get("Code", "None")) for r in reasons]
+        if codes and codes[0] == "ConditionalCheckFailed":
+            return codes  # already counted: a re-run page or a redelivered job
+        if "ConditionalCheckFailed" in codes[1:-1]:
+            raise _NotListed
+        return codes  # the condition on META ([] when DynamoDB gave no reasons)
+
+    def _transact(
+        self, items: list[dict[str, Any]], *, attempts: int = 6
+    ) -> list[dict[str, Any]] | None:
+        """Run the transaction; ``None`` when written, else its cancellation reasons
+        (``[]`` when DynamoDB gave none) when a condition failed.
+
+        Conflicts with another transaction on the same items are retried with backoff.
+        """
         for attempt in range(attempts):
             try:
                 call_aws(self._db.transact_write_items, TransactItems=items)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                     raise
-                codes = [
-                    str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])
-                ]
-                if codes and codes[0] == "ConditionalCheckFailed":
-                    return codes  # already counted: a re-run page or a redelivered job
-                if "ConditionalCheckFailed" in codes[1:-1]:
-                    raise _NotListed from None
+                raw: Any = exc.response.get("CancellationReasons", [])
+                reasons: list[dict[str, Any]] = [dict(r) for r in raw]
+                codes = [str(r.get("Code", "None")) for r in reasons]
                 if "ConditionalCheckFailed" in codes:
-                    return codes  # the condition on META
+                    return reasons
                 if not codes and "ConditionalCheckFailed" in str(exc):
                     return []
                 if "TransactionConflict" in codes and attempt + 1 < attempts:
@@ -546,24 +673,30 @@ class ExportTracker:
         call_aws(self._db.put_item, TableName=self._table, Item=item)
 
     def file_outcomes(self, export_id: str) -> Iterator[tuple[str, str, str, int]]:
-        """Every recorded file outcome as ``(file_id, outcome, detail, size)``, paged."""
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :f)",
-            "ExpressionAttributeValues": {":pk": _pk(export_id), ":f": {"S": "FILE#"}},
-        }
-        while True:
-            page = call_aws(self._db.query, **kwargs)
-            for item in page.get("Items", []):
-                yield (
-                    item["sk"]["S"].removeprefix("FILE#"),
-                    item["outcome"]["S"],
-                    item.get("detail", {}).get("S", ""),
-                    int(item.get("size", {}).get("N", "0")),
-                )
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        """Every recorded file outcome as ``(file_id, outcome, detail, size)``, paged.
+
+        Outcomes on ``LISTED#`` items first, then ``FILE#`` items (an export listed by
+        an older release), each in file id order.
+        """
+        for prefix in ("LISTED#", "FILE#"):
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :f)",
+                "FilterExpression": "attribute_exists(outcome)",
+                "ExpressionAttributeValues": {":pk": _pk(export_id), ":f": {"S": prefix}},
+            }
+            while True:
+                page = call_aws(self._db.query, **kwargs)
+                for item in page.get("Items", []):
+                    yield (
+                        item["sk"]["S"].removeprefix(prefix),
+                        item["outcome"]["S"],
+                        item.get("detail", {}).get("S", ""),
+                        int(item.get("size", {}).get("N", "0")),
+                    )
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def try_claim_completion(self, export_id: str, owner: str, *, stale_after: float = 900) -> bool:
         """Claim the right to complete the export; exactly one caller gets ``True``.

@@ -10,7 +10,10 @@ bytes; anything else is refused before any write.
 The sequence:
 
 1. If the manifest exists and describes the same source (sha256 and size, as far as the
-   job states them), the job is a duplicate: acknowledge it without work.
+   job states them), the job is a duplicate: acknowledge it without work. A first
+   delivery of a file whose listed size fits one part skips this read; a commit that
+   finds its key taken reads the manifest then, and such a delivery never replaces an
+   object it finds (ADR 0015).
 2. Stream download → decompress/extract → validate → multipart upload through bounded
    buffers (a download thread, this thread, a pool of part uploaders).
 3. Read the source to its end so the size/sha256 checks run; only then commit each
@@ -30,6 +33,8 @@ may have been lost.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -273,9 +278,14 @@ class Pipeline:
         keys = keys_for(job)  # a prefix with ".." is refused here, as bad_destination
         self._check_export_root(job)
         bucket = job.destination.bucket
-        existing = self._read_manifest(bucket, keys.manifest)
-        if existing is not None:
-            return self._duplicate(job, keys, existing, started)
+        # A first delivery of a file that fits one part skips the manifest read (ADR
+        # 0015): a duplicate is rare there and is found at its commit instead, for the
+        # price of re-reading one small file.
+        checked = redelivered or not self._fits_one_part(job)
+        if checked:
+            existing = self._read_manifest(bucket, keys.manifest)
+            if existing is not None:
+                return self._duplicate(job, keys, existing, started)
         cancel = cancel or CancelToken()
         # resume hook (ADR 0020): continue an earlier attempt's checkpoint, keep ours.
         # A first delivery has no earlier attempt, so no checkpoint to read.
@@ -283,7 +293,11 @@ class Pipeline:
         uploader = Uploader(
             self.s3,
             bucket,
-            tuning=self.upload,
+            # Unchecked, an object already at a key may belong to a committed file:
+            # never replace it here; a redelivery reads the manifest first and may.
+            tuning=self.upload
+            if checked
+            else dataclasses.replace(self.upload, stale_commit_seconds=math.inf),
             cancel=cancel,
             on_warning=self._warn,
         )
@@ -298,7 +312,12 @@ class Pipeline:
                 started=started,
                 resumer=resumer,
                 redelivered=redelivered,
+                checked=checked,
             )
+        except _Committed as found:
+            # What the skipped manifest read would have found, with the same outcome.
+            uploader.abort_all()
+            return self._duplicate(job, keys, found.manifest, started)
         except (IntegrityError, ArchiveRejected) as exc:
             if not resumer.doubts(exc):
                 self._refuse(
@@ -324,12 +343,14 @@ class Pipeline:
                 uploader.abort_all()
             if isinstance(exc, JobReleased):
                 raise
-            if (duplicate := self._committed_meanwhile(job, keys, started)) is not None:
+            duplicate = self._committed_meanwhile(job, keys, started, checked=checked)
+            if duplicate is not None:
                 return duplicate
             raise
         except Exception:
             uploader.abort_all()
-            if (duplicate := self._committed_meanwhile(job, keys, started)) is not None:
+            duplicate = self._committed_meanwhile(job, keys, started, checked=checked)
+            if duplicate is not None:
                 return duplicate
             raise
         except BaseException:
@@ -340,12 +361,18 @@ class Pipeline:
         return result
 
     def _committed_meanwhile(
-        self, job: DownloadJob, keys: FileKeys, started: float
+        self, job: DownloadJob, keys: FileKeys, started: float, *, checked: bool = True
     ) -> JobResult | None:
         """After a failed attempt: a duplicate's result if a concurrent attempt committed
-        the same source meanwhile (and aborted our uploads), else ``None``."""
+        the same source meanwhile (and aborted our uploads), else ``None``.
+
+        ``checked=False`` (the manifest read was skipped): any manifest found ends the
+        job as that read would have -- a duplicate, or ``manifest_conflict`` (raised).
+        """
         existing = self._read_manifest_quietly(job.destination.bucket, keys.manifest)
-        if existing is not None and existing.same_source(size=job.size_bytes, sha256=job.sha256):
+        if existing is not None and (
+            not checked or existing.same_source(size=job.size_bytes, sha256=job.sha256)
+        ):
             return self._duplicate(job, keys, existing, started)
         return None
 
@@ -431,6 +458,7 @@ class Pipeline:
         started: float,
         resumer: Resumer,
         redelivered: bool,
+        checked: bool = True,
     ) -> JobResult:
         settings = self.settings
         parts = urlsplit(job.url)
@@ -513,6 +541,9 @@ class Pipeline:
         for obj, records, path in pending:
             if obj.commit() != "created":
                 redelivered = True  # another attempt wrote this key: it may have left more
+                if not checked:
+                    self._raise_if_committed(job, keys)
+                    checked = True
             members_out.append(MemberResult(path, obj.key, obj.size, obj.sha256, records))
         manifest = self._manifest(job, source.bytes_read, source.sha256, members_out)
         if not uploader.put_if_absent(
@@ -520,6 +551,8 @@ class Pipeline:
             manifest.to_json(),
             content_type="application/json",
         ):
+            if not checked:
+                self._raise_if_committed(job, keys)
             existing = self._read_manifest(job.destination.bucket, keys.manifest)
             if existing is None or existing.source.sha256 != source.sha256:
                 raise IntegrityError(
@@ -538,6 +571,21 @@ class Pipeline:
             resumed_from=resumer.offset,
             parts_reused=resumer.parts_reused,
         )
+
+    def _fits_one_part(self, job: DownloadJob) -> bool:
+        """The job lists a size no larger than one part (its first delivery may skip
+        the manifest read: re-reading it, should it be a duplicate, is cheap)."""
+        return job.size_bytes is not None and job.size_bytes <= self.upload.part_size
+
+    def _raise_if_committed(self, job: DownloadJob, keys: FileKeys) -> None:
+        """The read a first delivery skipped, once a commit found an earlier attempt.
+
+        Raises:
+            _Committed: the file's manifest exists (a duplicate, or a conflict).
+        """
+        existing = self._read_manifest(job.destination.bucket, keys.manifest)
+        if existing is not None:
+            raise _Committed(existing)
 
     @staticmethod
     def _eta(done: int, total: int | None, elapsed: float) -> float | None:
@@ -606,6 +654,15 @@ class Pipeline:
             )
         except Exception as exc2:  # the dead letter still carries the reason
             self._warn("could not write the rejection record", {"error": type(exc2).__name__})
+
+
+class _Committed(Exception):
+    """A job that skipped the manifest read found the file committed (a signal inside
+    the pipeline, never raised out of it)."""
+
+    def __init__(self, manifest: FileManifest) -> None:
+        super().__init__("the file is already committed")
+        self.manifest = manifest
 
 
 def _empty_archive(job: DownloadJob) -> PermanentError:

@@ -8,6 +8,7 @@ SQS requests, cost per day and queue waits side by side. See ``docs/planner.md``
 
 from exportpipe.tools.planner.command import main
 from exportpipe.tools.planner.config import ArrivalCurve, DurationModel, RunOptions, Workload
+from exportpipe.tools.planner.fairqueue import Delivery
 from exportpipe.tools.planner.fanout import FanoutResult, SqsCounts, simulate_fanout
 from exportpipe.tools.planner.plan import POLICY_KEYS, default_policies, run_plan
 from exportpipe.tools.planner.policies import (
@@ -31,6 +32,7 @@ __all__ = [
     "ArrivalCurve",
     "ConfiguredPolicy",
     "CpuTargetPolicy",
+    "Delivery",
     "DurationModel",
     "EventStream",
     "FanoutResult",

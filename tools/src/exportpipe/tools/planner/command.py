@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from exportpipe.tools.planner.config import ArrivalCurve, DurationModel, RunOptions, Workload
 from exportpipe.tools.planner.plan import POLICY_KEYS, run_plan
+from exportpipe.tools.planner.plot import render_png
 from exportpipe.tools.planner.prices import PriceTable
 from exportpipe.tools.planner.report import format_report
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "publish"]
 
 DEFAULT_OUT = Path(".exportpipe/plan")
 
@@ -192,14 +196,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # includes TraceError
         print(f"exportpipe plan: error: {exc}", file=sys.stderr)
         return 2
-    print(format_report(report))
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "plan.json"
-    json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    print(f"\nwrote {json_path}")
-    if not args.no_plot:
-        from exportpipe.tools.planner.plot import render_png
+    render = None if args.no_plot else partial(render_png, report)
+    return publish(args.out, "plan", format_report(report), report.to_json(), render)
 
-        print(f"wrote {render_png(report, out / 'plan.png')}")
+
+def publish(
+    out: Path, stem: str, text: str, data: dict[str, Any], render: Callable[[Path], Path] | None
+) -> int:
+    """Print ``text``, write ``<stem>.json`` and, with ``render``, ``<stem>.png`` to ``out``.
+
+    Returns:
+        0, the command's exit status.
+    """
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"{stem}.json"
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"\nwrote {json_path}")
+    if render is not None:
+        print(f"wrote {render(out / f'{stem}.png')}")
     return 0

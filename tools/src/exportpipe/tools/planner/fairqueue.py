@@ -19,8 +19,10 @@ weighted average of each tenant's in-flight count (processing time per unit of t
 with time constant ``recent_seconds`` (default 5 minutes, an assumption), against the
 same average of the whole queue's in-flight count.
 
-Within each tenant, and among tenants of the same class, delivery is oldest first, as
-the simulators elsewhere in the planner assume for a standard queue.
+Within each tenant, and among tenants of the same class, delivery is oldest first.
+Without fair queues (no message groups) the whole queue is oldest first and no tenant
+is noisy. :class:`Delivery` chooses between the two for the worker simulator
+(:mod:`.simulator`), which keeps one :class:`TenantQueue` per run.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
     "NOISY_MIN_IN_FLIGHT",
     "NOISY_SHARE",
+    "OLDEST_FIRST",
+    "Delivery",
     "TenantQueue",
 ]
 
@@ -41,6 +46,28 @@ NOISY_SHARE = 0.10
 processing time is noisy."""
 NOISY_MIN_IN_FLIGHT = 30
 """In-flight messages of its own a tenant needs for the in-flight rule to apply."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """SQS 2's delivery order for one simulation.
+
+    Attributes:
+        fair: fair queues (``MessageGroupId`` = tenant, ADR 0018) instead of plain
+            oldest-first delivery.
+        recent_seconds: time constant of fair queues' "recent processing time".
+    """
+
+    fair: bool = False
+    recent_seconds: float = 300.0
+
+    def queue(self) -> TenantQueue:
+        """A fresh, empty queue delivering in this order."""
+        return TenantQueue(fair=self.fair, recent_seconds=self.recent_seconds)
+
+
+OLDEST_FIRST = Delivery()
+"""A standard queue without message groups (the planner's default)."""
 
 
 @dataclass(slots=True)
@@ -65,7 +92,9 @@ class TenantQueue:
         fair: ``True`` for fair-queue delivery, ``False`` for plain oldest-first.
         recent_seconds: time constant of the processing-time share.
 
-    Messages are opaque integers (the caller's job indices).
+    Messages are opaque integers (the caller's job indices). Without ``fair`` there is
+    one group: in-flight counts are not kept (nobody is noisy), which keeps the
+    planner's default runs as cheap as a plain deque.
     """
 
     def __init__(self, *, fair: bool, recent_seconds: float = 300.0) -> None:
@@ -73,8 +102,10 @@ class TenantQueue:
             raise ValueError("recent_seconds must be > 0")
         self.fair = fair
         self.tau = recent_seconds
-        self._visible: dict[str, deque[tuple[float, int]]] = {}
-        # One entry per tenant with visible messages: (its oldest visible time, seq, tenant).
+        # Visible messages per group (the tenant; one group "" without fair queues).
+        self._visible: dict[str, deque[tuple[str, float, int]]] = {}
+        # Fair: one entry per group with visible messages (its oldest visible time, seq,
+        # group). Without fair queues the single group's deque is already in order.
         self._heads: list[tuple[float, int, str]] = []
         self._seq = 0
         self._in_flight: dict[str, int] = {}
@@ -91,33 +122,40 @@ class TenantQueue:
 
     def push(self, tenant: str, visible_at: float, message: int) -> None:
         """``message`` of ``tenant`` becomes visible at ``visible_at`` (non-decreasing)."""
-        waiting = self._visible.get(tenant)
+        group = tenant if self.fair else ""
+        waiting = self._visible.get(group)
         if waiting is None:
-            waiting = self._visible[tenant] = deque()
-        if not waiting:
-            self._push_head(visible_at, tenant)
-        waiting.append((visible_at, message))
+            waiting = self._visible[group] = deque()
+        if self.fair and not waiting:
+            self._push_head(visible_at, group)
+        waiting.append((tenant, visible_at, message))
         self.visible += 1
 
     def started(self, tenant: str, now: float) -> None:
         """A message of ``tenant`` was received (now in flight)."""
+        if not self.fair:
+            return
         self._advance(tenant, now)
         self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
         self._total_in_flight += 1
 
     def finished(self, tenant: str, now: float) -> None:
-        """A message of ``tenant`` in flight was deleted."""
+        """A message of ``tenant`` in flight was deleted or released."""
+        if not self.fair:
+            return
         self._advance(tenant, now)
         self._in_flight[tenant] -= 1
         self._total_in_flight -= 1
 
     def pop(self, now: float) -> tuple[str, float, int] | None:
         """Deliver the next message: ``(tenant, visible_at, message)``, or ``None``."""
+        if not self.fair:
+            if not self.visible:
+                return None
+            self.visible -= 1
+            return self._visible[""].popleft()
         if not self._heads:
             return None
-        if not self.fair:
-            _, _, tenant = heapq.heappop(self._heads)
-            return self._take(tenant)
         passed: list[tuple[float, int, str]] = []
         chosen: str | None = None
         while self._heads:
@@ -132,6 +170,19 @@ class TenantQueue:
         for entry in passed:
             heapq.heappush(self._heads, entry)
         return self._take(chosen)
+
+    def oldest_visible_at(self) -> float | None:
+        """When the oldest visible message became visible (``None``: none visible)."""
+        if not self.fair:
+            waiting = self._visible.get("")
+            return waiting[0][1] if waiting else None
+        return self._heads[0][0] if self._heads else None
+
+    def messages(self) -> Iterator[int]:
+        """Every visible message."""
+        for waiting in self._visible.values():
+            for _, _, message in waiting:
+                yield message
 
     # -- the rules --------------------------------------------------------------
 
@@ -169,10 +220,11 @@ class TenantQueue:
         self._seq += 1
         heapq.heappush(self._heads, (visible_at, self._seq, tenant))
 
-    def _take(self, tenant: str) -> tuple[str, float, int]:
-        waiting = self._visible[tenant]
-        visible_at, message = waiting.popleft()
-        if waiting:
-            self._push_head(waiting[0][0], tenant)
+    def _take(self, group: str) -> tuple[str, float, int]:
+        # The group's heads entry is already popped; its next message becomes its head.
+        waiting = self._visible[group]
+        entry = waiting.popleft()
         self.visible -= 1
-        return tenant, visible_at, message
+        if waiting:
+            self._push_head(waiting[0][1], group)
+        return entry

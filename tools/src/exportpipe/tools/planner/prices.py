@@ -82,14 +82,14 @@ class RequestsPerFile:
     Defaults are what ``bench/small_files.py`` records for a small (one-part) file on its
     first delivery (ADR 0015): the data ``PutObject`` and the manifest ``PutObject``; the
     manifest check and the export manifest's read of the file's manifest; one tracking
-    transaction of three items under 1 KB (the ``FILE#`` marker, the ``LISTED#`` check
-    and META: 6 write units) and the file's ``LISTED#`` item written at listing (1). A
-    multipart file adds its parts plus two (create, complete).
+    transaction of two items under 1 KB (the outcome onto the file's ``LISTED#`` item,
+    and META: 4 write units) and that ``LISTED#`` item's conditional put at listing (1).
+    A multipart file adds its parts plus two (create, complete).
     """
 
     s3_put_class: float = 2.0
     s3_get_class: float = 2.0
-    dynamodb_write_units: float = 7.0
+    dynamodb_write_units: float = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,9 @@ Model, in the order things happen to a job:
 
 * A job becomes visible on SQS 2 when the orchestrator's batch lands. A worker task
   with a free slot (one long poll per task; waiting pollers are served in turn) receives
-  it at once; otherwise it waits in the queue (first in, first out).
+  it at once; otherwise it waits in the queue. The queue delivers in the run's
+  :class:`.fairqueue.Delivery` order: oldest first (a standard queue without message
+  groups, the default), or fair between tenants (ADR 0018; jobs then carry a tenant).
 * A task runs ``Deployment.worker_jobs_per_task`` jobs at once (admission by budget,
   counted at the deployment's scaling file size; ADR 0015). Each job holds its slot for
   its duration, then is deleted. While a task has jobs it extends their visibility every
@@ -37,6 +39,9 @@ Model, in the order things happen to a job:
   is stopped once idle, or leaves at its drain deadline. ``deployment_seconds`` is when
   the last old task stopped.
 
+An open window (``(start, math.inf)``) runs until the last job is done: the whale
+scenario (:mod:`.whale`) measures a backlog of days that way.
+
 Event loop: one heap of timed events (job done, job released, task ready, task
 stopped, Spot reclaim) merged with the sorted arrival array and the per-period control
 tick, so work is O(events log events) and a 100,000-job day runs in about a second.
@@ -49,11 +54,13 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from exportpipe.common.sizing import Deployment
+from exportpipe.tools.planner.fairqueue import OLDEST_FIRST, Delivery
 from exportpipe.tools.planner.fanout import SqsCounts
 from exportpipe.tools.planner.policies import MetricSample, ScalingPolicy
 from exportpipe.tools.planner.workload import FloatArray
@@ -93,6 +100,8 @@ class WorkerRun:
         waits: total time each job enqueued inside the window spent visible on SQS 2,
             summed over its attempts (jobs unfinished at the end count as waiting until
             then).
+        first_receives / ends: when each of those jobs was first received, and when it
+            was deleted or dead-lettered (``nan``: never).
         max_backlog: most visible SQS 2 messages inside the window.
         jobs_retried_spot / jobs_retried_scale_in: window jobs released at least once
             because their task was reclaimed / scaled in.
@@ -112,7 +121,8 @@ class WorkerRun:
         actions: every desired-count change, in order.
         series: per-period series inside the window (keys ``hour``, ``visible``,
             ``in_flight``, ``tasks``, ``desired``, ``spot_task_hours``,
-            ``on_demand_task_hours`` cumulative).
+            ``on_demand_task_hours`` cumulative; with fair queues also ``noisy``, the
+            noisy tenants).
         events: events processed (for the performance note).
         wall_seconds: how long the simulation took.
     """
@@ -123,6 +133,8 @@ class WorkerRun:
     peak_tasks: int = 0
     sqs2: SqsCounts = field(default_factory=SqsCounts)
     waits: FloatArray = field(default_factory=lambda: np.zeros(0))
+    first_receives: FloatArray = field(default_factory=lambda: np.zeros(0))
+    ends: FloatArray = field(default_factory=lambda: np.zeros(0))
     max_backlog: int = 0
     jobs_retried_spot: int = 0
     jobs_retried_scale_in: int = 0
@@ -189,9 +201,12 @@ class _Sim:
         drain_after_seconds: float | None,
         drain_grace_seconds: float | None,
         deploy_at: float | None,
+        delivery: Delivery,
+        tenants: Sequence[str] | None,
     ) -> None:
         worker = deployment.worker
         scaling = deployment.worker_scaling
+        self.job_times = job_times
         self.jt: list[float] = job_times.tolist()
         self.dur: list[float] = job_durations.tolist()
         self.n = len(self.jt)
@@ -209,6 +224,8 @@ class _Sim:
         self.reclaim_rate = spot_interruptions_per_hour / 3600.0 if worker.spot else 0.0
         self.w0, self.w1 = window
         self.horizon = self.w1 + drain_seconds
+        # Once every job is done the run stops at the window's end, or at once if open.
+        self.settled = self.w1 if math.isfinite(self.w1) else -math.inf
         first = min(self.jt[0], self.w0) if self.jt else self.w0
         self.start = start if start is not None else math.floor(first / self.period) * self.period
         # Simulation draws, not secrets: seeded for reproducible reports.
@@ -230,7 +247,11 @@ class _Sim:
 
         self.heap: list[tuple[float, int, int, _Task, int, int]] = []
         self.seq = 0
-        self.queue: deque[int] = deque()
+        self.fair = delivery.fair
+        self.queue = delivery.queue()
+        if tenants is not None and len(tenants) != self.n:
+            raise ValueError(f"{len(tenants)} tenants for {self.n} jobs")
+        self.tenant: Sequence[str] = tenants if tenants is not None else [""] * self.n
         self.free: deque[_Task] = deque()
         self.live: list[_Task] = []
         self.active = 0
@@ -247,8 +268,9 @@ class _Sim:
         self.wait = [0.0] * self.n
         self.token = [0] * self.n
         self.receives = [0] * self.n
+        self.first_receive = [math.nan] * self.n
+        self.end = [math.nan] * self.n
         self.released_by: list[set[str] | None] = [None] * self.n
-        self.done = [False] * self.n
         self.t_last = self.start
         self.period_busy = 0.0
         self.period_running = 0.0
@@ -266,12 +288,14 @@ class _Sim:
             return
         self.period_busy += self.busy_total * dt
         self.period_running += self.running * dt
-        lo, hi = max(self.t_last, self.w0), min(t, self.w1)
+        # Conditional expressions, not max()/min(): this runs on every event.
+        lo = self.t_last if self.t_last > self.w0 else self.w0
+        hi = t if t < self.w1 else self.w1
         if hi > lo:
             self.spot_area += self.billed_spot * (hi - lo)
             self.od_area += self.billed_od * (hi - lo)
             self.heartbeat_area += self.n_busy_tasks * (hi - lo)
-            if not self.queue:
+            if not self.queue.visible:
                 self.idle_poll_area += self.n_free * (hi - lo)
         self.t_last = t
 
@@ -298,14 +322,19 @@ class _Sim:
             else:
                 task.queued = False
             return
-        self.queue.append(j)
-        if self.w0 <= t < self.w1 and len(self.queue) > self.run.max_backlog:
-            self.run.max_backlog = len(self.queue)
+        queue = self.queue
+        queue.push(self.tenant[j], t, j)
+        if self.w0 <= t < self.w1 and queue.visible > self.run.max_backlog:
+            self.run.max_backlog = queue.visible
 
     def start_job(self, task: _Task, j: int, t: float) -> None:
         self.wait[j] += t - self.visible_since[j]
         self.token[j] += 1
         self.receives[j] += 1
+        if self.receives[j] == 1:
+            self.first_receive[j] = t
+        if self.fair:
+            self.queue.started(self.tenant[j], t)
         task.jobs[j] = t
         if task.busy == 0:
             self.n_busy_tasks += 1
@@ -318,6 +347,8 @@ class _Sim:
         self.push(t + self.dur[j], _DONE, task, j, self.token[j])
 
     def end_attempt(self, task: _Task, j: int, t: float) -> None:
+        if self.fair:
+            self.queue.finished(self.tenant[j], t)
         task.jobs.pop(j)
         task.busy -= 1
         if task.busy == 0:
@@ -331,13 +362,14 @@ class _Sim:
             return
         self.end_attempt(task, j, t)
         self.terminal += 1
-        self.done[j] = True
+        self.end[j] = t
         if self.w0 <= t < self.w1:
             self.run.sqs2.deletes += 1
         if task.stopping:
             return
-        if self.queue:
-            self.start_job(task, self.queue.popleft(), t)
+        got = self.queue.pop(t) if self.queue.visible else None
+        if got is not None:
+            self.start_job(task, got[2], t)
             return
         if not task.queued:
             task.queued = True
@@ -369,7 +401,7 @@ class _Sim:
             causes.add(cause)
         if self.receives[j] >= self.max_receives:
             self.terminal += 1
-            self.done[j] = True
+            self.end[j] = t
             if in_window_job:
                 self.run.dead_lettered += 1
             return
@@ -403,8 +435,8 @@ class _Sim:
             self.push(t + self.drain_after, _DRAIN, task)
         self.running += 1
         self.n_free += 1
-        while self.queue and task.busy < self.conc:
-            self.start_job(task, self.queue.popleft(), t)
+        while task.busy < self.conc and (got := self.queue.pop(t)) is not None:
+            self.start_job(task, got[2], t)
         if task.busy < self.conc:
             task.queued = True
             self.free.append(task)
@@ -521,7 +553,7 @@ class _Sim:
         self.samples.append(
             MetricSample(
                 time=t,
-                visible=len(self.queue),
+                visible=self.queue.visible,
                 in_flight=self.busy_total,
                 running=self.running,
                 cpu=cpu,
@@ -538,16 +570,19 @@ class _Sim:
             run = self.run
             tasks = self.billed_spot + self.billed_od
             run.peak_tasks = max(run.peak_tasks, tasks)
-            if self.queue and t - self.visible_since[self.queue[0]] > self.alarm_age:
+            oldest = self.queue.oldest_visible_at()
+            if oldest is not None and t - oldest > self.alarm_age:
                 run.oldest_alarm_periods += 1
             s = run.series
             s["hour"].append((t - self.w0) / 3600.0)
-            s["visible"].append(float(len(self.queue)))
+            s["visible"].append(float(self.queue.visible))
             s["in_flight"].append(float(self.busy_total))
             s["tasks"].append(float(tasks))
             s["desired"].append(float(self.desired))
             s["spot_task_hours"].append(self.spot_area / 3600.0)
             s["on_demand_task_hours"].append(self.od_area / 3600.0)
+            if self.fair:
+                s["noisy"].append(float(len(self.queue.noisy_tenants(t))))
 
     # -- main loop ----------------------------------------------------------------------
 
@@ -561,6 +596,7 @@ class _Sim:
             "desired",
             "spot_task_hours",
             "on_demand_task_hours",
+            *(("noisy",) if self.fair else ()),
         ):
             self.run.series[key] = []
         self.desired = (
@@ -584,7 +620,7 @@ class _Sim:
             t_ev = heap[0][0] if heap else inf
             t = t_arr if t_arr <= t_ev else t_ev
             if next_tick < t:
-                if (self.terminal >= n and next_tick > self.w1) or next_tick > self.horizon:
+                if (self.terminal >= n and next_tick > self.settled) or next_tick > self.horizon:
                     break
                 self.advance(next_tick)
                 self.tick(next_tick)
@@ -624,22 +660,19 @@ class _Sim:
         run.on_demand_task_seconds = self.od_area
         run.sqs2.empty_receives = int(self.idle_poll_area / self.wait_time)
         run.sqs2.visibility_changes += int(self.heartbeat_area / self.hb)
-        in_window = [j for j in range(self.n) if self.w0 <= self.jt[j] < self.w1]
-        queued = set(self.queue)
-        waits = []
-        for j in in_window:
-            w = self.wait[j]
-            if j in queued:
-                w += end - self.visible_since[j]
-            if not self.done[j]:
-                run.unfinished += 1
-            causes = self.released_by[j]
+        in_window = np.flatnonzero((self.job_times >= self.w0) & (self.job_times < self.w1))
+        waits = np.asarray(self.wait, dtype=np.float64)
+        queued = np.fromiter(self.queue.messages(), dtype=np.int64)
+        waits[queued] += end - np.asarray(self.visible_since)[queued]
+        run.waits = waits[in_window]
+        run.first_receives = np.asarray(self.first_receive, dtype=np.float64)[in_window]
+        run.ends = np.asarray(self.end, dtype=np.float64)[in_window]
+        run.unfinished = int(np.count_nonzero(np.isnan(run.ends)))
+        for causes in self.released_by:  # set for window jobs only
             if causes:
                 run.jobs_retried_spot += _SPOT in causes
                 run.jobs_retried_scale_in += _SCALE_IN in causes
                 run.jobs_retried_age += _AGE in causes
-            waits.append(w)
-        run.waits = np.asarray(waits, dtype=np.float64)
         run.events = events
         run.wall_seconds = wall
 
@@ -659,6 +692,8 @@ def simulate_workers(
     drain_after_seconds: float | None = None,
     drain_grace_seconds: float | None = None,
     deploy_at: float | None = None,
+    delivery: Delivery = OLDEST_FIRST,
+    tenants: Sequence[str] | None = None,
 ) -> WorkerRun:
     """Simulate SQS 2 and the worker fleet under ``policy``.
 
@@ -668,7 +703,8 @@ def simulate_workers(
         policy: the scaling policy (its controller is created fresh for this run).
         deployment: sizes, queue timing and scaling parameters.
         window: ``(start, end)`` of the measured window; billing, requests and the
-            series are counted inside it, waits for jobs enqueued inside it.
+            series are counted inside it, waits for jobs enqueued inside it. With
+            ``end`` = ``math.inf`` the run ends when the last job is done.
         spot_interruptions_per_hour: Spot reclaims per Spot task-hour.
         seed: seeds Spot reclaims and the choice of unprotected tasks to stop.
         drain_seconds: keep simulating this long after the window for its jobs to end.
@@ -680,6 +716,9 @@ def simulate_workers(
             of its drain (default: ``deployment.worker_scaling``; ``math.inf`` for
             none, as before issue 17).
         deploy_at: simulate a deployment of the worker service at this time.
+        delivery: SQS 2's delivery order (default oldest first).
+        tenants: each job's tenant, aligned with ``job_times`` (default: none, one
+            group); fair delivery shares the fleet between them.
 
     Returns:
         The run's measurements.
@@ -698,4 +737,6 @@ def simulate_workers(
         drain_after_seconds=drain_after_seconds,
         drain_grace_seconds=drain_grace_seconds,
         deploy_at=deploy_at,
+        delivery=delivery,
+        tenants=tenants,
     ).simulate()

@@ -13,34 +13,34 @@ It prints the small tenants' queue wait (p50, p95, p99, max), when the whale's l
 file is done, and the fleet it took, and checks the target: with fair queues the small
 tenants' p95 wait stays within 2x their p95 on a day without the whale.
 
-Model (deliberately smaller than :mod:`.simulator`'s, which it shares its inputs with):
-the orchestrator lists ``files_per_page`` files per ``page_seconds`` per export (one
-export's pages are sequential); the worker fleet scales under the configured policy
-(:class:`.policies.ConfiguredPolicy`, i.e. ``exportpipe.common.sizing``), tasks poll
-``task_startup_seconds`` after launch, busy tasks are protected from scale-in (only idle
-tasks stop), and there are no Spot reclaims or retries: the scenario isolates delivery
-order.
+Model: the orchestrator lists ``files_per_page`` files per ``page_seconds`` per export
+(one export's pages are sequential); SQS 2 and the worker fleet are the planner's
+simulator (:func:`.simulator.simulate_workers`) under the configured policy
+(:class:`.policies.ConfiguredPolicy`, i.e. ``exportpipe.common.sizing``) with each
+job's tenant and the run's delivery order, from midnight until the last job is done.
+There are no Spot reclaims, age drains, deployments or retries: the scenario isolates
+delivery order.
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
-import json
 import math
 import sys
-import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
+from exportpipe.tools.planner.command import publish
 from exportpipe.tools.planner.config import DAY_SECONDS, ArrivalCurve, DurationModel
-from exportpipe.tools.planner.fairqueue import TenantQueue
-from exportpipe.tools.planner.policies import ConfiguredPolicy, MetricSample
+from exportpipe.tools.planner.fairqueue import Delivery
+from exportpipe.tools.planner.policies import ConfiguredPolicy
 from exportpipe.tools.planner.report import fmt_duration
+from exportpipe.tools.planner.simulator import simulate_workers
 from exportpipe.tools.planner.workload import FloatArray, draw_durations
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "format_whale",
     "main",
     "run_whale",
-    "simulate_delivery",
 ]
 
 WHALE = "whale"
@@ -204,192 +203,49 @@ class WhaleRun:
         }
 
 
-@dataclass(slots=True, eq=False)
-class _Task:
-    id: int
-    launched: float
-    ready: bool = False
-    busy: int = 0
-    stopped: bool = False
-
-
-_DONE, _READY = 0, 1
-
-
-def simulate_delivery(
-    jobs: _Jobs,
-    *,
-    fair: bool,
-    deployment: Deployment,
-    recent_seconds: float,
-    name: str,
-) -> WhaleRun:
+def _run(jobs: _Jobs, *, delivery: Delivery, deployment: Deployment, name: str) -> WhaleRun:
     """Run ``jobs`` through SQS 2 and a fleet under the configured scaling policy."""
-    started_wall = time.perf_counter()
-    worker = deployment.worker
-    scaling = deployment.worker_scaling
-    conc = deployment.worker_jobs_per_task  # admission by budget (ADR 0015)
-    period = float(scaling.metric_period_seconds)
-    controller = ConfiguredPolicy(deployment=deployment).controller()
-    queue = TenantQueue(fair=fair, recent_seconds=recent_seconds)
-    whale_index = len(jobs.names) - 1
-    names = jobs.names
-    n = len(jobs.visible)
-    waits = np.full(n, np.nan)
-    events: list[tuple[float, int, int, int, int]] = []  # (time, seq, kind, task, job)
-    seq = 0
-    tasks: dict[int, _Task] = {}
-    free: dict[int, _Task] = {}  # ready tasks with a free slot, oldest first
-    next_task = 0
-    desired = worker.min_tasks
-    samples: list[MetricSample] = []
-    task_seconds = 0.0
-    peak = 0
-    whale_left = int(np.count_nonzero(jobs.tenant == whale_index))
-    whale_done: float | None = None
-    whale_first: float | None = None
-    in_flight = 0
-    series: dict[str, list[float]] = {
-        k: [] for k in ("hour", "tasks", "visible", "whale_visible", "noisy")
-    }
-    whale_visible = 0
-
-    def push(t: float, kind: int, task: int, job: int = -1) -> None:
-        nonlocal seq
-        seq += 1
-        heapq.heappush(events, (t, seq, kind, task, job))
-
-    def launch(t: float) -> None:
-        nonlocal next_task
-        task = _Task(id=next_task, launched=t)
-        tasks[task.id] = task
-        next_task += 1
-        push(t + scaling.task_startup_seconds, _READY, task.id)
-
-    def stop(task: _Task, t: float) -> None:
-        nonlocal task_seconds
-        task.stopped = True
-        task_seconds += t - task.launched
-        tasks.pop(task.id, None)
-        free.pop(task.id, None)
-
-    def dispatch(t: float) -> None:
-        nonlocal in_flight, whale_visible, whale_first
-        while free and len(queue):
-            task = next(iter(free.values()))
-            got = queue.pop(t)
-            if got is None:
-                return
-            tenant, visible_at, job = got
-            queue.started(tenant, t)
-            waits[job] = t - visible_at
-            if jobs.tenant[job] == whale_index:
-                whale_visible -= 1
-                if whale_first is None:
-                    whale_first = t
-            in_flight += 1
-            task.busy += 1
-            if task.busy >= conc:
-                free.pop(task.id, None)
-            push(t + float(jobs.duration[job]), _DONE, task.id, job)
-
-    def reconcile(t: float) -> None:
-        # Surplus: starting tasks first, then idle ones; busy tasks are protected.
-        surplus = len(tasks) - desired
-        if surplus > 0:
-            for task in sorted(tasks.values(), key=lambda k: (k.ready, -k.id)):
-                if surplus <= 0:
-                    break
-                if not task.ready or task.busy == 0:
-                    stop(task, t)
-                    surplus -= 1
-        while len(tasks) < desired:
-            launch(t)
-
-    for _ in range(desired):
-        launch(0.0)
-    arrival = 0
-    tick = period
-    while arrival < n or events or len(queue):
-        t_arrival = float(jobs.visible[arrival]) if arrival < n else math.inf
-        t_event = events[0][0] if events else math.inf
-        if min(t_arrival, t_event) > tick or (
-            t_arrival == math.inf and t_event == math.inf and len(queue)
-        ):
-            # A metric period ends: sample, let the policy decide, reconcile the fleet.
-            running = sum(1 for k in tasks.values() if k.ready)
-            busy_slots = in_flight
-            samples.append(
-                MetricSample(
-                    time=tick,
-                    visible=len(queue),
-                    in_flight=in_flight,
-                    running=running,
-                    cpu=busy_slots / (running * conc) if running else 0.0,
-                )
-            )
-            desired = controller.decide(tick, samples, desired)
-            reconcile(tick)
-            peak = max(peak, len(tasks))
-            series["hour"].append(tick / 3600.0)
-            series["tasks"].append(float(len(tasks)))
-            series["visible"].append(float(len(queue)))
-            series["whale_visible"].append(float(whale_visible))
-            series["noisy"].append(float(len(queue.noisy_tenants(tick))) if fair else 0.0)
-            tick += period
-            continue
-        if t_arrival <= t_event:
-            job = arrival
-            arrival += 1
-            tenant = names[int(jobs.tenant[job])]
-            queue.push(tenant, t_arrival, job)
-            if jobs.tenant[job] == whale_index:
-                whale_visible += 1
-            dispatch(t_arrival)
-            continue
-        t, _, kind, task_id, job = heapq.heappop(events)
-        task_or_none = tasks.get(task_id)
-        if task_or_none is None:
-            continue  # stopped while starting
-        task = task_or_none
-        if kind == _READY:
-            task.ready = True
-            free[task.id] = task
-            dispatch(t)
-            continue
-        # _DONE
-        in_flight -= 1
-        task.busy -= 1
-        queue.finished(names[int(jobs.tenant[job])], t)
-        if jobs.tenant[job] == whale_index:
-            whale_left -= 1
-            if whale_left == 0:
-                whale_done = t
-        free[task.id] = task
-        dispatch(t)
-        if task.busy == 0 and len(tasks) > desired:
-            stop(task, t)
-    end = tick
-    for task in list(tasks.values()):
-        stop(task, end)
-    is_small = jobs.tenant != whale_index
-    small = waits[is_small]
-    hour_of = np.minimum(jobs.visible[is_small] // 3600, 23)
+    whale = jobs.tenant == len(jobs.names) - 1
+    run = simulate_workers(
+        jobs.visible,
+        jobs.duration,
+        ConfiguredPolicy(deployment=deployment),
+        deployment,
+        window=(0.0, math.inf),  # from midnight until the last job is done
+        start=0.0,
+        drain_after_seconds=math.inf,  # no Spot reclaims, drains or retries: see above
+        delivery=delivery,
+        tenants=[jobs.names[i] for i in jobs.tenant.tolist()],
+    )
+    # Whale messages visible at each period's end (exact times): arrived, not received.
+    periods = len(run.series["hour"])
+    ticks = np.arange(1, periods + 1) * float(deployment.worker_scaling.metric_period_seconds)
+    whale_visible = np.searchsorted(jobs.visible[whale], ticks, side="right") - np.searchsorted(
+        np.sort(run.first_receives[whale]), ticks, side="right"
+    )
+    small = run.waits[~whale]
+    hour_of = np.minimum(jobs.visible[~whale] // 3600, 23)
     hourly = [
         float(np.percentile(small[hour_of == h], 95)) if np.any(hour_of == h) else math.nan
         for h in range(24)
     ]
     return WhaleRun(
         name=name,
-        fair=fair,
-        small_waits=small[~np.isnan(small)],
-        whale_done=whale_done,
-        whale_first_start=whale_first,
-        task_hours=task_seconds / 3600.0,
-        peak_tasks=peak,
-        series=series,
+        fair=delivery.fair,
+        small_waits=small,
+        whale_done=float(run.ends[whale].max()) if whale.any() else None,
+        whale_first_start=float(run.first_receives[whale].min()) if whale.any() else None,
+        task_hours=(run.spot_task_seconds + run.on_demand_task_seconds) / 3600.0,
+        peak_tasks=run.peak_tasks,
+        series={
+            "hour": run.series["hour"],
+            "tasks": run.series["tasks"],
+            "visible": run.series["visible"],
+            "whale_visible": whale_visible.astype(np.float64).tolist(),
+            "noisy": run.series.get("noisy", [0.0] * periods),
+        },
         hourly_p95=hourly,
-        sim_seconds=time.perf_counter() - started_wall,
+        sim_seconds=run.wall_seconds,
     )
 
 
@@ -442,11 +298,10 @@ def run_whale(scenario: WhaleScenario, deployment: Deployment = DEFAULT_DEPLOYME
     """Simulate the four runs of ``scenario``."""
     plain, whale = _jobs(scenario, whale=False), _jobs(scenario, whale=True)
     runs = [
-        simulate_delivery(
+        _run(
             jobs,
-            fair=fair,
+            delivery=Delivery(fair=fair, recent_seconds=scenario.recent_seconds),
             deployment=deployment,
-            recent_seconds=scenario.recent_seconds,
             name=f"{label}{', fair' if fair else ''}",
         )
         for label, jobs in (("no whale", plain), ("whale", whale))
@@ -615,12 +470,5 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"exportpipe plan whale: error: {exc}", file=sys.stderr)
         return 2
-    print(format_whale(report))
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "whale.json"
-    json_path.write_text(json.dumps(report.to_json(), indent=1) + "\n")
-    print(f"\nwrote {json_path}")
-    if not args.no_plot:
-        print(f"wrote {render_whale_png(report, out / 'whale.png')}")
-    return 0
+    render = None if args.no_plot else partial(render_whale_png, report)
+    return publish(args.out, "whale", format_whale(report), report.to_json(), render)
