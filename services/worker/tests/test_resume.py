@@ -8,8 +8,9 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -60,12 +61,14 @@ def _checkpoint(s3: Any, bucket: str, job: Any) -> Checkpoint | None:
 
 
 @contextmanager
-def _part_uploads(s3: Any) -> Iterator[list[int]]:
-    """Part numbers of every UploadPart call made through ``s3`` meanwhile."""
-    numbers: list[int] = []
+def _part_uploads(s3: Any, *, keyed: bool = False) -> Iterator[list[Any]]:
+    """Part numbers (``keyed``: (key, part number)) of every UploadPart call made
+    through ``s3`` meanwhile."""
+    numbers: list[Any] = []
 
     def count(params: dict[str, Any], **_: Any) -> None:
-        numbers.append(int(params["PartNumber"]))
+        number = int(params["PartNumber"])
+        numbers.append((str(params["Key"]), number) if keyed else number)
 
     s3.meta.events.register("provide-client-params.s3.UploadPart", count)
     try:
@@ -315,15 +318,16 @@ def _released_gzip(
     return job, url, cp
 
 
-def _forge_resume(s3: Any, bucket: str, job: Any, cp: Checkpoint, **changes: Any) -> None:
-    """Store ``cp`` again with its resume point changed."""
+def _forge(s3: Any, bucket: str, job: Any, cp: Checkpoint, point: str, **changes: Any) -> None:
+    """Store ``cp`` again with its ``point`` (``resume`` or ``archive``) changed."""
     import msgspec
 
-    assert cp.resume is not None
-    wrong = msgspec.structs.replace(cp.resume, **changes)
+    original = getattr(cp, point)
+    assert original is not None
+    wrong = msgspec.structs.replace(original, **changes)
     CheckpointStore(s3, bucket).write(
         checkpoint_key(job.destination.prefix, job.file_id),
-        msgspec.structs.replace(cp, resume=wrong),
+        msgspec.structs.replace(cp, **{point: wrong}),
     )
 
 
@@ -365,40 +369,6 @@ def test_multi_member_gzip_whose_source_changed_restarts_clean(
     )
 
 
-def test_gzip_resume_point_whose_offset_disagrees_with_its_hash_is_discarded(
-    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
-) -> None:
-    job, _url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job)
-    assert cp.resume is not None
-    # A member offset that is not where the saved source hash stopped.
-    _forge_resume(s3, bucket, job, cp, offset=cp.resume.offset + 7)
-    # Discarded before anything was read: its upload aborted, everything uploaded anew.
-    _assert_starts_clean(s3, bucket, rsettings, job)
-
-
-def test_gzip_resume_point_off_a_member_start_is_discarded_not_refused(
-    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
-) -> None:
-    from exportpipe.worker.sha256state import ResumableSha256
-
-    job, _url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job)
-    assert cp.resume is not None
-    # Self-consistent (the source hash stops at the offset) but mid-member: the file is
-    # good, so the decoder's failure there must not refuse it.
-    offset = cp.resume.offset + 1000
-    state = ResumableSha256()
-    state.update(GZIP_BODY[:offset])
-    _forge_resume(s3, bucket, job, cp, offset=offset, source_hash=state.state())
-    with pytest.raises(ResumeDiscarded):
-        Pipeline(rsettings, s3=s3).run(job)
-    assert _uploads(s3, bucket) == []
-    assert _checkpoint(s3, bucket, job) is None
-    assert not _keys(s3, bucket, f"{job.destination.prefix}rejected/")
-    result = Pipeline(rsettings, s3=s3).run(job)
-    assert result.resumed_from == 0
-    _assert_settled(s3, bucket, job, result, BODY)
-
-
 TAR_NAMES = ("a.jsonl", "b.jsonl", "c.jsonl")
 
 
@@ -436,18 +406,6 @@ def _released_tar(
     return job, url, cp, tar, bodies
 
 
-def _forge_archive(s3: Any, bucket: str, job: Any, cp: Checkpoint, **changes: Any) -> None:
-    """Store ``cp`` again with its tar resume point changed."""
-    import msgspec
-
-    assert cp.archive is not None
-    forged = msgspec.structs.replace(cp.archive, **changes)
-    CheckpointStore(s3, bucket).write(
-        checkpoint_key(job.destination.prefix, job.file_id),
-        msgspec.structs.replace(cp, archive=forged),
-    )
-
-
 def _assert_tar_settled(
     s3: Any, bucket: str, job: Any, result: JobResult, bodies: dict[str, bytes]
 ) -> None:
@@ -463,31 +421,17 @@ def _assert_tar_settled(
     assert not any("checkpoints/" in k for k in _keys(s3, bucket, root))
 
 
-@contextmanager
-def _keyed_part_uploads(s3: Any) -> Iterator[list[tuple[str, int]]]:
-    """(key, part number) of every UploadPart call made through ``s3`` meanwhile."""
-    calls: list[tuple[str, int]] = []
-
-    def count(params: dict[str, Any], **_: Any) -> None:
-        calls.append((str(params["Key"]), int(params["PartNumber"])))
-
-    s3.meta.events.register("provide-client-params.s3.UploadPart", count)
-    try:
-        yield calls
-    finally:
-        s3.meta.events.unregister("provide-client-params.s3.UploadPart", count)
-
-
-def test_plain_tar_resumes_at_a_member_boundary(
-    *,
+@pytest.fixture
+def released_tar(  # noqa: PLR0917 - pytest passes fixtures by name
     s3: Any,
     bucket: str,
     rsettings: WorkerSettings,
     file_server: Any,
     make_job: Any,
     tmp_path: Any,
-) -> None:
-    job, url, cp, tar, bodies = _released_tar(
+) -> tuple[Any, str, Checkpoint, bytes, dict[str, bytes]]:
+    """:func:`_released_tar` with the test's settings."""
+    return _released_tar(
         s3,
         bucket,
         settings=rsettings,
@@ -495,6 +439,12 @@ def test_plain_tar_resumes_at_a_member_boundary(
         make_job=make_job,
         tmp_path=tmp_path,
     )
+
+
+def test_plain_tar_resumes_at_a_member_boundary(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, released_tar: Any
+) -> None:
+    job, url, cp, tar, bodies = released_tar
     archive = cp.archive
     assert archive is not None
     done = [f.key.rsplit("/", 1)[1] for f in archive.finished]
@@ -509,7 +459,7 @@ def test_plain_tar_resumes_at_a_member_boundary(
     for f in archive.finished:
         assert f.size == len(bodies[f.key.rsplit("/", 1)[1]])
     before = len(file_server.requests_for(url))
-    with _keyed_part_uploads(s3) as uploaded:
+    with _part_uploads(s3, keyed=True) as uploaded:
         result = Pipeline(rsettings, s3=s3).run(job)
     assert result.resumed_from == archive.offset > 0
     (request,) = file_server.requests_for(url)[before:]
@@ -524,22 +474,9 @@ def test_plain_tar_resumes_at_a_member_boundary(
 
 
 def test_a_resumed_tar_released_again_resumes_further(
-    *,
-    s3: Any,
-    bucket: str,
-    rsettings: WorkerSettings,
-    file_server: Any,
-    make_job: Any,
-    tmp_path: Any,
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, released_tar: Any
 ) -> None:
-    job, url, cp, _tar, bodies = _released_tar(
-        s3,
-        bucket,
-        settings=rsettings,
-        file_server=file_server,
-        make_job=make_job,
-        tmp_path=tmp_path,
-    )
+    job, url, cp, _tar, bodies = released_tar
     assert cp.archive is not None
     first = cp.archive
     served = file_server.files[_path(file_server, url)]
@@ -595,42 +532,40 @@ def test_a_tar_with_a_small_member_first_has_no_entry_to_resume_at(
     assert _uploads(s3, bucket) == []
 
 
-def test_tar_resume_point_whose_offset_disagrees_with_its_hash_is_discarded(
-    *,
+@dataclass
+class _Released:
+    """A job released with a frame/member/entry resume point, its file served at speed."""
+
+    job: Any
+    cp: Checkpoint
+    payload: bytes  # the file as served
+    offset: int  # the resume point's source offset
+    forge: Callable[..., None]  # store the checkpoint again with its point changed
+    settled: Callable[[JobResult], None]  # the committed output is byte for byte right
+
+
+@pytest.fixture(params=["gzip", "tar"])
+def released(  # noqa: PLR0917 - pytest passes fixtures by name
+    request: Any,
     s3: Any,
     bucket: str,
     rsettings: WorkerSettings,
     file_server: Any,
     make_job: Any,
     tmp_path: Any,
-) -> None:
-    job, _url, cp, _tar, bodies = _released_tar(
-        s3,
-        bucket,
-        settings=rsettings,
-        file_server=file_server,
-        make_job=make_job,
-        tmp_path=tmp_path,
-    )
-    assert cp.archive is not None
-    _forge_archive(s3, bucket, job, cp, offset=cp.archive.offset + 512)
-    result = Pipeline(rsettings, s3=s3).run(job)
-    assert result.resumed_from == 0
-    assert result.parts_reused == 0
-    _assert_tar_settled(s3, bucket, job, result, bodies)
-
-
-def test_tar_resume_point_off_an_entry_is_discarded_not_refused(
-    *,
-    s3: Any,
-    bucket: str,
-    rsettings: WorkerSettings,
-    file_server: Any,
-    make_job: Any,
-    tmp_path: Any,
-) -> None:
-    from exportpipe.worker.sha256state import ResumableSha256
-
+) -> _Released:
+    """A multi-member gzip (resume point) or a plain tar (archive point), released."""
+    if request.param == "gzip":
+        job, _url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job)
+        assert cp.resume is not None
+        return _Released(
+            job,
+            cp,
+            GZIP_BODY,
+            cp.resume.offset,
+            lambda **changes: _forge(s3, bucket, job, cp, "resume", **changes),
+            lambda result: _assert_settled(s3, bucket, job, result, BODY),
+        )
     job, _url, cp, tar, bodies = _released_tar(
         s3,
         bucket,
@@ -640,11 +575,41 @@ def test_tar_resume_point_off_an_entry_is_discarded_not_refused(
         tmp_path=tmp_path,
     )
     assert cp.archive is not None
-    # Self-consistent (the source hash stops at the offset) but inside a member's data.
-    offset = cp.archive.offset + 4096
+    return _Released(
+        job,
+        cp,
+        tar,
+        cp.archive.offset,
+        lambda **changes: _forge(s3, bucket, job, cp, "archive", **changes),
+        lambda result: _assert_tar_settled(s3, bucket, job, result, bodies),
+    )
+
+
+def test_resume_point_whose_offset_disagrees_with_its_hash_is_discarded(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, released: _Released
+) -> None:
+    # An offset that is not where the saved source hash stopped.
+    released.forge(offset=released.offset + 512)
+    result = Pipeline(rsettings, s3=s3).run(released.job)
+    # Discarded before anything was read: its uploads aborted, everything uploaded anew.
+    assert result.resumed_from == 0
+    assert result.parts_reused == 0
+    released.settled(result)
+
+
+def test_resume_point_off_a_start_is_discarded_not_refused(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, released: _Released
+) -> None:
+    from exportpipe.worker.sha256state import ResumableSha256
+
+    # Self-consistent (the source hash stops at the offset) but inside a gzip member or
+    # a tar member's data: the file is good, so the decoder's failure there must not
+    # refuse it.
+    offset = released.offset + 4096
     state = ResumableSha256()
-    state.update(tar[:offset])
-    _forge_archive(s3, bucket, job, cp, offset=offset, source_hash=state.state())
+    state.update(released.payload[:offset])
+    released.forge(offset=offset, source_hash=state.state())
+    job = released.job
     with pytest.raises(ResumeDiscarded):
         Pipeline(rsettings, s3=s3).run(job)
     assert _uploads(s3, bucket) == []
@@ -652,7 +617,7 @@ def test_tar_resume_point_off_an_entry_is_discarded_not_refused(
     assert not _keys(s3, bucket, f"{job.destination.prefix}rejected/")
     result = Pipeline(rsettings, s3=s3).run(job)
     assert result.resumed_from == 0
-    _assert_tar_settled(s3, bucket, job, result, bodies)
+    released.settled(result)
 
 
 def test_a_compressed_tar_of_one_member_gets_no_frame_resume_point(
