@@ -1,13 +1,17 @@
 """Resume benchmark (ADR 0020): a job interrupted at ~80 %, finished with and without resume.
 
-    uv run python -m bench.resume [--size-mb 256] [--formats none,zstd,zstd1,gzip]
+    uv run python -m bench.resume [--size-mb 256] [--formats none,zstd,zstd1,gzip,gzipm,tar]
                                   [--signals TERM,KILL] [--at 0.8] [--part-mib 16]
 
 Generates a JSONL file of ``--size-mb`` MB (the issue asks for 1024; the default is
 smaller for the shared 2-core machines) as uncompressed, zstd in frames of
 ``--frame-mb`` MB that state their content size (as pzstd and seekable-zstd writers
 make them; resumable at a frame start), zstd as one streamed frame (``zstd1``: not
-resumable by range, parts are reused) and single-member gzip, serves them from a local
+resumable by range, parts are reused), single-member gzip (parts reused), gzip in
+members of ``--frame-mb`` MB (``gzipm``, as ``cat a.gz b.gz`` or bgzip-like writers make
+it; resumable at a member start) and an uncompressed tar of four JSONL members written
+by the ``tar`` binary (``tar``; resumable at an entry whose earlier members are all
+uploaded), serves them from a local
 HTTP server that honours ``Range`` and ``If-Range`` and counts every byte it sends, and
 runs the real worker (``python -m exportpipe.worker``) against a moto server process:
 
@@ -42,6 +46,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,13 +67,23 @@ from exportpipe.testing import MotoServer, create_queue_pair
 
 MB = 1_000_000
 _RANGE = re.compile(r"^bytes=(\d+)-$")
-_SUFFIX = {"none": ".jsonl", "zstd": ".jsonl.zst", "zstd1": ".1.jsonl.zst", "gzip": ".jsonl.gz"}
+_SUFFIX = {
+    "none": ".jsonl",
+    "zstd": ".jsonl.zst",
+    "zstd1": ".1.jsonl.zst",
+    "gzip": ".jsonl.gz",
+    "gzipm": ".m.jsonl.gz",
+    "tar": ".tar",
+}
 _COMPRESSION: dict[str, Compression] = {
     "none": "none",
     "zstd": "zstd",
     "zstd1": "zstd",
     "gzip": "gzip",
+    "gzipm": "gzip",
+    "tar": "tar",
 }
+_TAR_MEMBERS = 4
 
 
 # -- data -------------------------------------------------------------------------------
@@ -96,23 +111,49 @@ def generate(tmp: Path, size: int, formats: list[str], frame: int) -> dict[str, 
     zfile = paths["zstd1"].open("wb") if "zstd1" in paths else None
     if zfile is not None:
         outs["zstd1"] = zstandard.ZstdCompressor(level=3).stream_writer(zfile)
-    framed = paths["zstd"].open("wb") if "zstd" in paths else None
+
+    # Frames / members of about ``frame`` bytes each, each compressed on its own.
+    def gzip_member(data: bytes) -> bytes:
+        return bytes(igzip.compress(data, 3))
+
+    framers: dict[str, Callable[[bytes], bytes]] = {
+        "zstd": zstandard.ZstdCompressor(level=3).compress,
+        "gzipm": gzip_member,
+    }
+    framed = {f: paths[f].open("wb") for f in framers if f in paths}
     pending = bytearray()
-    compressor = zstandard.ZstdCompressor(level=3)
-    for i in order:
+    members = tmp / "members"
+    tar_parts: list[Any] = []
+    if "tar" in paths:
+        members.mkdir(exist_ok=True)
+        tar_parts = [(members / f"part-{k}.jsonl").open("wb") for k in range(_TAR_MEMBERS)]
+    for n, i in enumerate(order):
         if raw is not None:
             raw.write(blocks[i])
         for out in outs.values():
             out.write(blocks[i])
-        if framed is not None:
+        if tar_parts:
+            tar_parts[n * _TAR_MEMBERS // len(order)].write(blocks[i])
+        if framed:
             pending += blocks[i]
             if len(pending) >= frame:
-                framed.write(compressor.compress(bytes(pending)))
+                for f, fh in framed.items():
+                    fh.write(framers[f](bytes(pending)))
                 pending.clear()
-    if framed is not None:
+    for f, fh in framed.items():
         if pending:
-            framed.write(compressor.compress(bytes(pending)))
-        framed.close()
+            fh.write(framers[f](bytes(pending)))
+        fh.close()
+    if tar_parts:
+        for fh in tar_parts:
+            fh.close()
+        # Written by the tar binary, as a user's tar would be; read by the worker's reader.
+        subprocess.run(
+            ["tar", "-cf", str(paths["tar"]), "-C", str(members)]
+            + [f"part-{k}.jsonl" for k in range(_TAR_MEMBERS)],
+            check=True,
+        )
+        shutil.rmtree(members)
     if raw is not None:
         raw.close()
     for out in outs.values():
@@ -318,7 +359,8 @@ class Bench:
         """The finishing attempt, checkpointed parts it sent again, parts it continued after.
 
         The second is ``None`` when there was no checkpoint; the third is the resume
-        point's part for a ranged resume (0 otherwise).
+        point's part for a ranged resume, the parts of the objects a tar's resume entry
+        follows (0 otherwise).
         """
         queue_url, dlq_url = create_queue_pair(self.sqs, f"rb-{uuid.uuid4().hex[:8]}")
         job = self._job(fmt, path, sha)
@@ -339,8 +381,9 @@ class Bench:
             if first.poll() is None:
                 first.kill()
                 first.wait()
-        kept: list[int] = []
+        kept: list[int] = []  # parts the checkpoint names, of objects not finished
         resumed_after = 0
+        finished_parts = 0  # a tar's objects uploaded whole before its resume entry
         try:
             body = self.s3.get_object(
                 Bucket=self.ctx["bucket"],
@@ -350,15 +393,25 @@ class Bench:
             body = b""
         if body:
             checkpoint = json.loads(body)
-            kept = [p["number"] for m in checkpoint["members"] for p in m["parts"]]
+            finished = {f["key"] for f in (checkpoint.get("archive") or {}).get("finished", [])}
+            for m in checkpoint["members"]:
+                if m["key"] in finished:
+                    finished_parts += len(m["parts"])
+                else:
+                    kept += [p["number"] for p in m["parts"]]
             resumed_after = (checkpoint.get("resume") or {}).get("part", 0)
         attempt = self._finish(job, env, log)
         if not body:
             return attempt, None, 0
+        reused = int(attempt.committed.get("parts_reused", 0))
+        if attempt.committed.get("resumed_from") and finished_parts:
+            # A tar resumed at an entry: the objects before it are committed as they are,
+            # the entry's own object is read again and its parts reused by content.
+            return attempt, len(kept) - reused, finished_parts
         if attempt.committed.get("resumed_from"):
             # A ranged resume continues after its resume point; later parts go again.
             return attempt, sum(1 for n in kept if n > resumed_after), resumed_after
-        return attempt, len(kept) - int(attempt.committed.get("parts_reused", 0)), 0
+        return attempt, len(kept) - reused, 0
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -367,8 +420,10 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=256, help="uncompressed MB")
-    parser.add_argument("--formats", default="none,zstd,zstd1,gzip")
-    parser.add_argument("--frame-mb", type=int, default=4, help="zstd frame size (MB)")
+    parser.add_argument("--formats", default="none,zstd,zstd1,gzip,gzipm,tar")
+    parser.add_argument(
+        "--frame-mb", type=int, default=4, help="zstd frame / gzip member size (MB)"
+    )
     parser.add_argument("--signals", default="TERM,KILL")
     parser.add_argument("--at", type=float, default=0.8, help="fraction sent before the stop")
     parser.add_argument("--part-mib", type=int, default=16, help="the worker's part size")

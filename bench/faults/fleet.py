@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.faults.traps import worker_access_key
 from exportpipe.tools.launch import start_orchestrator, start_worker
 from exportpipe.tools.processes import ProcessGroup, ServiceProcess
 
@@ -89,7 +90,8 @@ class Fleet:
         else:
             process = start_worker(
                 self.group,
-                self.worker_env,
+                # Its own access key, so the fault proxy knows which slot sent a request.
+                {**self.worker_env, "AWS_ACCESS_KEY_ID": worker_access_key(slot)},
                 log_dir=self.log_dir,
                 name=f"worker-{slot}.{generation}",
             )

@@ -20,6 +20,7 @@ status (:attr:`Ledger.failures`).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -425,10 +426,14 @@ def _letters(stack: Stack, plan: ExportPlan, hostile: list[Injected]) -> _Letter
 # ------------------------------------------------------------------------ logs
 
 
-def _scan_logs(log_dir: Path, secrets: tuple[str, ...]) -> tuple[list[str], int, int]:
-    """Service log lines that carry a secret; unexpected handler failures; tracebacks."""
+_RESUMED = re.compile(r'"(?:resumed_from|parts_reused)":\s*[1-9]')
+
+
+def _scan_logs(log_dir: Path, secrets: tuple[str, ...]) -> tuple[list[str], int, int, int]:
+    """Service log lines that carry a secret; unexpected handler failures; tracebacks;
+    jobs committed after resuming a checkpoint (ADR 0020)."""
     leaks: list[str] = []
-    unexpected = tracebacks = 0
+    unexpected = tracebacks = resumed = 0
     for path in sorted(log_dir.glob("*.log")):
         if not path.name.startswith(_SERVICE_LOG_PREFIXES):
             continue
@@ -437,7 +442,8 @@ def _scan_logs(log_dir: Path, secrets: tuple[str, ...]) -> tuple[list[str], int,
                 leaks.append(f"{path.name}: {line[:160]}")
             unexpected += "handler failed unexpectedly" in line
             tracebacks += line.startswith("Traceback")
-    return leaks, unexpected, tracebacks
+            resumed += '"job committed"' in line and _RESUMED.search(line) is not None
+    return leaks, unexpected, tracebacks, resumed
 
 
 def _api_errors(requests: list[dict[str, Any]], export_id: str) -> Counter[str]:
@@ -467,7 +473,7 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
         tracking.append(f"{events} ExportCompleted events, expected exactly 1")
     left, queue_lines = _queue_counts(stack)
     letters = _letters(stack, plan, observed.hostile)
-    leaks, unexpected, tracebacks = _scan_logs(observed.log_dir, observed.secrets)
+    leaks, unexpected, tracebacks, resumed = _scan_logs(observed.log_dir, observed.secrets)
     fleet = observed.fleet
     n_bad = len(plan.corrupt)
     ledger = Ledger(seed=options.seed, export_id=export_id, state_dir=observed.state_dir)
@@ -658,6 +664,11 @@ def reconcile(stack: Stack, plan: ExportPlan, observed: Observed, *, options: Op
                     unexpected,
                 ),
                 Row("tracebacks", "tracebacks in service logs", tracebacks),
+                Row(
+                    "resumed_jobs",
+                    "jobs committed from a checkpoint (by range or reused parts)",
+                    resumed,
+                ),
             ],
         ),
         (

@@ -29,6 +29,7 @@ from bench.faults.fleet import ORCHESTRATOR, Fleet
 from bench.faults.ledger import Ledger, Observed, reconcile
 from bench.faults.messages import Injected, MessageFactory, fetch_listing
 from bench.faults.schedule import Event, build_schedule, format_schedule
+from bench.faults.traps import TRAPS, KillTraps
 from exportpipe.common.schemas import encode
 from exportpipe.common.sqs import queue_depth
 from exportpipe.testing import FaultProxy
@@ -158,12 +159,13 @@ class _Player:
         fleet: Fleet,
         sim: _Simulator,
         aws: AwsFaults,
+        traps: KillTraps,
         sqs: Any,
         queues: dict[str, str],
         factory: MessageFactory,
         sizes: dict[str, int],
     ) -> None:
-        self.fleet, self.sim, self.aws = fleet, sim, aws
+        self.fleet, self.sim, self.aws, self.traps = fleet, sim, aws, traps
         self.sqs, self.queues, self.factory, self.sizes = sqs, queues, factory, sizes
         self.played = _Played()
 
@@ -176,6 +178,23 @@ class _Player:
     def _hostile(self, message: Injected) -> None:
         self._send(message.queue, [message.body])
         self.played.messages.append(message)
+
+    def spring(self) -> list[str]:
+        """Kill the senders caught by traps since the last call; what was done."""
+        done = []
+        for caught in self.traps.sprung():
+            process = self.fleet.alive(caught.slot)
+            if process is None:  # already gone: this catch killed nobody
+                self.played.skipped[caught.kind] += 1
+                continue
+            self.fleet.signal(
+                caught.slot,
+                signal.SIGKILL,
+                restart_after=float(caught.params.get("restart_after", 1.0)),
+            )
+            self.played.injected[caught.kind] += 1
+            done.append(f"{caught.describe()} ({process.name})")
+        return done
 
     def play(self, event: Event) -> str | None:
         """Inject ``event``; returns what was done, or ``None`` when it could not apply."""
@@ -215,6 +234,10 @@ class _Player:
             self._hostile(self.factory.wrong_version("jobs", int(p["version"])))
         elif kind in FAULTS:
             self.aws.open(kind, seconds=float(p["seconds"]), probability=float(p["probability"]))
+        elif kind in TRAPS:
+            # Counted as injected when it springs (spring), not now.
+            self.traps.arm(kind, p)
+            return f"armed {event.describe()}"
         else:
             raise ValueError(f"unknown event kind {kind!r}")
         return event.describe()
@@ -275,7 +298,8 @@ def _run(
     queues = {"requests": stack.queue_urls("requests")[0], "jobs": stack.queue_urls("jobs")[0]}
     endpoint = stack_up.values["AWS_ENDPOINT_URL"]
     aws = AwsFaults(options.seed)
-    proxy = FaultProxy(upstream=endpoint, rules=[aws], seed=options.seed).start()
+    traps = KillTraps()
+    proxy = FaultProxy(upstream=endpoint, rules=[traps, aws], seed=options.seed).start()
     played: _Played | None = None
     try:
         with ProcessGroup(grace=10) as sim_group, ProcessGroup(grace=30) as services:
@@ -314,6 +338,7 @@ def _run(
                 fleet=fleet,
                 sim=sim,
                 aws=aws,
+                traps=traps,
                 sqs=sqs,
                 queues=queues,
                 factory=factory,
@@ -391,7 +416,8 @@ def _play(
             event = pending.pop(0)
             done = player.play(event)
             if done is not None:
-                player.played.injected[event.kind] += 1
+                if event.kind not in TRAPS:
+                    player.played.injected[event.kind] += 1
                 late = now - event.at
                 out(f"  [{now:6.1f}s] {done}" + (f" ({late:.1f} s late)" if late > 1 else ""))
             elif now - event.at < _MAX_DEFER:
@@ -402,13 +428,16 @@ def _play(
                 out(f"  [{now:6.1f}s] skipped {event.describe()} (no process to signal)")
         pending = sorted(pending + deferred)
         deferred.clear()
+        for done in player.spring():
+            out(f"  [{now:6.1f}s] {done}")
         player.fleet.tick()
         if now >= next_check:
             next_check = now + 1.0
             state = tracker.get(export_id)
             if state is not None and state.finished:
-                for event in pending:
-                    player.played.skipped[event.kind] += 1
+                for kind in [e.kind for e in pending] + player.traps.armed():
+                    player.played.skipped[kind] += 1
+                player.traps.disarm()
                 if pending:
                     out(f"  [{now:6.1f}s] export finished; {len(pending)} events not reached")
                 return now
@@ -416,8 +445,9 @@ def _play(
             next_report = now + 10.0
             out(_progress(now, stack, export_id, sqs, queues))
         if now > options.timeout:
-            for event in pending:
-                player.played.skipped[event.kind] += 1
+            for kind in [e.kind for e in pending] + player.traps.armed():
+                player.played.skipped[kind] += 1
+            player.traps.disarm()
             return None
         time.sleep(0.05)
 

@@ -12,6 +12,10 @@ kind gets at least one):
 * processes: ``worker_kill`` / ``worker_term`` (SIGKILL / SIGTERM one worker, start a
   replacement ``restart_after`` seconds later), ``orchestrator_kill`` /
   ``orchestrator_term`` (same for the orchestrator, while it is still listing);
+  ``worker_kill_mid_part`` / ``worker_kill_mid_checkpoint`` (traps, armed at ``at``:
+  the next worker to send a part upload / a checkpoint write is SIGKILLed while the
+  request is held, which then lands or not, ``landed`` / ``when``; see
+  :mod:`bench.faults.traps`);
 * Export API (scripted simulator faults, each applying to the next ``times`` matching
   requests): ``api_429`` (with ``Retry-After``), ``api_5xx`` bursts, ``slow_pages``,
   ``download_drop`` (the next download of a large file is cut at ``at`` of its length,
@@ -59,6 +63,9 @@ KINDS: dict[str, float] = {
     "sqs_throttle": 2,
     "sqs_batch_partial": 1,
     "dynamodb_throttle": 1,
+    # Last, so that adding them left the earlier kinds' draws (and schedules) unchanged.
+    "worker_kill_mid_part": 1,
+    "worker_kill_mid_checkpoint": 1,
 }
 
 GARBAGE_REQUESTS = ("not_json", "json_array", "bad_export_id", "download_job", "unknown_export")
@@ -107,6 +114,13 @@ def _params(
 ) -> dict[str, Any]:
     if kind in ("worker_kill", "worker_term"):
         return {"slot": rng.randrange(workers), "restart_after": round(rng.uniform(0.5, 3), 1)}
+    if kind == "worker_kill_mid_part":
+        return {"restart_after": round(rng.uniform(0.5, 3), 1), "landed": rng.random() < 0.5}
+    if kind == "worker_kill_mid_checkpoint":
+        return {
+            "restart_after": round(rng.uniform(0.5, 3), 1),
+            "when": rng.choice(("during", "after")),
+        }
     if kind in ("orchestrator_kill", "orchestrator_term"):
         return {"restart_after": round(rng.uniform(0.5, 3), 1)}
     if kind == "api_429":

@@ -115,6 +115,55 @@ def test_every_scheduled_fault_was_injected(short_run: tuple[int, dict[str, Any]
     assert figures["api_errors_served"] > 0  # the 429 and the 5xx burst reached a client
 
 
+TRAPS = ("worker_kill_mid_part", "worker_kill_mid_checkpoint")
+
+
+@pytest.fixture(scope="module")
+def trap_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any], str]:
+    """Workers SIGKILLed mid part upload and mid checkpoint write (ADR 0020).
+
+    Seed 6 with 40 files has two large files of several parts (8.2 and 6.3 MB, 5 MiB
+    parts), whose jobs write checkpoints and upload parts while the traps wait.
+    """
+    out = tmp_path_factory.mktemp("traps")
+    done = _bench(
+        "--seed",
+        "6",
+        "--files",
+        "40",
+        "--workers",
+        "2",
+        "--duration",
+        "12",
+        "--kinds",
+        ",".join(TRAPS),
+        "--json",
+        str(out / "ledger.json"),
+        "--state-dir",
+        str(out / "state"),
+        timeout=400,
+    )
+    assert (out / "ledger.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    return done.returncode, json.loads((out / "ledger.json").read_text()), done.stdout
+
+
+def test_kills_mid_part_and_mid_checkpoint_lose_nothing(
+    trap_run: tuple[int, dict[str, Any], str],
+) -> None:
+    code, ledger, stdout = trap_run
+    figures = ledger["figures"]
+    # Each trap caught its request and its sender was killed while it was held.
+    assert {kind: figures[f"fault_{kind}"] for kind in TRAPS} == dict.fromkeys(TRAPS, 1)
+    assert "SIGKILL worker slot" in stdout
+    assert "during PUT " in stdout
+    assert "/checkpoints/" in stdout
+    assert {k: figures[k] for k in MUST_BE_ZERO} == dict.fromkeys(MUST_BE_ZERO, 0), ledger[
+        "details"
+    ]
+    assert figures["landed"] == 37
+    assert code == 0, stdout[-3000:]
+
+
 def test_same_seed_same_schedule() -> None:
     args = ("--files", "24", "--duration", "12", "--plan-only")
     first = _bench("--seed", "7", *args, timeout=60)

@@ -7,7 +7,9 @@ from the repository's root ``conftest.py``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import random
 import re
 import threading
 import time
@@ -154,6 +156,23 @@ def file_server() -> Iterator[FileServer]:
     server = FileServer()
     yield server
     server.close()
+
+
+class _Chunks:
+    """Reads of random sizes (1 byte to 70 kB), as a network stream gives them."""
+
+    def __init__(self, data: bytes, seed: int) -> None:
+        self._fh = io.BytesIO(data)
+        self._rng = random.Random(seed)
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._fh.read(self._rng.randint(1, 70_000))
+
+
+@pytest.fixture
+def chunked() -> Callable[[bytes, int], Any]:
+    """A stream of ``data`` read in random-size pieces (seeded)."""
+    return _Chunks
 
 
 @pytest.fixture

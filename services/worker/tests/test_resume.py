@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 import zstandard
@@ -57,12 +61,14 @@ def _checkpoint(s3: Any, bucket: str, job: Any) -> Checkpoint | None:
 
 
 @contextmanager
-def _part_uploads(s3: Any) -> Iterator[list[int]]:
-    """Part numbers of every UploadPart call made through ``s3`` meanwhile."""
-    numbers: list[int] = []
+def _part_uploads(s3: Any, *, keyed: bool = False) -> Iterator[list[Any]]:
+    """Part numbers (``keyed``: (key, part number)) of every UploadPart call made
+    through ``s3`` meanwhile."""
+    numbers: list[Any] = []
 
     def count(params: dict[str, Any], **_: Any) -> None:
-        numbers.append(int(params["PartNumber"]))
+        number = int(params["PartNumber"])
+        numbers.append((str(params["Key"]), number) if keyed else number)
 
     s3.meta.events.register("provide-client-params.s3.UploadPart", count)
     try:
@@ -72,9 +78,16 @@ def _part_uploads(s3: Any) -> Iterator[list[int]]:
 
 
 def _release_after(
-    s3: Any, bucket: str, job: Any, settings: WorkerSettings, *, parts: int
+    s3: Any,
+    bucket: str,
+    job: Any,
+    settings: WorkerSettings,
+    *,
+    parts: int = 0,
+    until: Any = None,
 ) -> Checkpoint:
-    """Run ``job`` and release it as soon as it writes a checkpoint naming ``parts`` parts.
+    """Run ``job`` and release it as soon as it writes a checkpoint naming ``parts`` parts
+    (or one for which ``until(checkpoint)`` is true).
 
     The release happens inside the checkpoint's PutObject call (a botocore event on the
     client the pipeline uses), not from a thread polling S3: a poller could see the
@@ -84,11 +97,13 @@ def _release_after(
     cancel = CancelToken()
     key = checkpoint_key(job.destination.prefix, job.file_id)
 
+    def due(cp: Checkpoint) -> bool:
+        if until is not None:
+            return bool(until(cp))
+        return bool(cp.members) and len(cp.members[0].parts) >= parts
+
     def watch(params: dict[str, Any], **_: Any) -> None:
-        if params.get("Key") != key:
-            return
-        members = orjson.loads(params["Body"])["members"]
-        if members and len(members[0]["parts"]) >= parts:
+        if params.get("Key") == key and due(msgspec.json.decode(params["Body"], type=Checkpoint)):
             cancel.cancel(JobReleased("released"))
 
     s3.meta.events.register("provide-client-params.s3.PutObject", watch)
@@ -99,7 +114,6 @@ def _release_after(
         s3.meta.events.unregister("provide-client-params.s3.PutObject", watch)
     cp = _checkpoint(s3, bucket, job)
     assert cp is not None
-    assert len(cp.members[0].parts) >= parts
     return cp
 
 
@@ -114,6 +128,68 @@ def _assert_settled(s3: Any, bucket: str, job: Any, result: JobResult, body: byt
     assert not any("checkpoints/" in k for k in _keys(s3, bucket, root))
 
 
+def _serve_changed_and_restart(  # noqa: PLR0917 - one scenario's parts
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    file_server: Any,
+    job: Any,
+    url: str,
+    body: bytes,
+    payload: bytes,
+) -> None:
+    """Serve ``payload`` (decoding to ``body``) at ``url`` from now on: the resumed
+    attempt must discard its checkpoint and fail retryably, the next one start clean."""
+    path = _path(file_server, url)
+    file_server.files[path] = type(file_server.files[path])(body=payload)
+    with pytest.raises(ResumeDiscarded):
+        Pipeline(settings, s3=s3).run(job)
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+    result = Pipeline(settings, s3=s3).run(job)
+    _assert_settled(s3, bucket, job, result, body)
+
+
+def _assert_starts_clean(s3: Any, bucket: str, settings: WorkerSettings, job: Any) -> None:
+    """The next attempt of ``job`` reuses nothing: it reads and uploads the whole file."""
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(settings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert result.parts_reused == 0
+    assert sorted(uploaded) == [1, 2, 3, 4, 5]
+    _assert_settled(s3, bucket, job, result, BODY)
+
+
+def _assert_resumes_by_range(  # noqa: PLR0917 - one scenario's parts
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    file_server: Any,
+    job: Any,
+    url: str,
+    cp: Checkpoint,
+    payload: bytes,
+) -> None:
+    """The next attempt continues ``cp`` by range and commits BODY byte for byte."""
+    assert cp.resume is not None
+    before = len(file_server.requests_for(url))
+    with _part_uploads(s3) as uploaded:
+        result = Pipeline(settings, s3=s3).run(job)
+    assert result.status == "done"
+    assert result.resumed_from == cp.resume.offset > 0
+    # Only the rest of the file was asked for, conditional on the same version.
+    (request,) = file_server.requests_for(url)[before:]
+    assert request["Range"] == f"bytes={cp.resume.offset}-"
+    assert request["If-Range"] == file_server.files[_path(file_server, url)].etag
+    assert min(uploaded) == cp.resume.part + 1
+    # Byte-identical output with its sha256 (checked here), and the manifest's source
+    # digest covers the whole file, not just the resumed tail.
+    _assert_settled(s3, bucket, job, result, BODY)
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert manifest["source"]["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert manifest["members"][0]["records"] == 330_000
+
+
 def test_released_uncompressed_job_resumes_with_range(
     *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
 ) -> None:
@@ -124,23 +200,8 @@ def test_released_uncompressed_job_resumes_with_range(
     assert [u["UploadId"] for u in _uploads(s3, bucket)] == [cp.members[0].upload_id]
     assert cp.resume is not None
     assert cp.resume.offset == cp.resume.part * PART
-    served = file_server.files[_path(file_server, url)]
-    served.bytes_per_second = 0
-    before = len(file_server.requests_for(url))
-    with _part_uploads(s3) as uploaded:
-        result = Pipeline(rsettings, s3=s3).run(job)
-    assert result.status == "done"
-    assert result.resumed_from == cp.resume.offset
-    # Only the rest of the file was asked for, conditional on the same version.
-    (request,) = file_server.requests_for(url)[before:]
-    assert request["Range"] == f"bytes={cp.resume.offset}-"
-    assert request["If-Range"] == served.etag
-    assert min(uploaded) == cp.resume.part + 1
-    _assert_settled(s3, bucket, job, result, BODY)
-    # The manifest's source digest covers the whole file, not just the resumed tail.
-    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
-    assert manifest["source"]["sha256"] == hashlib.sha256(BODY).hexdigest()
-    assert manifest["members"][0]["records"] == 330_000
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    _assert_resumes_by_range(s3, bucket, rsettings, file_server, job, url, cp, BODY)
 
 
 def test_resume_validates_across_the_boundary(
@@ -218,17 +279,383 @@ def test_multi_frame_zstd_resumes_at_a_frame_start(
     # The frame holding the end of the last whole part, at most one frame back.
     assert cp.resume.frame_output <= cp.resume.part * PART < cp.resume.frame_output + step
     file_server.files[_path(file_server, url)].bytes_per_second = 0
-    before = len(file_server.requests_for(url))
-    with _part_uploads(s3) as uploaded:
-        result = Pipeline(rsettings, s3=s3).run(job)
+    _assert_resumes_by_range(s3, bucket, rsettings, file_server, job, url, cp, payload)
+
+
+def _gzip_members(body: bytes, step: int) -> bytes:
+    """``body`` as concatenated gzip members of ``step`` bytes each, by the gzip binary
+    (``cat a.gz b.gz`` is how most multi-member files come to be)."""
+    return b"".join(
+        subprocess.run(
+            ["gzip", "-1", "-c", "-n"], input=body[i : i + step], capture_output=True, check=True
+        ).stdout
+        for i in range(0, len(body), step)
+    )
+
+
+GZIP_STEP = 1_000_003
+GZIP_BODY = _gzip_members(BODY, GZIP_STEP)
+
+
+def _released_gzip(
+    s3: Any,
+    bucket: str,
+    settings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    **job_args: Any,
+) -> tuple[Any, str, Checkpoint]:
+    """A multi-member gzip job released after two parts: (job, url, its checkpoint).
+
+    The file is served at full speed afterwards.
+    """
+    payload = GZIP_BODY
+    url = file_server.add(payload, name="part.jsonl.gz", bytes_per_second=len(payload) // 12)
+    job = make_job(url, file_name="part.jsonl.gz", **{"body": payload, **job_args})
+    cp = _release_after(s3, bucket, job, settings, parts=2)
+    assert cp.resume is not None
+    assert cp.resume.frame_output is not None
+    assert cp.source.compression == "gzip"
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    return job, url, cp
+
+
+def _forge(s3: Any, bucket: str, job: Any, cp: Checkpoint, point: str, **changes: Any) -> None:
+    """Store ``cp`` again with its ``point`` (``resume`` or ``archive``) changed."""
+    import msgspec
+
+    original = getattr(cp, point)
+    assert original is not None
+    wrong = msgspec.structs.replace(original, **changes)
+    CheckpointStore(s3, bucket).write(
+        checkpoint_key(job.destination.prefix, job.file_id),
+        msgspec.structs.replace(cp, **{point: wrong}),
+    )
+
+
+def test_multi_member_gzip_resumes_at_a_member_start(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    job, url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job, compression="gzip")
+    assert cp.resume is not None
+    assert cp.resume.frame_output is not None
+    # The member holding the end of the last whole part, at most one member back, and
+    # the source offset is that member's first byte.
+    assert cp.resume.frame_output <= cp.resume.part * PART < cp.resume.frame_output + GZIP_STEP
+    assert cp.resume.frame_output % GZIP_STEP == 0
+    assert GZIP_BODY[cp.resume.offset : cp.resume.offset + 2] == b"\x1f\x8b"
+    assert gzip.decompress(GZIP_BODY[cp.resume.offset :]) == BODY[cp.resume.frame_output :]
+    _assert_resumes_by_range(s3, bucket, rsettings, file_server, job, url, cp, GZIP_BODY)
+
+
+def test_undeclared_multi_member_gzip_also_resumes_at_a_member_start(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    job, _url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job, compression=None)
+    assert cp.resume is not None
+    result = Pipeline(rsettings, s3=s3).run(job)
     assert result.resumed_from == cp.resume.offset > 0
-    (request,) = file_server.requests_for(url)[before:]
-    assert request["Range"] == f"bytes={cp.resume.offset}-"
-    assert min(uploaded) == cp.resume.part + 1
     _assert_settled(s3, bucket, job, result, BODY)
+
+
+def test_multi_member_gzip_whose_source_changed_restarts_clean(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # No sha256/size in the job: only the server's ETag tells versions apart.
+    job, url, _cp = _released_gzip(
+        s3, bucket, rsettings, file_server, make_job, compression="gzip", body=None
+    )
+    changed = jsonl(340_000)
+    _serve_changed_and_restart(
+        s3, bucket, rsettings, file_server, job, url, changed, _gzip_members(changed, GZIP_STEP)
+    )
+
+
+TAR_NAMES = ("a.jsonl", "b.jsonl", "c.jsonl")
+
+
+def _plain_tar(tmp_path: Any) -> tuple[bytes, dict[str, bytes]]:
+    """Three ~7 MiB JSONL members (two parts each), archived by the tar binary."""
+    bodies = {name: jsonl(100_000 + 1000 * i) for i, name in enumerate(TAR_NAMES)}
+    for name, body in bodies.items():
+        (tmp_path / name).write_bytes(body)
+    tar = subprocess.run(
+        ["tar", "-cf", "-", "-C", str(tmp_path), *TAR_NAMES], capture_output=True, check=True
+    ).stdout
+    return tar, bodies
+
+
+def _released_tar(
+    s3: Any,
+    bucket: str,
+    *,
+    settings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+    **job_args: Any,
+) -> tuple[Any, str, Checkpoint, bytes, dict[str, bytes]]:
+    """A plain tar job released once an entry after a whole member is checkpointed."""
+    tar, bodies = _plain_tar(tmp_path)
+    url = file_server.add(tar, name="part.tar", bytes_per_second=len(tar) // 10)
+    job = make_job(url, file_name="part.tar", **{"body": tar, "compression": "tar", **job_args})
+    cp = _release_after(
+        s3, bucket, job, settings, until=lambda c: c.archive is not None and c.archive.finished
+    )
+    assert cp.archive is not None
+    assert cp.source.compression == "tar"
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    return job, url, cp, tar, bodies
+
+
+def _assert_tar_settled(
+    s3: Any, bucket: str, job: Any, result: JobResult, bodies: dict[str, bytes]
+) -> None:
+    root = job.destination.prefix
     manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
-    assert manifest["source"]["sha256"] == hashlib.sha256(payload).hexdigest()
-    assert manifest["members"][0]["records"] == 330_000
+    assert [m["path"] for m in manifest["members"]] == list(TAR_NAMES)
+    for m in manifest["members"]:
+        body = bodies[m["path"]]
+        assert s3.get_object(Bucket=bucket, Key=m["key"])["Body"].read() == body
+        assert m["sha256"] == hashlib.sha256(body).hexdigest()
+        assert m["records"] == body.count(b"\n")
+    assert _uploads(s3, bucket) == []
+    assert not any("checkpoints/" in k for k in _keys(s3, bucket, root))
+
+
+@pytest.fixture
+def released_tar(  # noqa: PLR0917 - pytest passes fixtures by name
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> tuple[Any, str, Checkpoint, bytes, dict[str, bytes]]:
+    """:func:`_released_tar` with the test's settings."""
+    return _released_tar(
+        s3,
+        bucket,
+        settings=rsettings,
+        file_server=file_server,
+        make_job=make_job,
+        tmp_path=tmp_path,
+    )
+
+
+def test_plain_tar_resumes_at_a_member_boundary(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, released_tar: Any
+) -> None:
+    job, url, cp, tar, bodies = released_tar
+    archive = cp.archive
+    assert archive is not None
+    done = [f.key.rsplit("/", 1)[1] for f in archive.finished]
+    assert done == list(TAR_NAMES[: len(done)])
+    # The resume point is the next entry's header (a ustar header block), and each
+    # finished object is whole in its upload with its sha256 state at its end.
+    assert tar[archive.offset + 257 : archive.offset + 262] == b"ustar"
+    assert (
+        tar[archive.offset : archive.offset + 100].rstrip(b"\0").decode() == (TAR_NAMES[len(done)])
+    )
+    assert archive.seen == done
+    for f in archive.finished:
+        assert f.size == len(bodies[f.key.rsplit("/", 1)[1]])
+    before = len(file_server.requests_for(url))
+    with _part_uploads(s3, keyed=True) as uploaded:
+        result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == archive.offset > 0
+    (request,) = file_server.requests_for(url)[before:]
+    assert request["Range"] == f"bytes={archive.offset}-"
+    assert request["If-Range"] == file_server.files[_path(file_server, url)].etag
+    # No part of a finished object went up again.
+    finished = {f.key for f in archive.finished}
+    assert not [c for c in uploaded if c[0] in finished]
+    _assert_tar_settled(s3, bucket, job, result, bodies)
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert manifest["source"]["sha256"] == hashlib.sha256(tar).hexdigest()
+
+
+def test_a_resumed_tar_released_again_resumes_further(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, file_server: Any, released_tar: Any
+) -> None:
+    job, url, cp, _tar, bodies = released_tar
+    assert cp.archive is not None
+    first = cp.archive
+    served = file_server.files[_path(file_server, url)]
+    served.bytes_per_second = len(served.body) // 10
+    # The resumed attempt carries the finished objects on and checkpoints a later entry.
+    again = _release_after(
+        s3,
+        bucket,
+        job,
+        rsettings,
+        until=lambda c: c.archive is not None and len(c.archive.finished) > len(first.finished),
+    )
+    assert again.archive is not None
+    assert again.archive.offset > first.offset
+    assert again.archive.finished[: len(first.finished)] == first.finished
+    served.bytes_per_second = 0
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == again.archive.offset
+    _assert_tar_settled(s3, bucket, job, result, bodies)
+
+
+def test_a_tar_with_a_small_member_first_has_no_entry_to_resume_at(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> None:
+    # The small member is held for one PutObject until the commit: nothing of it is in
+    # S3, so no entry after it may be resumed at; parts are reused instead.
+    _tar, bodies = _plain_tar(tmp_path)
+    (tmp_path / "0-small.jsonl").write_bytes(b'{"small": 1}\n')
+    bodies = {"0-small.jsonl": b'{"small": 1}\n', **bodies}
+    tar = subprocess.run(
+        ["tar", "-cf", "-", "-C", str(tmp_path), *bodies], capture_output=True, check=True
+    ).stdout
+    url = file_server.add(tar, name="part.tar", bytes_per_second=len(tar) // 10)
+    job = make_job(url, body=tar, file_name="part.tar", compression="tar")
+    cp = _release_after(
+        s3, bucket, job, rsettings, until=lambda c: sum(len(m.parts) for m in c.members) >= 3
+    )
+    assert cp.archive is None
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert result.parts_reused >= 3
+    manifest = orjson.loads(s3.get_object(Bucket=bucket, Key=result.manifest_key)["Body"].read())
+    assert [m["path"] for m in manifest["members"]] == list(bodies)
+    for m in manifest["members"]:
+        assert s3.get_object(Bucket=bucket, Key=m["key"])["Body"].read() == bodies[m["path"]]
+    assert _uploads(s3, bucket) == []
+
+
+@dataclass
+class _Released:
+    """A job released with a frame/member/entry resume point, its file served at speed."""
+
+    job: Any
+    cp: Checkpoint
+    payload: bytes  # the file as served
+    offset: int  # the resume point's source offset
+    forge: Callable[..., None]  # store the checkpoint again with its point changed
+    settled: Callable[[JobResult], None]  # the committed output is byte for byte right
+
+
+@pytest.fixture(params=["gzip", "tar"])
+def released(  # noqa: PLR0917 - pytest passes fixtures by name
+    request: Any,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> _Released:
+    """A multi-member gzip (resume point) or a plain tar (archive point), released."""
+    if request.param == "gzip":
+        job, _url, cp = _released_gzip(s3, bucket, rsettings, file_server, make_job)
+        assert cp.resume is not None
+        return _Released(
+            job,
+            cp,
+            GZIP_BODY,
+            cp.resume.offset,
+            lambda **changes: _forge(s3, bucket, job, cp, "resume", **changes),
+            lambda result: _assert_settled(s3, bucket, job, result, BODY),
+        )
+    job, _url, cp, tar, bodies = _released_tar(
+        s3,
+        bucket,
+        settings=rsettings,
+        file_server=file_server,
+        make_job=make_job,
+        tmp_path=tmp_path,
+    )
+    assert cp.archive is not None
+    return _Released(
+        job,
+        cp,
+        tar,
+        cp.archive.offset,
+        lambda **changes: _forge(s3, bucket, job, cp, "archive", **changes),
+        lambda result: _assert_tar_settled(s3, bucket, job, result, bodies),
+    )
+
+
+def test_resume_point_whose_offset_disagrees_with_its_hash_is_discarded(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, released: _Released
+) -> None:
+    # An offset that is not where the saved source hash stopped.
+    released.forge(offset=released.offset + 512)
+    result = Pipeline(rsettings, s3=s3).run(released.job)
+    # Discarded before anything was read: its uploads aborted, everything uploaded anew.
+    assert result.resumed_from == 0
+    assert result.parts_reused == 0
+    released.settled(result)
+
+
+def test_resume_point_off_a_start_is_discarded_not_refused(
+    *, s3: Any, bucket: str, rsettings: WorkerSettings, released: _Released
+) -> None:
+    from exportpipe.worker.sha256state import ResumableSha256
+
+    # Self-consistent (the source hash stops at the offset) but inside a gzip member or
+    # a tar member's data: the file is good, so the decoder's failure there must not
+    # refuse it.
+    offset = released.offset + 4096
+    state = ResumableSha256()
+    state.update(released.payload[:offset])
+    released.forge(offset=offset, source_hash=state.state())
+    job = released.job
+    with pytest.raises(ResumeDiscarded):
+        Pipeline(rsettings, s3=s3).run(job)
+    assert _uploads(s3, bucket) == []
+    assert _checkpoint(s3, bucket, job) is None
+    assert not _keys(s3, bucket, f"{job.destination.prefix}rejected/")
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    released.settled(result)
+
+
+def test_a_compressed_tar_of_one_member_gets_no_frame_resume_point(
+    *,
+    s3: Any,
+    bucket: str,
+    rsettings: WorkerSettings,
+    file_server: Any,
+    make_job: Any,
+    tmp_path: Any,
+) -> None:
+    # One member, so one output object; but its bytes are the tar's, not the decoded
+    # stream's: a frame start of the zstd stream is no place to resume that member.
+    # Random content, so the compressed file arrives over many reads (the job must
+    # still be running when it is released).
+    body = b"".join(
+        b'{"id": %d, "r": "%s"}\n' % (i, os.urandom(24).hex().encode()) for i in range(300_000)
+    )
+    (tmp_path / "part.jsonl").write_bytes(body)
+    tar = subprocess.run(
+        ["tar", "-cf", "-", "-C", str(tmp_path), "part.jsonl"], capture_output=True, check=True
+    ).stdout
+    step = 1_000_003
+    payload = b"".join(
+        zstandard.ZstdCompressor(level=1).compress(tar[i : i + step])
+        for i in range(0, len(tar), step)
+    )
+    url = file_server.add(payload, name="part.tar.zst", bytes_per_second=len(payload) // 12)
+    job = make_job(url, body=payload, file_name="part.tar.zst", compression=None)
+    cp = _release_after(s3, bucket, job, rsettings, parts=2)
+    assert cp.resume is None
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
+    result = Pipeline(rsettings, s3=s3).run(job)
+    assert result.resumed_from == 0
+    assert result.parts_reused == len(cp.members[0].parts)
+    _assert_settled(s3, bucket, job, result, body)
 
 
 def test_checkpoint_whose_uploads_were_aborted_starts_clean(
@@ -240,12 +667,7 @@ def test_checkpoint_whose_uploads_were_aborted_starts_clean(
     # The bucket's lifecycle rule ends incomplete uploads after some days.
     for m in cp.members:
         s3.abort_multipart_upload(Bucket=bucket, Key=m.key, UploadId=m.upload_id)
-    with _part_uploads(s3) as uploaded:
-        result = Pipeline(rsettings, s3=s3).run(job)
-    assert result.resumed_from == 0
-    assert result.parts_reused == 0
-    assert sorted(uploaded) == [1, 2, 3, 4, 5]
-    _assert_settled(s3, bucket, job, result, BODY)
+    _assert_starts_clean(s3, bucket, rsettings, job)
 
 
 def test_stale_checkpoint_of_another_source_is_discarded(
@@ -308,15 +730,8 @@ def test_source_changed_since_checkpoint_restarts_clean(
     # No sha256/size in the job: only the server's ETag tells versions apart.
     job = make_job(url, file_name="part.jsonl", compression="none")
     _release_after(s3, bucket, job, rsettings, parts=2)
-    path = _path(file_server, url)
     changed = jsonl(340_000)
-    file_server.files[path] = type(file_server.files[path])(body=changed)
-    with pytest.raises(ResumeDiscarded):
-        Pipeline(rsettings, s3=s3).run(job)
-    assert _uploads(s3, bucket) == []
-    assert _checkpoint(s3, bucket, job) is None
-    result = Pipeline(rsettings, s3=s3).run(job)
-    _assert_settled(s3, bucket, job, result, changed)
+    _serve_changed_and_restart(s3, bucket, rsettings, file_server, job, url, changed, changed)
 
 
 def test_two_resumed_attempts_at_once_commit_once(

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import random
+from typing import Any
 
 import pytest
 import zstandard
@@ -14,22 +15,13 @@ from exportpipe.worker.sha256state import ResumableSha256
 from exportpipe.worker.zstdframes import FrameTracker
 
 
-class _Chunks:
-    def __init__(self, data: bytes, seed: int) -> None:
-        self._fh = io.BytesIO(data)
-        self._rng = random.Random(seed)
-
-    def read(self, size: int = -1, /) -> bytes:
-        return self._fh.read(self._rng.randint(1, 70_000))
-
-
 def _frames(pieces: list[bytes], **kw: object) -> list[bytes]:
     return [zstandard.ZstdCompressor(level=1, **kw).compress(p) for p in pieces]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("checksum", [True, False])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_every_frame_start_is_found(checksum: bool, seed: int) -> None:
+def test_every_frame_start_is_found(checksum: bool, seed: int, chunked: Any) -> None:
     rng = random.Random(seed)
     pieces = [
         os.urandom(rng.randint(0, 300_000)) + b"a" * rng.randint(0, 200_000) for _ in range(7)
@@ -39,7 +31,7 @@ def test_every_frame_start_is_found(checksum: bool, seed: int) -> None:
     frames.insert(3, skippable)
     pieces.insert(3, b"")
     data = b"".join(frames)
-    tracker = FrameTracker(_Chunks(data, seed))
+    tracker = FrameTracker(chunked(data, seed))
     out = b""
     while chunk := tracker.read(1 << 16):
         out += chunk

@@ -5,11 +5,15 @@ A checkpoint is one small JSON object next to the job's output::
     P checkpoints/F.json        (P: the export's root, F: the file id)
 
 It names the open multipart uploads of the attempt that wrote it, the parts each one
-holds (number, ETag, S3 checksum, size), and — when the file is uncompressed — the
-*resume point*: the last part boundary up to which every part is uploaded, with the
-source offset consumed there, the running sha256 states of the source and the output
-(:mod:`exportpipe.worker.sha256state`) and the validator's carried-over state. The
-next delivery of the job reads it (:mod:`exportpipe.worker.resume`).
+holds (number, ETag, S3 checksum, size), and — when the file is uncompressed, or zstd
+or gzip with several frames/members — the *resume point*: the last part boundary up to
+which every part is uploaded, with the source offset consumed there (for zstd/gzip the
+start of the frame/member holding that boundary), the running sha256 states of the
+source and the output (:mod:`exportpipe.worker.sha256state`) and the validator's
+carried-over state; for a tar without outer compression, the *archive point*: the header
+of an entry before which every output object is uploaded whole, with those objects'
+sizes, end hash states and record counts. The next delivery of the job reads it
+(:mod:`exportpipe.worker.resume`).
 
 :class:`Checkpointer` collects progress from the upload threads (a part uploaded), the
 hashing thread (a part hashed) and the job's thread (a part boundary reached) and
@@ -36,15 +40,17 @@ from botocore.exceptions import ClientError
 
 from exportpipe.common.layout import ExportKeys
 from exportpipe.common.retry import call_aws
+from exportpipe.worker.reentry import ReentryLog
 from exportpipe.worker.sha256state import HashState
-from exportpipe.worker.zstdframes import FrameTracker
 
 __all__ = [
     "CHECKPOINT_SCHEMA",
+    "ArchivePoint",
     "Checkpoint",
     "CheckpointPart",
     "CheckpointStore",
     "Checkpointer",
+    "FinishedObject",
     "MemberCheckpoint",
     "ResumePoint",
     "SourceIdentity",
@@ -74,13 +80,14 @@ class ResumePoint(msgspec.Struct, frozen=True):
     Attributes:
         part: every part ``1..part`` is uploaded; the next attempt uploads ``part + 1``.
         offset: the source offset the download resumes at: the end of part ``part`` for
-            an uncompressed file, the start of a zstd frame for a zstd file.
+            an uncompressed file, the start of a zstd frame for a zstd file, of a gzip
+            member for a multi-member gzip file.
         source_hash: the source's running sha256 state at ``offset``.
         output_hash: the output's running sha256 state at the end of part ``part``.
         validator: the content validator's state at the end of part ``part``.
-        frame_output: for zstd, the output offset at which the frame at ``offset``
-            starts (the output up to the end of part ``part`` is decoded again and
-            dropped); ``None`` for an uncompressed file.
+        frame_output: for zstd and gzip, the output offset at which the frame or
+            member at ``offset`` starts (the output up to the end of part ``part`` is
+            decoded again and dropped); ``None`` for an uncompressed file.
     """
 
     part: int
@@ -89,6 +96,39 @@ class ResumePoint(msgspec.Struct, frozen=True):
     output_hash: HashState
     validator: dict[str, Any]
     frame_output: int | None = None
+
+
+class FinishedObject(msgspec.Struct, frozen=True):
+    """An output object of a tar whose every byte is in its (open) multipart upload.
+
+    Attributes:
+        key: the object's key (its upload and parts are in :attr:`Checkpoint.members`).
+        size: its size.
+        output_hash: its sha256 state at its end (the digest the manifest records).
+        records: what its validator counted.
+    """
+
+    key: str
+    size: int
+    output_hash: HashState
+    records: int | None
+
+
+class ArchivePoint(msgspec.Struct, frozen=True):
+    """Where a ranged resume of a plain tar continues: at an entry's first header.
+
+    Attributes:
+        offset: the source offset of that header.
+        source_hash: the source's running sha256 state at ``offset``.
+        seen / entries: member paths and entries before it (the extractor's limits).
+        finished: the output objects before it, each uploaded whole.
+    """
+
+    offset: int
+    source_hash: HashState
+    seen: list[str]
+    entries: int
+    finished: list[FinishedObject]
 
 
 class MemberCheckpoint(msgspec.Struct, frozen=True):
@@ -130,6 +170,7 @@ class Checkpoint(msgspec.Struct, frozen=True):
     source: SourceIdentity
     members: list[MemberCheckpoint]
     resume: ResumePoint | None = None
+    archive: ArchivePoint | None = None
 
 
 _decoder = msgspec.json.Decoder(Checkpoint)
@@ -183,6 +224,18 @@ class _Member:
     parts: dict[int, CheckpointPart] = field(default_factory=dict)
     hashes: dict[int, HashState] = field(default_factory=dict)  # output sha256 after part n
     boundaries: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    closed: tuple[int, int, int | None] | None = None  # (parts, size, records), tar only
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A tar entry the next attempt could read again from, and the objects before it."""
+
+    offset: int
+    source_hash: HashState
+    seen: frozenset[str]
+    entries: int
+    before: list[str]  # keys of the output objects before it, in order
 
 
 class Checkpointer:
@@ -215,7 +268,15 @@ class Checkpointer:
         self.source = source
         self._interval = interval
         self.ranged = ranged  # resume points are recorded (single uncompressed member)
-        self.frames: FrameTracker | None = None  # zstd frame starts (a zstd file)
+        # zstd frame / gzip member starts (a compressed file resumable at them)
+        self.starts: ReentryLog | None = None
+        # A plain tar: entries to resume at, the objects in the order the tar made them.
+        self.archive = False
+        self.order: list[str] = []
+        self._entries: list[_Entry] = []
+        # An object held for one PutObject is not in S3 before the commit: no entry
+        # after it can be resumed at, so none is recorded any more.
+        self.blocked = False
         self._clock = clock
         self._attempt = uuid.uuid4().hex
         self._lock = threading.Lock()
@@ -263,7 +324,7 @@ class Checkpointer:
 
     def part_hashed(self, key: str, number: int, state: HashState) -> None:
         """Called by the hashing thread: the output's sha256 state after part ``number``."""
-        if not self.ranged:
+        if not (self.ranged or self.archive):
             return
         with self._lock:
             m = self._members.get(key)
@@ -280,6 +341,56 @@ class Checkpointer:
             if m is not None:
                 m.boundaries[number] = (offset, state)
 
+    def entry(
+        self, offset: int, source_hash: HashState, seen: frozenset[str], entries: int
+    ) -> None:
+        """A tar entry starts at source ``offset``, after the objects opened so far."""
+        with self._lock:
+            if not self.blocked:
+                self._entries.append(_Entry(offset, source_hash, seen, entries, list(self.order)))
+
+    def closed(
+        self, key: str, parts: int, size: int, records: int | None, final: HashState | None = None
+    ) -> None:
+        """A tar's object got all its bytes: ``parts`` parts (0: held for one PutObject)."""
+        with self._lock:
+            m = self._members.get(key)
+            if m is None:
+                return
+            m.closed = (parts, size, records)
+            if final is not None:
+                m.hashes[parts] = final
+            self.blocked = self.blocked or parts == 0
+            # Only the state at its end is ever used again.
+            for n in [n for n in m.hashes if n < parts]:
+                del m.hashes[n]
+            self._dirty = True
+
+    def _archive_point(self, members: dict[str, _Member]) -> ArchivePoint | None:
+        """The latest entry before which every object is uploaded whole."""
+        for i in range(len(self._entries) - 1, -1, -1):
+            entry = self._entries[i]
+            finished = []
+            for key in entry.before:
+                m = members.get(key)
+                if m is None or m.closed is None or m.upload_id is None:
+                    break
+                count, size, records = m.closed
+                if count < 1 or count not in m.hashes:
+                    break
+                if any(n not in m.parts for n in range(1, count + 1)):
+                    break
+                finished.append(FinishedObject(key, size, m.hashes[count], records))
+            else:
+                if entry.offset == 0:
+                    return None  # no download saved: part reuse does as well
+                # Older entries can never be used again.
+                del self._entries[:i]
+                return ArchivePoint(
+                    entry.offset, entry.source_hash, sorted(entry.seen), entry.entries, finished
+                )
+        return None
+
     # -- writing ------------------------------------------------------------------
 
     def snapshot(self) -> Checkpoint:
@@ -288,6 +399,7 @@ class Checkpointer:
             # An object still within one part has no upload to continue: it is left out.
             members = [m for m in self._members.values() if m.upload_id is not None]
             resume = self._resume_point(members)
+            archive = self._archive_point(self._members) if self.archive else None
             return Checkpoint(
                 schema=CHECKPOINT_SCHEMA,
                 version=1,
@@ -305,30 +417,27 @@ class Checkpointer:
                     for m in members
                 ],
                 resume=resume,
+                archive=archive,
             )
 
     def _resume_point(self, members: list[_Member]) -> ResumePoint | None:
         if not self.ranged or len(members) != 1:
             return None
         m = members[0]
-        frames = self.frames
-        if frames is not None and not frames.usable:
+        starts = self.starts
+        if starts is not None and not starts.usable:
             return None
         best: ResumePoint | None = None
         n = 1
         while n in m.parts:
             if n in m.hashes and n in m.boundaries:
                 output, validator = m.boundaries[n]
-                if frames is None:
+                if starts is None:
                     best = ResumePoint(n, output, m.hashes[n], m.hashes[n], validator)
                 else:
-                    # The last frame that starts at or before the end of part n.
-                    start = None
-                    for frame in frames.frames:
-                        if frame[1] > output:
-                            break
-                        start = frame
-                    # A frame at byte 0 saves no download: part reuse does as well.
+                    # The last frame/member that starts at or before the end of part n.
+                    start = starts.at_or_before(output)
+                    # A start at byte 0 saves no download: part reuse does as well.
                     if start is not None and start[0] > 0:
                         src, out, state = start
                         best = ResumePoint(n, src, state, m.hashes[n], validator, out)
@@ -338,8 +447,8 @@ class Checkpointer:
             for table in (m.hashes, m.boundaries):
                 for old in [k for k in table if k < best.part]:
                     del table[old]
-            if frames is not None and best.frame_output is not None:
-                frames.drop_before(best.frame_output)
+            if starts is not None and best.frame_output is not None:
+                starts.drop_before(best.frame_output)
         return best
 
     def maybe_write(self) -> None:

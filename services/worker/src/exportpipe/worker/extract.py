@@ -41,9 +41,10 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Any, cast
 
@@ -54,11 +55,15 @@ from isal.igzip_lib import IsalError
 from exportpipe.common.errors import ArchiveRejected, ExportPipeError, IntegrityError
 from exportpipe.common.schemas import Compression
 from exportpipe.worker.download import Readable
+from exportpipe.worker.gzipmembers import GzipMembers
+from exportpipe.worker.reentry import ReentryLog
 from exportpipe.worker.settings import ExtractLimits
 
 __all__ = [
     "ExtractLimits",
     "Member",
+    "TarEntry",
+    "classified",
     "detect_compression",
     "iter_members",
     "output_name",
@@ -126,10 +131,36 @@ _ZIP64_SIZES = 0xFFFFFFFF
 
 @dataclass
 class Member:
-    """One output object: its relative path and a stream of its (uncompressed) bytes."""
+    """One output object: its relative path and a stream of its (uncompressed) bytes.
+
+    ``whole`` is True when the member is the file's entire decoded content (an
+    uncompressed, gzip or zstd file that is not an archive), False for a member of a
+    zip or tar: only the former can be resumed at a frame or member start of the
+    compressed stream (ADR 0020).
+    """
 
     path: str
     stream: Readable
+    whole: bool = False
+    # A plain tar's member: where its entry could be read again (built when asked for,
+    # as it copies the paths seen so far).
+    reentry: Callable[[], TarEntry] | None = None
+
+
+@dataclass(frozen=True)
+class TarEntry:
+    """Where a plain tar can be read again from this member's entry (ADR 0020).
+
+    Attributes:
+        offset: the source offset of the entry's first header block (an extended
+            header's, if it has one).
+        seen: the member paths before it (duplicates are refused across a resume).
+        entries: the entries before it (counted against ``max_members``).
+    """
+
+    offset: int
+    seen: frozenset[str]
+    entries: int
 
 
 def safe_member_path(name: str) -> str:
@@ -583,8 +614,14 @@ def _zstd_reader(source: Readable) -> Any:
     )
 
 
-def _tar_members(fileobj: Readable, limits: ExtractLimits, *, what: str) -> Iterator[Member]:
-    """Members of a streamed tar (``fileobj`` is already metered), to its proven end."""
+def _tar_members(
+    fileobj: Readable, limits: ExtractLimits, *, what: str, plain: TarEntry | None = None
+) -> Iterator[Member]:
+    """Members of a streamed tar (``fileobj`` is already metered), to its proven end.
+
+    ``plain``: ``fileobj`` is the file's own bytes from this entry on (no outer
+    compression), so each member can say where its entry starts in the source.
+    """
     source = _EofWatch(fileobj)
     try:
         archive = tarfile.open(  # noqa: SIM115 - streamed, closed below
@@ -596,8 +633,8 @@ def _tar_members(fileobj: Readable, limits: ExtractLimits, *, what: str) -> Iter
         )
     except Exception as exc:
         raise _named(_classify(exc, what, source, "tar archive"), what) from None
-    seen: set[str] = set()
-    entries = 0
+    seen: set[str] = set(plain.seen) if plain else set()
+    entries = plain.entries if plain else 0
     try:
         while True:
             try:
@@ -642,12 +679,23 @@ def _tar_members(fileobj: Readable, limits: ExtractLimits, *, what: str) -> Iter
                 raise ArchiveRejected(
                     f"{what}: member {name!r} has no content", reason="corrupt_archive"
                 )
-            yield _archive_member(
+            member = _archive_member(
                 inner, None, path=path, what=f"{what}:{path}", eof=source, kind="tar archive"
             )
+            if plain is not None and not archive.pax_headers:
+                # A global pax header would be lost by reading again from a later entry.
+                # Asked for before the next member is read, so ``seen`` is as it is now.
+                member.reentry = partial(
+                    _tar_entry, plain.offset + info.offset, seen, path, entries - 1
+                )
+            yield member
         _check_after_tar_end(cast(Any, archive.fileobj), what=what, eof=source)
     finally:
         archive.close()
+
+
+def _tar_entry(offset: int, seen: set[str], path: str, entries: int) -> TarEntry:
+    return TarEntry(offset, frozenset(seen - {path}), entries)
 
 
 def _check_after_tar_end(stream: Any, *, what: str, eof: _EofWatch) -> None:
@@ -901,6 +949,8 @@ def iter_members(
     compression: Compression | None,
     file_name: str,
     limits: ExtractLimits,
+    starts: ReentryLog | None = None,
+    tar: TarEntry | None = None,
 ) -> Iterator[Member]:
     """Yield the members of the file streamed by ``source``.
 
@@ -909,14 +959,30 @@ def iter_members(
         compression: the job's declared compression, or ``None`` to detect it.
         file_name: the job's file name (names the member of a single compressed file).
         limits: the bounds to enforce.
+        starts: for a gzip file, where to record member starts (ADR 0020); the gzip
+            stream is then read by :class:`~exportpipe.worker.gzipmembers.GzipMembers`.
+        tar: ``source`` is a plain tar read again from this entry (a resumed job); the
+            members of a plain tar carry their own :class:`TarEntry` (``reentry``).
 
     Raises:
         ArchiveRejected: an unsafe or over-limit archive (see the module docstring).
         IntegrityError: compressed data that ends early.
     """
     try:
-        for member in _members(source, compression=compression, file_name=file_name, limits=limits):
-            yield Member(path=member.path, stream=_Unwrapped(member.stream))
+        for member in _members(
+            source,
+            compression=compression,
+            file_name=file_name,
+            limits=limits,
+            starts=starts,
+            tar=tar,
+        ):
+            yield Member(
+                path=member.path,
+                stream=_Unwrapped(member.stream),
+                whole=member.whole,
+                reentry=member.reentry,
+            )
     except _SourceFailure as exc:
         raise exc.original from None
 
@@ -934,10 +1000,29 @@ class _Unwrapped:
             raise exc.original from None
 
 
+def classified(stream: Any, *, what: str) -> Readable:
+    """``stream``'s reads with every decoder failure named, as :func:`iter_members` does.
+
+    For a stream a resumed job decodes itself (ADR 0020): a truncated or damaged tail
+    fails with the same :class:`~exportpipe.common.errors.IntegrityError` or
+    :class:`~exportpipe.common.errors.ArchiveRejected` as a whole read would.
+    """
+    return _Unwrapped(_MemberStream(stream, None, what=what))
+
+
 def _members(
-    source: Readable, *, compression: Compression | None, file_name: str, limits: ExtractLimits
+    source: Readable,
+    *,
+    compression: Compression | None,
+    file_name: str,
+    limits: ExtractLimits,
+    starts: ReentryLog | None = None,
+    tar: TarEntry | None = None,
 ) -> Iterator[Member]:
     meter = _Meter(limits)
+    if tar is not None:
+        # Everything before the entry was read (and counted) by an earlier attempt.
+        compression, meter.input_bytes, meter.output_bytes = "tar", tar.offset, tar.offset
     what = output_name(file_name, None)
     peekable = _Peekable(source)
     head = peekable.peek(_PEEK)
@@ -954,13 +1039,18 @@ def _members(
     counted = _CountingInput(peekable, meter)
     if compression == "none":
         # No extraction: the file is its own single member (ratio 1, size cap applies).
-        yield Member(path=what, stream=_MemberStream(counted, meter, what=what))
+        yield Member(path=what, stream=_MemberStream(counted, meter, what=what), whole=True)
         return
     if compression == "zip":
         yield from _zip_members(counted, meter, limits, what=what)
         return
     if compression == "tar":
-        yield from _tar_members(_MemberStream(counted, meter, what=what), limits, what=what)
+        yield from _tar_members(
+            _MemberStream(counted, meter, what=what),
+            limits,
+            what=what,
+            plain=tar or TarEntry(0, frozenset(), 0),
+        )
         return
     _check_magic(head, "zstd" if compression == "zstd" else "gzip", what=what)
     if compression == "tar.gz":
@@ -969,7 +1059,7 @@ def _members(
         )
         return
     if compression == "gzip":
-        stream = _gzip_reader(counted)
+        stream = _gzip_reader(counted) if starts is None else GzipMembers(counted, log=starts)
     else:
         stream = _zstd_reader(_ZstdFrames(counted, meter, what=what))
     decoded = _Peekable(_MemberStream(stream, meter, what=what))
@@ -991,7 +1081,7 @@ def _members(
             f"{what}: the {compression} stream contains another archive{hint}",
             reason="nested_archive",
         )
-    yield Member(path=path, stream=decoded)
+    yield Member(path=path, stream=decoded, whole=True)
 
 
 def _check_magic(head: bytes, kind: str, *, what: str) -> None:

@@ -318,13 +318,14 @@ class Pipeline:
             # What the skipped manifest read would have found, with the same outcome.
             uploader.abort_all()
             return self._duplicate(job, keys, found.manifest, started)
-        except IntegrityError as exc:
-            if resumer.mode != "range" or exc.reason == "manifest_conflict":
+        except (IntegrityError, ArchiveRejected) as exc:
+            if not resumer.doubts(exc):
                 self._refuse(
                     job, keys, uploader, exc, earlier=redelivered or resumer.mode != "fresh"
                 )
                 raise
-            # A resumed read cannot tell a changed source from a bad one: start clean.
+            # A resumed read cannot tell a changed source (or a bad resume point) from a
+            # bad file: start clean, and let a whole read judge the file.
             uploader.abort_all()
             resumer.discard(None, f"resumed source failed its checks ({exc.reason})")
             raise ResumeDiscarded(
@@ -484,13 +485,18 @@ class Pipeline:
             depth=self.download.buffer_chunks,
             cancel=cancel,
         )
-        pending: list[tuple[ObjectUpload, int | None, str]] = []
+        # resume hook (ADR 0020): a tar resumed at an entry has its earlier objects whole.
+        pending: list[tuple[ObjectUpload, int | None, str]] = resumer.finished(uploader)
         last_eta = 0.0
         try:
             members = resumer.members(
                 prefetch,
-                lambda stream: iter_members(
-                    stream, compression=job.compression, file_name=job.file_name, limits=self.limits
+                lambda stream, **hints: iter_members(
+                    stream,
+                    compression=job.compression,
+                    file_name=job.file_name,
+                    limits=self.limits,
+                    **hints,
                 ),
             )
             for member in members:
@@ -521,6 +527,7 @@ class Pipeline:
                         set_eta(self._eta(source.bytes_read, job.size_bytes, now - started))
                 records = validator.finish()
                 obj.close()
+                resumer.closed(obj, records)
                 pending.append((obj, records, member.path))
             # Everything is read and validated; the source checks run at its EOF.
             prefetch.finish()

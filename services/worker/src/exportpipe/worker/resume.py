@@ -10,19 +10,24 @@ names and against S3 (``ListParts`` of every upload it names), and picks one of:
     that differs from S3's record) is discarded first: its uploads are aborted and the
     checkpoint deleted, so nothing torn or half-known is ever continued.
 ``range``
-    An uncompressed file (``compression`` ``none``, declared or detected), or a zstd
-    file whose frames all state their content size, with a resume point: the download
-    continues with ``Range``/``If-Range`` at the point's offset (the end of the last
-    whole part; for zstd the start of the frame holding it, whose output up to that
-    part's end is decoded again and dropped), the sha256 states and the validator are
-    restored, and uploading continues with the next part of the same multipart upload.
-    If the source answers that it changed, the job fails with :class:`ResumeDiscarded`
-    (retryable) after discarding the checkpoint, and the next delivery starts clean.
+    An uncompressed file (``compression`` ``none``, declared or detected), a zstd file
+    whose frames all state their content size, or a gzip file of several members, with
+    a resume point: the download continues with ``Range``/``If-Range`` at the point's
+    offset (the end of the last whole part; for zstd/gzip the start of the frame/member
+    holding it, whose output up to that part's end is decoded again and dropped), the
+    sha256 states and the validator are restored, and uploading continues with the next
+    part of the same multipart upload. If the source answers that it changed, or the
+    decoder fails after a frame/member start, the job fails with
+    :class:`ResumeDiscarded` (retryable) after discarding the checkpoint, and the next
+    delivery starts clean. A tar without outer compression with an ``archive`` point
+    continues likewise at the header of an entry: the objects before it are committed
+    from their uploads (:meth:`Resumer.finished`), the rest of the tar is read again
+    from there.
 ``parts``
-    Any other format (gzip, zstd, tar, zip) or no resume point: the source is read from
-    its start again, but every part whose content matches the checkpoint (size, MD5 =
-    the part's ETag, and the S3 checksum) is taken from the earlier upload instead of
-    being uploaded again.
+    Any other format (single-member gzip, single-frame zstd, zip, a compressed tar) or
+    no resume point: the source is read from its start again, but every part whose content
+    matches the checkpoint (size, MD5 = the part's ETag, and the S3 checksum) is taken
+    from the earlier upload instead of being uploaded again.
 
 Part boundaries are deterministic (a fixed part size over a deterministic byte
 stream), so the same part number always holds the same bytes; two attempts writing
@@ -44,12 +49,18 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from exportpipe.common.errors import ArchiveRejected, RetryableError
+from exportpipe.common.errors import (
+    ArchiveRejected,
+    ExportPipeError,
+    IntegrityError,
+    RetryableError,
+)
 from exportpipe.common.layout import ExportKeys
 from exportpipe.common.retry import call_aws
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker import sha256state
 from exportpipe.worker.checkpoint import (
+    ArchivePoint,
     Checkpoint,
     Checkpointer,
     CheckpointPart,
@@ -59,7 +70,9 @@ from exportpipe.worker.checkpoint import (
     checkpoint_key,
 )
 from exportpipe.worker.download import Readable, Source
-from exportpipe.worker.extract import Member, detect_compression
+from exportpipe.worker.extract import Member, TarEntry, classified, detect_compression
+from exportpipe.worker.gzipmembers import GzipMembers
+from exportpipe.worker.reentry import HashTrail, ReentryLog
 from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader
 from exportpipe.worker.zstdframes import FrameTracker
 
@@ -68,6 +81,8 @@ __all__ = ["ResumeDiscarded", "Resumer"]
 Mode = Literal["fresh", "range", "parts"]
 _READ = 1 << 20
 _HEAD = 512
+# What a decoder started at a wrong frame/member start fails with (extract.py's names).
+_DECODE_REASONS = frozenset(("corrupt_compressed_data", "trailing_garbage", "corrupt_archive"))
 
 
 class ResumeDiscarded(RetryableError):
@@ -236,7 +251,11 @@ class Resumer:
         self._members: dict[str, MemberCheckpoint] = {}
         self._checkpoint: Checkpoint | None = None
         self._tap: _HeadTap | None = None
-        self._frames: FrameTracker | None = None
+        self._frames: FrameTracker | None = None  # zstd frame starts (fresh attempt)
+        self._members_log: ReentryLog | None = None  # gzip member starts (fresh attempt)
+        self._whole = False  # the file is one decoded stream, not an archive
+        self._trail: HashTrail | None = None  # source sha256 at tar entries
+        self._archive: ArchivePoint | None = None  # the tar entry a range resume is at
         self._source: Source | None = None
         self.checkpointer = Checkpointer(
             self.store,
@@ -259,7 +278,11 @@ class Resumer:
         checkpoint = self.store.read(self.key)
         if checkpoint is None:
             return
-        why = self._mismatch(checkpoint)
+        why = (
+            self._mismatch(checkpoint)
+            or self._inconsistent_resume(checkpoint)
+            or self._inconsistent_archive(checkpoint)
+        )
         if why is None:
             why = self._verify_uploads(checkpoint)
         if why is not None:
@@ -268,11 +291,19 @@ class Resumer:
         self._checkpoint = checkpoint
         self._members = {m.key: m for m in checkpoint.members}
         resume = checkpoint.resume
+        ranged_source = (
+            bool(checkpoint.source.validator)
+            and self.job.url.lower().startswith(("http://", "https://"))
+            and sha256state.available()
+        )
+        if checkpoint.archive is not None and ranged_source and resume is None:
+            self._resume_archive(checkpoint, checkpoint.archive)
+            return
         if (
             resume is not None
             and len(checkpoint.members) == 1
             and checkpoint.members[0].key == self._data_prefix + checkpoint.members[0].path
-            and checkpoint.source.compression in ("none", "zstd")
+            and checkpoint.source.compression in ("none", "zstd", "gzip")
             and (resume.frame_output is None) == (checkpoint.source.compression == "none")
             and checkpoint.source.validator
             and self.job.url.lower().startswith(("http://", "https://"))
@@ -300,6 +331,69 @@ class Resumer:
         if (cp.part_size, cp.checksum_algorithm) != (self._part_size, self._algorithm):
             return "another part size or checksum algorithm"
         return None
+
+    def _resume_archive(self, checkpoint: Checkpoint, archive: ArchivePoint) -> None:
+        """Continue a plain tar at the checkpoint's entry (``range``)."""
+        self.mode, self.offset, self._archive = "range", archive.offset, archive
+        ckp = self.checkpointer
+        for m in checkpoint.members:
+            ckp.member(m.path, m.key, m.upload_id)
+            ckp.seed(m.key, m.parts, None)
+        ckp.source, ckp.archive = checkpoint.source, True
+        for done in archive.finished:
+            parts = len(self._members[done.key].parts)
+            ckp.closed(done.key, parts, done.size, done.records, done.output_hash)
+            ckp.order.append(done.key)
+        # Until a later entry qualifies, this one is where a next attempt resumes too.
+        ckp.entry(archive.offset, archive.source_hash, frozenset(archive.seen), archive.entries)
+
+    def _inconsistent_archive(self, cp: Checkpoint) -> str | None:
+        """Why the checkpoint's tar entry cannot be resumed at (``None``: it can)."""
+        archive = cp.archive
+        if archive is None:
+            return None
+        members = {m.key: m for m in cp.members}
+        if cp.source.compression != "tar" or cp.resume is not None:
+            return "tar resume point on a file that is not a plain tar"
+        try:
+            if int(archive.source_hash["length"]) != archive.offset:
+                return "tar resume point inconsistent with its hash state"
+            for done in archive.finished:
+                m = members.get(done.key)
+                numbers = sorted(p.number for p in m.parts) if m is not None else []
+                if (
+                    m is None
+                    or numbers != list(range(1, len(numbers) + 1))
+                    or sum(p.size for p in m.parts) != done.size
+                    or int(done.output_hash["length"]) != done.size
+                ):
+                    return f"finished object {done.key} is not whole in its upload"
+        except (KeyError, TypeError, ValueError):
+            return "tar resume point with an unreadable hash state"
+        return None
+
+    def _inconsistent_resume(self, cp: Checkpoint) -> str | None:
+        """Why the checkpoint's resume point cannot be where it says (``None``: it can).
+
+        The saved sha256 states count the bytes they hashed: the source's must stop at
+        the resume offset and the output's at the end of the resume point's part, and
+        a frame/member start must lie at or before that end.
+        """
+        resume = cp.resume
+        if resume is None:
+            return None
+        done = resume.part * cp.part_size
+        try:
+            consistent = (
+                resume.part >= 1
+                and int(resume.source_hash["length"]) == resume.offset
+                and int(resume.output_hash["length"]) == done
+                and (resume.frame_output is None or 0 <= resume.frame_output <= done)
+                and (resume.frame_output is not None or resume.offset == done)
+            )
+        except (KeyError, TypeError, ValueError):
+            consistent = False
+        return None if consistent else "resume point inconsistent with its hash states"
 
     def _verify_uploads(self, cp: Checkpoint) -> str | None:
         for m in cp.members:
@@ -345,46 +439,114 @@ class Resumer:
         self._source = source
         if self.mode != "range" or self._checkpoint is None:
             return
-        resume = self._checkpoint.resume
-        assert resume is not None  # noqa: S101 - range mode is only chosen with one
+        point = self._archive or self._checkpoint.resume
+        assert point is not None  # noqa: S101 - range mode is only chosen with one
         source.start_at(
-            resume.offset,
-            hasher=sha256state.ResumableSha256(resume.source_hash),
+            point.offset,
+            hasher=sha256state.ResumableSha256(point.source_hash),
             validator=self._checkpoint.source.validator,
         )
 
     def members(
-        self, prefetch: Readable, extract: Callable[[Readable], Iterator[Member]]
+        self, prefetch: Readable, extract: Callable[..., Iterator[Member]]
     ) -> Iterator[Member]:
-        """The members to stream: extracted, or (``range``) the one uncompressed member."""
-        if self.mode == "range" and self._checkpoint is not None:
-            only = self._checkpoint.members[0]
-            resume = self._checkpoint.resume
-            assert resume is not None  # noqa: S101
-            done = resume.part * self._part_size
-            if resume.frame_output is None:
-                yield Member(path=only.path, stream=_Capped(prefetch, done, self._max_output))
-                return
-            frames = FrameTracker(
+        """The members to stream: extracted, or (``range``) the resumed ones.
+
+        ``extract(stream, starts=..., tar=...)`` is
+        :func:`~exportpipe.worker.extract.iter_members` with the job's arguments.
+        """
+        archive = self._archive
+        if archive is not None:
+            # A plain tar read again from an entry's header.
+            self._trail = HashTrail(
                 prefetch,
-                offset=resume.offset,
-                output=resume.frame_output,
-                hasher=sha256state.ResumableSha256(resume.source_hash),
+                offset=archive.offset,
+                hasher=sha256state.ResumableSha256(archive.source_hash),
             )
-            self.checkpointer.frames = frames
-            decoded = _Skip(_zstd_reader(frames), done - resume.frame_output)
-            yield Member(path=only.path, stream=_Capped(decoded, done, self._max_output))
+            self._tap = _HeadTap(self._trail)
+            entry = TarEntry(archive.offset, frozenset(archive.seen), archive.entries)
+            for member in extract(self._tap, tar=entry):
+                self._note_entry(member)
+                yield member
+            return
+        if self.mode == "range" and self._checkpoint is not None:
+            yield self._resumed_member(prefetch, self._checkpoint)
             return
         inner: Readable = prefetch
-        if self.enabled and self.job.compression in (None, "zstd") and sha256state.available():
-            self._frames = FrameTracker(prefetch)
+        usable = self.enabled and sha256state.available()
+        if usable and self.job.compression in (None, "zstd"):
+            self._frames = FrameTracker(prefetch, log=ReentryLog(spacing=self._part_size))
             inner = self._frames
+        if usable and self.job.compression in (None, "gzip"):
+            self._members_log = ReentryLog(spacing=self._part_size)
+        if usable and self.job.compression in (None, "tar"):
+            self._trail = HashTrail(inner)
+            inner = self._trail
         self._tap = _HeadTap(inner)
-        yield from extract(self._tap)
+        for member in extract(self._tap, starts=self._members_log):
+            self._whole = member.whole
+            self._note_entry(member)
+            yield member
+
+    def _note_entry(self, member: Member) -> None:
+        """A plain tar's member: the next attempt may read again from its entry."""
+        trail = self._trail
+        if trail is None or not trail.active:
+            return
+        validator = self._source.validator if self._source is not None else None
+        ckp = self.checkpointer
+        if member.reentry is None or validator is None or ckp.blocked:
+            # Not a plain tar, or no later entry can be a resume point.
+            trail.stop()
+            return
+        entry = member.reentry()
+        state = trail.state_at(entry.offset)
+        if state is None:
+            trail.stop()
+            return
+        if not ckp.archive:
+            ckp.archive = True
+            ckp.source = SourceIdentity(self.job.size_bytes, self.job.sha256, validator, "tar")
+        ckp.entry(entry.offset, state, entry.seen, entry.entries)
+
+    def _resumed_member(self, prefetch: Readable, checkpoint: Checkpoint) -> Member:
+        """The checkpoint's one member, continued from its resume point."""
+        only = checkpoint.members[0]
+        resume = checkpoint.resume
+        assert resume is not None  # noqa: S101 - range mode is only chosen with one
+        done = resume.part * self._part_size
+        if resume.frame_output is None:
+            return Member(path=only.path, stream=_Capped(prefetch, done, self._max_output))
+        # Decoding starts afresh at the frame/member start; the output it gives again
+        # up to the end of the last whole part is dropped.
+        log = ReentryLog(
+            offset=resume.offset,
+            hasher=sha256state.ResumableSha256(resume.source_hash),
+            spacing=self._part_size,
+        )
+        decoder: Any
+        if checkpoint.source.compression == "gzip":
+            decoder = GzipMembers(prefetch, log=log, output=resume.frame_output)
+        else:
+            decoder = _zstd_reader(FrameTracker(prefetch, output=resume.frame_output, log=log))
+        self.checkpointer.starts = log
+        decoded = _Skip(classified(decoder, what=only.path), done - resume.frame_output)
+        return Member(path=only.path, stream=_Capped(decoded, done, self._max_output))
 
     def open(self, uploader: Uploader, key: str, path: str, *, content_type: str) -> ObjectUpload:
         """The upload for ``key``: the checkpoint's (continued or re-fed) or a new one."""
         known = self._members.get(key)
+        if self.checkpointer.archive:
+            # A tar's object: re-fed from its first byte (its checkpointed parts are
+            # reused by content), hashed so its end state can be checkpointed.
+            if known is not None:
+                obj = uploader.attach(key, known.upload_id)
+            else:
+                obj = uploader.open(key, content_type=content_type)
+                self.checkpointer.member(path, key, obj.upload_id)
+            self.checkpointer.order.append(key)
+            obj.hash_with(sha256state.ResumableSha256())
+            return obj
         if known is not None and self.mode == "range" and self._checkpoint is not None:
             resume = self._checkpoint.resume
             assert resume is not None  # noqa: S101
@@ -427,24 +589,71 @@ class Resumer:
             or self._tap is None
         ):
             return False
-        if self.checkpointer.member_count() != 1:
+        if self.checkpointer.member_count() != 1 or not self._whole:
             self.checkpointer.ranged = False
+            self._give_up()
             return False
         compression = self.job.compression or detect_compression(self._tap.head)
         validator = self._source.validator if self._source is not None else None
         self.checkpointer.source = SourceIdentity(
             self.job.size_bytes, self.job.sha256, validator, compression
         )
-        if validator is None:
+        starts = {"zstd": self._frames.log if self._frames else None, "gzip": self._members_log}
+        log = starts.get(compression)
+        if validator is None or (compression != "none" and (log is None or not log.usable)):
+            self._give_up()
             return False
-        if compression == "zstd" and self._frames is not None and self._frames.usable:
-            self.checkpointer.frames = self._frames
-            return True
-        return compression == "none"
+        self.checkpointer.starts = log
+        return True
+
+    def _give_up(self) -> None:
+        """No resume point will be recorded: stop keeping frame/member starts."""
+        for log in (self._frames.log if self._frames else None, self._members_log):
+            if log is not None:
+                log.give_up()
+
+    def doubts(self, exc: ExportPipeError) -> bool:
+        """True if ``exc``, met while resuming, may be the resume's fault, not the file's.
+
+        A changed source fails its size/sha256 checks; a wrong frame/member start makes
+        the decoder fail. Either way the checkpoint is discarded and a clean attempt
+        judges the file (:class:`ResumeDiscarded`), rather than refusing it now.
+        """
+        if self.mode != "range" or self._checkpoint is None:
+            return False
+        if isinstance(exc, IntegrityError):
+            return exc.reason != "manifest_conflict"
+        resume = self._checkpoint.resume
+        restarted = self._archive is not None or (
+            resume is not None and resume.frame_output is not None
+        )
+        return isinstance(exc, ArchiveRejected) and restarted and exc.reason in _DECODE_REASONS
+
+    def closed(self, obj: ObjectUpload, records: int | None) -> None:
+        """``obj`` got all its bytes (a tar's next entry may become a resume point)."""
+        if self.checkpointer.archive:
+            parts = 0 if obj.single else obj.part_count
+            self.checkpointer.closed(obj.key, parts, obj.size, records)
+
+    def finished(self, uploader: Uploader) -> list[tuple[ObjectUpload, int | None, str]]:
+        """The objects an earlier attempt wrote whole (a tar resumed at an entry)."""
+        out: list[tuple[ObjectUpload, int | None, str]] = []
+        for done in self._archive.finished if self._archive is not None else []:
+            known = self._members[done.key]
+            obj = uploader.attach(
+                done.key,
+                known.upload_id,
+                parts=[PartRecord(p.number, p.etag, p.checksum) for p in known.parts],
+                size=done.size,
+                hasher=sha256state.ResumableSha256(done.output_hash),
+            )
+            obj.close()
+            out.append((obj, done.records, known.path))
+        return out
 
     def restore(self, obj: ObjectUpload, validator: Any) -> None:
         """In ``range`` mode, put the content validator back in its saved state."""
-        if self.mode == "range" and self._checkpoint is not None:
+        if self.mode == "range" and self._checkpoint is not None and self._archive is None:
             resume = self._checkpoint.resume
             assert resume is not None  # noqa: S101
             validator.restore_state(resume.validator)
@@ -466,7 +675,7 @@ class Resumer:
     def reuse(self, key: str, number: int, body: bytearray) -> PartRecord | None:
         """A checkpointed part with exactly ``body``'s content (``parts`` mode)."""
         known = self._members.get(key)
-        if known is None or self.mode != "parts":
+        if known is None or (self.mode != "parts" and self._archive is None):
             return None
         for part in known.parts:
             if part.number == number:

@@ -238,6 +238,11 @@ class ObjectUpload:
             self.uploader.submit_part(self, number, body, hashed if pooled else None)
         )
 
+    @property
+    def part_count(self) -> int:
+        """Parts handed over so far (the number of the last one)."""
+        return self._next_part - 1
+
     def hash_with(self, hasher: Any) -> None:
         """Hash the content with ``hasher`` (a sha256 whose state can be saved, ADR 0020),
         holding the bytes written so far."""

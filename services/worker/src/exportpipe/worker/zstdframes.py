@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from exportpipe.worker.sha256state import HashState, ResumableSha256
+from exportpipe.worker.reentry import ReentryLog, Start
+from exportpipe.worker.sha256state import ResumableSha256
 
 __all__ = ["FrameStart", "FrameTracker"]
 
 _MAGIC = 0xFD2FB528
 _SKIPPABLE = 0x184D2A50  # ...5F: the low 4 bits are free
 
-FrameStart = tuple[int, int, HashState]  # (source offset, output offset, sha256 state)
+FrameStart = Start  # (source offset, output offset, sha256 state)
 
 
 class FrameTracker:
@@ -42,13 +43,11 @@ class FrameTracker:
         offset: int = 0,
         output: int = 0,
         hasher: ResumableSha256 | None = None,
+        log: ReentryLog | None = None,
     ) -> None:
         self._inner = inner
-        self.offset = offset  # source offset of the next byte read
+        self.log = log or ReentryLog(offset=offset, hasher=hasher)
         self._output = output  # output offset at the start of the current frame
-        self._hash = hasher or ResumableSha256()
-        self.frames: list[FrameStart] = []
-        self.usable = True
         self._skip = 0  # bytes of block content (or a skippable frame) still to pass
         self._need = 4  # header bytes to collect before the next step
         self._buf = b""
@@ -57,22 +56,33 @@ class FrameTracker:
         self._checksum = False
         self._at_frame_start()
 
+    @property
+    def frames(self) -> list[Start]:
+        """The frame starts kept, oldest first (only while :attr:`usable`)."""
+        return self.log.starts
+
+    @property
+    def usable(self) -> bool:
+        """False once a frame without a content size, or unparsable data, was seen."""
+        return self.log.usable
+
+    @property
+    def offset(self) -> int:
+        """The source offset of the next byte read."""
+        return self.log.offset
+
     def read(self, size: int = -1, /) -> bytes:
         """Read from the inner stream, tracking frames."""
         data = self._inner.read(size)
         if data and self.usable:
             self._scan(memoryview(data))
         elif data:
-            self.offset += len(data)
+            self.log.consume(data)
         return bytes(data) if not isinstance(data, bytes) else data
 
     def drop_before(self, output: int) -> None:
         """Forget frame starts that a resume point at ``output`` will never use."""
-        keep = 0
-        for i, frame in enumerate(self.frames):
-            if frame[1] <= output:
-                keep = i
-        del self.frames[:keep]
+        self.log.drop_before(output)
 
     # -- parsing ------------------------------------------------------------------------
 
@@ -82,27 +92,24 @@ class FrameTracker:
         while pos < n and self.usable:
             if self._skip:
                 step = min(self._skip, n - pos)
-                self._hash.update(view[pos : pos + step])
+                self.log.consume(view[pos : pos + step])
                 self._skip -= step
                 pos += step
-                self.offset += step
                 if not self._skip and self._step == self._frame_magic:
                     self._at_frame_start()
                 continue
             take = min(self._need - len(self._buf), n - pos)
             self._buf += bytes(view[pos : pos + take])
-            self._hash.update(view[pos : pos + take])
+            self.log.consume(view[pos : pos + take])
             pos += take
-            self.offset += take
             if len(self._buf) == self._need:
                 buf, self._buf = self._buf, b""
                 self._step(buf)
         if not self.usable:
-            self.frames.clear()
-            self.offset += n - pos
+            self.log.consume(view[pos:])
 
     def _at_frame_start(self) -> None:
-        self.frames.append((self.offset, self._output, self._hash.state()))
+        self.log.mark(self._output)
 
     def _expect(self, need: int, step: Any) -> None:
         self._need, self._step = need, step
@@ -114,7 +121,7 @@ class FrameTracker:
         elif magic & 0xFFFFFFF0 == _SKIPPABLE:
             self._expect(4, self._skippable_size)
         else:
-            self.usable = False
+            self.log.give_up()
 
     def _skippable_size(self, buf: bytes) -> None:
         self._expect(4, self._frame_magic)
@@ -129,7 +136,7 @@ class FrameTracker:
         self._fcs_at = (0 if single else 1) + (0, 1, 2, 4)[did_flag]
         self._fcs_size = fcs_size
         if fcs_size == 0 or fhd & 8:  # no content size, or the reserved bit set
-            self.usable = False
+            self.log.give_up()
             return
         self._expect(self._fcs_at + fcs_size, self._frame_rest)
 
@@ -142,7 +149,7 @@ class FrameTracker:
         value = int.from_bytes(buf, "little")
         last, kind, size = value & 1, value >> 1 & 3, value >> 3
         if kind == 3:
-            self.usable = False
+            self.log.give_up()
             return
         if last:
             self._expect(4, self._checksum_done) if self._checksum else self._frame_done()
