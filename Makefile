@@ -5,6 +5,10 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --locked
 PYTEST_ARGS ?=
+# `make test` runs the suite on pytest-xdist workers, in the work units and order the root
+# conftest.py gives. Much of its time is spent waiting on service processes, sleeps and
+# socket round trips, which 2 workers overlap on 2 cores. PYTEST_WORKERS=0: serially.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help install test test-fast lint format demo up down faults plan synth deploy-shared \
 	deploy-orchestrator deploy-worker bench clean
@@ -22,11 +26,16 @@ $(CURDIR)/.tools/bin/uv:
 
 install: .venv/.synced  ## install uv (if missing) and the locked environment
 
-test: install  ## the whole test suite (unit, moto, CDK, end to end)
-	$(RUN) pytest $(PYTEST_ARGS)
+# The tests may cache compiled modules (__pycache__/, git-ignored). The suite starts many
+# Python processes (services, CLIs, moto servers); with PYTHONDONTWRITEBYTECODE set, as in
+# this machine's environment, each compiled every module it imports from source again
+# (importing the worker, the CLI and moto's server: ~2.8 s of CPU, ~1.3 s from bytecode).
+test: install  ## the whole test suite (unit, moto, CDK, end to end; PYTEST_WORKERS=2)
+	env -u PYTHONDONTWRITEBYTECODE \
+		$(RUN) pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (no subprocesses, no end-to-end)
-	$(RUN) pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(RUN) pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: install  ## ruff, ruff format --check, mypy --strict on source, hadolint
 	$(RUN) ruff check .

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,6 +21,67 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ExportPipe")
+
+
+ROOT = Path(__file__).resolve().parent
+# The infra tests share one CDK synthesis (``synth``, a session fixture: ~15 s of CPU),
+# so under pytest-xdist they all go to one worker. ``test_app.py`` runs its own synth
+# in a subprocess and uses no shared fixture, so it may run anywhere.
+_SHARED_SESSION_DIRS = ("infra/cdk/tests/",)
+_OWN_SESSION_FILES = ("infra/cdk/tests/test_app.py",)
+_WIDE_SCOPE = re.compile(r"""scope=["'](module|package|class)["']""")
+
+
+@functools.cache
+def _has_wide_fixture(path: str) -> bool:
+    """Whether a test file, or a conftest.py above it, defines a module/class-scoped fixture."""
+    file = ROOT / path
+    sources = [file, *(d / "conftest.py" for d in file.parents if d.is_relative_to(ROOT))]
+    return any(s.is_file() and _WIDE_SCOPE.search(s.read_text()) for s in sources)
+
+
+def _work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test: the test itself unless it shares a fixture.
+
+    Tests of a file with a module- or class-scoped fixture (a local stack, a fault run)
+    stay together, so the fixture is built once; the infra tests of one synthesis too.
+    """
+    path = nodeid.split("::", 1)[0]
+    for directory in _SHARED_SESSION_DIRS:
+        if path.startswith(directory) and path not in _OWN_SESSION_FILES:
+            return directory
+    return path if _has_wide_fixture(path) else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with work units from :func:`_work_unit`.
+
+    Marks cannot say this: ``--dist loadgroup`` reads ``xdist_group`` marks through the
+    node ids xdist 3.8 rewrites, and pytest 9 ignores the rewrite.
+    """
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, hand out the slow and end-to-end tests first.
+
+    Work units are handed out in the order of their first test (``make test`` turns off
+    xdist's reordering by size), so this starts the long ones early and no worker is
+    left running one alone at the end. Serial runs keep the collection order. The sort
+    is stable: every worker sees the same order.
+    """
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda i: not any(i.get_closest_marker(m) for m in ("slow", "e2e")))
 
 
 @pytest.fixture(scope="session")

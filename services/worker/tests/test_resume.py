@@ -7,12 +7,12 @@ import hashlib
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 import zstandard
@@ -86,34 +86,35 @@ def _release_after(
     parts: int = 0,
     until: Any = None,
 ) -> Checkpoint:
-    """Run ``job`` and release it once its checkpoint names ``parts`` parts (or once
-    ``until(checkpoint)`` is true)."""
+    """Run ``job`` and release it as soon as it writes a checkpoint naming ``parts`` parts
+    (or one for which ``until(checkpoint)`` is true).
+
+    The release happens inside the checkpoint's PutObject call (a botocore event on the
+    client the pipeline uses), not from a thread polling S3: a poller could see the
+    checkpoint only after a throttled download had already finished (it did, on a loaded
+    machine), and the job would complete instead of being released.
+    """
     cancel = CancelToken()
-    stop = threading.Event()
+    key = checkpoint_key(job.destination.prefix, job.file_id)
 
     def due(cp: Checkpoint) -> bool:
         if until is not None:
             return bool(until(cp))
         return bool(cp.members) and len(cp.members[0].parts) >= parts
 
-    def watch() -> None:
-        while not stop.is_set():
-            cp = _checkpoint(s3, bucket, job)
-            if cp is not None and due(cp):
-                cancel.cancel(JobReleased("released"))
-                return
-            time.sleep(0.05)
+    def watch(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") == key and due(msgspec.json.decode(params["Body"], type=Checkpoint)):
+            cancel.cancel(JobReleased("released"))
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    s3.meta.events.register("provide-client-params.s3.PutObject", watch)
     try:
         with pytest.raises(JobReleased):
             Pipeline(settings, s3=s3).run(job, cancel=cancel)
     finally:
-        stop.set()
-        watcher.join()
+        s3.meta.events.unregister("provide-client-params.s3.PutObject", watch)
     cp = _checkpoint(s3, bucket, job)
     assert cp is not None
+    assert len(cp.members[0].parts) >= parts
     return cp
 
 
@@ -251,6 +252,8 @@ def test_compressed_resume_reuploads_no_checkpointed_part(
     cp = _release_after(s3, bucket, job, rsettings, parts=2)
     assert cp.resume is None  # compressed: no ranged resume point
     kept = {p.number for p in cp.members[0].parts}
+    # The throttle only had to hold the first run until its release.
+    file_server.files[_path(file_server, url)].bytes_per_second = 0
     with _part_uploads(s3) as uploaded:
         result = Pipeline(rsettings, s3=s3).run(job)
     assert result.status == "done"
