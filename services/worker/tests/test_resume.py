@@ -114,6 +114,7 @@ def _release_after(
         s3.meta.events.unregister("provide-client-params.s3.PutObject", watch)
     cp = _checkpoint(s3, bucket, job)
     assert cp is not None
+    assert len(cp.members[0].parts) >= parts
     return cp
 
 
