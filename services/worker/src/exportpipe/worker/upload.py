@@ -248,11 +248,8 @@ class ObjectUpload:
         holding the bytes written so far."""
         self._hash = hasher
 
-    def continue_after(self, parts: list[PartRecord], hasher: Any = None) -> None:
-        """Count ``parts`` (numbered ``1..n``, already in S3) as written; the running sha256
-        of their bytes is ``hasher`` (``None``: keep this object's own)."""
-        if hasher is not None:
-            self.hash_with(hasher)
+    def continue_after(self, parts: list[PartRecord]) -> None:
+        """Count ``parts`` (numbered ``1..n``, already in S3) as written."""
         for record in parts:
             done: Future[PartRecord] = Future()
             done.set_result(record)
@@ -417,7 +414,9 @@ class Uploader:
         observer may still supply parts already uploaded).
         """
         obj = ObjectUpload(uploader=self, key=key, upload_id=upload_id, size=size)
-        obj.continue_after(parts or [], hasher)
+        if hasher is not None:
+            obj.hash_with(hasher)
+        obj.continue_after(parts or [])
         self._objects.append(obj)
         return obj
 
