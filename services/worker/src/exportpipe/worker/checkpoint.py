@@ -184,7 +184,6 @@ class CheckpointStore:
     def __init__(self, s3: Any, bucket: str) -> None:
         self.s3 = s3
         self.bucket = bucket
-        self.writes = 0  # PutObject calls made, for the benchmark's cost figure
 
     def read(self, key: str) -> Checkpoint | None:
         """The checkpoint at ``key``; ``None`` if there is none or it is unreadable."""
@@ -213,7 +212,6 @@ class CheckpointStore:
             # The bucket expires tagged checkpoints a late write left behind (ADR 0020).
             Tagging=_TAGGING,
         )
-        self.writes += 1
 
     def delete(self, key: str) -> None:
         """Remove the checkpoint (no error if it is gone)."""
@@ -486,8 +484,3 @@ class Checkpointer:
         """Objects this attempt opened (with or without a multipart upload yet)."""
         with self._lock:
             return len(self._members)
-
-    def upload_ids(self) -> frozenset[str]:
-        """The uploads this checkpoint names."""
-        with self._lock:
-            return frozenset(m.upload_id for m in self._members.values() if m.upload_id)

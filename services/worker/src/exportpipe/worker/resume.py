@@ -44,7 +44,6 @@ import base64
 import hashlib
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
@@ -153,13 +152,6 @@ def part_matches(part: CheckpointPart, body: bytearray, algorithm: str) -> bool:
     return compared
 
 
-@dataclass
-class _Verified:
-    mode: Mode
-    members: dict[str, MemberCheckpoint]  # by key
-    checkpoint: Checkpoint | None
-
-
 class _HeadTap:
     """Passes reads through, keeping the first bytes (to learn the detected compression)."""
 
@@ -216,7 +208,6 @@ class Resumer:
         mode: ``fresh``, ``range`` or ``parts`` (see the module docstring).
         offset: the source offset this attempt starts reading at (0 unless ``range``).
         parts_reused: parts taken from an earlier attempt instead of uploaded.
-        discarded: why a checkpoint was discarded (``None`` if none was).
     """
 
     def __init__(
@@ -247,7 +238,6 @@ class Resumer:
         self.mode: Mode = "fresh"
         self.offset = 0
         self.parts_reused = 0
-        self.discarded: str | None = None
         self._members: dict[str, MemberCheckpoint] = {}
         self._checkpoint: Checkpoint | None = None
         self._tap: _HeadTap | None = None
@@ -409,7 +399,6 @@ class Resumer:
 
     def discard(self, checkpoint: Checkpoint | None, why: str) -> None:
         """Abort the checkpoint's uploads and delete it."""
-        self.discarded = why
         self._warn("checkpoint discarded", {"reason": why, "key": self.key})
         for m in checkpoint.members if checkpoint is not None else []:
             if not m.key.startswith(self._data_prefix):
@@ -539,11 +528,7 @@ class Resumer:
         if self.checkpointer.archive:
             # A tar's object: re-fed from its first byte (its checkpointed parts are
             # reused by content), hashed so its end state can be checkpointed.
-            if known is not None:
-                obj = uploader.attach(key, known.upload_id)
-            else:
-                obj = uploader.open(key, content_type=content_type)
-                self.checkpointer.member(path, key, obj.upload_id)
+            obj = self._attach_or_open(uploader, key, path, content_type=content_type)
             self.checkpointer.order.append(key)
             obj.hash_with(sha256state.ResumableSha256())
             return obj
@@ -568,17 +553,24 @@ class Resumer:
             # Continuing a read mid-file into anything but the checkpoint's own upload
             # would commit a torn object.
             raise RuntimeError(f"ranged resume of {key!r}, which the checkpoint does not name")
-        if known is not None:
-            obj = uploader.attach(key, known.upload_id)
-        else:
-            # A new object has no multipart upload until it outgrows one part; the
-            # checkpoint learns its upload id then (upload_created).
-            obj = uploader.open(key, content_type=content_type)
-            self.checkpointer.member(path, key, obj.upload_id)
+        obj = self._attach_or_open(uploader, key, path, content_type=content_type)
         if self._fresh_resumable():
             # A resume point needs the output's sha256 state at part boundaries.
             self.checkpointer.ranged = True
             obj.hash_with(sha256state.ResumableSha256())
+        return obj
+
+    def _attach_or_open(
+        self, uploader: Uploader, key: str, path: str, *, content_type: str
+    ) -> ObjectUpload:
+        """The checkpoint's upload of ``key`` (its parts reused by content) or a new one."""
+        known = self._members.get(key)
+        if known is not None:
+            return uploader.attach(key, known.upload_id)
+        # A new object has no multipart upload until it outgrows one part; the
+        # checkpoint learns its upload id then (upload_created).
+        obj = uploader.open(key, content_type=content_type)
+        self.checkpointer.member(path, key, obj.upload_id)
         return obj
 
     def _fresh_resumable(self) -> bool:
