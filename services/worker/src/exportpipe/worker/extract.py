@@ -58,6 +58,7 @@ from exportpipe.worker.download import Readable
 from exportpipe.worker.gzipmembers import GzipMembers
 from exportpipe.worker.reentry import ReentryLog
 from exportpipe.worker.settings import ExtractLimits
+from exportpipe.worker.zstdframes import FrameWalker
 
 __all__ = [
     "ExtractLimits",
@@ -412,14 +413,13 @@ def _classify(
     )
 
 
-class _ZstdFrames:
+class _ZstdFrames(FrameWalker):
     """Follows the zstd frame layout of the compressed bytes as they pass to the decoder.
 
     zstandard's ``stream_reader`` ends silently when its input stops inside a frame.
-    This reader walks the frame headers and block headers (a few bytes per block of up
-    to 128 KiB, never the block contents) so that at the end of the input it knows
-    whether the last frame was complete; if not, the file is truncated. Content
-    checksums and content sizes are verified by libzstd itself.
+    Walking the frame layout (:class:`~exportpipe.worker.zstdframes.FrameWalker`) tells
+    at the end of the input whether the last frame was complete; if not, the file is
+    truncated. Content checksums and content sizes are verified by libzstd itself.
 
     Walking costs about a microsecond a block, nothing next to a real block's decoding,
     but a stream of empty or 1-byte blocks would make it the bottleneck (~2 MB/s): a
@@ -431,115 +431,55 @@ class _ZstdFrames:
     _MIN_BLOCK_OUTPUT = 16
 
     def __init__(self, inner: Readable, meter: _Meter, *, what: str) -> None:
+        super().__init__()
         self._inner = inner
         self._meter = meter
         self._what = what
         self._blocks = 0
-        self._frames = 0
-        self._skip = 0  # bytes of block content (or skippable frame) still to pass
-        self._field = b""  # bytes gathered of the header field being read
-        self._need = 4  # its length
-        self._state = "magic"
-        self._checksum = False
-        self._offset = 0
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._inner.read(size)
         if data:
-            self._walk(data)
-        else:
-            self._at_end()
-        self._offset += len(data)
+            self._walk(memoryview(data))
+        elif not (self.at_boundary and self._frames):
+            raise IntegrityError(
+                f"{self._what}: the zstd stream ends inside a frame (truncated file)",
+                reason="truncated",
+            )
         return data
 
     def readable(self) -> bool:
         return True
 
-    def _at_end(self) -> None:
-        if self._state == "magic" and not self._field and not self._skip and self._frames:
-            return
-        raise IntegrityError(
-            f"{self._what}: the zstd stream ends inside a frame (truncated file)",
-            reason="truncated",
+    def _not_a_frame(self) -> None:
+        if not self._frames:
+            raise ArchiveRejected(
+                f"{self._what}: not a zstd stream", reason="corrupt_compressed_data"
+            )
+        raise ArchiveRejected(
+            f"{self._what}: bytes after the end of the zstd stream (at byte "
+            f"{self.walked - 4}) that are not a zstd frame",
+            reason="trailing_garbage",
         )
 
-    def _walk(self, data: bytes) -> None:
-        pos, n = 0, len(data)
-        while pos < n:
-            if self._skip:
-                take = min(self._skip, n - pos)
-                self._skip -= take
-                pos += take
-                continue
-            want = self._need - len(self._field)
-            self._field += data[pos : pos + want]
-            pos += want
-            if len(self._field) < self._need:
-                return
-            field, self._field = self._field, b""
-            self._on_field(field, self._offset + pos)
-
-    def _on_field(self, field: bytes, at: int) -> None:
-        state = self._state
-        if state == "magic":
-            if field == _ZSTD_MAGIC:
-                self._state, self._need = "descriptor", 1
-            elif field[0] & 0xF0 == 0x50 and field[1:] == _ZSTD_SKIPPABLE_TAIL:
-                self._state, self._need = "skippable", 4
-            elif self._frames:
-                raise ArchiveRejected(
-                    f"{self._what}: bytes after the end of the zstd stream (at byte "
-                    f"{at - 4}) that are not a zstd frame",
-                    reason="trailing_garbage",
-                )
-            else:
-                raise ArchiveRejected(
-                    f"{self._what}: not a zstd stream", reason="corrupt_compressed_data"
-                )
-        elif state == "skippable":
-            self._skip = int.from_bytes(field, "little")
-            self._frames += 1
-            self._state, self._need = "magic", 4
-        elif state == "descriptor":
-            fhd = field[0]
-            single_segment = (fhd >> 5) & 1
-            self._checksum = bool((fhd >> 2) & 1)
-            fcs_size = (single_segment, 2, 4, 8)[fhd >> 6]
-            rest = (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 3] + fcs_size
-            self._state, self._need = "header", rest
-            if rest == 0:
-                self._state, self._need = "block", 3
-        elif state == "header":
-            self._state, self._need = "block", 3
-        elif state == "block":
-            self._blocks += 1
-            if (
-                self._blocks > self._BLOCK_ALLOWANCE
-                and (self._blocks - self._BLOCK_ALLOWANCE) * self._MIN_BLOCK_OUTPUT
-                > self._meter.output_bytes
-            ):
-                raise ArchiveRejected(
-                    f"{self._what}: {self._blocks} zstd blocks for "
-                    f"{self._meter.output_bytes} bytes of output: refusing a stream of "
-                    "near-empty blocks (slow to decode, never written by zstd)",
-                    reason="corrupt_compressed_data",
-                )
-            header = int.from_bytes(field, "little")
-            block_type = (header >> 1) & 3
-            if block_type == 3:
-                raise ArchiveRejected(
-                    f"{self._what}: corrupt zstd block at byte {at - 3}",
-                    reason="corrupt_compressed_data",
-                )
-            self._skip = 1 if block_type == 1 else header >> 3  # RLE blocks hold one byte
-            if header & 1:  # the frame's last block
-                self._frames += 1
-                if self._checksum:
-                    self._state, self._need = "checksum", 4
-                else:
-                    self._state, self._need = "magic", 4
-        elif state == "checksum":
-            self._state, self._need = "magic", 4
+    def _block(self, kind: int) -> None:
+        self._blocks += 1
+        if (
+            self._blocks > self._BLOCK_ALLOWANCE
+            and (self._blocks - self._BLOCK_ALLOWANCE) * self._MIN_BLOCK_OUTPUT
+            > self._meter.output_bytes
+        ):
+            raise ArchiveRejected(
+                f"{self._what}: {self._blocks} zstd blocks for "
+                f"{self._meter.output_bytes} bytes of output: refusing a stream of "
+                "near-empty blocks (slow to decode, never written by zstd)",
+                reason="corrupt_compressed_data",
+            )
+        if kind == 3:
+            raise ArchiveRejected(
+                f"{self._what}: corrupt zstd block at byte {self.walked - 3}",
+                reason="corrupt_compressed_data",
+            )
 
 
 class _StrictTarInfo(tarfile.TarInfo):
