@@ -43,7 +43,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import PurePosixPath
 from typing import Any, cast
@@ -125,6 +125,13 @@ _TAR_EXTENDED_TYPES = frozenset(
         tarfile.GNUTYPE_LONGNAME,
         tarfile.GNUTYPE_LONGLINK,
     )
+)
+# Tar member types refused before their name is even looked at, in this order.
+_REFUSED_TAR_TYPES: tuple[tuple[Callable[[tarfile.TarInfo], bool], str, str], ...] = (
+    (tarfile.TarInfo.issym, "a symbolic link", "symlink"),
+    (tarfile.TarInfo.islnk, "a hard link", "hardlink"),
+    (lambda i: i.ischr() or i.isblk() or i.isfifo(), "a device or FIFO", "device"),
+    (tarfile.TarInfo.issparse, "sparse", "sparse_member"),
 )
 _ZIP_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile.structFileHeader
 _ZIP64_SIZES = 0xFFFFFFFF
@@ -213,16 +220,6 @@ def _looks_like_tar(head: bytes) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
-def _is_archive_magic(head: bytes) -> bool:
-    return (
-        head.startswith(_GZIP_MAGIC)
-        or head.startswith(_ZSTD_MAGIC)
-        or head.startswith(_ZIP_MAGICS)
-        or head.startswith(_OTHER_ARCHIVE_MAGICS)
-        or _looks_like_tar(head)
-    )
-
-
 def detect_compression(head: bytes) -> Compression:
     """Recognise a compression/archive format from the first bytes of a file."""
     if head.startswith(_GZIP_MAGIC):
@@ -234,6 +231,10 @@ def detect_compression(head: bytes) -> Compression:
     if _looks_like_tar(head):
         return "tar"
     return "none"
+
+
+def _is_archive_magic(head: bytes) -> bool:
+    return detect_compression(head) != "none" or head.startswith(_OTHER_ARCHIVE_MAGICS)
 
 
 class _Peekable:
@@ -253,10 +254,8 @@ class _Peekable:
 
     def read(self, size: int = -1, /) -> bytes:
         if self._head:
-            if size < 0 or size >= len(self._head):
-                out, self._head = self._head, b""
-                return out
-            out, self._head = self._head[:size], self._head[size:]
+            cut = len(self._head) if size < 0 else size
+            out, self._head = self._head[:cut], self._head[cut:]
             return out
         return self._inner.read(size)
 
@@ -520,15 +519,6 @@ class _StrictTarInfo(tarfile.TarInfo):
         return cast(_StrictTarInfo, cast(Any, info)._proc_member(archive))
 
 
-def _check_nested(path: str, head: bytes) -> None:
-    lower = path.lower()
-    if lower.endswith(_ARCHIVE_SUFFIXES) or _is_archive_magic(head):
-        raise ArchiveRejected(
-            f"member {path!r} is itself an archive; nested archives are not extracted",
-            reason="nested_archive",
-        )
-
-
 def _archive_member(
     stream: Any,
     meter: _Meter | None,
@@ -540,7 +530,12 @@ def _archive_member(
 ) -> Member:
     """A member of a zip or tar, refused if it is itself an archive."""
     peek = _Peekable(_MemberStream(stream, meter, what=what, eof=eof, kind=kind))
-    _check_nested(path, peek.peek(_PEEK))
+    head = peek.peek(_PEEK)
+    if path.lower().endswith(_ARCHIVE_SUFFIXES) or _is_archive_magic(head):
+        raise ArchiveRejected(
+            f"member {path!r} is itself an archive; nested archives are not extracted",
+            reason="nested_archive",
+        )
     return Member(path=path, stream=peek)
 
 
@@ -589,18 +584,9 @@ def _tar_members(
                     f"{what}: more than {limits.max_members} members", reason="too_many_members"
                 )
             name = info.name
-            if info.issym():
-                raise ArchiveRejected(
-                    f"{what}: member {name!r} is a symbolic link", reason="symlink"
-                )
-            if info.islnk():
-                raise ArchiveRejected(f"{what}: member {name!r} is a hard link", reason="hardlink")
-            if info.ischr() or info.isblk() or info.isfifo():
-                raise ArchiveRejected(
-                    f"{what}: member {name!r} is a device or FIFO", reason="device"
-                )
-            if info.issparse():
-                raise ArchiveRejected(f"{what}: member {name!r} is sparse", reason="sparse_member")
+            for refused, kind, reason in _REFUSED_TAR_TYPES:
+                if refused(info):
+                    raise ArchiveRejected(f"{what}: member {name!r} is {kind}", reason=reason)
             path = safe_member_path(name)
             if info.isdir():
                 continue
@@ -917,12 +903,7 @@ def iter_members(
             starts=starts,
             tar=tar,
         ):
-            yield Member(
-                path=member.path,
-                stream=_Unwrapped(member.stream),
-                whole=member.whole,
-                reentry=member.reentry,
-            )
+            yield replace(member, stream=_Unwrapped(member.stream))
     except _SourceFailure as exc:
         raise exc.original from None
 
