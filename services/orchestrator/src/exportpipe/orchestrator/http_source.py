@@ -209,11 +209,10 @@ class HttpExportSource(ExportSource):
                 status = response.status
                 if status == 429 or (status == 503 and "Retry-After" in response.headers):
                     delay = parse_retry_after(response.headers.get("Retry-After"))
-                    self._cool_down(delay if delay is not None else _DEFAULT_RETRY_AFTER)
+                    delay = _DEFAULT_RETRY_AFTER if delay is None else delay
+                    self._cool_down(delay)
                     raise RateLimited(
-                        f"GET {path}: {status}, retry after "
-                        f"{delay if delay is not None else _DEFAULT_RETRY_AFTER:g} s",
-                        retry_after=delay if delay is not None else _DEFAULT_RETRY_AFTER,
+                        f"GET {path}: {status}, retry after {delay:g} s", retry_after=delay
                     )
                 if status >= 500 or status == 408:
                     raise _Transient(f"GET {path}: HTTP {status}")
@@ -328,16 +327,14 @@ def _listed_file(entry: object, index: int, path: str) -> ListedFile:
             url=str(entry.get("url", ""))[:8192],
             problem=f"GET {path}: files[{index}]: {problem}",
         )
-    size = entry.get("size_bytes")
-    fmt = entry["format"]
     return ListedFile(
         file_id=entry["file_id"],
         name=entry["name"],
         url=entry["url"],
-        size_bytes=size,
+        size_bytes=entry.get("size_bytes"),
         sha256=entry.get("sha256"),
         compression=entry.get("compression"),
-        format=fmt,
+        format=entry["format"],
     )
 
 
