@@ -18,14 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from exportpipe.worker.reentry import ReentryLog, Start
-from exportpipe.worker.sha256state import ResumableSha256
 
-__all__ = ["FrameStart", "FrameTracker", "FrameWalker"]
+__all__ = ["FrameTracker", "FrameWalker"]
 
 _MAGIC = 0xFD2FB528
 _SKIPPABLE = 0x184D2A50  # ...5F: the low 4 bits are free
-
-FrameStart = Start  # (source offset, output offset, sha256 state)
 
 
 class FrameWalker:
@@ -150,18 +147,10 @@ class FrameTracker(FrameWalker):
         usable: False once a frame without a content size, or unparsable data, was seen.
     """
 
-    def __init__(
-        self,
-        inner: Any,
-        *,
-        offset: int = 0,
-        output: int = 0,
-        hasher: ResumableSha256 | None = None,
-        log: ReentryLog | None = None,
-    ) -> None:
+    def __init__(self, inner: Any, *, output: int = 0, log: ReentryLog | None = None) -> None:
         super().__init__()
         self._inner = inner
-        self.log = log or ReentryLog(offset=offset, hasher=hasher)
+        self.log = log or ReentryLog()
         self._output = output  # output offset at the start of the current frame
         self._frame_start()
 
@@ -175,11 +164,6 @@ class FrameTracker(FrameWalker):
         """False once a frame without a content size, or unparsable data, was seen."""
         return self.log.usable
 
-    @property
-    def offset(self) -> int:
-        """The source offset of the next byte read."""
-        return self.log.offset
-
     def read(self, size: int = -1, /) -> bytes:
         """Read from the inner stream, tracking frames."""
         data = self._inner.read(size)
@@ -187,10 +171,6 @@ class FrameTracker(FrameWalker):
             view = memoryview(data)
             self.log.consume(view[self._walk(view) :])
         return bytes(data) if not isinstance(data, bytes) else data
-
-    def drop_before(self, output: int) -> None:
-        """Forget frame starts that a resume point at ``output`` will never use."""
-        self.log.drop_before(output)
 
     def _walking(self) -> bool:
         return self.usable
