@@ -44,9 +44,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import partial, wraps
 from pathlib import PurePosixPath
-from typing import Any, cast
+from typing import Any, ParamSpec, cast
 
 import zstandard
 from isal import igzip
@@ -135,6 +135,7 @@ _REFUSED_TAR_TYPES: tuple[tuple[Callable[[tarfile.TarInfo], bool], str, str], ..
 )
 _ZIP_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile.structFileHeader
 _ZIP64_SIZES = 0xFFFFFFFF
+P = ParamSpec("P")
 
 
 @dataclass
@@ -869,6 +870,44 @@ def _zip_descriptor_length(
     return length
 
 
+class _Unwrapped:
+    """A member stream as the caller sees it: a download failure surfaces as itself."""
+
+    def __init__(self, inner: Readable) -> None:
+        self._inner = inner
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._inner.read(size)
+        except _SourceFailure as exc:
+            raise exc.original from None
+
+
+def classified(stream: Any, *, what: str) -> Readable:
+    """``stream``'s reads with every decoder failure named, as :func:`iter_members` does.
+
+    For a stream a resumed job decodes itself (ADR 0020): a truncated or damaged tail
+    fails with the same :class:`~exportpipe.common.errors.IntegrityError` or
+    :class:`~exportpipe.common.errors.ArchiveRejected` as a whole read would.
+    """
+    return _Unwrapped(_MemberStream(stream, None, what=what))
+
+
+def _unwrapping(members: Callable[P, Iterator[Member]]) -> Callable[P, Iterator[Member]]:
+    """``members`` as the caller sees them: a download failure surfaces as itself."""
+
+    @wraps(members)
+    def unwrapped(*args: P.args, **kwargs: P.kwargs) -> Iterator[Member]:
+        try:
+            for member in members(*args, **kwargs):
+                yield replace(member, stream=_Unwrapped(member.stream))
+        except _SourceFailure as exc:
+            raise exc.original from None
+
+    return unwrapped
+
+
+@_unwrapping
 def iter_members(
     source: Readable,
     *,
@@ -894,52 +933,6 @@ def iter_members(
         ArchiveRejected: an unsafe or over-limit archive (see the module docstring).
         IntegrityError: compressed data that ends early.
     """
-    try:
-        for member in _members(
-            source,
-            compression=compression,
-            file_name=file_name,
-            limits=limits,
-            starts=starts,
-            tar=tar,
-        ):
-            yield replace(member, stream=_Unwrapped(member.stream))
-    except _SourceFailure as exc:
-        raise exc.original from None
-
-
-class _Unwrapped:
-    """A member stream as the caller sees it: a download failure surfaces as itself."""
-
-    def __init__(self, inner: Readable) -> None:
-        self._inner = inner
-
-    def read(self, size: int = -1, /) -> bytes:
-        try:
-            return self._inner.read(size)
-        except _SourceFailure as exc:
-            raise exc.original from None
-
-
-def classified(stream: Any, *, what: str) -> Readable:
-    """``stream``'s reads with every decoder failure named, as :func:`iter_members` does.
-
-    For a stream a resumed job decodes itself (ADR 0020): a truncated or damaged tail
-    fails with the same :class:`~exportpipe.common.errors.IntegrityError` or
-    :class:`~exportpipe.common.errors.ArchiveRejected` as a whole read would.
-    """
-    return _Unwrapped(_MemberStream(stream, None, what=what))
-
-
-def _members(
-    source: Readable,
-    *,
-    compression: Compression | None,
-    file_name: str,
-    limits: ExtractLimits,
-    starts: ReentryLog | None = None,
-    tar: TarEntry | None = None,
-) -> Iterator[Member]:
     meter = _Meter(limits)
     if tar is not None:
         # Everything before the entry was read (and counted) by an earlier attempt.
