@@ -672,24 +672,23 @@ class ExportTracker:
         an older release), each in file id order.
         """
         for prefix in ("LISTED#", "FILE#"):
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :f)",
-                "FilterExpression": "attribute_exists(outcome)",
-                "ExpressionAttributeValues": {":pk": _pk(export_id), ":f": {"S": prefix}},
-            }
-            while True:
-                page = call_aws(self._db.query, **kwargs)
-                for item in page.get("Items", []):
-                    yield (
-                        item["sk"]["S"].removeprefix(prefix),
-                        item["outcome"]["S"],
-                        item.get("detail", {}).get("S", ""),
-                        int(item.get("size", {}).get("N", "0")),
-                    )
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            for item in self._query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :f)",
+                FilterExpression="attribute_exists(outcome)",
+                ExpressionAttributeValues={":pk": _pk(export_id), ":f": {"S": prefix}},
+            ):
+                yield (
+                    item["sk"]["S"].removeprefix(prefix),
+                    item["outcome"]["S"],
+                    item.get("detail", {}).get("S", ""),
+                    int(item.get("size", {}).get("N", "0")),
+                )
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item a Query on the table returns, page after page."""
+        pages = iter(self._db.get_paginator("query").paginate(TableName=self._table, **kwargs))
+        while (page := call_aws(next, pages, None)) is not None:
+            yield from page.get("Items", [])
 
     def try_claim_completion(self, export_id: str, owner: str, *, stale_after: float = 900) -> bool:
         """Claim the right to complete the export; exactly one caller gets ``True``.
@@ -772,19 +771,12 @@ class ExportTracker:
     def stalled(self, stall_seconds: float, *, now: float | None = None) -> list[ExportState]:
         """Active exports with no activity for ``stall_seconds`` (sparse-index query)."""
         cutoff = (now if now is not None else time.time()) - stall_seconds
-        out: list[ExportState] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": ACTIVE_INDEX,
-            "KeyConditionExpression": "active = :one AND last_activity < :cutoff",
-            "ExpressionAttributeValues": {":one": {"S": "1"}, ":cutoff": {"N": f"{cutoff:.3f}"}},
-        }
-        while True:
-            page = call_aws(self._db.query, **kwargs)
-            out += [ExportState.from_item(item) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = self._query(
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression="active = :one AND last_activity < :cutoff",
+            ExpressionAttributeValues={":one": {"S": "1"}, ":cutoff": {"N": f"{cutoff:.3f}"}},
+        )
+        return [ExportState.from_item(item) for item in items]
 
     def create_table(self) -> None:
         """Create the table with its ``active`` index (local stack and tests; CDK in AWS)."""
