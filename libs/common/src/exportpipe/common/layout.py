@@ -35,6 +35,7 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar, Literal, Self
 
 import orjson
@@ -171,10 +172,6 @@ class ExportKeys:
         return FileKeys(self.root, file_id)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class _Record(BaseModel):
     """Base of the records written to S3: the ``schema``/``version`` envelope."""
 
@@ -256,7 +253,7 @@ class FileManifest(_Record):
     compression: str | None = None
     source: SourceRef
     members: list[ManifestMember]
-    completed_at: datetime = Field(default_factory=_now)
+    completed_at: datetime = Field(default_factory=partial(datetime.now, UTC))
 
     def same_source(self, *, size: int | None, sha256: str | None) -> bool:
         """Whether this manifest commits the source a job describes (as far as it does)."""
@@ -281,7 +278,7 @@ class FileRejection(_Record):
     error: str
     reason: str
     message: str
-    rejected_at: datetime = Field(default_factory=_now)
+    rejected_at: datetime = Field(default_factory=partial(datetime.now, UTC))
 
 
 class RejectedFile(BaseModel):

@@ -6,14 +6,20 @@ retry mode (jittered exponential backoff on throttling, 5xx and connection error
 turns what outlived them into :class:`~exportpipe.common.errors.AwsTransientError`,
 which the queue runtime retries later. The only loop left is for what botocore cannot
 see, entries a batch call reports as failed: :func:`retry_unfinished`.
+
+:func:`parse_retry_after` reads the HTTP ``Retry-After`` header for both services'
+HTTP clients (the orchestrator's Export API client and the worker's downloads).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import boto3
@@ -32,6 +38,7 @@ __all__ = [
     "aws_client",
     "call_aws",
     "is_transient_aws_error",
+    "parse_retry_after",
     "retry_unfinished",
 ]
 
@@ -141,3 +148,34 @@ def aws_client(service: str, *, max_pool_connections: int = 20) -> Any:
         read_timeout=60,  # must exceed the 20 s long poll
     )
     return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+
+
+def parse_retry_after(
+    value: str | None, *, now: datetime | float | None = None, cap: float | None = None
+) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP-date).
+
+    Returns ``None`` for a missing or unparseable value (NaN, or infinity without a
+    ``cap``); a negative delay or a date in the past gives 0. With ``cap`` the result is
+    at most ``cap``: a hostile header must not park a message, nor every call of a
+    process, for hours.
+
+    Args:
+        now: the current time for an HTTP-date (a datetime or POSIX seconds; default now).
+    """
+    text = (value or "").strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if isinstance(now, datetime):
+            now = now.timestamp()
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or (cap is None and math.isinf(seconds)):
+        return None
+    return max(0.0, seconds if cap is None else min(seconds, cap))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import orjson
@@ -59,10 +60,6 @@ PREFIX_MAX_LENGTH = 512
 _Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 _ID_RE = re.compile(ID_PATTERN)
 _Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def job_id_for(export_id: str, file_id: str) -> str:
@@ -108,7 +105,7 @@ class ExportRequested(Message):
     export_id: _Id
     tenant: _Id | None = None
     destination_prefix: str | None = Field(default=None, max_length=PREFIX_MAX_LENGTH)
-    requested_at: datetime = Field(default_factory=_now)
+    requested_at: datetime = Field(default_factory=partial(datetime.now, UTC))
     cursor: str | None = Field(default=None, max_length=4096)
     page: int = Field(default=0, ge=0)
     not_ready_checks: int = Field(default=0, ge=0)
@@ -153,7 +150,7 @@ class DownloadJob(Message):
     format: ContentFormat = "binary"
     destination: S3Destination
     tenant: _Id | None = None
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=partial(datetime.now, UTC))
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -182,7 +179,7 @@ class ExportCompleted(Message):
     files_rejected: int = Field(ge=0)
     bytes: int = Field(ge=0)
     manifest: str
-    completed_at: datetime = Field(default_factory=_now)
+    completed_at: datetime = Field(default_factory=partial(datetime.now, UTC))
 
 
 M = TypeVar("M", bound=Message)

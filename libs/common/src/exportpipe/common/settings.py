@@ -32,11 +32,8 @@ class SettingsError(SystemExit):
     """Start-up configuration is missing or malformed; the message names the variable."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message)  # str() and the exit status print it
         self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class CommonSettings(BaseSettings):

@@ -205,6 +205,23 @@ class ExportTracker:
             values[":t"] = {"S": tenant}
         return expr, values
 
+    def _outcome_update(
+        self,
+        export_id: str,
+        outcome: FileOutcome,
+        *,
+        size: int,
+        bucket: str,
+        prefix: str,
+        tenant: str | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """META's update for one file outcome: its counter, outstanding and bytes."""
+        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
+        counter = "files_done" if outcome == "done" else "files_rejected"
+        expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
+        values.update({":one_n": {"N": "1"}, ":minus": {"N": "-1"}, ":size": {"N": str(size)}})
+        return expr, values
+
     def record_page(
         self,
         export_id: str,
@@ -243,8 +260,14 @@ class ExportTracker:
         if is_last:
             expr = expr.replace("SET ", "SET listing_complete = :true, ", 1)
             values[":true"] = {"BOOL": True}
-        item = {"files": {"N": str(count)}}
-        return self._record_once(export_id, f"PAGE#{page:09d}", item, expr, values)
+        codes = self._record_codes(
+            export_id,
+            f"PAGE#{page:09d}",
+            item={"files": {"N": str(count)}},
+            expr=expr,
+            values=values,
+        )
+        return codes is None  # False: the page was counted before
 
     def _mark_listed(self, export_id: str, file_ids: Collection[str]) -> None:
         """Write each file id's ``LISTED#`` item unless it exists.
@@ -338,10 +361,9 @@ class ExportTracker:
         release (no ``counts_outcome``) keeps its outcomes in ``FILE#`` items, and so
         does an export counted without ids (see the module docstring).
         """
-        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
-        counter = "files_done" if outcome == "done" else "files_rejected"
-        expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
-        values.update({":one_n": {"N": "1"}, ":minus": {"N": "-1"}, ":size": {"N": str(size)}})
+        expr, values = self._outcome_update(
+            export_id, outcome, size=size, bucket=bucket, prefix=prefix, tenant=tenant
+        )
         marker = {
             "Update": {
                 "TableName": self._table,
@@ -362,17 +384,8 @@ class ExportTracker:
         }
 
         def meta(condition: str | None) -> dict[str, Any]:
-            update: dict[str, Any] = {
-                "TableName": self._table,
-                "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
-                "UpdateExpression": expr,
-                "ExpressionAttributeNames": {**_names(values), "#bytes": "bytes"},
-                "ExpressionAttributeValues": values,
-            }
-            if condition is not None:
-                update["ConditionExpression"] = condition
-                update["ExpressionAttributeValues"] = {**values, ":true": {"BOOL": True}}
-            return {"Update": update}
+            given = values if condition is None else {**values, ":true": {"BOOL": True}}
+            return self._meta_write(export_id, expr, given, {"#bytes": "bytes"}, condition)
 
         # Refused when this write would take the last outstanding file of a listed
         # export: then, and only then, the caller has completion to do.
@@ -466,10 +479,9 @@ class ExportTracker:
         Raises:
             _NotListed: one of ``checks`` failed.
         """
-        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
-        counter = "files_done" if outcome == "done" else "files_rejected"
-        expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
-        values.update({":one_n": {"N": "1"}, ":minus": {"N": "-1"}, ":size": {"N": str(size)}})
+        expr, values = self._outcome_update(
+            export_id, outcome, size=size, bucket=bucket, prefix=prefix, tenant=tenant
+        )
         item = {
             "outcome": {"S": outcome},
             "detail": {"S": detail[:1000]},
@@ -497,38 +509,6 @@ class ExportTracker:
         codes = record(values=values, meta_condition=None)
         return "last" if codes is None else "already_counted"
 
-    def _record_once(
-        self,
-        export_id: str,
-        sk: str,
-        item: dict[str, Any],
-        expr: str,
-        values: dict[str, Any],
-        *,
-        names: dict[str, str] | None = None,
-        checks: tuple[dict[str, Any], ...] = (),
-    ) -> bool:
-        """Write item ``sk`` once and apply ``expr`` to META in the same transaction.
-
-        Returns ``False`` (and changes nothing) when ``sk`` already exists: the page or
-        file was counted before.
-
-        Raises:
-            _NotListed: one of ``checks`` (condition checks placed between the two
-                writes) failed.
-        """
-        codes = self._record_codes(
-            export_id,
-            sk,
-            item=item,
-            expr=expr,
-            values=values,
-            names=names,
-            checks=checks,
-            meta_condition=None,
-        )
-        return codes is None
-
     def _record_codes(
         self,
         export_id: str,
@@ -537,27 +517,20 @@ class ExportTracker:
         item: dict[str, Any],
         expr: str,
         values: dict[str, Any],
-        names: dict[str, str] | None,
-        checks: tuple[dict[str, Any], ...],
-        meta_condition: str | None,
+        names: dict[str, str] | None = None,
+        checks: tuple[dict[str, Any], ...] = (),
+        meta_condition: str | None = None,
     ) -> list[str] | None:
-        """Like :meth:`_record_once`, with an optional condition on META.
+        """Write item ``sk`` once and apply ``expr`` to META in the same transaction.
 
-        Returns ``None`` when written, else the cancellation codes per item (``[]``
-        when DynamoDB gave none).
+        ``checks`` (condition checks) go between the two writes; ``meta_condition`` is
+        an optional condition on META. Returns ``None`` when written, else the
+        cancellation codes per item (``[]`` when DynamoDB gave none): the first is
+        ``ConditionalCheckFailed`` when ``sk`` existed (counted before).
 
         Raises:
             _NotListed: one of ``checks`` failed.
         """
-        update: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
-            "UpdateExpression": expr,
-            "ExpressionAttributeNames": {**_names(values), **(names or {})},
-            "ExpressionAttributeValues": values,
-        }
-        if meta_condition is not None:
-            update["ConditionExpression"] = meta_condition
         return self._transact_codes(
             [
                 {
@@ -573,9 +546,29 @@ class ExportTracker:
                     }
                 },
                 *checks,
-                {"Update": update},
+                self._meta_write(export_id, expr, values, names or {}, meta_condition),
             ]
         )
+
+    def _meta_write(
+        self,
+        export_id: str,
+        expr: str,
+        values: dict[str, Any],
+        names: dict[str, str],
+        condition: str | None,
+    ) -> dict[str, Any]:
+        """The transaction item applying ``expr`` to META (only if ``condition`` holds)."""
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
+            "UpdateExpression": expr,
+            "ExpressionAttributeNames": {**_names(values), **names},
+            "ExpressionAttributeValues": values,
+        }
+        if condition is not None:
+            update["ConditionExpression"] = condition
+        return {"Update": update}
 
     def _transact_codes(
         self, items: list[dict[str, Any]], *, attempts: int = 6
@@ -679,24 +672,23 @@ class ExportTracker:
         an older release), each in file id order.
         """
         for prefix in ("LISTED#", "FILE#"):
-            kwargs: dict[str, Any] = {
-                "TableName": self._table,
-                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :f)",
-                "FilterExpression": "attribute_exists(outcome)",
-                "ExpressionAttributeValues": {":pk": _pk(export_id), ":f": {"S": prefix}},
-            }
-            while True:
-                page = call_aws(self._db.query, **kwargs)
-                for item in page.get("Items", []):
-                    yield (
-                        item["sk"]["S"].removeprefix(prefix),
-                        item["outcome"]["S"],
-                        item.get("detail", {}).get("S", ""),
-                        int(item.get("size", {}).get("N", "0")),
-                    )
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            for item in self._query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :f)",
+                FilterExpression="attribute_exists(outcome)",
+                ExpressionAttributeValues={":pk": _pk(export_id), ":f": {"S": prefix}},
+            ):
+                yield (
+                    item["sk"]["S"].removeprefix(prefix),
+                    item["outcome"]["S"],
+                    item.get("detail", {}).get("S", ""),
+                    int(item.get("size", {}).get("N", "0")),
+                )
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item a Query on the table returns, page after page."""
+        pages = iter(self._db.get_paginator("query").paginate(TableName=self._table, **kwargs))
+        while (page := call_aws(next, pages, None)) is not None:
+            yield from page.get("Items", [])
 
     def try_claim_completion(self, export_id: str, owner: str, *, stale_after: float = 900) -> bool:
         """Claim the right to complete the export; exactly one caller gets ``True``.
@@ -779,19 +771,12 @@ class ExportTracker:
     def stalled(self, stall_seconds: float, *, now: float | None = None) -> list[ExportState]:
         """Active exports with no activity for ``stall_seconds`` (sparse-index query)."""
         cutoff = (now if now is not None else time.time()) - stall_seconds
-        out: list[ExportState] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": ACTIVE_INDEX,
-            "KeyConditionExpression": "active = :one AND last_activity < :cutoff",
-            "ExpressionAttributeValues": {":one": {"S": "1"}, ":cutoff": {"N": f"{cutoff:.3f}"}},
-        }
-        while True:
-            page = call_aws(self._db.query, **kwargs)
-            out += [ExportState.from_item(item) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = self._query(
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression="active = :one AND last_activity < :cutoff",
+            ExpressionAttributeValues={":one": {"S": "1"}, ":cutoff": {"N": f"{cutoff:.3f}"}},
+        )
+        return [ExportState.from_item(item) for item in items]
 
     def create_table(self) -> None:
         """Create the table with its ``active`` index (local stack and tests; CDK in AWS)."""

@@ -197,11 +197,7 @@ class FaultProxy:
                 self.counts.clear()
                 self.faults.clear()
             payload = json.dumps(dict(self.counts)).encode()
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(payload)))
-        h.end_headers()
-        h.wfile.write(payload)
+        _reply(h, 200, {"Content-Type": "application/json"}, payload)
 
     @staticmethod
     def _fault_kind(fault: Fault) -> str:
@@ -271,14 +267,7 @@ class FaultProxy:
                 for i in failed
             )
             out = json.dumps(data).encode()
-        h.send_response(status)
-        for k, v in resp_headers.items():
-            h.send_header(k, v)
-        if h.command != "HEAD":
-            h.send_header("Content-Length", str(len(out)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(out)
+        _reply(h, status, resp_headers, None if h.command == "HEAD" else out)
 
     @staticmethod
     def _reply_error(h: BaseHTTPRequestHandler, fault: Fault, json_protocol: bool) -> None:
@@ -292,11 +281,21 @@ class FaultProxy:
                 "<Message>injected fault</Message></Error>"
             ).encode()
             ctype = "application/xml"
-        h.send_response(fault.status)
-        h.send_header("Content-Type", ctype)
-        h.send_header("x-amzn-query-error", f"{fault.error_code};Sender")
+        headers = {"Content-Type": ctype, "x-amzn-query-error": f"{fault.error_code};Sender"}
+        _reply(h, fault.status, headers, payload)
+
+
+def _reply(
+    h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], payload: bytes | None
+) -> None:
+    """Answer with ``headers`` and ``payload`` (``None``: headers only, a HEAD answer)."""
+    h.send_response(status)
+    for k, v in headers.items():
+        h.send_header(k, v)
+    if payload is not None:
         h.send_header("Content-Length", str(len(payload)))
-        h.end_headers()
+    h.end_headers()
+    if payload is not None:
         h.wfile.write(payload)
 
 

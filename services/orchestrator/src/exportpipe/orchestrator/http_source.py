@@ -25,11 +25,9 @@ Transport rules, and why:
 
 from __future__ import annotations
 
-import email.utils
-import math
 import threading
 import time
-from datetime import UTC
+from functools import partial
 from typing import Any, cast
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -43,6 +41,7 @@ from tenacity import (
 )
 
 from exportpipe.common.errors import RateLimited, UpstreamRejected, UpstreamUnavailable
+from exportpipe.common.retry import parse_retry_after as _parse_retry_after
 from exportpipe.common.sqs import RETRY_AFTER_MAX_SECONDS
 from exportpipe.orchestrator.settings import (
     DEFAULT_API_CLIENT,
@@ -65,30 +64,8 @@ _DEFAULT_RETRY_AFTER = 30.0
 _READ_CHUNK = 256 * 1024
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
-
-    Returns ``None`` when absent or unparseable; clamps to ``[0, 15 min]``
-    (:data:`~exportpipe.common.sqs.RETRY_AFTER_MAX_SECONDS`): a hostile header must not
-    park the message, nor every call of this process, for hours.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        current = now if now is not None else time.time()
-        seconds = when.timestamp() - current
-    if math.isnan(seconds):
-        return None
-    return max(0.0, min(seconds, RETRY_AFTER_MAX_SECONDS))
+# Clamped to [0, 15 min] as the module docstring says.
+parse_retry_after = partial(_parse_retry_after, cap=RETRY_AFTER_MAX_SECONDS)
 
 
 class _Transient(UpstreamUnavailable):
@@ -232,11 +209,10 @@ class HttpExportSource(ExportSource):
                 status = response.status
                 if status == 429 or (status == 503 and "Retry-After" in response.headers):
                     delay = parse_retry_after(response.headers.get("Retry-After"))
-                    self._cool_down(delay if delay is not None else _DEFAULT_RETRY_AFTER)
+                    delay = _DEFAULT_RETRY_AFTER if delay is None else delay
+                    self._cool_down(delay)
                     raise RateLimited(
-                        f"GET {path}: {status}, retry after "
-                        f"{delay if delay is not None else _DEFAULT_RETRY_AFTER:g} s",
-                        retry_after=delay if delay is not None else _DEFAULT_RETRY_AFTER,
+                        f"GET {path}: {status}, retry after {delay:g} s", retry_after=delay
                     )
                 if status >= 500 or status == 408:
                     raise _Transient(f"GET {path}: HTTP {status}")
@@ -351,16 +327,14 @@ def _listed_file(entry: object, index: int, path: str) -> ListedFile:
             url=str(entry.get("url", ""))[:8192],
             problem=f"GET {path}: files[{index}]: {problem}",
         )
-    size = entry.get("size_bytes")
-    fmt = entry["format"]
     return ListedFile(
         file_id=entry["file_id"],
         name=entry["name"],
         url=entry["url"],
-        size_bytes=size,
+        size_bytes=entry.get("size_bytes"),
         sha256=entry.get("sha256"),
         compression=entry.get("compression"),
-        format=fmt,
+        format=entry["format"],
     )
 
 

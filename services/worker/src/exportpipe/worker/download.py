@@ -357,14 +357,10 @@ class HttpSource(Source):
                     decode_content=False,
                     timeout=self._timeout,
                 )
-            except Urllib3HTTPError as exc:
-                unsafe = _find_unsafe(exc)
+            except (Urllib3HTTPError, OSError) as exc:
+                unsafe = _find_unsafe(exc) if isinstance(exc, Urllib3HTTPError) else None
                 if unsafe is not None:
                     raise unsafe from None
-                raise UpstreamUnavailable(
-                    f"{redact_url(url)}: {type(exc).__name__}", reason="connection_failed"
-                ) from None
-            except OSError as exc:
                 raise UpstreamUnavailable(
                     f"{redact_url(url)}: {type(exc).__name__}", reason="connection_failed"
                 ) from None
@@ -511,10 +507,7 @@ class HttpSource(Source):
 
     def _drop_response(self) -> None:
         if self._resp is not None:
-            # A connection that failed mid-body cannot be reused: close, then release.
-            with contextlib.suppress(Exception):
-                self._resp.close()
-                self._resp.release_conn()
+            _discard(self._resp)  # a connection that failed mid-body cannot be reused
             self._resp = None
 
     def close(self) -> None:

@@ -43,10 +43,10 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
+from functools import partial, wraps
 from pathlib import PurePosixPath
-from typing import Any, cast
+from typing import Any, ParamSpec, cast
 
 import zstandard
 from isal import igzip
@@ -58,6 +58,7 @@ from exportpipe.worker.download import Readable
 from exportpipe.worker.gzipmembers import GzipMembers
 from exportpipe.worker.reentry import ReentryLog
 from exportpipe.worker.settings import ExtractLimits
+from exportpipe.worker.zstdframes import FrameWalker
 
 __all__ = [
     "ExtractLimits",
@@ -125,8 +126,16 @@ _TAR_EXTENDED_TYPES = frozenset(
         tarfile.GNUTYPE_LONGLINK,
     )
 )
+# Tar member types refused before their name is even looked at, in this order.
+_REFUSED_TAR_TYPES: tuple[tuple[Callable[[tarfile.TarInfo], bool], str, str], ...] = (
+    (tarfile.TarInfo.issym, "a symbolic link", "symlink"),
+    (tarfile.TarInfo.islnk, "a hard link", "hardlink"),
+    (lambda i: i.ischr() or i.isblk() or i.isfifo(), "a device or FIFO", "device"),
+    (tarfile.TarInfo.issparse, "sparse", "sparse_member"),
+)
 _ZIP_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile.structFileHeader
 _ZIP64_SIZES = 0xFFFFFFFF
+P = ParamSpec("P")
 
 
 @dataclass
@@ -212,16 +221,6 @@ def _looks_like_tar(head: bytes) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
-def _is_archive_magic(head: bytes) -> bool:
-    return (
-        head.startswith(_GZIP_MAGIC)
-        or head.startswith(_ZSTD_MAGIC)
-        or head.startswith(_ZIP_MAGICS)
-        or head.startswith(_OTHER_ARCHIVE_MAGICS)
-        or _looks_like_tar(head)
-    )
-
-
 def detect_compression(head: bytes) -> Compression:
     """Recognise a compression/archive format from the first bytes of a file."""
     if head.startswith(_GZIP_MAGIC):
@@ -233,6 +232,10 @@ def detect_compression(head: bytes) -> Compression:
     if _looks_like_tar(head):
         return "tar"
     return "none"
+
+
+def _is_archive_magic(head: bytes) -> bool:
+    return detect_compression(head) != "none" or head.startswith(_OTHER_ARCHIVE_MAGICS)
 
 
 class _Peekable:
@@ -252,10 +255,8 @@ class _Peekable:
 
     def read(self, size: int = -1, /) -> bytes:
         if self._head:
-            if size < 0 or size >= len(self._head):
-                out, self._head = self._head, b""
-                return out
-            out, self._head = self._head[:size], self._head[size:]
+            cut = len(self._head) if size < 0 else size
+            out, self._head = self._head[:cut], self._head[cut:]
             return out
         return self._inner.read(size)
 
@@ -412,14 +413,13 @@ def _classify(
     )
 
 
-class _ZstdFrames:
+class _ZstdFrames(FrameWalker):
     """Follows the zstd frame layout of the compressed bytes as they pass to the decoder.
 
     zstandard's ``stream_reader`` ends silently when its input stops inside a frame.
-    This reader walks the frame headers and block headers (a few bytes per block of up
-    to 128 KiB, never the block contents) so that at the end of the input it knows
-    whether the last frame was complete; if not, the file is truncated. Content
-    checksums and content sizes are verified by libzstd itself.
+    Walking the frame layout (:class:`~exportpipe.worker.zstdframes.FrameWalker`) tells
+    at the end of the input whether the last frame was complete; if not, the file is
+    truncated. Content checksums and content sizes are verified by libzstd itself.
 
     Walking costs about a microsecond a block, nothing next to a real block's decoding,
     but a stream of empty or 1-byte blocks would make it the bottleneck (~2 MB/s): a
@@ -431,115 +431,55 @@ class _ZstdFrames:
     _MIN_BLOCK_OUTPUT = 16
 
     def __init__(self, inner: Readable, meter: _Meter, *, what: str) -> None:
+        super().__init__()
         self._inner = inner
         self._meter = meter
         self._what = what
         self._blocks = 0
-        self._frames = 0
-        self._skip = 0  # bytes of block content (or skippable frame) still to pass
-        self._field = b""  # bytes gathered of the header field being read
-        self._need = 4  # its length
-        self._state = "magic"
-        self._checksum = False
-        self._offset = 0
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._inner.read(size)
         if data:
-            self._walk(data)
-        else:
-            self._at_end()
-        self._offset += len(data)
+            self._walk(memoryview(data))
+        elif not (self.at_boundary and self._frames):
+            raise IntegrityError(
+                f"{self._what}: the zstd stream ends inside a frame (truncated file)",
+                reason="truncated",
+            )
         return data
 
     def readable(self) -> bool:
         return True
 
-    def _at_end(self) -> None:
-        if self._state == "magic" and not self._field and not self._skip and self._frames:
-            return
-        raise IntegrityError(
-            f"{self._what}: the zstd stream ends inside a frame (truncated file)",
-            reason="truncated",
+    def _not_a_frame(self) -> None:
+        if not self._frames:
+            raise ArchiveRejected(
+                f"{self._what}: not a zstd stream", reason="corrupt_compressed_data"
+            )
+        raise ArchiveRejected(
+            f"{self._what}: bytes after the end of the zstd stream (at byte "
+            f"{self.walked - 4}) that are not a zstd frame",
+            reason="trailing_garbage",
         )
 
-    def _walk(self, data: bytes) -> None:
-        pos, n = 0, len(data)
-        while pos < n:
-            if self._skip:
-                take = min(self._skip, n - pos)
-                self._skip -= take
-                pos += take
-                continue
-            want = self._need - len(self._field)
-            self._field += data[pos : pos + want]
-            pos += want
-            if len(self._field) < self._need:
-                return
-            field, self._field = self._field, b""
-            self._on_field(field, self._offset + pos)
-
-    def _on_field(self, field: bytes, at: int) -> None:
-        state = self._state
-        if state == "magic":
-            if field == _ZSTD_MAGIC:
-                self._state, self._need = "descriptor", 1
-            elif field[0] & 0xF0 == 0x50 and field[1:] == _ZSTD_SKIPPABLE_TAIL:
-                self._state, self._need = "skippable", 4
-            elif self._frames:
-                raise ArchiveRejected(
-                    f"{self._what}: bytes after the end of the zstd stream (at byte "
-                    f"{at - 4}) that are not a zstd frame",
-                    reason="trailing_garbage",
-                )
-            else:
-                raise ArchiveRejected(
-                    f"{self._what}: not a zstd stream", reason="corrupt_compressed_data"
-                )
-        elif state == "skippable":
-            self._skip = int.from_bytes(field, "little")
-            self._frames += 1
-            self._state, self._need = "magic", 4
-        elif state == "descriptor":
-            fhd = field[0]
-            single_segment = (fhd >> 5) & 1
-            self._checksum = bool((fhd >> 2) & 1)
-            fcs_size = (single_segment, 2, 4, 8)[fhd >> 6]
-            rest = (0 if single_segment else 1) + (0, 1, 2, 4)[fhd & 3] + fcs_size
-            self._state, self._need = "header", rest
-            if rest == 0:
-                self._state, self._need = "block", 3
-        elif state == "header":
-            self._state, self._need = "block", 3
-        elif state == "block":
-            self._blocks += 1
-            if (
-                self._blocks > self._BLOCK_ALLOWANCE
-                and (self._blocks - self._BLOCK_ALLOWANCE) * self._MIN_BLOCK_OUTPUT
-                > self._meter.output_bytes
-            ):
-                raise ArchiveRejected(
-                    f"{self._what}: {self._blocks} zstd blocks for "
-                    f"{self._meter.output_bytes} bytes of output: refusing a stream of "
-                    "near-empty blocks (slow to decode, never written by zstd)",
-                    reason="corrupt_compressed_data",
-                )
-            header = int.from_bytes(field, "little")
-            block_type = (header >> 1) & 3
-            if block_type == 3:
-                raise ArchiveRejected(
-                    f"{self._what}: corrupt zstd block at byte {at - 3}",
-                    reason="corrupt_compressed_data",
-                )
-            self._skip = 1 if block_type == 1 else header >> 3  # RLE blocks hold one byte
-            if header & 1:  # the frame's last block
-                self._frames += 1
-                if self._checksum:
-                    self._state, self._need = "checksum", 4
-                else:
-                    self._state, self._need = "magic", 4
-        elif state == "checksum":
-            self._state, self._need = "magic", 4
+    def _block(self, kind: int) -> None:
+        self._blocks += 1
+        if (
+            self._blocks > self._BLOCK_ALLOWANCE
+            and (self._blocks - self._BLOCK_ALLOWANCE) * self._MIN_BLOCK_OUTPUT
+            > self._meter.output_bytes
+        ):
+            raise ArchiveRejected(
+                f"{self._what}: {self._blocks} zstd blocks for "
+                f"{self._meter.output_bytes} bytes of output: refusing a stream of "
+                "near-empty blocks (slow to decode, never written by zstd)",
+                reason="corrupt_compressed_data",
+            )
+        if kind == 3:
+            raise ArchiveRejected(
+                f"{self._what}: corrupt zstd block at byte {self.walked - 3}",
+                reason="corrupt_compressed_data",
+            )
 
 
 class _StrictTarInfo(tarfile.TarInfo):
@@ -580,15 +520,6 @@ class _StrictTarInfo(tarfile.TarInfo):
         return cast(_StrictTarInfo, cast(Any, info)._proc_member(archive))
 
 
-def _check_nested(path: str, head: bytes) -> None:
-    lower = path.lower()
-    if lower.endswith(_ARCHIVE_SUFFIXES) or _is_archive_magic(head):
-        raise ArchiveRejected(
-            f"member {path!r} is itself an archive; nested archives are not extracted",
-            reason="nested_archive",
-        )
-
-
 def _archive_member(
     stream: Any,
     meter: _Meter | None,
@@ -600,7 +531,12 @@ def _archive_member(
 ) -> Member:
     """A member of a zip or tar, refused if it is itself an archive."""
     peek = _Peekable(_MemberStream(stream, meter, what=what, eof=eof, kind=kind))
-    _check_nested(path, peek.peek(_PEEK))
+    head = peek.peek(_PEEK)
+    if path.lower().endswith(_ARCHIVE_SUFFIXES) or _is_archive_magic(head):
+        raise ArchiveRejected(
+            f"member {path!r} is itself an archive; nested archives are not extracted",
+            reason="nested_archive",
+        )
     return Member(path=path, stream=peek)
 
 
@@ -649,18 +585,9 @@ def _tar_members(
                     f"{what}: more than {limits.max_members} members", reason="too_many_members"
                 )
             name = info.name
-            if info.issym():
-                raise ArchiveRejected(
-                    f"{what}: member {name!r} is a symbolic link", reason="symlink"
-                )
-            if info.islnk():
-                raise ArchiveRejected(f"{what}: member {name!r} is a hard link", reason="hardlink")
-            if info.ischr() or info.isblk() or info.isfifo():
-                raise ArchiveRejected(
-                    f"{what}: member {name!r} is a device or FIFO", reason="device"
-                )
-            if info.issparse():
-                raise ArchiveRejected(f"{what}: member {name!r} is sparse", reason="sparse_member")
+            for refused, kind, reason in _REFUSED_TAR_TYPES:
+                if refused(info):
+                    raise ArchiveRejected(f"{what}: member {name!r} is {kind}", reason=reason)
             path = safe_member_path(name)
             if info.isdir():
                 continue
@@ -943,6 +870,44 @@ def _zip_descriptor_length(
     return length
 
 
+class _Unwrapped:
+    """A member stream as the caller sees it: a download failure surfaces as itself."""
+
+    def __init__(self, inner: Readable) -> None:
+        self._inner = inner
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._inner.read(size)
+        except _SourceFailure as exc:
+            raise exc.original from None
+
+
+def classified(stream: Any, *, what: str) -> Readable:
+    """``stream``'s reads with every decoder failure named, as :func:`iter_members` does.
+
+    For a stream a resumed job decodes itself (ADR 0020): a truncated or damaged tail
+    fails with the same :class:`~exportpipe.common.errors.IntegrityError` or
+    :class:`~exportpipe.common.errors.ArchiveRejected` as a whole read would.
+    """
+    return _Unwrapped(_MemberStream(stream, None, what=what))
+
+
+def _unwrapping(members: Callable[P, Iterator[Member]]) -> Callable[P, Iterator[Member]]:
+    """``members`` as the caller sees them: a download failure surfaces as itself."""
+
+    @wraps(members)
+    def unwrapped(*args: P.args, **kwargs: P.kwargs) -> Iterator[Member]:
+        try:
+            for member in members(*args, **kwargs):
+                yield replace(member, stream=_Unwrapped(member.stream))
+        except _SourceFailure as exc:
+            raise exc.original from None
+
+    return unwrapped
+
+
+@_unwrapping
 def iter_members(
     source: Readable,
     *,
@@ -968,57 +933,6 @@ def iter_members(
         ArchiveRejected: an unsafe or over-limit archive (see the module docstring).
         IntegrityError: compressed data that ends early.
     """
-    try:
-        for member in _members(
-            source,
-            compression=compression,
-            file_name=file_name,
-            limits=limits,
-            starts=starts,
-            tar=tar,
-        ):
-            yield Member(
-                path=member.path,
-                stream=_Unwrapped(member.stream),
-                whole=member.whole,
-                reentry=member.reentry,
-            )
-    except _SourceFailure as exc:
-        raise exc.original from None
-
-
-class _Unwrapped:
-    """A member stream as the caller sees it: a download failure surfaces as itself."""
-
-    def __init__(self, inner: Readable) -> None:
-        self._inner = inner
-
-    def read(self, size: int = -1, /) -> bytes:
-        try:
-            return self._inner.read(size)
-        except _SourceFailure as exc:
-            raise exc.original from None
-
-
-def classified(stream: Any, *, what: str) -> Readable:
-    """``stream``'s reads with every decoder failure named, as :func:`iter_members` does.
-
-    For a stream a resumed job decodes itself (ADR 0020): a truncated or damaged tail
-    fails with the same :class:`~exportpipe.common.errors.IntegrityError` or
-    :class:`~exportpipe.common.errors.ArchiveRejected` as a whole read would.
-    """
-    return _Unwrapped(_MemberStream(stream, None, what=what))
-
-
-def _members(
-    source: Readable,
-    *,
-    compression: Compression | None,
-    file_name: str,
-    limits: ExtractLimits,
-    starts: ReentryLog | None = None,
-    tar: TarEntry | None = None,
-) -> Iterator[Member]:
     meter = _Meter(limits)
     if tar is not None:
         # Everything before the entry was read (and counted) by an earlier attempt.

@@ -26,38 +26,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import RateLimited
+from exportpipe.common.retry import parse_retry_after
 
 __all__ = ["HostPoliteness", "parse_retry_after"]
 
 _SLOW_DOWN = frozenset({429, 503})
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP-date).
-
-    Returns ``None`` for a missing or unparseable value; a date in the past gives 0.
-    """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 class HostPoliteness:

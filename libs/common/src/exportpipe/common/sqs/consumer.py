@@ -397,18 +397,12 @@ class QueueConsumer:
         except JobReleased:
             outcome = "released"
             self._release(ctx)
-        except RetryableError as exc:
-            if ctx.final_attempt:
-                outcome = "dead_lettered"
-                self._dead_letter(ctx, exc)
-            else:
-                outcome = "retried"
-                self._retry_later(ctx, exc)
-        except Exception as exc:
-            self._log.exception(
-                "handler failed unexpectedly",
-                extra={"message_id": ctx.message_id, **ctx.log_keys},
-            )
+        except Exception as exc:  # retryable, or unexpected (and retried the same way)
+            if not isinstance(exc, RetryableError):
+                self._log.exception(
+                    "handler failed unexpectedly",
+                    extra={"message_id": ctx.message_id, **ctx.log_keys},
+                )
             if ctx.final_attempt:
                 outcome = "dead_lettered"
                 self._dead_letter(ctx, exc)

@@ -10,7 +10,7 @@ reader live together so the two cannot drift (``exportpipe dlq`` reads through h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,17 +115,9 @@ class DeadLetter:
         return redact_text(text)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready view (body redacted)."""
-        return {
-            "queue": self.queue,
-            "message_id": self.message_id,
-            "reason": self.reason,
-            "error_type": self.error_type,
-            "error_message": self.error_message,
-            "receive_count": self.receive_count,
-            "failed_at": self.failed_at,
-            "summary": self.summary,
-        }
+        """JSON-ready view: every field but the receipt handle and the body, a summary."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("receipt_handle", "body")}
+        return fields | {"summary": self.summary}
 
 
 def read_dead_letter(queue: str, message: dict[str, Any]) -> DeadLetter:
