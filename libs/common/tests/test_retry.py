@@ -9,7 +9,13 @@ import pytest
 from botocore.config import Config
 
 from exportpipe.common.errors import AwsTransientError
-from exportpipe.common.retry import AWS_MAX_ATTEMPTS, aws_client, call_aws, retry_unfinished
+from exportpipe.common.retry import (
+    AWS_MAX_ATTEMPTS,
+    aws_client,
+    call_aws,
+    call_aws_pages,
+    retry_unfinished,
+)
 from exportpipe.testing import Fault, FaultProxy, Request
 
 
@@ -42,6 +48,44 @@ def test_non_transient_errors_pass_through_at_once(moto_server: str) -> None:
     client = boto3.client("sqs", endpoint_url=moto_server)
     with pytest.raises(client.exceptions.QueueDoesNotExist):
         call_aws(client.get_queue_url, QueueName="no-such-queue-anywhere")
+
+
+def test_call_aws_pages_walks_every_page(s3: Any, bucket: str) -> None:
+    for n in range(5):
+        s3.put_object(Bucket=bucket, Key=f"pages/{n}", Body=b"x")
+    pages = list(
+        call_aws_pages(
+            s3, "list_objects_v2", Bucket=bucket, Prefix="pages/", PaginationConfig={"PageSize": 2}
+        )
+    )
+    assert len(pages) == 3
+    assert [o["Key"] for p in pages for o in p["Contents"]] == [f"pages/{n}" for n in range(5)]
+
+
+def test_call_aws_pages_maps_a_transient_failure(moto_server: str) -> None:
+    def second_page_503(request: Request) -> Fault | None:
+        return (
+            Fault(status=503, error_code="SlowDown")
+            if "continuation-token" in request.path
+            else None
+        )
+
+    with FaultProxy(moto_server, rules=[second_page_503]) as proxy:
+        client = boto3.client(
+            "s3",
+            endpoint_url=proxy.endpoint,
+            config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+        )
+        client.create_bucket(Bucket="pages-fault")
+        for n in range(3):
+            client.put_object(Bucket="pages-fault", Key=str(n), Body=b"x")
+        pages = call_aws_pages(
+            client, "list_objects_v2", Bucket="pages-fault", PaginationConfig={"PageSize": 2}
+        )
+        assert len(next(pages)["Contents"]) == 2
+        # A page that keeps failing ends the walk with the named error, not a short list.
+        with pytest.raises(AwsTransientError):
+            next(pages)
 
 
 def test_retry_unfinished_resends_only_what_failed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ __all__ = [
     "AWS_MAX_ATTEMPTS",
     "aws_client",
     "call_aws",
+    "call_aws_pages",
     "is_transient_aws_error",
     "parse_retry_after",
     "retry_unfinished",
@@ -107,6 +108,14 @@ def call_aws(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
             )
             raise AwsTransientError(f"AWS call kept failing: {type(exc).__name__}") from exc
         raise
+
+
+def call_aws_pages(client: Any, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every page of ``operation`` through the client's paginator, each request as
+    :func:`call_aws` makes it (a transient failure becomes :class:`AwsTransientError`)."""
+    pages = iter(client.get_paginator(operation).paginate(**kwargs))
+    while (page := call_aws(next, pages, None)) is not None:
+        yield page
 
 
 def retry_unfinished(

@@ -56,7 +56,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from exportpipe.common.errors import AwsTransientError
-from exportpipe.common.retry import call_aws
+from exportpipe.common.retry import call_aws, call_aws_pages
 
 __all__ = [
     "ACTIVE_INDEX",
@@ -686,8 +686,7 @@ class ExportTracker:
 
     def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Every item a Query on the table returns, page after page."""
-        pages = iter(self._db.get_paginator("query").paginate(TableName=self._table, **kwargs))
-        while (page := call_aws(next, pages, None)) is not None:
+        for page in call_aws_pages(self._db, "query", TableName=self._table, **kwargs):
             yield from page.get("Items", [])
 
     def try_claim_completion(self, export_id: str, owner: str, *, stale_after: float = 900) -> bool:

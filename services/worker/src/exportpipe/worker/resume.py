@@ -55,7 +55,7 @@ from exportpipe.common.errors import (
     RetryableError,
 )
 from exportpipe.common.layout import ExportKeys
-from exportpipe.common.retry import call_aws
+from exportpipe.common.retry import call_aws, call_aws_pages
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker import sha256state
 from exportpipe.worker.checkpoint import (
@@ -104,20 +104,17 @@ def _error_code(exc: ClientError) -> str:
 
 def list_parts(s3: Any, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
     """``{part number: (ETag, size)}`` of an open upload; ``None`` if it is gone."""
-    found: dict[int, tuple[str, int]] = {}
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
-    while True:
-        try:
-            page = call_aws(s3.list_parts, **kwargs)
-        except ClientError as exc:
-            if _error_code(exc) in ("NoSuchUpload", "NoSuchKey", "404"):
-                return None
-            raise
-        for part in page.get("Parts", []):
-            found[int(part["PartNumber"])] = (str(part["ETag"]), int(part["Size"]))
-        if not page.get("IsTruncated"):
-            return found
-        kwargs["PartNumberMarker"] = page.get("NextPartNumberMarker", 0)
+    pages = call_aws_pages(s3, "list_parts", Bucket=bucket, Key=key, UploadId=upload_id)
+    try:
+        return {
+            int(part["PartNumber"]): (str(part["ETag"]), int(part["Size"]))
+            for page in pages
+            for part in page.get("Parts", [])
+        }
+    except ClientError as exc:
+        if _error_code(exc) in ("NoSuchUpload", "NoSuchKey", "404"):
+            return None
+        raise
 
 
 def _content_checksum(algorithm: str, body: bytearray) -> str | None:

@@ -40,7 +40,7 @@ from botocore.exceptions import ClientError
 
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import JobReleased, RetryableError
-from exportpipe.common.retry import call_aws
+from exportpipe.common.retry import call_aws, call_aws_pages
 from exportpipe.worker.settings import UploadTuning
 
 __all__ = [
@@ -660,9 +660,7 @@ def abort_uploads_under(
     many were aborted.
     """
     aborted = 0
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-    while True:
-        page = call_aws(s3.list_multipart_uploads, **kwargs)
+    for page in call_aws_pages(s3, "list_multipart_uploads", Bucket=bucket, Prefix=prefix):
         for upload in page.get("Uploads", []):
             if upload["UploadId"] in keep:
                 continue
@@ -677,7 +675,4 @@ def abort_uploads_under(
             except ClientError as exc:
                 if _error_code(exc) != "NoSuchUpload":
                     raise
-        if not page.get("IsTruncated"):
-            return aborted
-        kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
-        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+    return aborted
