@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
-from exportpipe.tools.planner.command import publish
+from exportpipe.tools.planner.command import option, publish
 from exportpipe.tools.planner.config import DAY_SECONDS, ArrivalCurve, DurationModel
 from exportpipe.tools.planner.fairqueue import Delivery
 from exportpipe.tools.planner.policies import ConfiguredPolicy
@@ -436,17 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--small-tenants", type=int, default=d.small_tenants)
-    p.add_argument("--exports-per-tenant", type=int, default=d.exports_per_tenant)
-    p.add_argument("--files-per-export", type=float, default=d.files_per_export)
-    p.add_argument("--whale-files", type=int, default=d.whale_files)
-    p.add_argument("--whale-hour", type=float, default=d.whale_hour, help="UTC hour of submission")
-    p.add_argument(
+    option(p, "--seed", d.seed)
+    option(p, "--small-tenants", d.small_tenants)
+    option(p, "--exports-per-tenant", d.exports_per_tenant)
+    option(p, "--files-per-export", d.files_per_export)
+    option(p, "--whale-files", d.whale_files)
+    option(p, "--whale-hour", d.whale_hour, "UTC hour of submission")
+    option(
+        p,
         "--recent-seconds",
-        type=float,
-        default=d.recent_seconds,
-        help="averaging time of fair queues' recent processing-time share (an assumption)",
+        d.recent_seconds,
+        "averaging time of fair queues' recent processing-time share (an assumption)",
     )
     p.add_argument("--out", type=Path, default=Path(".exportpipe/plan"))
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
