@@ -176,7 +176,8 @@ def _shown_path(path: Path) -> str:
 
 
 def _cmd_local_logs(args: argparse.Namespace) -> int:
-    from exportpipe.tools.local_services import follow, log_files, tail
+    from exportpipe.tools.local_services import follow, log_files
+    from exportpipe.tools.processes import tail
 
     files = list(log_files(args.state_dir, args.service))
     width = max(len(name) for name, _ in files)

@@ -43,7 +43,7 @@ from exportpipe.testing.moto import SERVER_MODULE  # DynamoDB serialized
 from exportpipe.tools.envfile import ENV_FILE_NAME, write_env_file
 from exportpipe.tools.errors import CliError
 from exportpipe.tools.local_services import stop_services
-from exportpipe.tools.processes import process_alive, process_command, spawn_detached, stop_pid
+from exportpipe.tools.processes import process_alive, process_command, spawn_detached, stop_pids
 
 __all__ = [
     "LOCAL_NAMES",
@@ -191,7 +191,7 @@ def _start_server(state_dir: Path, timeout: float) -> LocalState:
                 )
             time.sleep(0.1)
         else:
-            stop_pid(pid, grace=2)
+            stop_pids([pid], grace=2)
             last_error = f"moto server did not answer on {endpoint} in {timeout:.0f} s"
     raise CliError(f"cannot start the local stack: {last_error}")
 
@@ -335,7 +335,7 @@ def down(state_dir: Path) -> LocalState | None:
     state = read_state(state_dir)
     if state is None:
         return None
-    stopped = state.is_our_server() and stop_pid(state.pid)
+    stopped = state.is_our_server() and bool(stop_pids([state.pid]))
     for name in (STATE_FILE_NAME, ENV_FILE_NAME):
         (state_dir / name).unlink(missing_ok=True)
     return state if stopped else None

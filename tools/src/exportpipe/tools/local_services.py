@@ -52,7 +52,6 @@ __all__ = [
     "read_services",
     "start_services",
     "stop_services",
-    "tail",
 ]
 
 SERVICES_FILE_NAME = "services.json"
@@ -352,19 +351,6 @@ def log_files(state_dir: Path, service: str | None = None) -> Iterator[tuple[str
                 "(services: moto, simulator, orchestrator, worker, worker-N)"
             )
     yield from found
-
-
-def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of ``path`` (reads at most the last 1 MiB)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 2**20))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return []
-    return text.splitlines()[-lines:] if lines > 0 else []
 
 
 def follow(
