@@ -30,7 +30,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from exportpipe.tools.errors import CliError
-from exportpipe.tools.launch import service_environment, simulator_command
+from exportpipe.tools.launch import service_environment, simulator_command, wait_for_url
 from exportpipe.tools.processes import (
     process_alive,
     process_started_at,
@@ -211,23 +211,14 @@ def _spawn(
 def _start_simulator(
     state_dir: Path, config: SimulatorConfig, digest: str, timeout: float
 ) -> ServiceRecord:
-    spec_file = state_dir / "simulator.json"
-    spec_file.write_text(config.model_dump_json(indent=1) + "\n")
-    url_file = state_dir / "simulator.url"
-    url_file.unlink(missing_ok=True)
-    argv = simulator_command(spec_file, url_file)
+    argv, url_file = simulator_command(config, state_dir, _SIMULATOR)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     record = _spawn(_SIMULATOR, argv, env=env, state_dir=state_dir, config=digest)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = url_file.read_text().strip() if url_file.is_file() else ""
-        if text.endswith("}"):
-            return ServiceRecord(**{**asdict(record), "url": json.loads(text)["url"]})
-        if not process_alive(record.pid):
-            break
-        time.sleep(0.05)
-    stop_pids([record.pid], grace=2)
-    raise CliError(f"the simulator did not start (log: {record.log_file})")
+    info = wait_for_url(url_file, lambda: process_alive(record.pid), timeout)
+    if info is None:
+        stop_pids([record.pid], grace=2)
+        raise CliError(f"the simulator did not start (log: {record.log_file})")
+    return ServiceRecord(**{**asdict(record), "url": info["url"]})
 
 
 def start_services(
