@@ -164,7 +164,6 @@ class _Task:
         "old",
         "queued",
         "ready",
-        "ready_at",
         "spot",
         "stopped",
         "stopping",
@@ -174,7 +173,6 @@ class _Task:
         self.spot = spot
         self.kept = False  # draining, still counted by the service until it exits
         self.old = False  # of a deployment being replaced
-        self.ready_at = 0.0
         self.cause = ""
         self.ready = False
         self.stopping = False
@@ -430,7 +428,6 @@ class _Sim:
         if task.stopping:
             return
         task.ready = True
-        task.ready_at = t
         if math.isfinite(self.drain_after):
             self.push(t + self.drain_after, _DRAIN, task)
         self.running += 1
