@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from exportpipe.common.sizing import Deployment, ScalingStep, WorkerScaling
 
@@ -144,6 +144,7 @@ class ConfiguredPolicy:
 
     deployment: Deployment = field(default_factory=Deployment)
     name: str = "configured"
+    protect_busy: ClassVar[bool] = True  # the worker holds scale-in protection while busy
 
     @property
     def description(self) -> str:
@@ -155,11 +156,6 @@ class ConfiguredPolicy:
             f"in {s.scale_in_percent}% below {s.scale_in_below_ratio:g} for "
             f"{s.scale_in_evaluation_periods} periods; protection on"
         )
-
-    @property
-    def protect_busy(self) -> bool:
-        """The worker holds scale-in protection while busy."""
-        return True
 
     def initial_tasks(self, start: float) -> int:
         """Starts at the service minimum."""
@@ -345,6 +341,7 @@ class QueueDepthPolicy:
     in_percent: int = -10
     cooldown_seconds: int = 300
     name: str = "queue-depth"
+    protect_busy: ClassVar[bool] = True  # the worker holds protection
 
     @property
     def description(self) -> str:
@@ -354,11 +351,6 @@ class QueueDepthPolicy:
             f"(min +{self.out_min}); = 0 for {self.in_periods} min: {self.in_percent}%; "
             "protection on"
         )
-
-    @property
-    def protect_busy(self) -> bool:
-        """The worker holds protection."""
-        return True
 
     def initial_tasks(self, start: float) -> int:
         """A visible-only metric never leaves zero below the threshold: min 1."""
@@ -415,16 +407,12 @@ class FixedFleet:
 
     tasks: int
     name: str = "fixed"
+    protect_busy: ClassVar[bool] = True  # irrelevant: nothing scales in
 
     @property
     def description(self) -> str:
         """One line for the report."""
         return f"{self.tasks} tasks all day"
-
-    @property
-    def protect_busy(self) -> bool:
-        """Irrelevant: nothing scales in."""
-        return True
 
     def tasks_at(self, now: float) -> int:
         """Always the same."""
@@ -451,6 +439,7 @@ class ScheduledFleet:
     windows: tuple[tuple[float, float, int], ...]
     name: str = "analysis"
     note: str = ""
+    protect_busy: ClassVar[bool] = False  # a schedule stops what it stops
 
     @property
     def description(self) -> str:
@@ -459,11 +448,6 @@ class ScheduledFleet:
             f"{n} tasks {_clock(start)}-{_clock(start + hours)}" for start, hours, n in self.windows
         ]
         return "schedule: " + ", ".join(parts) + (f" ({self.note})" if self.note else "")
-
-    @property
-    def protect_busy(self) -> bool:
-        """A schedule stops what it stops."""
-        return False
 
     def tasks_at(self, now: float) -> int:
         """Tasks the schedule wants at ``now`` (seconds; the day repeats)."""
