@@ -189,11 +189,6 @@ class SimulatorServer:
         with self._lock:
             self._faults.extend([f, f.times] for f in faults)
 
-    def clear_faults(self) -> None:
-        """Drop every scripted fault not yet used up."""
-        with self._lock:
-            self._faults.clear()
-
     def requests(self, route: str | None = None) -> list[RequestRecord]:
         """Requests answered so far (optionally only one route's), oldest first."""
         with self._lock:
@@ -558,14 +553,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
 
-    def do_GET(self) -> None:
+    def _dispatch(self) -> None:
         self.server.sim.dispatch(self)
 
-    def do_HEAD(self) -> None:
-        self.server.sim.dispatch(self)
-
-    def do_POST(self) -> None:
-        self.server.sim.dispatch(self)
+    do_GET = do_HEAD = do_POST = _dispatch
 
     def read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
