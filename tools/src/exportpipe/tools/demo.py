@@ -48,7 +48,7 @@ from exportpipe.tools.launch import (
 from exportpipe.tools.local import StackOptions, down, up
 from exportpipe.tools.processes import ProcessGroup
 from exportpipe.tools.simulator import ExportSpec, FileSpec, SimulatorConfig
-from exportpipe.tools.status import human_bytes, transfer_rate
+from exportpipe.tools.status import human_bytes, rejected_files, transfer_rate
 from exportpipe.tools.submit import WaitTimeout, submit_export, wait_for_export
 from exportpipe.tools.verify import VerifyReport, verify_export
 
@@ -285,14 +285,8 @@ def _run(options: DemoOptions, state_dir: Path, console: Console) -> _Outcome:
         for d in list_dead_letters(stack, ("jobs",))
         if f"file={CORRUPT_FILE_ID}" in d.summary.split()
     ]
-    tracker_reason = next(
-        (
-            detail
-            for file_id, outcome, detail, _ in stack.tracker().file_outcomes(spec.export_id)
-            if file_id == CORRUPT_FILE_ID and outcome == "rejected"
-        ),
-        None,
-    )
+    rejected = rejected_files(stack.tracker(), spec.export_id)
+    tracker_reason = next((why for file_id, why in rejected if file_id == CORRUPT_FILE_ID), None)
     return _Outcome(
         state=state,
         report=report,
