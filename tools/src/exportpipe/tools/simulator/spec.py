@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import cached_property
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,12 +36,12 @@ __all__ = [
 FileKind = Literal[
     "jsonl.gz",
     "jsonl.zst",
-    "csv.gz",
     "csv.zip",
     "jsonl.tar.gz",
-    "csv.tar",
     "jsonl",
     "csv",
+    "csv.gz",
+    "csv.tar",
     "bin",
 ]
 """How a file is built: ``<format>.<packaging>``; ``jsonl``/``csv``/``bin`` are plain."""
@@ -83,18 +83,8 @@ KIND_INFO: dict[str, KindInfo] = {
     "bin": KindInfo(compression="none", format="binary", suffix=".bin", archive=False),
 }
 
-ALL_KINDS: tuple[FileKind, ...] = (
-    "jsonl.gz",
-    "jsonl.zst",
-    "csv.zip",
-    "jsonl.tar.gz",
-    "jsonl",
-    "csv",
-    "csv.gz",
-    "csv.tar",
-    "bin",
-)
-"""The default mix of a generated export."""
+ALL_KINDS: tuple[FileKind, ...] = get_args(FileKind)
+"""The default mix of a generated export, in the order generated files cycle through it."""
 
 _ID = r"^[A-Za-z0-9._:\-]{1,256}$"
 
