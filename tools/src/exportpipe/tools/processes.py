@@ -217,16 +217,12 @@ class ProcessGroup:
         self.grace = grace
         self.processes: list[ServiceProcess] = []
 
-    def add(self, process: ServiceProcess) -> ServiceProcess:
-        """Supervise ``process``."""
-        self.processes.append(process)
-        return process
-
     def start(
         self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log_file: Path
     ) -> ServiceProcess:
         """Start and supervise a process."""
-        return self.add(ServiceProcess(name, argv, env=env, log_file=log_file))
+        self.processes.append(ServiceProcess(name, argv, env=env, log_file=log_file))
+        return self.processes[-1]
 
     def stop_all(self) -> dict[str, int]:
         """SIGTERM every running process at once, then wait for each; name -> exit status."""
