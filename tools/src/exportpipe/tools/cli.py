@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -335,24 +335,23 @@ def _run_planner(argv: Sequence[str]) -> int:
 # --------------------------------------------------------------------- parser
 
 
-def _positive(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
-    return number
+def _number(convert: Callable[[str], Any], kind: str, ok: Callable[[Any], bool], must: str) -> Any:
+    """An argparse ``type``: ``convert`` the value, then check it is ``ok``."""
+
+    def parse(value: str) -> Any:
+        try:
+            number = convert(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind}: {value!r}") from None
+        if not ok(number):
+            raise argparse.ArgumentTypeError(f"must be {must}: {value!r}")
+        return number
+
+    return parse
 
 
-def _workers(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if not 0 <= number <= 16:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 16: {value!r}")
-    return number
+_positive = _number(float, "number", lambda n: n > 0, "positive")
+_workers = _number(int, "whole number", lambda n: 0 <= n <= 16, "between 0 and 16")
 
 
 def build_parser() -> argparse.ArgumentParser:
