@@ -357,19 +357,15 @@ _workers = _number(int, "whole number", lambda n: 0 <= n <= 16, "between 0 and 1
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``exportpipe``."""
     common = _Parser(add_help=False)
-    common.add_argument(
-        "--env-file",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="settings file (default: $EXPORTPIPE_ENV_FILE, then .exportpipe/local.env)",
-    )
     parser = _Parser(prog=PROG, description="Operate exportpipe: local stack, exports, DLQs.")
-    parser.add_argument(
-        "--env-file",
-        type=Path,
-        default=None,
-        help="settings file (default: $EXPORTPIPE_ENV_FILE, then .exportpipe/local.env)",
-    )
+    # Before or after the command; given after it, it wins (SUPPRESS: absent, not None).
+    for where, default in ((parser, None), (common, argparse.SUPPRESS)):
+        where.add_argument(
+            "--env-file",
+            type=Path,
+            default=default,
+            help="settings file (default: $EXPORTPIPE_ENV_FILE, then .exportpipe/local.env)",
+        )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     local = sub.add_parser("local", help="the local system: up, ps, logs, down")
