@@ -130,16 +130,10 @@ def _lag(period: int, delay: int) -> int:
 class ConfiguredPolicy:
     """The deployed worker policy, read from :mod:`exportpipe.common.sizing`.
 
-    Load ratio = (visible + in-flight SQS 2 messages) / max(running, 1) / jobs per
-    task. Scale-out: step scaling on the ratio (``PercentChangeInCapacity`` with
-    ``MinAdjustmentMagnitude``) once it has stayed at or above the lowest step for the
-    evaluation periods; in cooldown only a larger step applies, measured from the
-    capacity the cooldown started at. Scale-in: by ``scale_in_percent`` (at least one
-    task) after the ratio stayed below ``scale_in_below_ratio`` for its evaluation
-    periods (at or below, as the CDK alarm compares), then not again within its cooldown.
-    Activation: while no task runs (``RunningTaskCount`` < 1) and messages are visible,
-    ``activation_tasks`` more per scale-out cooldown. Busy workers hold scale-in
-    protection. This is what ``exportpipe.infra.backlog_scaling`` deploys.
+    Step scaling on the load ratio (visible + in-flight SQS 2 messages per task and job
+    slot), scale-in below ``scale_in_below_ratio``, activation from zero tasks,
+    and busy workers protected: what ``exportpipe.infra.backlog_scaling`` deploys, rule
+    by rule in docs/planner.md, *The configured policy, exactly*.
     """
 
     deployment: Deployment = field(default_factory=Deployment)

@@ -1,25 +1,14 @@
 """``exportpipe plan whale``: one tenant's huge export against everyone else's day.
 
-The scenario of issue 20 and ADR 0018: ``small_tenants`` tenants submit their usual
-exports over the day (on the planner's diurnal arrival curve) while one tenant submits a
-``whale_files``-file export at ``whale_hour``. Four runs of the same seed, side by side:
-
-* ``no whale`` and ``no whale, fair``: the small tenants' day alone, oldest-first and
-  with fair queues (the baseline the target is measured against);
-* ``whale`` and ``whale, fair``: the same day plus the whale, oldest-first (a standard
-  queue without message groups) and with fair queues (:mod:`.fairqueue`).
-
-It prints the small tenants' queue wait (p50, p95, p99, max), when the whale's last
-file is done, and the fleet it took, and checks the target: with fair queues the small
-tenants' p95 wait stays within 2x their p95 on a day without the whale.
-
-Model: the orchestrator lists ``files_per_page`` files per ``page_seconds`` per export
-(one export's pages are sequential); SQS 2 and the worker fleet are the planner's
-simulator (:func:`.simulator.simulate_workers`) under the configured policy
-(:class:`.policies.ConfiguredPolicy`, i.e. ``exportpipe.common.sizing``) with each
-job's tenant and the run's delivery order, from midnight until the last job is done.
-There are no Spot reclaims, age drains, deployments or retries: the scenario isolates
-delivery order.
+The scenario of issue 20 and ADR 0018, described in docs/planner.md, *Scenario: a whale
+export and fair queues*: four runs of one seed (no whale / whale, each oldest-first and
+with fair queues, :mod:`.fairqueue`) through the planner's worker simulator
+(:func:`.simulator.simulate_workers`) under :class:`.policies.ConfiguredPolicy`, from
+midnight until the last job is done, checking the target that small tenants' p95 wait
+with fair queues stays within 2x their p95 on a day without the whale. The orchestrator
+lists ``files_per_page`` files per ``page_seconds`` per export, one export's pages in
+sequence; no Spot reclaims, age drains, deployments or retries, to isolate delivery
+order.
 """
 
 from __future__ import annotations
