@@ -1,25 +1,14 @@
 """The local stack: a moto server with the queues, bucket, table and topic of a deployment.
 
-``exportpipe local up`` starts a moto server (SQS, S3, DynamoDB, SNS; see
-:mod:`exportpipe.testing.motoserver`) on a free loopback port, detached in its own
-session, and creates on it what the CDK shared stack creates in AWS:
+``exportpipe local up`` (docs/operations.md, *The local stack*, lists every resource,
+setting and file) starts :mod:`exportpipe.testing.motoserver` detached on a free
+loopback port, creates on it what the CDK shared stack creates in AWS, with the queue
+timing of :data:`~exportpipe.common.sizing.DEFAULT_DEPLOYMENT` unless overridden, and
+writes ``local.env`` and ``local.json``. ``up`` is idempotent; ``down`` stops only the
+process ``up`` started, after checking the pid still is that moto server.
 
-* SQS 1 ``exportpipe-requests`` and SQS 2 ``exportpipe-jobs``, each with a dead-letter
-  queue and a redrive policy; visibility timeout and max receives come from
-  :data:`~exportpipe.common.sizing.DEFAULT_DEPLOYMENT` unless overridden;
-* the output bucket, the export tracking table (with its ``active`` index);
-* the ``ExportCompleted`` SNS topic, and a queue subscribed to it so the events can be
-  read back locally (``EXPORTPIPE_EVENTS_QUEUE_URL``).
-
-It writes ``<state-dir>/local.env`` (what the services and the CLI read) and
-``<state-dir>/local.json`` (the pid and port of the server it started). ``up`` is
-idempotent: with a live server it only makes sure every resource exists with the
-requested settings. ``down`` stops only the process ``up`` started, after checking the
-pid still is that moto server.
-
-This module is the emulated AWS only (``exportpipe local up --no-services``); the
-simulator, orchestrator and workers that ``local up`` starts by default are
-:mod:`exportpipe.tools.local_services`.
+This module is the emulated AWS only (``--no-services``); the simulator, orchestrator
+and workers that ``local up`` starts by default are :mod:`exportpipe.tools.local_services`.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """The services of the local system: Export API simulator, orchestrator and workers.
 
-``exportpipe local up`` starts, next to the moto server of :mod:`exportpipe.tools.local`,
-what production runs -- each as its own detached process configured only through its
-environment and ``EXPORTPIPE_ENV_FILE``:
-
-* ``simulator``: ``python -m exportpipe.tools.simulator`` serving :func:`default_exports`
-  (or the ``--exports`` spec file), on a free loopback port;
-* ``orchestrator``: ``python -m exportpipe.orchestrator``, pointed at the simulator;
-* ``worker-1`` ... ``worker-N``: ``python -m exportpipe.worker``.
-
-Each service's pid, start time, log file and a digest of its configuration are recorded
-in ``<state-dir>/services.json``. A second ``up`` keeps every service that still runs
-with the same configuration, starts what is missing or changed, and stops workers
-beyond ``--workers``. ``down`` stops only processes whose pid *and* start time match the
-record, so a pid the system gave to another program since is never signalled.
+``exportpipe local up`` starts them next to the moto server of
+:mod:`exportpipe.tools.local`, each as its own detached process configured only through
+its environment and ``EXPORTPIPE_ENV_FILE`` (docs/operations.md, *The local stack*).
+``services.json`` records each one's pid, start time, log file and a digest of its
+configuration: a second ``up`` keeps what runs as asked, and ``down`` signals only a
+process whose pid *and* start time match the record, never a reused pid.
 """
 
 from __future__ import annotations
