@@ -1,14 +1,8 @@
 """``exportpipe``: the operator CLI.
 
-Commands::
-
-    exportpipe local up|ps|logs|down    the local system: moto server (queues, bucket, table),
-                                        Export API simulator, orchestrator, workers
-    exportpipe submit EXPORT_ID         request an export (--wait: live progress)
-    exportpipe status EXPORT_ID         progress, output location, stalled flag (--json)
-    exportpipe dlq list|show|redrive    dead letters with their reasons; redrive after a fix
-    exportpipe plan ...                 the capacity and cost planner
-    exportpipe demo                     the whole system end to end on this machine
+Commands (each one's help string below is its description; docs/operations.md has more):
+``local up|ps|logs|down``, ``submit``, ``status``, ``dlq list|show|redrive``, ``plan``
+(the planner's own parser), ``demo``.
 
 Settings come from ``--env-file``, else ``EXPORTPIPE_ENV_FILE``, else
 ``.exportpipe/local.env`` if present, else the environment (see
