@@ -27,6 +27,7 @@ from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
 from exportpipe.tools.planner.command import option, publish
 from exportpipe.tools.planner.config import DAY_SECONDS, ArrivalCurve, DurationModel
 from exportpipe.tools.planner.fairqueue import Delivery
+from exportpipe.tools.planner.plot import stacked_axes
 from exportpipe.tools.planner.policies import ConfiguredPolicy
 from exportpipe.tools.planner.report import fmt_duration
 from exportpipe.tools.planner.simulator import simulate_workers
@@ -362,49 +363,40 @@ def format_whale(report: WhaleReport) -> str:
 
 def render_whale_png(report: WhaleReport, path: Path) -> Path:
     """Small tenants' p95 wait over the day, and the fleet and whale backlog, per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on build machines; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    fig, (ax_w, ax_q, ax_t) = plt.subplots(3, 1, figsize=(11, 11))
-    styles = {"no whale": ":", "no whale, fair": "--", "whale": "-", "whale, fair": "-"}
-    for r in report.runs:
-        hours = r.series["hour"]
-        ax_w.step(
-            [h + 0.5 for h in range(24)],
-            [max(v / 60.0, 0.05) for v in r.hourly_p95],
-            where="mid",
-            ls=styles.get(r.name, "-"),
-            label=f"{r.name}: p95 {fmt_duration(r.wait_percentile(95))} over the day",
-            lw=1.5,
+    with stacked_axes(path, 3, figsize=(11, 11)) as (ax_w, ax_q, ax_t):
+        styles = {"no whale": ":", "no whale, fair": "--", "whale": "-", "whale, fair": "-"}
+        for r in report.runs:
+            hours = r.series["hour"]
+            ax_w.step(
+                [h + 0.5 for h in range(24)],
+                [max(v / 60.0, 0.05) for v in r.hourly_p95],
+                where="mid",
+                ls=styles.get(r.name, "-"),
+                label=f"{r.name}: p95 {fmt_duration(r.wait_percentile(95))} over the day",
+                lw=1.5,
+            )
+            if r.whale_done is not None:
+                ax_q.plot(hours, [max(v, 0.8) for v in r.series["whale_visible"]], label=r.name)
+            ax_t.plot(hours, r.series["tasks"], label=r.name, lw=1.0)
+        sc = report.scenario
+        for ax in (ax_w, ax_q, ax_t):
+            ax.axvline(sc.whale_hour, color="grey", ls=":", lw=1)
+            ax.grid(True, alpha=0.3)
+        ax_w.set_yscale("log")
+        ax_w.set_xlim(0, 24)
+        ax_w.set_xlabel("hour the small tenants' jobs were submitted (UTC)")
+        ax_w.set_ylabel("small tenants' p95 wait (min)")
+        ax_w.set_title(
+            f"exportpipe plan whale, seed {sc.seed}: {sc.small_tenants} small tenants, "
+            f"whale of {sc.whale_files:,} files at {sc.whale_hour:g}:00"
         )
-        if r.whale_done is not None:
-            ax_q.plot(hours, [max(v, 0.8) for v in r.series["whale_visible"]], label=r.name)
-        ax_t.plot(hours, r.series["tasks"], label=r.name, lw=1.0)
-    sc = report.scenario
-    for ax in (ax_w, ax_q, ax_t):
-        ax.axvline(sc.whale_hour, color="grey", ls=":", lw=1)
-        ax.grid(True, alpha=0.3)
-    ax_w.set_yscale("log")
-    ax_w.set_xlim(0, 24)
-    ax_w.set_xlabel("hour the small tenants' jobs were submitted (UTC)")
-    ax_w.set_ylabel("small tenants' p95 wait (min)")
-    ax_w.set_title(
-        f"exportpipe plan whale, seed {sc.seed}: {sc.small_tenants} small tenants, "
-        f"whale of {sc.whale_files:,} files at {sc.whale_hour:g}:00"
-    )
-    ax_w.legend(loc="upper left", fontsize=8)
-    ax_q.set_yscale("log")
-    ax_q.set_ylabel("whale's visible messages")
-    ax_q.legend(loc="upper right", fontsize=8)
-    ax_q.sharex(ax_t)
-    ax_t.set_ylabel("worker tasks")
-    ax_t.set_xlabel("hours from midnight UTC")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        ax_w.legend(loc="upper left", fontsize=8)
+        ax_q.set_yscale("log")
+        ax_q.set_ylabel("whale's visible messages")
+        ax_q.legend(loc="upper right", fontsize=8)
+        ax_q.sharex(ax_t)
+        ax_t.set_ylabel("worker tasks")
+        ax_t.set_xlabel("hours from midnight UTC")
     return path
 
 
