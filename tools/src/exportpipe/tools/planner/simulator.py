@@ -213,16 +213,12 @@ class _Sim:
         self.rng = random.Random(seed)  # noqa: S311
         self.initial_tasks = initial_tasks
         self.run = WorkerRun(policy=policy.name)
-        self.drain_after = (
-            scaling.drain_after_minutes * 60.0
-            if drain_after_seconds is None
-            else drain_after_seconds
-        )
-        self.drain_grace = (
-            scaling.drain_grace_minutes * 60.0
-            if drain_grace_seconds is None
-            else drain_grace_seconds
-        )
+        if drain_after_seconds is None:
+            drain_after_seconds = scaling.drain_after_minutes * 60.0
+        if drain_grace_seconds is None:
+            drain_grace_seconds = scaling.drain_grace_minutes * 60.0
+        self.drain_after = drain_after_seconds
+        self.drain_grace = drain_grace_seconds
         self.deploy_at = deploy_at
         self.old_tasks: set[_Task] = set()
 
