@@ -46,8 +46,13 @@ def test_lifecycle_aborts_incomplete_uploads_and_expires_old_versions(synth):
         "NoncurrentDays": 30
     }
     assert all(r["Status"] == "Enabled" for r in rules.values())
-    # Nothing expires current objects: the exports are the product.
-    assert not any("ExpirationInDays" in r for r in rules.values())
+    # The one rule that expires current objects is held to checkpoints by their tag
+    # (the tag the worker writes them with): the exports are the product.
+    expiring = [r for r in rules.values() if "ExpirationInDays" in r]
+    assert expiring == [rules["expire-stale-checkpoints"]]
+    assert expiring[0]["ExpirationInDays"] == 2
+    assert expiring[0]["TagFilters"] == [{"Key": "exportpipe-object", "Value": "checkpoint"}]
+    assert "Prefix" not in expiring[0]
 
 
 def test_server_access_logs_go_to_the_log_bucket(synth):

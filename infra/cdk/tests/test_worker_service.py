@@ -58,6 +58,7 @@ def test_s3_access_is_confined_to_the_output_prefix(synth):
         "s3:GetObject",
         "s3:ListMultipartUploadParts",
         "s3:PutObject",
+        "s3:PutObjectTagging",
     ]
     assert resource.startswith("arn:<AWS::Partition>:s3:::<OutputBucket")
     assert resource.endswith(">/exports/*")

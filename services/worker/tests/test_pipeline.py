@@ -131,6 +131,22 @@ def test_each_compression_lands_members_and_manifest(
     assert _uploads(s3, bucket) == []
 
 
+def test_a_job_reports_the_time_s3_took_to_assemble_its_objects(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # Multipart: CompleteMultipartUpload is timed (the resume benchmark reads it).
+    big = make_job(
+        file_server.add(BIG, name="big.jsonl"), body=BIG, file_name="big.jsonl", compression="none"
+    )
+    assert Pipeline(settings, s3=s3).run(big).complete_seconds > 0
+    # One PutObject: nothing to assemble.
+    small = jsonl(10)
+    job = make_job(
+        file_server.add(small, name="s.jsonl"), body=small, file_name="s.jsonl", compression="none"
+    )
+    assert Pipeline(settings, s3=s3).run(job).complete_seconds == 0
+
+
 @pytest.mark.parametrize(
     ("fmt", "body", "records"), [("csv", CSV, 1000), ("binary", bytes(range(256)) * 100, None)]
 )

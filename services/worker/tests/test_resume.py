@@ -201,6 +201,11 @@ def test_released_uncompressed_job_resumes_with_range(
     assert [u["UploadId"] for u in _uploads(s3, bucket)] == [cp.members[0].upload_id]
     assert cp.resume is not None
     assert cp.resume.offset == cp.resume.part * PART
+    # Tagged for the bucket's rule that expires a checkpoint nobody deleted.
+    tags = s3.get_object_tagging(
+        Bucket=bucket, Key=checkpoint_key(job.destination.prefix, job.file_id)
+    )["TagSet"]
+    assert tags == [{"Key": "exportpipe-object", "Value": "checkpoint"}]
     file_server.files[_path(file_server, url)].bytes_per_second = 0
     _assert_resumes_by_range(s3, bucket, rsettings, file_server, job, url, cp, BODY)
 

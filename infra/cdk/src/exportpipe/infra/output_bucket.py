@@ -6,6 +6,7 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from exportpipe.common.layout import CHECKPOINT_EXPIRY_DAYS, CHECKPOINT_TAG
 from exportpipe.infra.nag import acknowledge
 
 __all__ = ["OutputBucket"]
@@ -19,7 +20,9 @@ class OutputBucket(Construct):
     versioning costs nothing on the normal path, while an operator's or a re-run's
     overwrite or delete stays recoverable for that long (see ``infra/cdk/README.md``).
     Incomplete multipart uploads (a worker killed mid-upload) are aborted after a day so
-    their parts stop costing storage.
+    their parts stop costing storage, and a resume checkpoint nobody deleted (tagged
+    ``CHECKPOINT_TAG``) expires ``CHECKPOINT_EXPIRY_DAYS`` after its last write; no rule
+    expires any other current object.
 
     Attributes:
         bucket: the output bucket.
@@ -67,6 +70,13 @@ class OutputBucket(Construct):
                 s3.LifecycleRule(
                     id="abort-incomplete-multipart-uploads",
                     abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    # A checkpoint a killed attempt's late write left behind (ADR 0020);
+                    # the tag keeps the rule off everything else, exports above all.
+                    id="expire-stale-checkpoints",
+                    tag_filters=dict([CHECKPOINT_TAG]),
+                    expiration=Duration.days(CHECKPOINT_EXPIRY_DAYS),
                 ),
                 s3.LifecycleRule(
                     id="expire-noncurrent-versions",

@@ -35,9 +35,12 @@ WORKER_OBJECT_ACTIONS = [
     "s3:DeleteObject",
     "s3:AbortMultipartUpload",
     "s3:ListMultipartUploadParts",
+    "s3:PutObjectTagging",
 ]
 """Uploads (multipart, conditional), reading back manifests and heads, replacing a stale
-uncommitted object or an old rejection marker, and aborting other attempts' uploads."""
+uncommitted object or an old rejection marker, aborting other attempts' uploads, and
+tagging resume checkpoints for the bucket's expiry rule (a PutObject with tags needs
+``s3:PutObjectTagging`` as well)."""
 
 
 class WorkerService(Construct):

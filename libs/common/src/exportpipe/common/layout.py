@@ -9,7 +9,9 @@ so changing the layout is a change to this module alone::
         manifests/{file_id}.json         FileManifest: the file's commit marker, written last
         rejected/{file_id}.json          FileRejection: why the file was refused
         checkpoints/{file_id}.json       an interrupted attempt's progress (ADR 0020),
-                                         deleted once the file commits or is refused
+                                         deleted once the file commits or is refused;
+                                         tagged CHECKPOINT_TAG, so a bucket lifecycle
+                                         rule expires one an attempt left behind
         _manifest.json                   ExportManifest: written once, when the export ends
 
 ``prefix`` is the request's ``destination_prefix`` or, by default,
@@ -39,6 +41,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "CHECKPOINT_EXPIRY_DAYS",
+    "CHECKPOINT_TAG",
     "S3_MAX_KEY_BYTES",
     "ExportKeys",
     "ExportManifest",
@@ -60,6 +64,12 @@ REJECTED = "rejected/"
 CHECKPOINTS = "checkpoints/"
 EXPORT_MANIFEST = "_manifest.json"
 S3_MAX_KEY_BYTES = 1024
+CHECKPOINT_TAG = ("exportpipe-object", "checkpoint")
+"""The S3 object tag every checkpoint is written with (key, value)."""
+CHECKPOINT_EXPIRY_DAYS = 2
+"""Days after its last write that the bucket expires a checkpoint nobody deleted (one
+a killed attempt's late PUT left behind after another attempt committed). By then the
+uploads it names are gone too: the bucket aborts uploads a day after they start."""
 
 
 def relative_prefix(prefix: str) -> str:

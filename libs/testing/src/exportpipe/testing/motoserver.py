@@ -6,8 +6,8 @@ can interleave and lose an ``ADD`` (measured here: 4 threads x 10 counted files,
 counter ended 1 or 2 short in 2 of 5 runs). Real DynamoDB applies the writes to an item
 one at a time, and the export tracker's exactly-once counting relies on that. This
 server is ``moto.server`` with one lock around every DynamoDB request, and with moto's
-SQS patched so concurrent sends and deletes do not lose messages
-(:mod:`exportpipe.testing.moto_patches`); SQS, S3 and SNS stay concurrent (SQS
+SQS patched so concurrent sends and deletes do not lose messages and S3 bodies copied
+once, not three times (:mod:`exportpipe.testing.moto_patches`); SQS, S3 and SNS stay concurrent (SQS
 long polls must not block each other).
 
 Run as ``python -m exportpipe.testing.motoserver -H 127.0.0.1 -p PORT``.
@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     from werkzeug.serving import run_simple
 
-    from exportpipe.testing.moto_patches import patch_dynamodb, patch_sqs
+    from exportpipe.testing.moto_patches import patch_dynamodb, patch_s3, patch_sqs
 
     patch_sqs()
+    patch_s3()
     patch_dynamodb()
 
     parser = argparse.ArgumentParser(prog="python -m exportpipe.testing.motoserver")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from typing import Any
 import msgspec
 from botocore.exceptions import ClientError
 
-from exportpipe.common.layout import ExportKeys
+from exportpipe.common.layout import CHECKPOINT_TAG, ExportKeys
 from exportpipe.common.retry import call_aws
 from exportpipe.worker.reentry import ReentryLog
 from exportpipe.worker.sha256state import HashState
@@ -174,6 +175,7 @@ class Checkpoint(msgspec.Struct, frozen=True):
 
 
 _decoder = msgspec.json.Decoder(Checkpoint)
+_TAGGING = urllib.parse.urlencode([CHECKPOINT_TAG])
 
 
 class CheckpointStore:
@@ -208,6 +210,8 @@ class CheckpointStore:
             Key=key,
             Body=msgspec.json.encode(checkpoint),
             ContentType="application/json",
+            # The bucket expires tagged checkpoints a late write left behind (ADR 0020).
+            Tagging=_TAGGING,
         )
         self.writes += 1
 

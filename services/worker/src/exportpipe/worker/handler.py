@@ -136,5 +136,6 @@ class JobHandler:
                 # resume figures (ADR 0020): where a ranged resume started, parts reused
                 "resumed_from": result.resumed_from,
                 "parts_reused": result.parts_reused,
+                "complete_seconds": round(result.complete_seconds, 3),
             },
         )

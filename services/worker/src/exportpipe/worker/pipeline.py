@@ -152,6 +152,7 @@ class JobResult:
     seconds: float = 0.0
     resumed_from: int = 0  # source offset a ranged resume started at (ADR 0020)
     parts_reused: int = 0  # parts an earlier attempt had uploaded, not uploaded again
+    complete_seconds: float = 0.0  # in CompleteMultipartUpload (S3 assembling objects)
 
     @property
     def output_bytes(self) -> int:
@@ -570,6 +571,7 @@ class Pipeline:
             seconds=time.monotonic() - started,
             resumed_from=resumer.offset,
             parts_reused=resumer.parts_reused,
+            complete_seconds=uploader.complete_seconds,
         )
 
     def _fits_one_part(self, job: DownloadJob) -> bool:

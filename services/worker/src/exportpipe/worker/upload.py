@@ -367,6 +367,9 @@ class Uploader:
         # resume hook (ADR 0020): told of every part uploaded and hashed; may supply a
         # part already in S3 instead of uploading it again (see exportpipe.worker.resume).
         self.observer: PartObserver | None = None
+        # Time spent in CompleteMultipartUpload: S3 assembles the object there, and a
+        # resumed job's share of it shows how much of a run resuming cannot save.
+        self.complete_seconds = 0.0
 
     # -- objects ------------------------------------------------------------
 
@@ -546,6 +549,7 @@ class Uploader:
             ]
         }
         for attempt in range(2):
+            started = time.monotonic()
             try:
                 call_aws(
                     self.s3.complete_multipart_upload,
@@ -563,6 +567,8 @@ class Uploader:
                     ) from None
                 if not is_precondition_failed(exc):
                     raise
+            finally:
+                self.complete_seconds += time.monotonic() - started
             # The key exists: ours in effect if identical, else someone else's.
             verdict = self._existing(obj, obj.expected_etag(parts), attempt)
             if verdict is not None:
