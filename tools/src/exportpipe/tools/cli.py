@@ -1,14 +1,8 @@
 """``exportpipe``: the operator CLI.
 
-Commands::
-
-    exportpipe local up|ps|logs|down    the local system: moto server (queues, bucket, table),
-                                        Export API simulator, orchestrator, workers
-    exportpipe submit EXPORT_ID         request an export (--wait: live progress)
-    exportpipe status EXPORT_ID         progress, output location, stalled flag (--json)
-    exportpipe dlq list|show|redrive    dead letters with their reasons; redrive after a fix
-    exportpipe plan ...                 the capacity and cost planner
-    exportpipe demo                     the whole system end to end on this machine
+Commands (each one's help string below is its description; docs/operations.md has more):
+``local up|ps|logs|down``, ``submit``, ``status``, ``dlq list|show|redrive``, ``plan``
+(the planner's own parser), ``demo``.
 
 Settings come from ``--env-file``, else ``EXPORTPIPE_ENV_FILE``, else
 ``.exportpipe/local.env`` if present, else the environment (see
@@ -21,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -176,7 +170,8 @@ def _shown_path(path: Path) -> str:
 
 
 def _cmd_local_logs(args: argparse.Namespace) -> int:
-    from exportpipe.tools.local_services import follow, log_files, tail
+    from exportpipe.tools.local_services import follow, log_files
+    from exportpipe.tools.processes import tail
 
     files = list(log_files(args.state_dir, args.service))
     width = max(len(name) for name, _ in files)
@@ -334,42 +329,37 @@ def _run_planner(argv: Sequence[str]) -> int:
 # --------------------------------------------------------------------- parser
 
 
-def _positive(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
-    return number
+def _number(convert: Callable[[str], Any], kind: str, ok: Callable[[Any], bool], must: str) -> Any:
+    """An argparse ``type``: ``convert`` the value, then check it is ``ok``."""
+
+    def parse(value: str) -> Any:
+        try:
+            number = convert(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind}: {value!r}") from None
+        if not ok(number):
+            raise argparse.ArgumentTypeError(f"must be {must}: {value!r}")
+        return number
+
+    return parse
 
 
-def _workers(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if not 0 <= number <= 16:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 16: {value!r}")
-    return number
+_positive = _number(float, "number", lambda n: n > 0, "positive")
+_workers = _number(int, "whole number", lambda n: 0 <= n <= 16, "between 0 and 16")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``exportpipe``."""
     common = _Parser(add_help=False)
-    common.add_argument(
-        "--env-file",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="settings file (default: $EXPORTPIPE_ENV_FILE, then .exportpipe/local.env)",
-    )
     parser = _Parser(prog=PROG, description="Operate exportpipe: local stack, exports, DLQs.")
-    parser.add_argument(
-        "--env-file",
-        type=Path,
-        default=None,
-        help="settings file (default: $EXPORTPIPE_ENV_FILE, then .exportpipe/local.env)",
-    )
+    # Before or after the command; given after it, it wins (SUPPRESS: absent, not None).
+    for where, default in ((parser, None), (common, argparse.SUPPRESS)):
+        where.add_argument(
+            "--env-file",
+            type=Path,
+            default=default,
+            help="settings file (default: $EXPORTPIPE_ENV_FILE, then .exportpipe/local.env)",
+        )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     local = sub.add_parser("local", help="the local system: up, ps, logs, down")

@@ -1,23 +1,11 @@
 """``exportpipe demo`` (``make demo``): one real export through the whole system.
 
-In a fresh state directory it brings up the local stack, starts the Export API
-simulator serving a few dozen mixed files (gzip and zstd JSONL, zip of CSVs, tar and
-tar.gz, plain files, one listed with ``compression: null``, and exactly one corrupt
-file whose bytes do not match its listed sha256), starts one orchestrator and two
-worker processes, submits the export, follows its progress, and prints a summary:
-files landed, rejected with reason, bytes, throughput.
-
-It then checks, and exits 0 only if all hold:
-
-* every good file landed byte-exact (rebuilt from the simulator's spec and compared);
-* the corrupt file was rejected: a ``rejected/`` record with its reason, a dead letter
-  on SQS 2's DLQ with the same reason, nothing under ``data/``;
-* the tracking table says ``completed_with_errors`` with the right counts, and the
-  export manifest and the ``ExportCompleted`` event exist;
-* every process stopped cleanly on SIGTERM.
-
-Everything is torn down at the end, pass or fail. Logs stay in the state directory
-(printed on failure, removed after a success unless ``--keep``).
+The steps and the checks it must pass to exit 0 are docs/operations.md, *Quick start*:
+a fresh local stack, the simulator serving a mixed export with one corrupt file, one
+orchestrator and ``--workers`` workers, the export submitted and followed, a summary,
+every byte verified (:mod:`exportpipe.tools.verify`), everything torn down pass or fail.
+Logs stay in the state directory (printed on failure, removed after a success unless
+``--keep``).
 """
 
 from __future__ import annotations
@@ -48,7 +36,7 @@ from exportpipe.tools.launch import (
 from exportpipe.tools.local import StackOptions, down, up
 from exportpipe.tools.processes import ProcessGroup
 from exportpipe.tools.simulator import ExportSpec, FileSpec, SimulatorConfig
-from exportpipe.tools.status import human_bytes, transfer_rate
+from exportpipe.tools.status import human_bytes, rejected_files, transfer_rate
 from exportpipe.tools.submit import WaitTimeout, submit_export, wait_for_export
 from exportpipe.tools.verify import VerifyReport, verify_export
 
@@ -285,14 +273,8 @@ def _run(options: DemoOptions, state_dir: Path, console: Console) -> _Outcome:
         for d in list_dead_letters(stack, ("jobs",))
         if f"file={CORRUPT_FILE_ID}" in d.summary.split()
     ]
-    tracker_reason = next(
-        (
-            detail
-            for file_id, outcome, detail, _ in stack.tracker().file_outcomes(spec.export_id)
-            if file_id == CORRUPT_FILE_ID and outcome == "rejected"
-        ),
-        None,
-    )
+    rejected = rejected_files(stack.tracker(), spec.export_id)
+    tracker_reason = next((why for file_id, why in rejected if file_id == CORRUPT_FILE_ID), None)
     return _Outcome(
         state=state,
         report=report,

@@ -104,14 +104,10 @@ def find_dead_letter(letters: Iterable[DeadLetter], message_id: str) -> DeadLett
 def _send_back(sqs: Any, url: str, body: str) -> None:
     """Send ``body`` to ``url`` in its tenant's message group (fair queues, ADR 0018)."""
     group = group_id_for_body(body)
+    grouped = {} if group is None else {"MessageGroupId": group}
     # Marked, so the consumer knows an earlier attempt ran (ADR 0015).
     marked = {REDRIVEN_ATTRIBUTE: {"DataType": "String", "StringValue": "1"}}
-    if group is None:
-        sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=marked)
-    else:
-        sqs.send_message(
-            QueueUrl=url, MessageBody=body, MessageGroupId=group, MessageAttributes=marked
-        )
+    sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=marked, **grouped)
 
 
 def redrive(

@@ -11,9 +11,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from exportpipe.tools.envfile import ENV_FILE_VARIABLE
 from exportpipe.tools.errors import CliError
@@ -27,6 +28,7 @@ __all__ = [
     "start_orchestrator",
     "start_simulator",
     "start_worker",
+    "wait_for_url",
 ]
 
 # Settings that make a local run quick to react and quick to stop; the stack's env file
@@ -51,19 +53,35 @@ class RunningSimulator:
     token: str
 
 
-def simulator_command(spec_file: Path, url_file: Path) -> list[str]:
-    """The simulator serving ``spec_file`` on a free port, its URL written to ``url_file``."""
-    return [
-        sys.executable,
-        "-m",
-        "exportpipe.tools.simulator",
-        "--port",
-        "0",
-        "--exports",
-        str(spec_file),
-        "--url-file",
-        str(url_file),
-    ]
+def simulator_command(
+    config: SimulatorConfig, state_dir: Path, name: str
+) -> tuple[list[str], Path]:
+    """The simulator serving ``config`` on a free port, and the file it writes its URL to.
+
+    ``config`` is written to ``<state_dir>/<name>.json``; the URL file is removed first, so
+    :func:`wait_for_url` never reads a previous run's.
+    """
+    spec_file = state_dir / f"{name}.json"
+    spec_file.write_text(config.model_dump_json(indent=1) + "\n")
+    url_file = state_dir / f"{name}.url"
+    url_file.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "exportpipe.tools.simulator", "--port", "0"]
+    return [*argv, "--exports", str(spec_file), "--url-file", str(url_file)], url_file
+
+
+def wait_for_url(
+    url_file: Path, running: Callable[[], bool], timeout: float
+) -> dict[str, Any] | None:
+    """The simulator's ``{"url", "token"}`` once written; ``None`` if it exited or timed out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = url_file.read_text().strip() if url_file.is_file() else ""
+        if text.endswith("}"):
+            return dict(json.loads(text))
+        if not running():
+            return None
+        time.sleep(0.05)
+    return None
 
 
 def start_simulator(
@@ -80,28 +98,14 @@ def start_simulator(
         CliError: it exited or did not report its URL within ``timeout``.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    spec_file = state_dir / f"{name}.json"
-    spec_file.write_text(config.model_dump_json(indent=1))
-    url_file = state_dir / f"{name}.url"
-    url_file.unlink(missing_ok=True)
-    process = group.start(
-        name,
-        simulator_command(spec_file, url_file),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        log_file=state_dir / "logs" / f"{name}.log",
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if url_file.is_file():
-            text = url_file.read_text().strip()
-            if text.endswith("}"):
-                info = json.loads(text)
-                return RunningSimulator(process=process, url=info["url"], token=info["token"])
-        if not process.running():
-            break
-        time.sleep(0.05)
-    process.stop(grace=2)
-    raise CliError(f"the simulator did not start (log: {process.log_file})")
+    argv, url_file = simulator_command(config, state_dir, name)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = group.start(name, argv, env=env, log_file=state_dir / "logs" / f"{name}.log")
+    info = wait_for_url(url_file, process.running, timeout)
+    if info is None:
+        process.stop(grace=2)
+        raise CliError(f"the simulator did not start (log: {process.log_file})")
+    return RunningSimulator(process=process, url=info["url"], token=info["token"])
 
 
 def service_environment(

@@ -1,25 +1,14 @@
 """The local stack: a moto server with the queues, bucket, table and topic of a deployment.
 
-``exportpipe local up`` starts a moto server (SQS, S3, DynamoDB, SNS; see
-:mod:`exportpipe.testing.motoserver`) on a free loopback port, detached in its own
-session, and creates on it what the CDK shared stack creates in AWS:
+``exportpipe local up`` (docs/operations.md, *The local stack*, lists every resource,
+setting and file) starts :mod:`exportpipe.testing.motoserver` detached on a free
+loopback port, creates on it what the CDK shared stack creates in AWS, with the queue
+timing of :data:`~exportpipe.common.sizing.DEFAULT_DEPLOYMENT` unless overridden, and
+writes ``local.env`` and ``local.json``. ``up`` is idempotent; ``down`` stops only the
+process ``up`` started, after checking the pid still is that moto server.
 
-* SQS 1 ``exportpipe-requests`` and SQS 2 ``exportpipe-jobs``, each with a dead-letter
-  queue and a redrive policy; visibility timeout and max receives come from
-  :data:`~exportpipe.common.sizing.DEFAULT_DEPLOYMENT` unless overridden;
-* the output bucket, the export tracking table (with its ``active`` index);
-* the ``ExportCompleted`` SNS topic, and a queue subscribed to it so the events can be
-  read back locally (``EXPORTPIPE_EVENTS_QUEUE_URL``).
-
-It writes ``<state-dir>/local.env`` (what the services and the CLI read) and
-``<state-dir>/local.json`` (the pid and port of the server it started). ``up`` is
-idempotent: with a live server it only makes sure every resource exists with the
-requested settings. ``down`` stops only the process ``up`` started, after checking the
-pid still is that moto server.
-
-This module is the emulated AWS only (``exportpipe local up --no-services``); the
-simulator, orchestrator and workers that ``local up`` starts by default are
-:mod:`exportpipe.tools.local_services`.
+This module is the emulated AWS only (``--no-services``); the simulator, orchestrator
+and workers that ``local up`` starts by default are :mod:`exportpipe.tools.local_services`.
 """
 
 from __future__ import annotations
@@ -43,7 +32,7 @@ from exportpipe.testing.moto import SERVER_MODULE  # DynamoDB serialized
 from exportpipe.tools.envfile import ENV_FILE_NAME, write_env_file
 from exportpipe.tools.errors import CliError
 from exportpipe.tools.local_services import stop_services
-from exportpipe.tools.processes import process_alive, process_command, spawn_detached, stop_pid
+from exportpipe.tools.processes import process_alive, process_command, spawn_detached, stop_pids
 
 __all__ = [
     "LOCAL_NAMES",
@@ -191,7 +180,7 @@ def _start_server(state_dir: Path, timeout: float) -> LocalState:
                 )
             time.sleep(0.1)
         else:
-            stop_pid(pid, grace=2)
+            stop_pids([pid], grace=2)
             last_error = f"moto server did not answer on {endpoint} in {timeout:.0f} s"
     raise CliError(f"cannot start the local stack: {last_error}")
 
@@ -335,7 +324,7 @@ def down(state_dir: Path) -> LocalState | None:
     state = read_state(state_dir)
     if state is None:
         return None
-    stopped = state.is_our_server() and stop_pid(state.pid)
+    stopped = state.is_our_server() and bool(stop_pids([state.pid]))
     for name in (STATE_FILE_NAME, ENV_FILE_NAME):
         (state_dir / name).unlink(missing_ok=True)
     return state if stopped else None

@@ -1,19 +1,11 @@
 """The services of the local system: Export API simulator, orchestrator and workers.
 
-``exportpipe local up`` starts, next to the moto server of :mod:`exportpipe.tools.local`,
-what production runs -- each as its own detached process configured only through its
-environment and ``EXPORTPIPE_ENV_FILE``:
-
-* ``simulator``: ``python -m exportpipe.tools.simulator`` serving :func:`default_exports`
-  (or the ``--exports`` spec file), on a free loopback port;
-* ``orchestrator``: ``python -m exportpipe.orchestrator``, pointed at the simulator;
-* ``worker-1`` ... ``worker-N``: ``python -m exportpipe.worker``.
-
-Each service's pid, start time, log file and a digest of its configuration are recorded
-in ``<state-dir>/services.json``. A second ``up`` keeps every service that still runs
-with the same configuration, starts what is missing or changed, and stops workers
-beyond ``--workers``. ``down`` stops only processes whose pid *and* start time match the
-record, so a pid the system gave to another program since is never signalled.
+``exportpipe local up`` starts them next to the moto server of
+:mod:`exportpipe.tools.local`, each as its own detached process configured only through
+its environment and ``EXPORTPIPE_ENV_FILE`` (docs/operations.md, *The local stack*).
+``services.json`` records each one's pid, start time, log file and a digest of its
+configuration: a second ``up`` keeps what runs as asked, and ``down`` signals only a
+process whose pid *and* start time match the record, never a reused pid.
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from exportpipe.tools.errors import CliError
-from exportpipe.tools.launch import service_environment, simulator_command
+from exportpipe.tools.launch import service_environment, simulator_command, wait_for_url
 from exportpipe.tools.processes import (
     process_alive,
     process_started_at,
@@ -52,7 +44,6 @@ __all__ = [
     "read_services",
     "start_services",
     "stop_services",
-    "tail",
 ]
 
 SERVICES_FILE_NAME = "services.json"
@@ -212,23 +203,14 @@ def _spawn(
 def _start_simulator(
     state_dir: Path, config: SimulatorConfig, digest: str, timeout: float
 ) -> ServiceRecord:
-    spec_file = state_dir / "simulator.json"
-    spec_file.write_text(config.model_dump_json(indent=1) + "\n")
-    url_file = state_dir / "simulator.url"
-    url_file.unlink(missing_ok=True)
-    argv = simulator_command(spec_file, url_file)
+    argv, url_file = simulator_command(config, state_dir, _SIMULATOR)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     record = _spawn(_SIMULATOR, argv, env=env, state_dir=state_dir, config=digest)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = url_file.read_text().strip() if url_file.is_file() else ""
-        if text.endswith("}"):
-            return ServiceRecord(**{**asdict(record), "url": json.loads(text)["url"]})
-        if not process_alive(record.pid):
-            break
-        time.sleep(0.05)
-    stop_pids([record.pid], grace=2)
-    raise CliError(f"the simulator did not start (log: {record.log_file})")
+    info = wait_for_url(url_file, lambda: process_alive(record.pid), timeout)
+    if info is None:
+        stop_pids([record.pid], grace=2)
+        raise CliError(f"the simulator did not start (log: {record.log_file})")
+    return ServiceRecord(**{**asdict(record), "url": info["url"]})
 
 
 def start_services(
@@ -352,19 +334,6 @@ def log_files(state_dir: Path, service: str | None = None) -> Iterator[tuple[str
                 "(services: moto, simulator, orchestrator, worker, worker-N)"
             )
     yield from found
-
-
-def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of ``path`` (reads at most the last 1 MiB)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 2**20))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return []
-    return text.splitlines()[-lines:] if lines > 0 else []
 
 
 def follow(

@@ -23,7 +23,6 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import psutil
 
@@ -34,8 +33,8 @@ __all__ = [
     "process_command",
     "process_started_at",
     "spawn_detached",
-    "stop_pid",
     "stop_pids",
+    "tail",
 ]
 
 _LAUNCHER = (
@@ -106,31 +105,8 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def stop_pid(pid: int, *, grace: float = 10.0) -> bool:
-    """SIGTERM ``pid``, wait up to ``grace`` seconds, then SIGKILL; True if it was running."""
-    if not process_alive(pid):
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not process_alive(pid):
-            return True
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + 5
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return True
-
-
 def stop_pids(pids: Sequence[int], *, grace: float = 10.0) -> list[int]:
-    """:func:`stop_pid` for several processes at once: one grace period for all.
+    """SIGTERM ``pids``, wait up to ``grace`` seconds (one period for all), then SIGKILL.
 
     Returns:
         The pids that were running.
@@ -150,6 +126,19 @@ def stop_pids(pids: Sequence[int], *, grace: float = 10.0) -> list[int]:
     while time.monotonic() < deadline and any(process_alive(pid) for pid in running):
         time.sleep(0.05)
     return running
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of ``path`` (reads at most the last 1 MiB)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 2**20))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:] if lines > 0 else []
 
 
 class ServiceProcess:
@@ -217,11 +206,7 @@ class ServiceProcess:
 
     def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines of the log."""
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(tail(self.log_file, lines))
 
 
 class ProcessGroup:
@@ -231,16 +216,12 @@ class ProcessGroup:
         self.grace = grace
         self.processes: list[ServiceProcess] = []
 
-    def add(self, process: ServiceProcess) -> ServiceProcess:
-        """Supervise ``process``."""
-        self.processes.append(process)
-        return process
-
     def start(
         self, name: str, argv: Sequence[str], *, env: Mapping[str, str], log_file: Path
     ) -> ServiceProcess:
         """Start and supervise a process."""
-        return self.add(ServiceProcess(name, argv, env=env, log_file=log_file))
+        self.processes.append(ServiceProcess(name, argv, env=env, log_file=log_file))
+        return self.processes[-1]
 
     def stop_all(self) -> dict[str, int]:
         """SIGTERM every running process at once, then wait for each; name -> exit status."""
@@ -258,10 +239,5 @@ class ProcessGroup:
     def __enter__(self) -> ProcessGroup:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop_all()

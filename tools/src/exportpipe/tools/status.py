@@ -9,7 +9,9 @@ the same rule as the ``ExportsStalled`` metric).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from rich.console import Console
@@ -26,6 +28,7 @@ __all__ = [
     "ExportStatus",
     "fetch_status",
     "human_bytes",
+    "rejected_files",
     "render_status",
     "stall_seconds_of",
     "transfer_rate",
@@ -99,17 +102,10 @@ class ExportStatus:
         }
 
 
-def _rejected(tracker: ExportTracker, state: ExportState) -> list[tuple[str, str]]:
-    if not state.files_rejected:
-        return []
-    wanted = min(state.files_rejected, _REJECTED_SHOWN)
-    out: list[tuple[str, str]] = []
-    for file_id, outcome, detail, _size in tracker.file_outcomes(state.export_id):
-        if outcome == "rejected":
-            out.append((file_id, detail))
-            if len(out) >= wanted:
-                break
-    return out
+def rejected_files(tracker: ExportTracker, export_id: str) -> Iterator[tuple[str, str]]:
+    """``(file_id, reason)`` of each rejected file, read page by page as consumed."""
+    outcomes = tracker.file_outcomes(export_id)
+    return ((file_id, detail) for file_id, outcome, detail, _ in outcomes if outcome == "rejected")
 
 
 def _jobs_queue(stack: Stack) -> dict[str, int] | None:
@@ -144,12 +140,13 @@ def fetch_status(
             "(never submitted with `exportpipe submit`, nor listed by an orchestrator)"
         )
     now = time.time()
+    shown = min(state.files_rejected, _REJECTED_SHOWN)  # 0: the table is not read
     return ExportStatus(
         state=state,
         stalled=state.is_stalled(now, stall_seconds),
         stall_seconds=stall_seconds,
         now=now,
-        rejected=_rejected(tracker, state),
+        rejected=list(islice(rejected_files(tracker, export_id), shown)),
         jobs_queue=_jobs_queue(stack),
     )
 

@@ -55,6 +55,7 @@ DEFAULT_WAIT_SECONDS = 900.0
 """``submit --wait`` gives up after this long unless ``--timeout`` says otherwise."""
 PICKUP_SECONDS = 15.0
 """After this long with the request untouched on SQS 1, ``--wait`` says no orchestrator runs."""
+_EXIT_CODES = {"completed": EXIT_OK, "completed_with_errors": EXIT_COMPLETED_WITH_ERRORS}
 
 
 class WaitTimeout(CliError):
@@ -116,11 +117,7 @@ def submit_export(
 
 def exit_code_for(state: ExportState) -> int:
     """0 completed, 3 completed_with_errors, 1 failed."""
-    if state.status == "completed":
-        return EXIT_OK
-    if state.status == "completed_with_errors":
-        return EXIT_COMPLETED_WITH_ERRORS
-    return EXIT_FAILED
+    return _EXIT_CODES.get(state.status, EXIT_FAILED)
 
 
 def _describe(state: ExportState | None, now: float, stall_seconds: float) -> str:

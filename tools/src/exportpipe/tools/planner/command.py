@@ -23,9 +23,14 @@ from exportpipe.tools.planner.plot import render_png
 from exportpipe.tools.planner.prices import PriceTable
 from exportpipe.tools.planner.report import format_report
 
-__all__ = ["build_parser", "main", "publish"]
+__all__ = ["build_parser", "main", "option", "publish"]
 
 DEFAULT_OUT = Path(".exportpipe/plan")
+
+
+def option(group: Any, flag: str, default: Any, help: str | None = None) -> None:
+    """Add ``flag`` with ``default``, typed like it (the config field's default)."""
+    group.add_argument(flag, type=type(default), default=default, help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,56 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Scenario: `exportpipe plan whale --help` (one tenant's huge export, fair queues).",
     )
     g = p.add_argument_group("workload")
-    g.add_argument("--seed", type=int, default=opt.seed, help="seed for every random draw")
-    g.add_argument("--events-per-day", type=int, default=arr.events_per_day)
-    g.add_argument(
-        "--peak-factor",
-        type=float,
-        default=arr.peak_factor,
-        help="highest arrival rate over the day's mean",
+    option(g, "--seed", opt.seed, "seed for every random draw")
+    option(g, "--events-per-day", arr.events_per_day)
+    option(g, "--peak-factor", arr.peak_factor, "highest arrival rate over the day's mean")
+    option(g, "--peak-hour", arr.peak_hour, "UTC hour of the peak")
+    option(g, "--peak-width-hours", arr.peak_width_hours, "full width at half maximum of the peak")
+    option(
+        g, "--diurnal-amplitude", arr.diurnal_amplitude, "relative swing of the day/night baseline"
     )
-    g.add_argument("--peak-hour", type=float, default=arr.peak_hour, help="UTC hour of the peak")
-    g.add_argument(
-        "--peak-width-hours",
-        type=float,
-        default=arr.peak_width_hours,
-        help="full width at half maximum of the peak",
-    )
-    g.add_argument(
-        "--diurnal-amplitude",
-        type=float,
-        default=arr.diurnal_amplitude,
-        help="relative swing of the day/night baseline",
-    )
-    g.add_argument(
+    option(
+        g,
         "--files-per-export",
-        type=float,
-        default=wl.files_per_export,
-        help="mean download jobs per export event (Poisson)",
+        wl.files_per_export,
+        "mean download jobs per export event (Poisson)",
     )
-    g.add_argument("--files-per-page", type=int, default=wl.files_per_page)
-    g.add_argument(
-        "--page-seconds",
-        type=float,
-        default=wl.page_seconds,
-        help="orchestrator time per Export API page",
-    )
+    option(g, "--files-per-page", wl.files_per_page)
+    option(g, "--page-seconds", wl.page_seconds, "orchestrator time per Export API page")
     g.add_argument("--duration-dist", choices=("lognormal", "exponential"), default=dur.kind)
-    g.add_argument("--duration-median-minutes", type=float, default=dur.median_seconds / 60)
-    g.add_argument("--duration-sigma", type=float, default=dur.sigma)
-    g.add_argument(
-        "--duration-mean-minutes",
-        type=float,
-        default=dur.mean_seconds / 60,
-        help="mean of the exponential distribution",
+    option(g, "--duration-median-minutes", dur.median_seconds / 60)
+    option(g, "--duration-sigma", dur.sigma)
+    option(
+        g, "--duration-mean-minutes", dur.mean_seconds / 60, "mean of the exponential distribution"
     )
-    g.add_argument("--duration-min-minutes", type=float, default=dur.min_seconds / 60)
-    g.add_argument("--duration-max-hours", type=float, default=dur.max_seconds / 3600)
-    g.add_argument(
+    option(g, "--duration-min-minutes", dur.min_seconds / 60)
+    option(g, "--duration-max-hours", dur.max_seconds / 3600)
+    option(
+        g,
         "--spot-interruptions-per-hour",
-        type=float,
-        default=wl.spot_interruptions_per_hour,
-        help="Fargate Spot reclaims per Spot task-hour",
+        wl.spot_interruptions_per_hour,
+        "Fargate Spot reclaims per Spot task-hour",
     )
     g.add_argument(
         "--trace",
@@ -106,21 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"days simulated before the measured one (default {opt.warmup_days}; 0 with --trace)",
     )
     g = p.add_argument_group("prices (us-east-1 defaults taken 2026-11-29)")
-    g.add_argument("--price-vcpu-hour", type=float, default=pr.vcpu_hour)
-    g.add_argument("--price-gb-hour", type=float, default=pr.gb_hour)
-    g.add_argument("--price-storage-gb-hour", type=float, default=pr.storage_gb_hour)
-    g.add_argument("--spot-discount", type=float, default=pr.spot_discount)
-    g.add_argument("--sqs-per-million", type=float, default=pr.sqs_per_million)
-    g.add_argument("--s3-put-per-1000", type=float, default=pr.s3_put_per_1000)
-    g.add_argument("--s3-get-per-1000", type=float, default=pr.s3_get_per_1000)
-    g.add_argument("--dynamodb-wru-per-million", type=float, default=pr.dynamodb_wru_per_million)
+    option(g, "--price-vcpu-hour", pr.vcpu_hour)
+    option(g, "--price-gb-hour", pr.gb_hour)
+    option(g, "--price-storage-gb-hour", pr.storage_gb_hour)
+    option(g, "--spot-discount", pr.spot_discount)
+    option(g, "--sqs-per-million", pr.sqs_per_million)
+    option(g, "--s3-put-per-1000", pr.s3_put_per_1000)
+    option(g, "--s3-get-per-1000", pr.s3_get_per_1000)
+    option(g, "--dynamodb-wru-per-million", pr.dynamodb_wru_per_million)
     g = p.add_argument_group("policies")
     g.add_argument(
         "--policies", default=",".join(POLICY_KEYS), help="comma-separated subset, in column order"
     )
-    g.add_argument(
-        "--cpu-target", type=float, default=70.0, help="target CPU percent of the CPU-only policies"
-    )
+    option(g, "--cpu-target", 70.0, "target CPU percent of the CPU-only policies")
     g.add_argument(
         "--fixed-tasks",
         type=int,

@@ -4,20 +4,8 @@ Everything about the *deployment* (task sizes, queue timing, the worker scaling 
 comes from :mod:`exportpipe.common.sizing`; this module only describes the *workload*
 the deployment is asked to carry and how the simulation is run.
 
-Default day (what ``exportpipe plan`` simulates without options):
-
-* 100,000 export events a day, arriving on a diurnal curve with an afternoon peak at
-  five times the daily mean (the issue's and the analysis's numbers).
-* Job durations log-normal with a median of 5 minutes and sigma 1.0, clipped to
-  1 minute .. 6 hours: p90 18 min, p99 51 min, p99.9 ~2 h, the longest of the day ~5 h
-  ("jobs from five minutes to hours").
-* 0.1 files (download jobs) per export event, about 10,000 jobs and ~1,400 job-hours a
-  day. The three headline numbers cannot all hold at one file per export: 100,000 jobs
-  of ~8 minutes mean is ~13,700 job-hours a day, ~570 busy job slots on average and
-  ~2,500 in the 5x peak hour, six times the configured ``max_tasks`` x ``concurrency``
-  (400 slots) and ten times the analysis's fleet. 0.1 is the load the deployment and
-  the analysis were sized for (most export events are incremental and find nothing
-  new); ``--files-per-export 1`` shows the full load. See ``docs/planner.md``.
+The defaults below are the day ``exportpipe plan`` simulates without options; why it
+has 0.1 files per export (not one) is docs/planner.md, *The default day, and why*.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -44,13 +44,7 @@ class SqsCounts:
     @property
     def total(self) -> int:
         """All billable requests."""
-        return (
-            self.sends
-            + self.receives
-            + self.empty_receives
-            + self.deletes
-            + self.visibility_changes
-        )
+        return sum(astuple(self))
 
 
 @dataclass(eq=False)

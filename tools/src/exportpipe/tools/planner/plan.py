@@ -47,14 +47,8 @@ def default_policies(
         ValueError: an unknown key.
     """
     if fixed_tasks is None:
-        fixed_tasks = max(
-            1,
-            math.ceil(
-                load.peak_hour_busy_slots
-                / deployment.worker_jobs_per_task
-                / FIXED_FLEET_UTILISATION
-            ),
-        )
+        busy_tasks = load.peak_hour_busy_slots / deployment.worker_jobs_per_task
+        fixed_tasks = max(1, math.ceil(busy_tasks / FIXED_FLEET_UTILISATION))
     make: dict[str, Callable[[], ScalingPolicy]] = {
         "configured": lambda: ConfiguredPolicy(deployment=deployment),
         "cpu": lambda: CpuTargetPolicy(deployment=deployment, target_percent=cpu_target),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from exportpipe.common.sizing import Deployment, ScalingStep, WorkerScaling
 
@@ -130,20 +130,15 @@ def _lag(period: int, delay: int) -> int:
 class ConfiguredPolicy:
     """The deployed worker policy, read from :mod:`exportpipe.common.sizing`.
 
-    Load ratio = (visible + in-flight SQS 2 messages) / max(running, 1) / jobs per
-    task. Scale-out: step scaling on the ratio (``PercentChangeInCapacity`` with
-    ``MinAdjustmentMagnitude``) once it has stayed at or above the lowest step for the
-    evaluation periods; in cooldown only a larger step applies, measured from the
-    capacity the cooldown started at. Scale-in: by ``scale_in_percent`` (at least one
-    task) after the ratio stayed below ``scale_in_below_ratio`` for its evaluation
-    periods (at or below, as the CDK alarm compares), then not again within its cooldown.
-    Activation: while no task runs (``RunningTaskCount`` < 1) and messages are visible,
-    ``activation_tasks`` more per scale-out cooldown. Busy workers hold scale-in
-    protection. This is what ``exportpipe.infra.backlog_scaling`` deploys.
+    Step scaling on the load ratio (visible + in-flight SQS 2 messages per task and job
+    slot), scale-in below ``scale_in_below_ratio``, activation from zero tasks,
+    and busy workers protected: what ``exportpipe.infra.backlog_scaling`` deploys, rule
+    by rule in docs/planner.md, *The configured policy, exactly*.
     """
 
     deployment: Deployment = field(default_factory=Deployment)
     name: str = "configured"
+    protect_busy: ClassVar[bool] = True  # the worker holds scale-in protection while busy
 
     @property
     def description(self) -> str:
@@ -155,11 +150,6 @@ class ConfiguredPolicy:
             f"in {s.scale_in_percent}% below {s.scale_in_below_ratio:g} for "
             f"{s.scale_in_evaluation_periods} periods; protection on"
         )
-
-    @property
-    def protect_busy(self) -> bool:
-        """The worker holds scale-in protection while busy."""
-        return True
 
     def initial_tasks(self, start: float) -> int:
         """Starts at the service minimum."""
@@ -345,6 +335,7 @@ class QueueDepthPolicy:
     in_percent: int = -10
     cooldown_seconds: int = 300
     name: str = "queue-depth"
+    protect_busy: ClassVar[bool] = True  # the worker holds protection
 
     @property
     def description(self) -> str:
@@ -354,11 +345,6 @@ class QueueDepthPolicy:
             f"(min +{self.out_min}); = 0 for {self.in_periods} min: {self.in_percent}%; "
             "protection on"
         )
-
-    @property
-    def protect_busy(self) -> bool:
-        """The worker holds protection."""
-        return True
 
     def initial_tasks(self, start: float) -> int:
         """A visible-only metric never leaves zero below the threshold: min 1."""
@@ -415,16 +401,12 @@ class FixedFleet:
 
     tasks: int
     name: str = "fixed"
+    protect_busy: ClassVar[bool] = True  # irrelevant: nothing scales in
 
     @property
     def description(self) -> str:
         """One line for the report."""
         return f"{self.tasks} tasks all day"
-
-    @property
-    def protect_busy(self) -> bool:
-        """Irrelevant: nothing scales in."""
-        return True
 
     def tasks_at(self, now: float) -> int:
         """Always the same."""
@@ -451,6 +433,7 @@ class ScheduledFleet:
     windows: tuple[tuple[float, float, int], ...]
     name: str = "analysis"
     note: str = ""
+    protect_busy: ClassVar[bool] = False  # a schedule stops what it stops
 
     @property
     def description(self) -> str:
@@ -459,11 +442,6 @@ class ScheduledFleet:
             f"{n} tasks {_clock(start)}-{_clock(start + hours)}" for start, hours, n in self.windows
         ]
         return "schedule: " + ", ".join(parts) + (f" ({self.note})" if self.note else "")
-
-    @property
-    def protect_busy(self) -> bool:
-        """A schedule stops what it stops."""
-        return False
 
     def tasks_at(self, now: float) -> int:
         """Tasks the schedule wants at ``now`` (seconds; the day repeats)."""

@@ -8,6 +8,7 @@ gives the same figures for machines.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -361,82 +362,46 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _rows(p: PolicyReport) -> list[str]:
-    r = p.sqs_requests
-    return [
-        f"{p.worker_spot_task_hours:,.0f}",
-        f"{p.worker_on_demand_task_hours:,.0f}",
-        f"{p.peak_tasks}",
-        f"{p.orchestrator_task_hours:,.0f}",
-        f"{r['sends']:,}",
-        f"{r['receives']:,}",
-        f"{r['empty_receives']:,}",
-        f"{r['deletes']:,}",
-        f"{r['visibility_changes']:,}",
-        f"${p.cost_workers_spot + p.cost_workers_on_demand:,.2f}",
-        f"${p.cost_orchestrator:,.2f}",
-        f"${p.cost_sqs:,.2f}",
-        f"${p.cost_storage:,.2f}",
-        f"${p.cost_public_ipv4:,.2f}",
-        f"${p.cost_container_insights:,.2f}",
-        f"${p.cost_requests:,.2f}",
-        f"${p.cost_total:,.2f}",
-        f"${p.cost_total_all_on_demand:,.2f}",
-        fmt_duration(p.wait_p50),
-        fmt_duration(p.wait_p95),
-        fmt_duration(p.wait_p99),
-        fmt_duration(p.wait_max),
-        f"{p.max_backlog:,}",
-        f"{p.oldest_message_alarm_minutes:,.0f}",
-        f"{p.spot_reclaims}",
-        f"{p.jobs_retried_spot:,}",
-        f"{p.jobs_retried_scale_in:,}",
-        f"{p.lost_slot_hours:,.1f}",
-        *(
-            "{:,.1f} / {:,.1f}".format(*p.lost_job_hours.get(cause, (0.0, 0.0)))
-            for cause in ("spot", "drain")
-        ),
-        f"{p.dead_lettered}",
-        f"{p.unfinished:,}",
-        f"{p.scale_outs}/{p.scale_ins}",
-    ]
+def _lost(p: PolicyReport, cause: str) -> str:
+    return "{:,.1f} / {:,.1f}".format(*p.lost_job_hours.get(cause, (0.0, 0.0)))
 
 
-_LABELS = [
-    "worker task-hours, Spot",
-    "worker task-hours, on-demand",
-    "peak worker tasks",
-    "orchestrator task-hours",
-    "SQS sends (incl. batches)",
-    "SQS receives (with messages)",
-    "SQS empty receives (long polls)",
-    "SQS deletes",
-    "SQS visibility changes",
-    "cost/day workers",
-    "cost/day orchestrator",
-    "cost/day SQS",
-    "  of workers: ephemeral storage",
-    "cost/day public IPv4",
-    "cost/day Container Insights",
-    "cost/day S3 + DynamoDB requests",
-    "cost/day TOTAL",
-    "cost/day if all on-demand",
-    "queue wait p50",
-    "queue wait p95",
-    "queue wait p99",
-    "queue wait max",
-    "max backlog (visible SQS 2)",
-    "minutes oldest msg > alarm",
-    "Spot reclaims",
-    "jobs retried after reclaim",
-    "jobs retried after scale-in",
-    "work lost to releases (slot-h)",
-    "job-h lost, reclaims: no resume / resume",
-    "job-h lost, drains: no resume / resume",
-    "jobs dead-lettered",
-    "jobs unfinished at end",
-    "scale-outs/scale-ins",
-]
+# The side-by-side table: one (label, cell of a policy) per row, in print order.
+_ROWS: tuple[tuple[str, Callable[[PolicyReport], str]], ...] = (
+    ("worker task-hours, Spot", lambda p: f"{p.worker_spot_task_hours:,.0f}"),
+    ("worker task-hours, on-demand", lambda p: f"{p.worker_on_demand_task_hours:,.0f}"),
+    ("peak worker tasks", lambda p: f"{p.peak_tasks}"),
+    ("orchestrator task-hours", lambda p: f"{p.orchestrator_task_hours:,.0f}"),
+    ("SQS sends (incl. batches)", lambda p: f"{p.sqs_requests['sends']:,}"),
+    ("SQS receives (with messages)", lambda p: f"{p.sqs_requests['receives']:,}"),
+    ("SQS empty receives (long polls)", lambda p: f"{p.sqs_requests['empty_receives']:,}"),
+    ("SQS deletes", lambda p: f"{p.sqs_requests['deletes']:,}"),
+    ("SQS visibility changes", lambda p: f"{p.sqs_requests['visibility_changes']:,}"),
+    ("cost/day workers", lambda p: f"${p.cost_workers_spot + p.cost_workers_on_demand:,.2f}"),
+    ("cost/day orchestrator", lambda p: f"${p.cost_orchestrator:,.2f}"),
+    ("cost/day SQS", lambda p: f"${p.cost_sqs:,.2f}"),
+    ("  of workers: ephemeral storage", lambda p: f"${p.cost_storage:,.2f}"),
+    ("cost/day public IPv4", lambda p: f"${p.cost_public_ipv4:,.2f}"),
+    ("cost/day Container Insights", lambda p: f"${p.cost_container_insights:,.2f}"),
+    ("cost/day S3 + DynamoDB requests", lambda p: f"${p.cost_requests:,.2f}"),
+    ("cost/day TOTAL", lambda p: f"${p.cost_total:,.2f}"),
+    ("cost/day if all on-demand", lambda p: f"${p.cost_total_all_on_demand:,.2f}"),
+    ("queue wait p50", lambda p: fmt_duration(p.wait_p50)),
+    ("queue wait p95", lambda p: fmt_duration(p.wait_p95)),
+    ("queue wait p99", lambda p: fmt_duration(p.wait_p99)),
+    ("queue wait max", lambda p: fmt_duration(p.wait_max)),
+    ("max backlog (visible SQS 2)", lambda p: f"{p.max_backlog:,}"),
+    ("minutes oldest msg > alarm", lambda p: f"{p.oldest_message_alarm_minutes:,.0f}"),
+    ("Spot reclaims", lambda p: f"{p.spot_reclaims}"),
+    ("jobs retried after reclaim", lambda p: f"{p.jobs_retried_spot:,}"),
+    ("jobs retried after scale-in", lambda p: f"{p.jobs_retried_scale_in:,}"),
+    ("work lost to releases (slot-h)", lambda p: f"{p.lost_slot_hours:,.1f}"),
+    ("job-h lost, reclaims: no resume / resume", lambda p: _lost(p, "spot")),
+    ("job-h lost, drains: no resume / resume", lambda p: _lost(p, "drain")),
+    ("jobs dead-lettered", lambda p: f"{p.dead_lettered}"),
+    ("jobs unfinished at end", lambda p: f"{p.unfinished:,}"),
+    ("scale-outs/scale-ins", lambda p: f"{p.scale_outs}/{p.scale_ins}"),
+)
 
 
 def format_report(report: PlanReport) -> str:
@@ -486,11 +451,10 @@ def format_report(report: PlanReport) -> str:
     ]
     names = [p.name for p in report.policies]
     width = max(12, *(len(n) + 2 for n in names))
-    label_w = max(len(lbl) for lbl in _LABELS) + 2
+    label_w = max(len(label) for label, _ in _ROWS) + 2
     lines.append(" " * label_w + "".join(n.rjust(width) for n in names))
-    cols = [_rows(p) for p in report.policies]
-    for i, label in enumerate(_LABELS):
-        lines.append(label.ljust(label_w) + "".join(c[i].rjust(width) for c in cols))
+    for label, cell in _ROWS:
+        lines.append(label.ljust(label_w) + "".join(cell(p).rjust(width) for p in report.policies))
     lines.append("")
     for p in report.policies:
         lines.append(f"  {p.name}: {p.description}")

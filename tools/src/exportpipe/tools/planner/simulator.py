@@ -1,31 +1,14 @@
 """Discrete-event simulation of SQS 2 and the worker fleet under one scaling policy.
 
-Model, in the order things happen to a job:
+The model is docs/planner.md, *The model*, steps 2-6: SQS 2 delivers in the run's
+:class:`.fairqueue.Delivery` order to tasks of ``Deployment.worker_jobs_per_task`` slots
+that heartbeat as ``QueueConsumer`` does; each metric period a :class:`MetricSample` goes
+to the policy's controller and the fleet is reconciled as the ECS scheduler does
+(start-up delay, the on-demand base then Spot, Spot reclaimed at an exponential rate; a
+surplus stops starting, then idle, then unprotected busy tasks); a stopping task finishes
+what fits in its grace and releases the rest, and a job received ``max_receive_count``
+times is dead-lettered. Beyond that page:
 
-* A job becomes visible on SQS 2 when the orchestrator's batch lands. A worker task
-  with a free slot (one long poll per task; waiting pollers are served in turn) receives
-  it at once; otherwise it waits in the queue. The queue delivers in the run's
-  :class:`.fairqueue.Delivery` order: oldest first (a standard queue without message
-  groups, the default), or fair between tenants (ADR 0018; jobs then carry a tenant).
-* A task runs ``Deployment.worker_jobs_per_task`` jobs at once (admission by budget,
-  counted at the deployment's scaling file size; ADR 0015). Each job holds its slot for
-  its duration, then is deleted. While a task has jobs it extends their visibility every
-  ``heartbeat_seconds`` in one ``ChangeMessageVisibilityBatch`` (as
-  ``exportpipe.common.sqs.QueueConsumer`` does: concurrency is at most 10).
-* Every metric period the simulator records a :class:`MetricSample` (visible and
-  in-flight messages, running tasks, CPU as busy slots over slots), asks the policy's
-  controller for a desired count, and reconciles the fleet the way the ECS service
-  scheduler does: new tasks start polling ``task_startup_seconds`` after launch (billed
-  from launch); a surplus is removed from starting tasks first, then idle tasks (Spot
-  before on-demand), and only without scale-in protection from busy tasks (at random:
-  ECS does not know which are busy).
-* The first ``on_demand_base`` tasks run on FARGATE, the rest on FARGATE_SPOT. Each Spot
-  task is reclaimed after an exponential time at the configured rate; ECS replaces it.
-* A stopping task (scale-in or Spot reclaim: SIGTERM, then ``stop_timeout_seconds``)
-  takes no new jobs, lets jobs finish within ``shutdown_grace_seconds``, and releases the
-  rest (``ChangeMessageVisibility`` 0) at the end of the grace. A released job is
-  visible again at once and is retried from the start by another task; a job received
-  ``max_receive_count`` times is dead-lettered instead.
 * Job-hours lost to releases are counted per cause (Spot reclaim, each kind of drain) as
   simulated (each retry starts from byte 0) and as they would be with resumable jobs
   (ADR 0020): a release then loses at most ``resume_loss_seconds`` (the unfinished part,
@@ -164,7 +147,6 @@ class _Task:
         "old",
         "queued",
         "ready",
-        "ready_at",
         "spot",
         "stopped",
         "stopping",
@@ -174,7 +156,6 @@ class _Task:
         self.spot = spot
         self.kept = False  # draining, still counted by the service until it exits
         self.old = False  # of a deployment being replaced
-        self.ready_at = 0.0
         self.cause = ""
         self.ready = False
         self.stopping = False
@@ -232,16 +213,12 @@ class _Sim:
         self.rng = random.Random(seed)  # noqa: S311
         self.initial_tasks = initial_tasks
         self.run = WorkerRun(policy=policy.name)
-        self.drain_after = (
-            scaling.drain_after_minutes * 60.0
-            if drain_after_seconds is None
-            else drain_after_seconds
-        )
-        self.drain_grace = (
-            scaling.drain_grace_minutes * 60.0
-            if drain_grace_seconds is None
-            else drain_grace_seconds
-        )
+        if drain_after_seconds is None:
+            drain_after_seconds = scaling.drain_after_minutes * 60.0
+        if drain_grace_seconds is None:
+            drain_grace_seconds = scaling.drain_grace_minutes * 60.0
+        self.drain_after = drain_after_seconds
+        self.drain_grace = drain_grace_seconds
         self.deploy_at = deploy_at
         self.old_tasks: set[_Task] = set()
 
@@ -430,7 +407,6 @@ class _Sim:
         if task.stopping:
             return
         task.ready = True
-        task.ready_at = t
         if math.isfinite(self.drain_after):
             self.push(t + self.drain_after, _DRAIN, task)
         self.running += 1

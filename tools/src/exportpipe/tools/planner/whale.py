@@ -1,25 +1,14 @@
 """``exportpipe plan whale``: one tenant's huge export against everyone else's day.
 
-The scenario of issue 20 and ADR 0018: ``small_tenants`` tenants submit their usual
-exports over the day (on the planner's diurnal arrival curve) while one tenant submits a
-``whale_files``-file export at ``whale_hour``. Four runs of the same seed, side by side:
-
-* ``no whale`` and ``no whale, fair``: the small tenants' day alone, oldest-first and
-  with fair queues (the baseline the target is measured against);
-* ``whale`` and ``whale, fair``: the same day plus the whale, oldest-first (a standard
-  queue without message groups) and with fair queues (:mod:`.fairqueue`).
-
-It prints the small tenants' queue wait (p50, p95, p99, max), when the whale's last
-file is done, and the fleet it took, and checks the target: with fair queues the small
-tenants' p95 wait stays within 2x their p95 on a day without the whale.
-
-Model: the orchestrator lists ``files_per_page`` files per ``page_seconds`` per export
-(one export's pages are sequential); SQS 2 and the worker fleet are the planner's
-simulator (:func:`.simulator.simulate_workers`) under the configured policy
-(:class:`.policies.ConfiguredPolicy`, i.e. ``exportpipe.common.sizing``) with each
-job's tenant and the run's delivery order, from midnight until the last job is done.
-There are no Spot reclaims, age drains, deployments or retries: the scenario isolates
-delivery order.
+The scenario of issue 20 and ADR 0018, described in docs/planner.md, *Scenario: a whale
+export and fair queues*: four runs of one seed (no whale / whale, each oldest-first and
+with fair queues, :mod:`.fairqueue`) through the planner's worker simulator
+(:func:`.simulator.simulate_workers`) under :class:`.policies.ConfiguredPolicy`, from
+midnight until the last job is done, checking the target that small tenants' p95 wait
+with fair queues stays within 2x their p95 on a day without the whale. The orchestrator
+lists ``files_per_page`` files per ``page_seconds`` per export, one export's pages in
+sequence; no Spot reclaims, age drains, deployments or retries, to isolate delivery
+order.
 """
 
 from __future__ import annotations
@@ -35,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
-from exportpipe.tools.planner.command import publish
+from exportpipe.tools.planner.command import option, publish
 from exportpipe.tools.planner.config import DAY_SECONDS, ArrivalCurve, DurationModel
 from exportpipe.tools.planner.fairqueue import Delivery
+from exportpipe.tools.planner.plot import stacked_axes
 from exportpipe.tools.planner.policies import ConfiguredPolicy
 from exportpipe.tools.planner.report import fmt_duration
 from exportpipe.tools.planner.simulator import simulate_workers
@@ -182,7 +172,7 @@ class WhaleRun:
     sim_seconds: float
 
     def wait_percentile(self, q: float) -> float:
-        """The ``q``-th percentile of small tenants' waits (0 without jobs)."""
+        """The ``q``-th percentile of small tenants' waits (100: the longest; 0 without jobs)."""
         return float(np.percentile(self.small_waits, q)) if self.small_waits.size else 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -194,7 +184,7 @@ class WhaleRun:
             "small_wait_p50_s": self.wait_percentile(50),
             "small_wait_p95_s": self.wait_percentile(95),
             "small_wait_p99_s": self.wait_percentile(99),
-            "small_wait_max_s": float(self.small_waits.max()) if self.small_waits.size else 0.0,
+            "small_wait_max_s": self.wait_percentile(100),
             "whale_done_s": self.whale_done,
             "whale_first_start_s": self.whale_first_start,
             "task_hours": self.task_hours,
@@ -349,13 +339,8 @@ def format_whale(report: WhaleReport) -> str:
         lines.append(f"{label:<30}" + "".join(f"{v:>{width}}" for v in values))
 
     runs = report.runs
-    row("small tenants' wait p50", [fmt_duration(r.wait_percentile(50)) for r in runs])
-    row("small tenants' wait p95", [fmt_duration(r.wait_percentile(95)) for r in runs])
-    row("small tenants' wait p99", [fmt_duration(r.wait_percentile(99)) for r in runs])
-    row(
-        "small tenants' wait max",
-        [fmt_duration(float(r.small_waits.max()) if r.small_waits.size else 0.0) for r in runs],
-    )
+    for q, name in ((50, "p50"), (95, "p95"), (99, "p99"), (100, "max")):
+        row(f"small tenants' wait {name}", [fmt_duration(r.wait_percentile(q)) for r in runs])
     row("whale's first file starts", [_clock(r.whale_first_start) for r in runs])
     row("whale's last file done", [_clock(r.whale_done) for r in runs])
     row(
@@ -378,49 +363,40 @@ def format_whale(report: WhaleReport) -> str:
 
 def render_whale_png(report: WhaleReport, path: Path) -> Path:
     """Small tenants' p95 wait over the day, and the fleet and whale backlog, per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on build machines; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    fig, (ax_w, ax_q, ax_t) = plt.subplots(3, 1, figsize=(11, 11))
-    styles = {"no whale": ":", "no whale, fair": "--", "whale": "-", "whale, fair": "-"}
-    for r in report.runs:
-        hours = r.series["hour"]
-        ax_w.step(
-            [h + 0.5 for h in range(24)],
-            [max(v / 60.0, 0.05) for v in r.hourly_p95],
-            where="mid",
-            ls=styles.get(r.name, "-"),
-            label=f"{r.name}: p95 {fmt_duration(r.wait_percentile(95))} over the day",
-            lw=1.5,
+    with stacked_axes(path, 3, figsize=(11, 11)) as (ax_w, ax_q, ax_t):
+        styles = {"no whale": ":", "no whale, fair": "--", "whale": "-", "whale, fair": "-"}
+        for r in report.runs:
+            hours = r.series["hour"]
+            ax_w.step(
+                [h + 0.5 for h in range(24)],
+                [max(v / 60.0, 0.05) for v in r.hourly_p95],
+                where="mid",
+                ls=styles.get(r.name, "-"),
+                label=f"{r.name}: p95 {fmt_duration(r.wait_percentile(95))} over the day",
+                lw=1.5,
+            )
+            if r.whale_done is not None:
+                ax_q.plot(hours, [max(v, 0.8) for v in r.series["whale_visible"]], label=r.name)
+            ax_t.plot(hours, r.series["tasks"], label=r.name, lw=1.0)
+        sc = report.scenario
+        for ax in (ax_w, ax_q, ax_t):
+            ax.axvline(sc.whale_hour, color="grey", ls=":", lw=1)
+            ax.grid(True, alpha=0.3)
+        ax_w.set_yscale("log")
+        ax_w.set_xlim(0, 24)
+        ax_w.set_xlabel("hour the small tenants' jobs were submitted (UTC)")
+        ax_w.set_ylabel("small tenants' p95 wait (min)")
+        ax_w.set_title(
+            f"exportpipe plan whale, seed {sc.seed}: {sc.small_tenants} small tenants, "
+            f"whale of {sc.whale_files:,} files at {sc.whale_hour:g}:00"
         )
-        if r.whale_done is not None:
-            ax_q.plot(hours, [max(v, 0.8) for v in r.series["whale_visible"]], label=r.name)
-        ax_t.plot(hours, r.series["tasks"], label=r.name, lw=1.0)
-    sc = report.scenario
-    for ax in (ax_w, ax_q, ax_t):
-        ax.axvline(sc.whale_hour, color="grey", ls=":", lw=1)
-        ax.grid(True, alpha=0.3)
-    ax_w.set_yscale("log")
-    ax_w.set_xlim(0, 24)
-    ax_w.set_xlabel("hour the small tenants' jobs were submitted (UTC)")
-    ax_w.set_ylabel("small tenants' p95 wait (min)")
-    ax_w.set_title(
-        f"exportpipe plan whale, seed {sc.seed}: {sc.small_tenants} small tenants, "
-        f"whale of {sc.whale_files:,} files at {sc.whale_hour:g}:00"
-    )
-    ax_w.legend(loc="upper left", fontsize=8)
-    ax_q.set_yscale("log")
-    ax_q.set_ylabel("whale's visible messages")
-    ax_q.legend(loc="upper right", fontsize=8)
-    ax_q.sharex(ax_t)
-    ax_t.set_ylabel("worker tasks")
-    ax_t.set_xlabel("hours from midnight UTC")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        ax_w.legend(loc="upper left", fontsize=8)
+        ax_q.set_yscale("log")
+        ax_q.set_ylabel("whale's visible messages")
+        ax_q.legend(loc="upper right", fontsize=8)
+        ax_q.sharex(ax_t)
+        ax_t.set_ylabel("worker tasks")
+        ax_t.set_xlabel("hours from midnight UTC")
     return path
 
 
@@ -436,17 +412,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--small-tenants", type=int, default=d.small_tenants)
-    p.add_argument("--exports-per-tenant", type=int, default=d.exports_per_tenant)
-    p.add_argument("--files-per-export", type=float, default=d.files_per_export)
-    p.add_argument("--whale-files", type=int, default=d.whale_files)
-    p.add_argument("--whale-hour", type=float, default=d.whale_hour, help="UTC hour of submission")
-    p.add_argument(
+    option(p, "--seed", d.seed)
+    option(p, "--small-tenants", d.small_tenants)
+    option(p, "--exports-per-tenant", d.exports_per_tenant)
+    option(p, "--files-per-export", d.files_per_export)
+    option(p, "--whale-files", d.whale_files)
+    option(p, "--whale-hour", d.whale_hour, "UTC hour of submission")
+    option(
+        p,
         "--recent-seconds",
-        type=float,
-        default=d.recent_seconds,
-        help="averaging time of fair queues' recent processing-time share (an assumption)",
+        d.recent_seconds,
+        "averaging time of fair queues' recent processing-time share (an assumption)",
     )
     p.add_argument("--out", type=Path, default=Path(".exportpipe/plan"))
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")

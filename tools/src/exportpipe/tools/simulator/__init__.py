@@ -1,19 +1,10 @@
 """Export API simulator: reference contract v1 over real HTTP, with deterministic files.
 
-A development and test tool (not shipped in the service images). It serves exports
-described by :class:`ExportSpec` -- gzip/zstd JSONL, zip of CSVs, tar and tar.gz
-archives, plain files -- whose bytes are rebuilt identically from the spec anywhere
-(:func:`build`, :func:`expected_files`), lists their sha256 and sizes, serves the bytes
-itself (with ``Range`` support), and injects faults on request (:class:`Fault`) or at
-seeded random rates (:class:`RandomFaults`).
-
-In a test::
-
-    with SimulatorServer([ExportSpec.mixed("exp-1", 40)], token="t") as sim:
-        ...  # point the orchestrator at sim.url
-        sim.inject(Fault(route="listing", status=429, retry_after=2))
-
-As a process: ``python -m exportpipe.tools.simulator --port 0 --exports spec.json``.
+A development and test tool (not shipped in the service images; docs/simulator.md).
+Exports are described by :class:`ExportSpec`; their bytes are rebuilt identically
+anywhere (:func:`build`, :func:`expected_files`); faults come on request
+(:class:`Fault`) or at seeded rates (:class:`RandomFaults`). In a test, see
+:mod:`.server`; as a process, ``python -m exportpipe.tools.simulator``.
 """
 
 from exportpipe.tools.simulator.content import (

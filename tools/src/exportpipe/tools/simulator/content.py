@@ -152,10 +152,6 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=1, mtime=0)
 
 
-def _zstd(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=3).compress(data)
-
-
 def _zip(members: list[tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
@@ -271,7 +267,7 @@ def build(spec: FileSpec, *, export_id: str = "") -> FileContent:
         if info.compression == "gzip":
             raw = _gzip(data)
         elif info.compression == "zstd":
-            raw = _zstd(data)
+            raw = zstandard.ZstdCompressor(level=3).compress(data)
         else:
             raw = data
 

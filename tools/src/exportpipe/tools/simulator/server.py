@@ -189,11 +189,6 @@ class SimulatorServer:
         with self._lock:
             self._faults.extend([f, f.times] for f in faults)
 
-    def clear_faults(self) -> None:
-        """Drop every scripted fault not yet used up."""
-        with self._lock:
-            self._faults.clear()
-
     def requests(self, route: str | None = None) -> list[RequestRecord]:
         """Requests answered so far (optionally only one route's), oldest first."""
         with self._lock:
@@ -558,14 +553,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
 
-    def do_GET(self) -> None:
+    def _dispatch(self) -> None:
         self.server.sim.dispatch(self)
 
-    def do_HEAD(self) -> None:
-        self.server.sim.dispatch(self)
-
-    def do_POST(self) -> None:
-        self.server.sim.dispatch(self)
+    do_GET = do_HEAD = do_POST = _dispatch
 
     def read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -574,15 +565,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_raw(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
     ) -> None:
-        self._record(status)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        headers = {"Content-Type": content_type, **(headers or {})}
+        self.send_bytes(status, body, 0, len(body), headers, cut=None, rate=None)
 
     def send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(obj, separators=(",", ":")).encode()

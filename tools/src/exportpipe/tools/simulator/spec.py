@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import cached_property
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,12 +36,12 @@ __all__ = [
 FileKind = Literal[
     "jsonl.gz",
     "jsonl.zst",
-    "csv.gz",
     "csv.zip",
     "jsonl.tar.gz",
-    "csv.tar",
     "jsonl",
     "csv",
+    "csv.gz",
+    "csv.tar",
     "bin",
 ]
 """How a file is built: ``<format>.<packaging>``; ``jsonl``/``csv``/``bin`` are plain."""
@@ -83,42 +83,18 @@ KIND_INFO: dict[str, KindInfo] = {
     "bin": KindInfo(compression="none", format="binary", suffix=".bin", archive=False),
 }
 
-ALL_KINDS: tuple[FileKind, ...] = (
-    "jsonl.gz",
-    "jsonl.zst",
-    "csv.zip",
-    "jsonl.tar.gz",
-    "jsonl",
-    "csv",
-    "csv.gz",
-    "csv.tar",
-    "bin",
-)
-"""The default mix of a generated export."""
+ALL_KINDS: tuple[FileKind, ...] = get_args(FileKind)
+"""The default mix of a generated export, in the order generated files cycle through it."""
 
 _ID = r"^[A-Za-z0-9._:\-]{1,256}$"
 
 
 class FileSpec(BaseModel):
-    """One file of an export.
+    """One file of an export (its fields: docs/simulator.md, *A file*).
 
-    Attributes:
-        file_id / name: as listed.
-        kind: how the bytes are built (see :data:`FileKind`).
-        size_bytes: target size of the *uncompressed* content (records are whole, so the
-            real size is within one record of it).
-        seed: the content's seed; same seed, same bytes, on every machine.
-        members: files inside an archive kind.
-        declare_compression / declare_sha256 / declare_size: list the real value, or
-            ``null`` (``compression: null`` means "detect it from the content").
-        corrupt: make the file bad on purpose (see :data:`Corruption`).
-        bomb_bytes: the expanded size of a ``bomb``.
-        url: list this URL instead of the simulator's own (e.g. ``file:///etc/passwd``
-            or a URL on another host); the simulator still serves the file at its own.
-        listed_sha256: list this value as sha256 instead of the real one (e.g. a
-            malformed digest).
-        truncate_times: the first N downloads of this file stop after half the body,
-            with the connection closed, as a flaky network would.
+    ``size_bytes`` is uncompressed and counts whole records, so the real size is within
+    one record of it. A listed ``url`` or ``listed_sha256`` replaces only what the listing
+    says: the simulator still serves the bytes at its own URL.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -158,18 +134,9 @@ class FileSpec(BaseModel):
 class Fault(BaseModel):
     """A scripted response override, applied to the next ``times`` matching requests.
 
-    Attributes:
-        route: which requests it matches: ``status`` (``GET /v1/exports/{id}``),
-            ``listing`` (``.../files``), ``download`` (the file bytes) or ``any``.
-        export_id / file_id: narrow the match (``None`` matches all).
-        status: answer with this HTTP status and a JSON error body.
-        retry_after: send ``Retry-After`` with this many seconds (use with 429 / 503).
-        delay_seconds: wait this long before answering (a slow upstream).
-        malformed: answer 200 with a body that is not JSON (``json``) or is JSON of the
-            wrong shape (``shape``).
-        truncate_at: downloads only: promise the whole body, send this many bytes (a
-            negative value: half of it), then close the connection.
-        times: how many matching requests it applies to.
+    Its fields are in docs/simulator.md, *Faults*: which requests it matches (``route``,
+    ``export_id``, ``file_id``; ``None`` matches all) and what it does instead (a
+    ``status``, a delay, a ``malformed`` body, or a download cut at ``truncate_at``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -206,27 +173,10 @@ class RandomFaults(BaseModel):
 
 
 class ExportSpec(BaseModel):
-    """One export the simulator serves.
+    """One export the simulator serves (its fields: docs/simulator.md, *An export*).
 
-    Attributes:
-        export_id: as requested.
-        seed: seeds generated files' content.
-        files: explicit files, listed first.
-        generated: then this many generated files, ``f000000``..., cycling ``kinds``.
-        file_size: uncompressed target size of each generated file.
-        page_size: the most files the server returns per page (a client's ``limit``
-            may ask for fewer).
-        empty_pages: page numbers (0-based, counted as the client walks) answered with
-            no files but a ``next_cursor``.
-        pending_polls: the first N status/listing requests see ``pending``/``running``
-            (listing: 409) before the export is ready.
-        pending_seconds: ... and it stays not ready for at least this long after the
-            first request.
-        final_status: what the export becomes after the pending phase.
-        forbidden: every request for it gets 403.
-        report_file_count: include ``file_count`` in the status (else ``null``).
-        faults: seeded random faults for this export.
-        scripted: scripted faults installed when the export is added.
+    The listing gives the explicit ``files`` first, then ``generated`` files cycling
+    through ``kinds``; ``empty_pages`` count pages as the client walks them, 0-based.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
