@@ -2,6 +2,7 @@
 
     uv run python -m bench.resume [--size-mb 256] [--formats none,zstd,zstd1,gzip,gzipm,tar]
                                   [--signals TERM,KILL] [--at 0.8] [--part-mib 16]
+                                  [--checkpoint-seconds 1]
 
 Generates a JSONL file of ``--size-mb`` MB (the issue asks for 1024; the default is
 smaller for the shared 2-core machines) as uncompressed, zstd in frames of
@@ -276,7 +277,7 @@ class Bench:
             "EXPORTPIPE_VISIBILITY_TIMEOUT_SECONDS": "10",
             "EXPORTPIPE_HEARTBEAT_SECONDS": "3",
             "EXPORTPIPE_SHUTDOWN_GRACE_SECONDS": "0",
-            "EXPORTPIPE_CHECKPOINT_SECONDS": "1",
+            "EXPORTPIPE_CHECKPOINT_SECONDS": str(self.ctx["checkpoint_seconds"]),
             "EXPORTPIPE_PART_SIZE_BYTES": str(self.ctx["part_bytes"]),
             "EXPORTPIPE_RESUME": "true" if resume else "false",
             "EXPORTPIPE_SPOOL_DIR": str(self.ctx["tmp"]),
@@ -440,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signals", default="TERM,KILL")
     parser.add_argument("--at", type=float, default=0.8, help="fraction sent before the stop")
     parser.add_argument("--part-mib", type=int, default=16, help="the worker's part size")
+    parser.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=1.0,
+        help="the worker's checkpoint_seconds (0: a checkpoint at every part boundary)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and logs")
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
@@ -483,11 +490,13 @@ def main(argv: list[str] | None = None) -> int:
                     "counter": counter,
                     "base_url": f"http://127.0.0.1:{server.server_address[1]}",
                     "part_bytes": args.part_mib * 1024 * 1024,
+                    "checkpoint_seconds": args.checkpoint_seconds,
                 }
             )
             print(
                 f"\n{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
                 f"{args.size_mb} MB JSONL; {args.part_mib} MiB parts; "
+                f"checkpoint every {args.checkpoint_seconds:g} s at most; "
                 f"stop at {args.at:.0%} of the file sent\n"
             )
             header = (
