@@ -36,8 +36,10 @@ from exportpipe.common.errors import AwsTransientError
 __all__ = [
     "AWS_MAX_ATTEMPTS",
     "aws_client",
+    "aws_error_code",
     "call_aws",
     "call_aws_pages",
+    "get_object_or_none",
     "is_transient_aws_error",
     "parse_retry_after",
     "retry_unfinished",
@@ -73,14 +75,20 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
+def aws_error_code(exc: BaseException) -> str:
+    """The AWS error code of a :class:`ClientError` (``""`` for any other exception)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
 def is_transient_aws_error(exc: BaseException) -> bool:
     """True for throttling, 5xx and connection-level failures worth retrying."""
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
         return True
     if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in _TRANSIENT_CODES or status >= 500
+        return aws_error_code(exc) in _TRANSIENT_CODES or status >= 500
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
@@ -99,12 +107,9 @@ def call_aws(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
     except Exception as exc:
         if is_transient_aws_error(exc):
-            code = ""
-            if isinstance(exc, ClientError):
-                code = exc.response.get("Error", {}).get("Code", "")
             _log.warning(
                 "AWS call failed after the client's retries",
-                extra={"error": type(exc).__name__, "code": code},
+                extra={"error": type(exc).__name__, "code": aws_error_code(exc)},
             )
             raise AwsTransientError(f"AWS call kept failing: {type(exc).__name__}") from exc
         raise
@@ -116,6 +121,17 @@ def call_aws_pages(client: Any, operation: str, **kwargs: Any) -> Iterator[dict[
     pages = iter(client.get_paginator(operation).paginate(**kwargs))
     while (page := call_aws(next, pages, None)) is not None:
         yield page
+
+
+def get_object_or_none(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The body of object ``key`` (read through :func:`call_aws`); ``None`` if it is absent."""
+    try:
+        body: bytes = call_aws(s3.get_object, Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if aws_error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        raise
+    return body
 
 
 def retry_unfinished(

@@ -37,10 +37,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from botocore.exceptions import ClientError
 
 from exportpipe.common.layout import CHECKPOINT_TAG, ExportKeys
-from exportpipe.common.retry import call_aws
+from exportpipe.common.retry import call_aws, get_object_or_none
 from exportpipe.worker.reentry import ReentryLog
 from exportpipe.worker.sha256state import HashState
 
@@ -187,12 +186,9 @@ class CheckpointStore:
 
     def read(self, key: str) -> Checkpoint | None:
         """The checkpoint at ``key``; ``None`` if there is none or it is unreadable."""
-        try:
-            body = call_aws(self.s3.get_object, Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
+        body = get_object_or_none(self.s3, self.bucket, key)
+        if body is None:
+            return None
         try:
             checkpoint = _decoder.decode(body)
         except msgspec.DecodeError:

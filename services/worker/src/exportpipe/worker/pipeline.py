@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from botocore.exceptions import ClientError
 from urllib3 import PoolManager
 
 from exportpipe.common.cancel import CancelToken
@@ -66,7 +65,7 @@ from exportpipe.common.layout import (
     is_export_root,
 )
 from exportpipe.common.observability import redact_url
-from exportpipe.common.retry import call_aws
+from exportpipe.common.retry import call_aws, get_object_or_none
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker.download import Prefetcher, open_source
 from exportpipe.worker.extract import iter_members
@@ -201,12 +200,9 @@ class Pipeline:
         Raises:
             IntegrityError: something unreadable sits where the manifest belongs.
         """
-        try:
-            body = call_aws(self.s3.get_object, Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
+        body = get_object_or_none(self.s3, bucket, key)
+        if body is None:
+            return None
         try:
             return FileManifest.from_json(body)
         except ValueError as exc:

@@ -55,7 +55,7 @@ from exportpipe.common.errors import (
     RetryableError,
 )
 from exportpipe.common.layout import ExportKeys
-from exportpipe.common.retry import call_aws, call_aws_pages
+from exportpipe.common.retry import aws_error_code, call_aws_pages
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker import sha256state
 from exportpipe.worker.checkpoint import (
@@ -72,7 +72,7 @@ from exportpipe.worker.download import Readable, Source
 from exportpipe.worker.extract import Member, TarEntry, classified, detect_compression
 from exportpipe.worker.gzipmembers import GzipMembers
 from exportpipe.worker.reentry import HashTrail, ReentryLog
-from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader
+from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader, abort_if_open
 from exportpipe.worker.zstdframes import FrameTracker
 
 __all__ = ["ResumeDiscarded", "Resumer"]
@@ -98,10 +98,6 @@ def _zstd_reader(source: Any) -> Any:
     )
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def list_parts(s3: Any, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
     """``{part number: (ETag, size)}`` of an open upload; ``None`` if it is gone."""
     pages = call_aws_pages(s3, "list_parts", Bucket=bucket, Key=key, UploadId=upload_id)
@@ -112,7 +108,7 @@ def list_parts(s3: Any, bucket: str, key: str, upload_id: str) -> dict[int, tupl
             for part in page.get("Parts", [])
         }
     except ClientError as exc:
-        if _error_code(exc) in ("NoSuchUpload", "NoSuchKey", "404"):
+        if aws_error_code(exc) in ("NoSuchUpload", "NoSuchKey", "404"):
             return None
         raise
 
@@ -398,18 +394,8 @@ class Resumer:
         """Abort the checkpoint's uploads and delete it."""
         self._warn("checkpoint discarded", {"reason": why, "key": self.key})
         for m in checkpoint.members if checkpoint is not None else []:
-            if not m.key.startswith(self._data_prefix):
-                continue  # never touch another file's uploads
-            try:
-                call_aws(
-                    self.s3.abort_multipart_upload,
-                    Bucket=self.bucket,
-                    Key=m.key,
-                    UploadId=m.upload_id,
-                )
-            except ClientError as exc:
-                if _error_code(exc) != "NoSuchUpload":
-                    raise
+            if m.key.startswith(self._data_prefix):  # never touch another file's uploads
+                abort_if_open(self.s3, self.bucket, m.key, m.upload_id)
         self.store.delete(self.key)
         self.mode, self.offset, self._members, self._checkpoint = "fresh", 0, {}, None
 

@@ -40,7 +40,7 @@ from botocore.exceptions import ClientError
 
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import JobReleased, RetryableError
-from exportpipe.common.retry import call_aws, call_aws_pages
+from exportpipe.common.retry import aws_error_code, call_aws, call_aws_pages
 from exportpipe.worker.settings import UploadTuning
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "PartObserver",
     "PartRecord",
     "Uploader",
+    "abort_if_open",
     "abort_uploads_under",
 ]
 
@@ -78,10 +79,6 @@ def _settled(fut: Future[None]) -> bool:
     return True
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
@@ -96,7 +93,7 @@ def raise_first_failure(futures: list[Future[PartRecord]]) -> None:
 def is_precondition_failed(exc: BaseException) -> bool:
     """True for S3's 412 answer to ``If-None-Match: *`` on an existing key."""
     return isinstance(exc, ClientError) and (
-        _error_code(exc) == "PreconditionFailed" or _status(exc) == 412
+        aws_error_code(exc) == "PreconditionFailed" or _status(exc) == 412
     )
 
 
@@ -491,7 +488,7 @@ class Uploader:
         try:
             return call_aws(fn, **kwargs)
         except ClientError as exc:
-            if _error_code(exc) == "NoSuchUpload":
+            if aws_error_code(exc) == "NoSuchUpload":
                 # Another attempt committed the job and cleared the uploads under it.
                 raise CommitConflict(
                     f"{kwargs.get('Key')}: upload aborted by a concurrent attempt",
@@ -507,7 +504,7 @@ class Uploader:
                 if self.put_if_absent(obj.key, body, content_type=obj.content_type):
                     return "created"
             except ClientError as exc:
-                if _error_code(exc) == "ConditionalRequestConflict":
+                if aws_error_code(exc) == "ConditionalRequestConflict":
                     # S3's 409: another conditional write to the key is in progress.
                     raise CommitConflict(
                         f"{obj.key}: written concurrently by another attempt"
@@ -561,9 +558,9 @@ class Uploader:
                 )
                 return "created"
             except ClientError as exc:
-                if _error_code(exc) in ("NoSuchUpload", "ConditionalRequestConflict"):
+                if aws_error_code(exc) in ("NoSuchUpload", "ConditionalRequestConflict"):
                     raise CommitConflict(
-                        f"{obj.key}: upload ended by a concurrent attempt ({_error_code(exc)})"
+                        f"{obj.key}: upload ended by a concurrent attempt ({aws_error_code(exc)})"
                     ) from None
                 if not is_precondition_failed(exc):
                     raise
@@ -579,16 +576,10 @@ class Uploader:
     def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort one multipart upload (failures are warned about, not raised)."""
         try:
-            call_aws(
-                self.s3.abort_multipart_upload,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-            )
+            abort_if_open(self.s3, self.bucket, key, upload_id)
         except Exception as exc:
-            code = _error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
-            if code != "NoSuchUpload":
-                self._warn("abort failed", {"key": key, "error": code})
+            code = aws_error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            self._warn("abort failed", {"key": key, "error": code})
 
     def abort_all(self) -> None:
         """Abort every upload of this job that was not committed."""
@@ -662,17 +653,17 @@ def abort_uploads_under(
     aborted = 0
     for page in call_aws_pages(s3, "list_multipart_uploads", Bucket=bucket, Prefix=prefix):
         for upload in page.get("Uploads", []):
-            if upload["UploadId"] in keep:
-                continue
-            try:
-                call_aws(
-                    s3.abort_multipart_upload,
-                    Bucket=bucket,
-                    Key=upload["Key"],
-                    UploadId=upload["UploadId"],
-                )
-                aborted += 1
-            except ClientError as exc:
-                if _error_code(exc) != "NoSuchUpload":
-                    raise
+            if upload["UploadId"] not in keep:
+                aborted += abort_if_open(s3, bucket, upload["Key"], upload["UploadId"])
     return aborted
+
+
+def abort_if_open(s3: Any, bucket: str, key: str, upload_id: str) -> bool:
+    """Abort one multipart upload; False if it was already gone (``NoSuchUpload``)."""
+    try:
+        call_aws(s3.abort_multipart_upload, Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if aws_error_code(exc) == "NoSuchUpload":
+            return False
+        raise
+    return True
