@@ -211,12 +211,6 @@ class Pipeline:
                 reason="manifest_conflict",
             ) from None
 
-    def _read_manifest_quietly(self, bucket: str, key: str) -> FileManifest | None:
-        try:
-            return self._read_manifest(bucket, key)
-        except Exception:
-            return None
-
     def _check_destination(self, job: DownloadJob) -> None:
         if job.destination.bucket != self.settings.bucket:
             raise MalformedMessage(
@@ -315,7 +309,8 @@ class Pipeline:
             # What the skipped manifest read would have found, with the same outcome.
             uploader.abort_all()
             return self._duplicate(job, keys, found.manifest, started)
-        except (IntegrityError, ArchiveRejected) as exc:
+        except PermanentError as exc:
+            # Only an IntegrityError or ArchiveRejected met while resuming is doubted.
             if not resumer.doubts(exc):
                 self._refuse(
                     job, keys, uploader, exc, earlier=redelivered or resumer.mode != "fresh"
@@ -328,24 +323,18 @@ class Pipeline:
             raise ResumeDiscarded(
                 "the source changed since the checkpoint; the next attempt starts clean"
             ) from exc
-        except PermanentError as exc:
-            self._refuse(job, keys, uploader, exc, earlier=redelivered or resumer.mode != "fresh")
-            raise
-        except (JobReleased, RetryableError) as exc:
+        except Exception as exc:
             # resume hook (ADR 0020): a released or transiently failed attempt keeps its
             # uploads open under a checkpoint for the next delivery to continue.
-            if isinstance(exc, CommitConflict) or not resumer.keep(
-                uploader, settle_seconds=self.settings.release_settle_seconds
-            ):
+            kept = (
+                isinstance(exc, RetryableError)  # JobReleased included
+                and not isinstance(exc, CommitConflict)
+                and resumer.keep(uploader, settle_seconds=self.settings.release_settle_seconds)
+            )
+            if not kept:
                 uploader.abort_all()
             if isinstance(exc, JobReleased):
                 raise
-            duplicate = self._committed_meanwhile(job, keys, started, checked=checked)
-            if duplicate is not None:
-                return duplicate
-            raise
-        except Exception:
-            uploader.abort_all()
             duplicate = self._committed_meanwhile(job, keys, started, checked=checked)
             if duplicate is not None:
                 return duplicate
@@ -366,7 +355,10 @@ class Pipeline:
         ``checked=False`` (the manifest read was skipped): any manifest found ends the
         job as that read would have -- a duplicate, or ``manifest_conflict`` (raised).
         """
-        existing = self._read_manifest_quietly(job.destination.bucket, keys.manifest)
+        try:
+            existing = self._read_manifest(job.destination.bucket, keys.manifest)
+        except Exception:
+            return None
         if existing is not None and (
             not checked or existing.same_source(size=job.size_bytes, sha256=job.sha256)
         ):
@@ -436,11 +428,7 @@ class Pipeline:
     def _drop_checkpoint(self, job: DownloadJob, keys: FileKeys) -> None:
         """resume hook (ADR 0020): the file is settled, its checkpoint owns nothing."""
         try:
-            call_aws(
-                self.s3.delete_object,
-                Bucket=job.destination.bucket,
-                Key=keys.checkpoint,
-            )
+            call_aws(self.s3.delete_object, Bucket=job.destination.bucket, Key=keys.checkpoint)
         except Exception as exc:  # the next delivery finds the manifest and retries this
             self._warn("could not delete the checkpoint", {"error": type(exc).__name__})
 
@@ -544,9 +532,7 @@ class Pipeline:
             members_out.append(MemberResult(path, obj.key, obj.size, obj.sha256, records))
         manifest = self._manifest(job, source.bytes_read, source.sha256, members_out)
         if not uploader.put_if_absent(
-            keys.manifest,
-            manifest.to_json(),
-            content_type="application/json",
+            keys.manifest, manifest.to_json(), content_type="application/json"
         ):
             if not checked:
                 self._raise_if_committed(job, keys)
