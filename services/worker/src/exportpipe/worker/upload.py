@@ -79,21 +79,11 @@ def _settled(fut: Future[None]) -> bool:
     return True
 
 
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def raise_first_failure(futures: list[Future[PartRecord]]) -> None:
-    """Raise the error of the first part upload that already failed, if any."""
-    for fut in futures:
-        if fut.done() and fut.exception() is not None:
-            fut.result()
-
-
 def is_precondition_failed(exc: BaseException) -> bool:
     """True for S3's 412 answer to ``If-None-Match: *`` on an existing key."""
     return isinstance(exc, ClientError) and (
-        aws_error_code(exc) == "PreconditionFailed" or _status(exc) == 412
+        aws_error_code(exc) == "PreconditionFailed"
+        or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
     )
 
 
@@ -216,7 +206,9 @@ class ObjectUpload:
             self._submit()
 
     def _submit(self) -> None:
-        raise_first_failure(self._futures)
+        for fut in self._futures:  # raise the first part failure already seen
+            if fut.done() and fut.exception() is not None:
+                fut.result()
         buf, fill = self._buf, self._fill
         self._buf, self._fill = None, 0
         if buf is None:  # an empty object: one empty part
