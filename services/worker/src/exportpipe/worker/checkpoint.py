@@ -31,7 +31,6 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -254,8 +253,6 @@ class Checkpointer:
         checksum_algorithm: str,
         source: SourceIdentity,
         interval: float,
-        ranged: bool,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.key = key
@@ -265,7 +262,7 @@ class Checkpointer:
         self._algorithm = checksum_algorithm
         self.source = source
         self._interval = interval
-        self.ranged = ranged  # resume points are recorded (single uncompressed member)
+        self.ranged = False  # resume points are recorded (single uncompressed member)
         # zstd frame / gzip member starts (a compressed file resumable at them)
         self.starts: ReentryLog | None = None
         # A plain tar: entries to resume at, the objects in the order the tar made them.
@@ -275,12 +272,11 @@ class Checkpointer:
         # An object held for one PutObject is not in S3 before the commit: no entry
         # after it can be resumed at, so none is recorded any more.
         self.blocked = False
-        self._clock = clock
         self._attempt = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._writing = threading.Lock()  # one PUT at a time, so none lands out of order
         self._members: dict[str, _Member] = {}
-        self._last_write = clock()
+        self._last_write = time.monotonic()
         self._dirty = False
         self.written = False
 
@@ -366,8 +362,7 @@ class Checkpointer:
 
     def _archive_point(self, members: dict[str, _Member]) -> ArchivePoint | None:
         """The latest entry before which every object is uploaded whole."""
-        for i in range(len(self._entries) - 1, -1, -1):
-            entry = self._entries[i]
+        for i, entry in reversed(list(enumerate(self._entries))):
             finished = []
             for key in entry.before:
                 m = members.get(key)
@@ -456,7 +451,7 @@ class Checkpointer:
         go on while the job's thread waits for an upload slot); a call that finds a
         write in progress leaves it to that one.
         """
-        if not (self._dirty and self._clock() - self._last_write >= self._interval):
+        if not (self._dirty and time.monotonic() - self._last_write >= self._interval):
             return
         if self._writing.acquire(blocking=False):
             try:
@@ -472,7 +467,7 @@ class Checkpointer:
     def _write(self) -> None:
         with self._lock:
             self._dirty = False
-            self._last_write = self._clock()
+            self._last_write = time.monotonic()
         self.store.write(self.key, self.snapshot())
         self.written = True
 

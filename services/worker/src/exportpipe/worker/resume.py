@@ -249,7 +249,6 @@ class Resumer:
             checksum_algorithm=checksum_algorithm,
             source=SourceIdentity(job.size_bytes, job.sha256, None, job.compression),
             interval=interval if enabled else float("inf"),
-            ranged=False,
         )
 
     # -- before streaming ---------------------------------------------------------
@@ -288,9 +287,7 @@ class Resumer:
             and checkpoint.members[0].key == self._data_prefix + checkpoint.members[0].path
             and checkpoint.source.compression in ("none", "zstd", "gzip")
             and (resume.frame_output is None) == (checkpoint.source.compression == "none")
-            and checkpoint.source.validator
-            and self.job.url.lower().startswith(("http://", "https://"))
-            and sha256state.available()
+            and ranged_source
         ):
             self.mode = "range"
             self.offset = resume.offset
@@ -520,7 +517,7 @@ class Resumer:
             assert resume is not None  # noqa: S101
             self.checkpointer.ranged = True
             done = resume.part * self._part_size
-            obj = uploader.attach(
+            return uploader.attach(
                 key,
                 known.upload_id,
                 parts=[
@@ -531,7 +528,6 @@ class Resumer:
                 size=done,
                 hasher=sha256state.ResumableSha256(resume.output_hash),
             )
-            return obj
         if self.mode == "range":
             # Continuing a read mid-file into anything but the checkpoint's own upload
             # would commit a torn object.
