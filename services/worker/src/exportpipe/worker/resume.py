@@ -278,10 +278,10 @@ class Resumer:
             and self.job.url.lower().startswith(("http://", "https://"))
             and sha256state.available()
         )
-        if checkpoint.archive is not None and ranged_source and resume is None:
-            self._resume_archive(checkpoint, checkpoint.archive)
-            return
-        if (
+        archive = checkpoint.archive
+        if archive is not None and ranged_source and resume is None:
+            self.mode, self.offset, self._archive = "range", archive.offset, archive
+        elif (
             resume is not None
             and len(checkpoint.members) == 1
             and checkpoint.members[0].key == self._data_prefix + checkpoint.members[0].path
@@ -289,14 +289,15 @@ class Resumer:
             and (resume.frame_output is None) == (checkpoint.source.compression == "none")
             and ranged_source
         ):
-            self.mode = "range"
-            self.offset = resume.offset
+            self.mode, self.offset = "range", resume.offset
         else:
             self.mode = "parts"
         for m in checkpoint.members:
             self.checkpointer.member(m.path, m.key, m.upload_id)
             self.checkpointer.seed(m.key, m.parts, resume if self.mode == "range" else None)
         self.checkpointer.source = checkpoint.source
+        if self._archive is not None:
+            self._resume_archive(self._archive)
 
     def _mismatch(self, cp: Checkpoint) -> str | None:
         job = self.job
@@ -312,14 +313,10 @@ class Resumer:
             return "another part size or checksum algorithm"
         return None
 
-    def _resume_archive(self, checkpoint: Checkpoint, archive: ArchivePoint) -> None:
-        """Continue a plain tar at the checkpoint's entry (``range``)."""
-        self.mode, self.offset, self._archive = "range", archive.offset, archive
+    def _resume_archive(self, archive: ArchivePoint) -> None:
+        """Continue a plain tar at the checkpoint's entry (``range``; uploads seeded)."""
         ckp = self.checkpointer
-        for m in checkpoint.members:
-            ckp.member(m.path, m.key, m.upload_id)
-            ckp.seed(m.key, m.parts, None)
-        ckp.source, ckp.archive = checkpoint.source, True
+        ckp.archive = True
         for done in archive.finished:
             parts = len(self._members[done.key].parts)
             ckp.closed(done.key, parts, done.size, done.records, done.output_hash)
@@ -648,14 +645,12 @@ class Resumer:
         known = self._members.get(key)
         if known is None or (self.mode != "parts" and self._archive is None):
             return None
-        for part in known.parts:
-            if part.number == number:
-                if part_matches(part, body, self._algorithm):
-                    self.parts_reused += 1
-                    self.checkpointer.part_uploaded(key, part)
-                    return PartRecord(part.number, part.etag, part.checksum)
-                return None
-        return None
+        part = next((p for p in known.parts if p.number == number), None)
+        if part is None or not part_matches(part, body, self._algorithm):
+            return None
+        self.parts_reused += 1
+        self.checkpointer.part_uploaded(key, part)
+        return PartRecord(part.number, part.etag, part.checksum)
 
     def upload_created(self, key: str, upload_id: str) -> None:
         """Record the multipart upload a new object just opened."""
