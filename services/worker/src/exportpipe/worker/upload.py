@@ -618,19 +618,15 @@ class PartObserver(Protocol):
 
     def reuse(self, key: str, number: int, body: bytearray) -> PartRecord | None:
         """A part already uploaded with exactly this content, or ``None``."""
-        ...
 
     def upload_created(self, key: str, upload_id: str) -> None:
         """``key`` outgrew one part: its multipart upload ``upload_id`` was created."""
-        ...
 
     def part_uploaded(self, key: str, record: PartRecord, size: int) -> None:
         """Part ``record`` of ``key`` (``size`` bytes) is in S3."""
-        ...
 
     def part_hashed(self, key: str, number: int, state: dict[str, Any]) -> None:
         """The object's running sha256 state after part ``number``."""
-        ...
 
 
 def abort_uploads_under(
