@@ -310,15 +310,19 @@ class Pipeline:
             uploader.abort_all()
             return self._duplicate(job, keys, found.manifest, started)
         except PermanentError as exc:
+            uploader.abort_all()
             # Only an IntegrityError or ArchiveRejected met while resuming is doubted.
             if not resumer.doubts(exc):
-                self._refuse(
-                    job, keys, uploader, exc, earlier=redelivered or resumer.mode != "fresh"
-                )
+                # Nothing ever commits a refused file, so nothing else would clear uploads
+                # this attempt never learnt about (a CreateMultipartUpload whose response
+                # was lost, an earlier attempt that was killed): abort them here, when an
+                # earlier attempt may have run or this one opened a multipart upload.
+                if redelivered or resumer.mode != "fresh" or uploader.opened_multipart:
+                    self._abort_leftovers(job, keys)
+                self._reject(job, keys, exc)
                 raise
             # A resumed read cannot tell a changed source (or a bad resume point) from a
             # bad file: start clean, and let a whole read judge the file.
-            uploader.abort_all()
             resumer.discard(None, f"resumed source failed its checks ({exc.reason})")
             raise ResumeDiscarded(
                 "the source changed since the checkpoint; the next attempt starts clean"
@@ -380,24 +384,6 @@ class Pipeline:
         if look:
             resumer.prepare()
         return resumer
-
-    def _refuse(
-        self,
-        job: DownloadJob,
-        keys: FileKeys,
-        uploader: Uploader,
-        exc: PermanentError,
-        *,
-        earlier: bool,
-    ) -> None:
-        uploader.abort_all()
-        # Nothing ever commits a refused file, so nothing else would clear uploads
-        # this attempt never learnt about (a CreateMultipartUpload whose response
-        # was lost, an earlier attempt that was killed): abort them here, when an
-        # earlier attempt may have run or this one opened a multipart upload.
-        if earlier or uploader.opened_multipart:
-            self._abort_leftovers(job, keys)
-        self._reject(job, keys, exc)
 
     def _duplicate(
         self, job: DownloadJob, keys: FileKeys, manifest: FileManifest, started: float
@@ -519,7 +505,9 @@ class Pipeline:
         finally:
             prefetch.close()
         if not pending:
-            raise _empty_archive(job)
+            raise ArchiveRejected(
+                f"{job.file_name}: the archive has no files", reason="empty_archive"
+            )
         if set_eta is not None:
             set_eta(30.0)
         members_out: list[MemberResult] = []
@@ -647,7 +635,3 @@ class _Committed(Exception):
     def __init__(self, manifest: FileManifest) -> None:
         super().__init__("the file is already committed")
         self.manifest = manifest
-
-
-def _empty_archive(job: DownloadJob) -> PermanentError:
-    return ArchiveRejected(f"{job.file_name}: the archive has no files", reason="empty_archive")
