@@ -6,10 +6,10 @@ single conditional ``PutObject`` carrying its checksum: one request instead of t
 (create, part, complete), which is most of what a small file costs. Once more than a
 part arrives, the object becomes a multipart upload: :meth:`ObjectUpload.write` cuts
 the stream into fixed-size parts and uploads them on a small thread pool while the
-caller keeps producing. Memory is
-bounded: at most ``parts_in_flight`` parts are uploading and one is filling, per job.
-Part buffers are allocated once and reused (:class:`PartBuffers`), so a long file
-costs no new memory, page faults or reallocation per part.
+caller keeps producing. Memory is bounded: at most ``parts_in_flight`` parts are
+uploading and one is filling, per job. Part buffers are allocated once and reused
+(:class:`PartBuffers`), so a long file costs no new memory, page faults or
+reallocation per part.
 
 Nothing is visible in S3 until :meth:`ObjectUpload.commit`, which the pipeline calls
 only after the whole source was downloaded, verified and validated. Commits use
@@ -461,32 +461,27 @@ class Uploader:
             known = self.observer.reuse(obj.key, number, body)
             if known is not None:
                 return known
-        response = self._call_part(
-            self.s3.upload_part,
-            Bucket=self.bucket,
-            Key=obj.key,
-            UploadId=obj.upload_id,
-            PartNumber=number,
-            Body=body,
-            ChecksumAlgorithm=self._algorithm,
-        )
-        record = PartRecord(number, response["ETag"], response.get(self._checksum_key))
-        if self.observer is not None:  # resume hook (ADR 0020)
-            self.observer.part_uploaded(obj.key, record, len(body))
-        return record
-
-    @staticmethod
-    def _call_part(fn: Any, **kwargs: Any) -> Any:
         try:
-            return call_aws(fn, **kwargs)
+            response = call_aws(
+                self.s3.upload_part,
+                Bucket=self.bucket,
+                Key=obj.key,
+                UploadId=obj.upload_id,
+                PartNumber=number,
+                Body=body,
+                ChecksumAlgorithm=self._algorithm,
+            )
         except ClientError as exc:
             if aws_error_code(exc) == "NoSuchUpload":
                 # Another attempt committed the job and cleared the uploads under it.
                 raise CommitConflict(
-                    f"{kwargs.get('Key')}: upload aborted by a concurrent attempt",
-                    reason="upload_aborted",
+                    f"{obj.key}: upload aborted by a concurrent attempt", reason="upload_aborted"
                 ) from None
             raise
+        record = PartRecord(number, response["ETag"], response.get(self._checksum_key))
+        if self.observer is not None:  # resume hook (ADR 0020)
+            self.observer.part_uploaded(obj.key, record, len(body))
+        return record
 
     def put_single(self, obj: ObjectUpload, body: bytes) -> str:
         """Commit a one-part object with one conditional ``PutObject``."""
