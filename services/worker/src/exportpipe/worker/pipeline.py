@@ -184,7 +184,6 @@ class Pipeline:
         self._log = logger
         # One per process: every job's downloads share the per-host slots and pauses.
         self.politeness = HostPoliteness(max_per_host=settings.max_downloads_per_host)
-        self.limits = settings.extract_limits
         self.download = settings.download
         self.upload = settings.upload
 
@@ -272,7 +271,8 @@ class Pipeline:
         # A first delivery of a file that fits one part skips the manifest read (ADR
         # 0015): a duplicate is rare there and is found at its commit instead, for the
         # price of re-reading one small file.
-        checked = redelivered or not self._fits_one_part(job)
+        fits_one_part = job.size_bytes is not None and job.size_bytes <= self.upload.part_size
+        checked = redelivered or not fits_one_part
         if checked:
             existing = self._read_manifest(bucket, keys.manifest)
             if existing is not None:
@@ -280,7 +280,19 @@ class Pipeline:
         cancel = cancel or CancelToken()
         # resume hook (ADR 0020): continue an earlier attempt's checkpoint, keep ours.
         # A first delivery has no earlier attempt, so no checkpoint to read.
-        resumer = self._resumer(job, keys, look=redelivered)
+        resumer = Resumer(
+            s3=self.s3,
+            job=job,
+            root=keys.root,
+            part_size=self.upload.part_size,
+            checksum_algorithm=self.upload.checksum_algorithm,
+            interval=self.settings.checkpoint_seconds,
+            max_output_bytes=self.settings.max_total_output_bytes,
+            warn=self._warn,
+            enabled=self.settings.resume,
+        )
+        if redelivered:
+            resumer.prepare()
         uploader = Uploader(
             self.s3,
             bucket,
@@ -369,22 +381,6 @@ class Pipeline:
             return self._duplicate(job, keys, existing, started)
         return None
 
-    def _resumer(self, job: DownloadJob, keys: FileKeys, *, look: bool) -> Resumer:
-        resumer = Resumer(
-            s3=self.s3,
-            job=job,
-            root=keys.root,
-            part_size=self.upload.part_size,
-            checksum_algorithm=self.upload.checksum_algorithm,
-            interval=self.settings.checkpoint_seconds,
-            max_output_bytes=self.settings.max_total_output_bytes,
-            warn=self._warn,
-            enabled=self.settings.resume,
-        )
-        if look:
-            resumer.prepare()
-        return resumer
-
     def _duplicate(
         self, job: DownloadJob, keys: FileKeys, manifest: FileManifest, started: float
     ) -> JobResult:
@@ -466,7 +462,7 @@ class Pipeline:
                     stream,
                     compression=job.compression,
                     file_name=job.file_name,
-                    limits=self.limits,
+                    limits=settings.extract_limits,
                     **hints,
                 ),
             )
@@ -543,11 +539,6 @@ class Pipeline:
             parts_reused=resumer.parts_reused,
             complete_seconds=uploader.complete_seconds,
         )
-
-    def _fits_one_part(self, job: DownloadJob) -> bool:
-        """The job lists a size no larger than one part (its first delivery may skip
-        the manifest read: re-reading it, should it be a duplicate, is cheap)."""
-        return job.size_bytes is not None and job.size_bytes <= self.upload.part_size
 
     def _raise_if_committed(self, job: DownloadJob, keys: FileKeys) -> None:
         """The read a first delivery skipped, once a commit found an earlier attempt.
