@@ -24,6 +24,15 @@ def test_clients_retry_in_standard_mode_for_the_configured_attempts(moto_server:
     assert retries == {"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS}
 
 
+def _client(service: str, proxy: FaultProxy, *, attempts: int) -> Any:
+    """A client through ``proxy`` making at most ``attempts`` HTTP attempts per call."""
+    return boto3.client(
+        service,
+        endpoint_url=proxy.endpoint,
+        config=Config(retries={"mode": "standard", "total_max_attempts": attempts}),
+    )
+
+
 def test_call_aws_adds_no_attempts_to_the_clients_own(moto_server: str) -> None:
     def always_503(request: Request) -> Fault | None:
         return (
@@ -33,11 +42,7 @@ def test_call_aws_adds_no_attempts_to_the_clients_own(moto_server: str) -> None:
         )
 
     with FaultProxy(moto_server, rules=[always_503]) as proxy:
-        client = boto3.client(
-            "sqs",
-            endpoint_url=proxy.endpoint,
-            config=Config(retries={"mode": "standard", "total_max_attempts": 2}),
-        )
+        client = _client("sqs", proxy, attempts=2)
         with pytest.raises(AwsTransientError, match="kept failing"):
             call_aws(client.list_queues)
         # Two HTTP attempts for one logical call: the client's, and no more.
@@ -71,11 +76,7 @@ def test_call_aws_pages_maps_a_transient_failure(moto_server: str) -> None:
         )
 
     with FaultProxy(moto_server, rules=[second_page_503]) as proxy:
-        client = boto3.client(
-            "s3",
-            endpoint_url=proxy.endpoint,
-            config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
-        )
+        client = _client("s3", proxy, attempts=1)
         client.create_bucket(Bucket="pages-fault")
         for n in range(3):
             client.put_object(Bucket="pages-fault", Key=str(n), Body=b"x")
