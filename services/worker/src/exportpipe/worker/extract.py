@@ -324,13 +324,6 @@ class _CountingInput:
         buffer[: len(data)] = data
         return len(data)
 
-    # zstandard and tarfile probe for these; the stream is not seekable.
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
 
 class _EofWatch:
     """Remembers whether its source has reached its end (to tell truncation from damage)."""
@@ -447,9 +440,6 @@ class _ZstdFrames(FrameWalker):
                 reason="truncated",
             )
         return data
-
-    def readable(self) -> bool:
-        return True
 
     def _not_a_frame(self) -> None:
         if not self._frames:

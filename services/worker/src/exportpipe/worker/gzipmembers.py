@@ -59,9 +59,6 @@ class GzipMembers:
         self._members = 0
         self._done = False
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, size: int = -1, /) -> bytes:
         """Up to ``size`` decoded bytes; ``b""`` at the end of the last member."""
         if size is None or size < 0:
