@@ -69,6 +69,7 @@ __all__ = [
     "iter_members",
     "output_name",
     "safe_member_path",
+    "zstd_reader",
 ]
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -534,7 +535,8 @@ def _gzip_reader(source: Readable) -> Any:
     return igzip.IGzipFile(fileobj=source, mode="rb")  # type: ignore[no-untyped-call]
 
 
-def _zstd_reader(source: Readable) -> Any:
+def zstd_reader(source: Readable) -> Any:
+    """zstandard's decoder over ``source``, across frames (its own checks: checksums, sizes)."""
     return zstandard.ZstdDecompressor().stream_reader(
         cast(Any, source), read_size=1 << 20, read_across_frames=True, closefd=False
     )
@@ -965,7 +967,7 @@ def iter_members(
     if compression == "gzip":
         stream = _gzip_reader(counted) if starts is None else GzipMembers(counted, log=starts)
     else:
-        stream = _zstd_reader(_ZstdFrames(counted, meter, what=what))
+        stream = zstd_reader(_ZstdFrames(counted, meter, what=what))
     decoded = _Peekable(_MemberStream(stream, meter, what=what))
     head = decoded.peek(_PEEK)
     if detected and _looks_like_tar(head):

@@ -69,7 +69,7 @@ from exportpipe.worker.checkpoint import (
     checkpoint_key,
 )
 from exportpipe.worker.download import Readable, Source
-from exportpipe.worker.extract import Member, TarEntry, classified, detect_compression
+from exportpipe.worker.extract import Member, TarEntry, classified, detect_compression, zstd_reader
 from exportpipe.worker.gzipmembers import GzipMembers
 from exportpipe.worker.reentry import HashTrail, ReentryLog
 from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader, abort_if_open
@@ -88,14 +88,6 @@ class ResumeDiscarded(RetryableError):
     """The checkpoint could not be continued (the source changed); the next try starts clean."""
 
     reason = "resume_discarded"
-
-
-def _zstd_reader(source: Any) -> Any:
-    import zstandard
-
-    return zstandard.ZstdDecompressor().stream_reader(
-        source, read_size=_READ, read_across_frames=True, closefd=False
-    )
 
 
 def list_parts(s3: Any, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
@@ -494,7 +486,7 @@ class Resumer:
         if checkpoint.source.compression == "gzip":
             decoder = GzipMembers(prefetch, log=log, output=resume.frame_output)
         else:
-            decoder = _zstd_reader(FrameTracker(prefetch, output=resume.frame_output, log=log))
+            decoder = zstd_reader(FrameTracker(prefetch, output=resume.frame_output, log=log))
         self.checkpointer.starts = log
         decoded = _Skip(classified(decoder, what=only.path), done - resume.frame_output)
         return Member(path=only.path, stream=_Capped(decoded, done, self._max_output))
