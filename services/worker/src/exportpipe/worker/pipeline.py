@@ -281,15 +281,7 @@ class Pipeline:
         # resume hook (ADR 0020): continue an earlier attempt's checkpoint, keep ours.
         # A first delivery has no earlier attempt, so no checkpoint to read.
         resumer = Resumer(
-            s3=self.s3,
-            job=job,
-            root=keys.root,
-            part_size=self.upload.part_size,
-            checksum_algorithm=self.upload.checksum_algorithm,
-            interval=self.settings.checkpoint_seconds,
-            max_output_bytes=self.settings.max_total_output_bytes,
-            warn=self._warn,
-            enabled=self.settings.resume,
+            s3=self.s3, job=job, root=keys.root, settings=self.settings, warn=self._warn
         )
         if redelivered:
             resumer.prepare()

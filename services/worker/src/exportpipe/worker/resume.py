@@ -72,6 +72,7 @@ from exportpipe.worker.download import Readable, Source
 from exportpipe.worker.extract import Member, TarEntry, classified, detect_compression, zstd_reader
 from exportpipe.worker.gzipmembers import GzipMembers
 from exportpipe.worker.reentry import HashTrail, ReentryLog
+from exportpipe.worker.settings import WorkerSettings
 from exportpipe.worker.upload import ObjectUpload, PartRecord, Uploader, abort_if_open
 from exportpipe.worker.zstdframes import FrameTracker
 
@@ -201,12 +202,8 @@ class Resumer:
         s3: Any,
         job: DownloadJob,
         root: str,
-        part_size: int,
-        checksum_algorithm: str,
-        interval: float,
-        max_output_bytes: int,
+        settings: WorkerSettings,
         warn: Callable[[str, dict[str, Any]], None],
-        enabled: bool = True,
     ) -> None:
         self.s3 = s3
         self.job = job
@@ -215,11 +212,11 @@ class Resumer:
         # A checkpoint may only continue uploads of this file's own members.
         self._data_prefix = ExportKeys.at(root).file(job.file_id).data_prefix
         self.store = CheckpointStore(s3, self.bucket)
-        self._part_size = part_size
-        self._algorithm = checksum_algorithm
-        self._max_output = max_output_bytes
+        self._part_size = settings.part_size_bytes
+        self._algorithm = settings.checksum_algorithm
+        self._max_output = settings.max_total_output_bytes
         self._warn = warn
-        self.enabled = enabled
+        self.enabled = settings.resume
         self.mode: Mode = "fresh"
         self.offset = 0
         self.parts_reused = 0
@@ -237,10 +234,10 @@ class Resumer:
             self.key,
             job_id=job.job_id,
             file_id=job.file_id,
-            part_size=part_size,
-            checksum_algorithm=checksum_algorithm,
+            part_size=self._part_size,
+            checksum_algorithm=self._algorithm,
             source=SourceIdentity(job.size_bytes, job.sha256, None, job.compression),
-            interval=interval if enabled else float("inf"),
+            interval=settings.checkpoint_seconds if self.enabled else float("inf"),
         )
 
     # -- before streaming ---------------------------------------------------------
