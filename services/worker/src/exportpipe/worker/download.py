@@ -51,7 +51,7 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
-from urllib3 import BaseHTTPResponse, PoolManager, Timeout
+from urllib3 import BaseHTTPResponse, HTTPHeaderDict, PoolManager, Timeout
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from exportpipe.common.cancel import CancelToken
@@ -210,17 +210,14 @@ class Source:
             )
 
 
-def _content_length(headers: Any, display_url: str) -> int | None:
+def _content_length(headers: HTTPHeaderDict, display_url: str) -> int | None:
     """The ``Content-Length`` as one number, or ``None`` when absent.
 
     Raises:
         UpstreamRejected: the header is not a single decimal number (``abc``, ``56, 56``,
             two headers): a body whose length is ambiguous cannot be verified.
     """
-    values = headers.getlist("Content-Length") if hasattr(headers, "getlist") else []
-    if not values:
-        single = headers.get("Content-Length")
-        values = [] if single is None else [single]
+    values = headers.getlist("Content-Length")
     if not values:
         return None
     if len(values) != 1 or not _DIGITS.match(values[0].strip()):
