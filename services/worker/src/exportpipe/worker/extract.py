@@ -932,10 +932,9 @@ def iter_members(
     what = output_name(file_name, None)
     peekable = _Peekable(source)
     head = peekable.peek(_PEEK)
-    detected = False
+    detected = compression is None
     if compression is None:
         compression = detect_compression(head)
-        detected = True
     if not head and compression != "none":
         # No format here has an empty encoding: a 0-byte file is a cut one.
         raise IntegrityError(
