@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from urllib3 import PoolManager
-
 from exportpipe.common.cancel import CancelToken
 from exportpipe.common.errors import (
     ArchiveRejected,
@@ -172,13 +170,12 @@ class Pipeline:
         settings: WorkerSettings,
         *,
         s3: Any,
-        manager: PoolManager | None = None,
         logger: Any = None,
     ) -> None:
         self.settings = settings
         self.s3 = s3
         self.guard = AddressGuard(settings.download_allowed_hosts)
-        self.manager = manager or pinned_pool_manager(
+        self.manager = pinned_pool_manager(
             self.guard, num_pools=16, maxsize=max(settings.concurrency, 2)
         )
         self._log = logger
