@@ -100,7 +100,6 @@ class Readable(Protocol):
 
     def read(self, size: int = -1, /) -> bytes:
         """Up to ``size`` bytes; ``b""`` at end of stream."""
-        ...
 
 
 class Source:

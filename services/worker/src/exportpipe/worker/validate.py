@@ -46,15 +46,12 @@ class Validator(Protocol):
         Raises:
             ValidationFailed: the content so far breaks the format.
         """
-        ...
 
     def finish(self) -> int | None:
         """Check the end of the content; return the record count (``None`` for binary)."""
-        ...
 
     def save_state(self) -> dict[str, Any]:
         """What carries across a chunk boundary, JSON-ready (a resume point, ADR 0020)."""
-        ...
 
     def restore_state(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`save_state`'s ``state`` (on a fresh validator).
@@ -63,7 +60,6 @@ class Validator(Protocol):
             ValueError: the state was saved by another kind of validator, or before the
                 stream's first bytes were settled.
         """
-        ...
 
 
 class _TextValidator:
