@@ -146,7 +146,7 @@ class HostPoliteness:
                 return 0.0
             return left
 
-    def before_request(self, host: str | None, cancel: CancelToken | None = None) -> None:
+    def before_request(self, host: str | None, cancel: CancelToken) -> None:
         """Wait out ``host``'s pause, or release the job if the pause is long.
 
         Raises:
@@ -162,7 +162,4 @@ class HostPoliteness:
                     reason="host_paused",
                     retry_after=math.ceil(left),
                 )
-            if cancel is None:
-                time.sleep(left)
-            else:
-                cancel.sleep(left)
+            cancel.sleep(left)
