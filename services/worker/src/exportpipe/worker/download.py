@@ -618,9 +618,6 @@ def open_source(
     )
 
 
-_EOF = object()
-
-
 class Prefetcher:
     """Reads ``source`` in a background thread into a bounded queue of chunks.
 
@@ -644,14 +641,15 @@ class Prefetcher:
         self.source = source
         self._cancel = cancel
         self._chunk = chunk_size
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        # Chunks, then b"" (the end) or the exception the source raised.
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._pending = memoryview(b"")
         self._eof = False
         self._thread = threading.Thread(target=self._run, name="download", daemon=True)
         self._thread.start()
 
-    def _put(self, item: object) -> bool:
+    def _put(self, item: bytes | BaseException) -> bool:
         while not self._stop.is_set() and not (self._cancel is not None and self._cancel.cancelled):
             try:
                 self._queue.put(item, timeout=0.2)
@@ -664,10 +662,7 @@ class Prefetcher:
         try:
             while not self._stop.is_set():
                 data = self.source.read(self._chunk)
-                if not data:
-                    self._put(_EOF)
-                    return
-                if not self._put(data):
+                if not self._put(data) or not data:
                     return
         except BaseException as exc:
             self._put(exc)
@@ -678,14 +673,10 @@ class Prefetcher:
             if self._eof:
                 return b""
             item = self._next()
-            if item is _EOF:
-                self._eof = True
-                return b""
             if isinstance(item, BaseException):
                 self._eof = True
                 raise item
-            if not isinstance(item, bytes):
-                raise TypeError(f"unexpected item {type(item).__name__} in the download queue")
+            self._eof = not item
             if size < 0 or len(item) <= size:
                 return item
             self._pending = memoryview(item)
@@ -694,7 +685,7 @@ class Prefetcher:
         out, self._pending = self._pending[:size], self._pending[size:]
         return bytes(out)
 
-    def _next(self) -> object:
+    def _next(self) -> bytes | BaseException:
         # Wake up regularly so a cancelled job stops even while the network stalls.
         while True:
             try:
