@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -130,16 +129,6 @@ def address_refusal(addr: IPAddress, *, private_allowed: bool) -> str | None:
     return None
 
 
-def _host_matches(host: str, allowed: Iterable[str]) -> bool:
-    for entry in allowed:
-        if entry.startswith("."):
-            if host.endswith(entry) or host == entry[1:]:
-                return True
-        elif host == entry:
-            return True
-    return False
-
-
 @dataclass(frozen=True)
 class AddressGuard:
     """Decides which hosts and addresses downloads may connect to.
@@ -163,7 +152,11 @@ class AddressGuard:
         host = host.lower().rstrip(".").strip("[]")
         if not self.allowed_hosts:
             return False
-        if _host_matches(host, self.allowed_hosts):
+        # ".example.com" matches example.com and every host under it.
+        if any(
+            host == entry.removeprefix(".") or (entry.startswith(".") and host.endswith(entry))
+            for entry in self.allowed_hosts
+        ):
             return True
         raise UnsafeSource(
             f"host {host!r} is not in EXPORTPIPE_DOWNLOAD_ALLOWED_HOSTS", reason="host_not_allowed"
