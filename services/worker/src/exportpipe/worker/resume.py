@@ -223,8 +223,8 @@ class Resumer:
         self._members: dict[str, MemberCheckpoint] = {}
         self._checkpoint: Checkpoint | None = None
         self._tap: _HeadTap | None = None
-        self._frames: FrameTracker | None = None  # zstd frame starts (fresh attempt)
-        self._members_log: ReentryLog | None = None  # gzip member starts (fresh attempt)
+        # zstd frame / gzip member starts, by compression (a fresh attempt)
+        self._starts: dict[str, ReentryLog] = {}
         self._whole = False  # the file is one decoded stream, not an archive
         self._trail: HashTrail | None = None  # source sha256 at tar entries
         self._archive: ArchivePoint | None = None  # the tar entry a range resume is at
@@ -430,15 +430,15 @@ class Resumer:
         inner: Readable = prefetch
         usable = self.enabled and sha256state.available()
         if usable and self.job.compression in (None, "zstd"):
-            self._frames = FrameTracker(prefetch, log=ReentryLog(spacing=self._part_size))
-            inner = self._frames
+            self._starts["zstd"] = ReentryLog(spacing=self._part_size)
+            inner = FrameTracker(prefetch, log=self._starts["zstd"])
         if usable and self.job.compression in (None, "gzip"):
-            self._members_log = ReentryLog(spacing=self._part_size)
+            self._starts["gzip"] = ReentryLog(spacing=self._part_size)
         if usable and self.job.compression in (None, "tar"):
             self._trail = HashTrail(inner)
             inner = self._trail
         self._tap = _HeadTap(inner)
-        for member in extract(self._tap, starts=self._members_log):
+        for member in extract(self._tap, starts=self._starts.get("gzip")):
             self._whole = member.whole
             self._note_entry(member)
             yield member
@@ -555,8 +555,7 @@ class Resumer:
         self.checkpointer.source = SourceIdentity(
             self.job.size_bytes, self.job.sha256, validator, compression
         )
-        starts = {"zstd": self._frames.log if self._frames else None, "gzip": self._members_log}
-        log = starts.get(compression)
+        log = self._starts.get(compression)
         if validator is None or (compression != "none" and (log is None or not log.usable)):
             self._give_up()
             return False
@@ -565,9 +564,8 @@ class Resumer:
 
     def _give_up(self) -> None:
         """No resume point will be recorded: stop keeping frame/member starts."""
-        for log in (self._frames.log if self._frames else None, self._members_log):
-            if log is not None:
-                log.give_up()
+        for log in self._starts.values():
+            log.give_up()
 
     def doubts(self, exc: ExportPipeError) -> bool:
         """True if ``exc``, met while resuming, may be the resume's fault, not the file's.
