@@ -143,18 +143,24 @@ P = ParamSpec("P")
 class Member:
     """One output object: its relative path and a stream of its (uncompressed) bytes.
 
-    ``whole`` is True when the member is the file's entire decoded content (an
-    uncompressed, gzip or zstd file that is not an archive), False for a member of a
-    zip or tar: only the former can be resumed at a frame or member start of the
-    compressed stream (ADR 0020).
+    ``compression`` is the compression (declared or detected) a member was read with
+    when it is the file's entire decoded content (an uncompressed, gzip or zstd file
+    that is not an archive: :attr:`whole`), ``None`` for a member of a zip or tar: only
+    the former can be resumed at a frame or member start of the compressed stream
+    (ADR 0020).
     """
 
     path: str
     stream: Readable
-    whole: bool = False
+    compression: Compression | None = None
     # A plain tar's member: where its entry could be read again (built when asked for,
     # as it copies the paths seen so far).
     reentry: Callable[[], TarEntry] | None = None
+
+    @property
+    def whole(self) -> bool:
+        """True when the member is the file's entire decoded content."""
+        return self.compression is not None
 
 
 @dataclass(frozen=True)
@@ -944,7 +950,7 @@ def iter_members(
     counted = _CountingInput(peekable, meter)
     if compression == "none":
         # No extraction: the file is its own single member (ratio 1, size cap applies).
-        yield Member(path=what, stream=_MemberStream(counted, meter, what=what), whole=True)
+        yield Member(what, _MemberStream(counted, meter, what=what), compression)
         return
     if compression == "zip":
         yield from _zip_members(counted, meter, limits, what=what)
@@ -986,7 +992,7 @@ def iter_members(
             f"{what}: the {compression} stream contains another archive{hint}",
             reason="nested_archive",
         )
-    yield Member(path=path, stream=decoded, whole=True)
+    yield Member(path=path, stream=decoded, compression=compression)
 
 
 def _check_magic(head: bytes, kind: str, *, what: str) -> None:

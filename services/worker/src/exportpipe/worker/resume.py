@@ -69,7 +69,7 @@ from exportpipe.worker.checkpoint import (
     checkpoint_key,
 )
 from exportpipe.worker.download import Readable, Source
-from exportpipe.worker.extract import Member, TarEntry, classified, detect_compression, zstd_reader
+from exportpipe.worker.extract import Member, TarEntry, classified, zstd_reader
 from exportpipe.worker.gzipmembers import GzipMembers
 from exportpipe.worker.reentry import HashTrail, ReentryLog
 from exportpipe.worker.settings import WorkerSettings
@@ -80,7 +80,6 @@ __all__ = ["ResumeDiscarded", "Resumer"]
 
 Mode = Literal["fresh", "range", "parts"]
 _READ = 1 << 20
-_HEAD = 512
 # What a decoder started at a wrong frame/member start fails with (extract.py's names).
 _DECODE_REASONS = frozenset(("corrupt_compressed_data", "trailing_garbage", "corrupt_archive"))
 
@@ -136,20 +135,6 @@ def part_matches(part: CheckpointPart, body: bytearray, algorithm: str) -> bool:
                 return False
             compared = True
     return compared
-
-
-class _HeadTap:
-    """Passes reads through, keeping the first bytes (to learn the detected compression)."""
-
-    def __init__(self, inner: Readable) -> None:
-        self._inner = inner
-        self.head = b""
-
-    def read(self, size: int = -1, /) -> bytes:
-        data = self._inner.read(size)
-        if len(self.head) < _HEAD:
-            self.head += data[: _HEAD - len(self.head)]
-        return data
 
 
 class _Skip:
@@ -222,10 +207,10 @@ class Resumer:
         self.parts_reused = 0
         self._members: dict[str, MemberCheckpoint] = {}
         self._checkpoint: Checkpoint | None = None
-        self._tap: _HeadTap | None = None
         # zstd frame / gzip member starts, by compression (a fresh attempt)
         self._starts: dict[str, ReentryLog] = {}
-        self._whole = False  # the file is one decoded stream, not an archive
+        # The compression of a file that is one decoded stream (None: an archive).
+        self._compression: str | None = None
         self._trail: HashTrail | None = None  # source sha256 at tar entries
         self._archive: ArchivePoint | None = None  # the tar entry a range resume is at
         self._source: Source | None = None
@@ -418,9 +403,8 @@ class Resumer:
                 offset=archive.offset,
                 hasher=sha256state.ResumableSha256(archive.source_hash),
             )
-            self._tap = _HeadTap(self._trail)
             entry = TarEntry(archive.offset, frozenset(archive.seen), archive.entries)
-            for member in extract(self._tap, tar=entry):
+            for member in extract(self._trail, tar=entry):
                 self._note_entry(member)
                 yield member
             return
@@ -437,9 +421,8 @@ class Resumer:
         if usable and self.job.compression in (None, "tar"):
             self._trail = HashTrail(inner)
             inner = self._trail
-        self._tap = _HeadTap(inner)
-        for member in extract(self._tap, starts=self._starts.get("gzip")):
-            self._whole = member.whole
+        for member in extract(inner, starts=self._starts.get("gzip")):
+            self._compression = member.compression
             self._note_entry(member)
             yield member
 
@@ -539,18 +522,13 @@ class Resumer:
         return obj
 
     def _fresh_resumable(self) -> bool:
-        if (
-            not self.enabled
-            or self.mode == "range"
-            or not sha256state.available()
-            or self._tap is None
-        ):
+        if not self.enabled or self.mode == "range" or not sha256state.available():
             return False
-        if self.checkpointer.member_count() != 1 or not self._whole:
+        compression = self._compression
+        if self.checkpointer.member_count() != 1 or compression is None:
             self.checkpointer.ranged = False
             self._give_up()
             return False
-        compression = self.job.compression or detect_compression(self._tap.head)
         validator = self._source.validator if self._source is not None else None
         self.checkpointer.source = SourceIdentity(
             self.job.size_bytes, self.job.sha256, validator, compression
