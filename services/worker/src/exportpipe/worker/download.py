@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
+from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -65,6 +66,7 @@ from exportpipe.common.errors import (
     UpstreamUnavailable,
 )
 from exportpipe.common.observability import redact_url
+from exportpipe.common.retry import aws_error_code
 from exportpipe.worker.politeness import HostPoliteness, parse_retry_after
 from exportpipe.worker.safety import AddressGuard, UnsafeAddressError, check_url
 from exportpipe.worker.settings import DownloadTuning
@@ -550,7 +552,6 @@ class S3Source(Source):
                 f"{self.display_url}: not an s3://bucket/key URL", reason="bad_url"
             )
         import smart_open
-        from botocore.exceptions import ClientError
 
         uri = f"s3://{parts.netloc}{parts.path}"
         try:
@@ -558,16 +559,13 @@ class S3Source(Source):
                 uri, "rb", compression="disable", transport_params={"client": s3_client}
             )
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
             raise UpstreamRejected(
-                f"{self.display_url}: {code}", reason="s3_source_error"
+                f"{self.display_url}: {aws_error_code(exc)}", reason="s3_source_error"
             ) from None
         except OSError as exc:
             raise UpstreamUnavailable(f"{self.display_url}: {type(exc).__name__}") from None
 
     def _read_raw(self, size: int) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             return bytes(self._fh.read(size))
         except (OSError, BotoCoreError, ClientError) as exc:
