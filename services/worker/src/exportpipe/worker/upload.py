@@ -257,17 +257,6 @@ class ObjectUpload:
         if observer is not None and hasattr(self._hash, "state"):
             observer.part_hashed(self.key, number, self._hash.state())
 
-    def parts(self) -> list[PartRecord]:
-        """Wait for every part; return them in order (raises the first part failure)."""
-        return [f.result() for f in self._futures]
-
-    def expected_etag(self, parts: list[PartRecord]) -> str:
-        """The ETag S3 gives a multipart object made of exactly these parts."""
-        digest = hashlib.md5(  # noqa: S324 - S3's ETag definition, not a security use
-            b"".join(bytes.fromhex(p.etag.strip('"')) for p in parts)
-        )
-        return f"{digest.hexdigest()}-{len(parts)}"
-
     def commit(self) -> str:
         """Complete the upload with ``If-None-Match: *``; return :attr:`outcome`.
 
@@ -281,7 +270,8 @@ class ObjectUpload:
             self._release_single()
             self.outcome = self.uploader.put_single(self, body)
         else:
-            self.outcome = self.uploader.complete(self, self.parts())
+            # Waits for every part, in order (raises the first part failure).
+            self.outcome = self.uploader.complete(self, [f.result() for f in self._futures])
         self._finished = True
         return self.outcome
 
@@ -553,8 +543,12 @@ class Uploader:
                     raise
             finally:
                 self.complete_seconds += time.monotonic() - started
-            # The key exists: ours in effect if identical, else someone else's.
-            verdict = self._existing(obj, obj.expected_etag(parts), attempt)
+            # The key exists: ours in effect if identical, else someone else's. S3's ETag
+            # of a multipart object is the MD5 of its parts' MD5s, then "-" and their count.
+            digest = hashlib.md5(  # noqa: S324 - S3's ETag definition, not a security use
+                b"".join(bytes.fromhex(p.etag.strip('"')) for p in parts)
+            )
+            verdict = self._existing(obj, f"{digest.hexdigest()}-{len(parts)}", attempt)
             if verdict is not None:
                 self.abort_upload(obj.key, obj.upload_id)
                 return verdict
