@@ -277,9 +277,7 @@ class Pipeline:
         cancel = cancel or CancelToken()
         # resume hook (ADR 0020): continue an earlier attempt's checkpoint, keep ours.
         # A first delivery has no earlier attempt, so no checkpoint to read.
-        resumer = Resumer(
-            s3=self.s3, job=job, root=keys.root, settings=self.settings, warn=self._warn
-        )
+        resumer = Resumer(s3=self.s3, job=job, keys=keys, settings=self.settings, warn=self._warn)
         if redelivered:
             resumer.prepare()
         uploader = Uploader(

@@ -54,7 +54,7 @@ from exportpipe.common.errors import (
     IntegrityError,
     RetryableError,
 )
-from exportpipe.common.layout import ExportKeys
+from exportpipe.common.layout import FileKeys
 from exportpipe.common.retry import aws_error_code, call_aws_pages
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker import sha256state
@@ -66,7 +66,6 @@ from exportpipe.worker.checkpoint import (
     CheckpointStore,
     MemberCheckpoint,
     SourceIdentity,
-    checkpoint_key,
 )
 from exportpipe.worker.download import Readable, Source
 from exportpipe.worker.extract import Member, TarEntry, classified, zstd_reader
@@ -186,16 +185,16 @@ class Resumer:
         *,
         s3: Any,
         job: DownloadJob,
-        root: str,
+        keys: FileKeys,
         settings: WorkerSettings,
         warn: Callable[[str, dict[str, Any]], None],
     ) -> None:
         self.s3 = s3
         self.job = job
         self.bucket = job.destination.bucket
-        self.key = checkpoint_key(root, job.file_id)
+        self.key = keys.checkpoint
         # A checkpoint may only continue uploads of this file's own members.
-        self._data_prefix = ExportKeys.at(root).file(job.file_id).data_prefix
+        self._data_prefix = keys.data_prefix
         self.store = CheckpointStore(s3, self.bucket)
         self._part_size = settings.part_size_bytes
         self._algorithm = settings.checksum_algorithm
