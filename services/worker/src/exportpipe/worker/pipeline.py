@@ -66,7 +66,6 @@ from exportpipe.common.observability import redact_url
 from exportpipe.common.retry import call_aws, get_object_or_none
 from exportpipe.common.schemas import DownloadJob
 from exportpipe.worker.download import Prefetcher, open_source
-from exportpipe.worker.extract import iter_members
 from exportpipe.worker.politeness import HostPoliteness
 from exportpipe.worker.resume import ResumeDiscarded, Resumer
 from exportpipe.worker.safety import AddressGuard, pinned_pool_manager
@@ -443,17 +442,7 @@ class Pipeline:
         pending: list[tuple[ObjectUpload, int | None, str]] = resumer.finished(uploader)
         last_eta = 0.0
         try:
-            members = resumer.members(
-                prefetch,
-                lambda stream, **hints: iter_members(
-                    stream,
-                    compression=job.compression,
-                    file_name=job.file_name,
-                    limits=settings.extract_limits,
-                    **hints,
-                ),
-            )
-            for member in members:
+            for member in resumer.members(prefetch):
                 cancel.check()
                 obj = resumer.open(
                     uploader,

@@ -44,6 +44,7 @@ import base64
 import hashlib
 import zlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
@@ -68,7 +69,7 @@ from exportpipe.worker.checkpoint import (
     SourceIdentity,
 )
 from exportpipe.worker.download import Readable, Source
-from exportpipe.worker.extract import Member, TarEntry, classified, zstd_reader
+from exportpipe.worker.extract import Member, TarEntry, classified, iter_members, zstd_reader
 from exportpipe.worker.gzipmembers import GzipMembers
 from exportpipe.worker.reentry import HashTrail, ReentryLog
 from exportpipe.worker.settings import WorkerSettings
@@ -213,6 +214,12 @@ class Resumer:
         self._trail: HashTrail | None = None  # source sha256 at tar entries
         self._archive: ArchivePoint | None = None  # the tar entry a range resume is at
         self._source: Source | None = None
+        self._extract = partial(
+            iter_members,
+            compression=job.compression,
+            file_name=job.file_name,
+            limits=settings.extract_limits,
+        )
         self.checkpointer = Checkpointer(
             self.store,
             self.key,
@@ -386,14 +393,9 @@ class Resumer:
             validator=self._checkpoint.source.validator,
         )
 
-    def members(
-        self, prefetch: Readable, extract: Callable[..., Iterator[Member]]
-    ) -> Iterator[Member]:
-        """The members to stream: extracted, or (``range``) the resumed ones.
-
-        ``extract(stream, starts=..., tar=...)`` is
-        :func:`~exportpipe.worker.extract.iter_members` with the job's arguments.
-        """
+    def members(self, prefetch: Readable) -> Iterator[Member]:
+        """The members to stream: extracted (:func:`~exportpipe.worker.extract.iter_members`),
+        or (``range``) the resumed ones."""
         archive = self._archive
         if archive is not None:
             # A plain tar read again from an entry's header.
@@ -403,7 +405,7 @@ class Resumer:
                 hasher=sha256state.ResumableSha256(archive.source_hash),
             )
             entry = TarEntry(archive.offset, frozenset(archive.seen), archive.entries)
-            for member in extract(self._trail, tar=entry):
+            for member in self._extract(self._trail, tar=entry):
                 self._note_entry(member)
                 yield member
             return
@@ -420,7 +422,7 @@ class Resumer:
         if usable and self.job.compression in (None, "tar"):
             self._trail = HashTrail(inner)
             inner = self._trail
-        for member in extract(inner, starts=self._starts.get("gzip")):
+        for member in self._extract(inner, starts=self._starts.get("gzip")):
             self._compression = member.compression
             self._note_entry(member)
             yield member
