@@ -119,15 +119,7 @@ def _member_key(keys: FileKeys, path: str) -> str:
     return key
 
 
-@dataclass(frozen=True)
-class MemberResult:
-    """One committed output object."""
-
-    path: str
-    key: str
-    size: int
-    sha256: str
-    records: int | None
+MemberResult = ManifestMember  # one committed output object, as its manifest records it
 
 
 @dataclass
@@ -489,7 +481,11 @@ class Pipeline:
                 if not checked:
                     self._raise_if_committed(job, keys)
                     checked = True
-            members_out.append(MemberResult(path, obj.key, obj.size, obj.sha256, records))
+            members_out.append(
+                MemberResult(
+                    path=path, key=obj.key, size=obj.size, sha256=obj.sha256, records=records
+                )
+            )
         manifest = self._manifest(job, source.bytes_read, source.sha256, members_out)
         if not uploader.put_if_absent(
             keys.manifest, manifest.to_json(), content_type="application/json"
@@ -553,12 +549,7 @@ class Pipeline:
             format=job.format,
             compression=job.compression,
             source=SourceRef(url=redact_url(job.url), size=size, sha256=sha256),
-            members=[
-                ManifestMember(
-                    path=m.path, key=m.key, size=m.size, sha256=m.sha256, records=m.records
-                )
-                for m in members
-            ],
+            members=members,
         )
 
     def reject(self, job: DownloadJob, exc: ExportPipeError) -> None:
