@@ -19,6 +19,7 @@ members).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from typing import Any
 
@@ -74,22 +75,18 @@ class ReentryLog:
         self.usable = False
         self.starts.clear()
 
+    def _after(self, output: int) -> int:
+        """Index of the first start past ``output`` (starts are in output order)."""
+        return bisect_right(self.starts, output, key=lambda start: start[1])
+
     def at_or_before(self, output: int) -> Start | None:
         """The last start whose output offset is at or before ``output``."""
-        found = None
-        for start in self.starts:
-            if start[1] > output:
-                break
-            found = start
-        return found
+        i = self._after(output)
+        return self.starts[i - 1] if i else None
 
     def drop_before(self, output: int) -> None:
         """Forget starts that a resume point at ``output`` will never use."""
-        keep = 0
-        for i, start in enumerate(self.starts):
-            if start[1] <= output:
-                keep = i
-        del self.starts[:keep]
+        del self.starts[: max(self._after(output) - 1, 0)]
 
 
 class HashTrail:
