@@ -121,7 +121,6 @@ class TaskProtection:
         except urllib3.exceptions.HTTPError as exc:
             self._warn("task protection call failed", error=type(exc).__name__)
             return False
-        failure: Any = None
         try:
             failure = json.loads(resp.data or b"{}").get("failure")
         except ValueError:
