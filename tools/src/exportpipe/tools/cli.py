@@ -318,14 +318,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
-def _run_planner(argv: Sequence[str]) -> int:
-    try:
-        from exportpipe.tools.planner import main as planner_main
-    except ImportError as exc:
-        raise CliError(f"the capacity planner is not available: {exc}") from None
-    return int(planner_main(list(argv)))
-
-
 # --------------------------------------------------------------------- parser
 
 
@@ -474,7 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         if args_list[:1] == ["plan"]:
-            return _run_planner(args_list[1:])
+            from exportpipe.tools.planner import main as planner_main
+
+            return planner_main(args_list[1:])
         args = build_parser().parse_args(args_list)
         if not hasattr(args, "env_file"):
             args.env_file = None
