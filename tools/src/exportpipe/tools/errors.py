@@ -37,6 +37,3 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
-
-    def __str__(self) -> str:
-        return self.message
