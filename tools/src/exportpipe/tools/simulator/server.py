@@ -53,6 +53,7 @@ _MAX_LIMIT = 100_000
 DEFAULT_TOKEN = "simulator-token"  # noqa: S105 - a local test server's well-known token
 _WRITE_CHUNK = 64 * 1024
 _FAULTS = TypeAdapter(Fault | list[Fault])
+_SECRET = b"exportpipe-simulator"  # signs cursors and file URLs; fixed: URLs are deterministic
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,6 @@ class SimulatorServer:
         files_base_url: base of the file URLs in listings (default: this server's own
             URL); pointing it at another name for this host (``http://localhost:PORT``)
             makes the files look like they live on another host.
-        cache_bytes: memory budget for built file content.
-        secret: signs cursors and file URLs (fixed default keeps URLs deterministic).
     """
 
     def __init__(
@@ -108,16 +107,13 @@ class SimulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         files_base_url: str | None = None,
-        cache_bytes: int = 256 * 2**20,
-        secret: bytes = b"exportpipe-simulator",
     ) -> None:
         self.token = token
-        self._secret = secret
         self._lock = threading.Lock()
         self._exports: dict[str, _ExportState] = {}
         self._faults: list[list[Any]] = []  # [fault, remaining]
         self._log: deque[RequestRecord] = deque(maxlen=200_000)
-        self.cache = ContentCache(cache_bytes)
+        self.cache = ContentCache()
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.sim = self
         self.url = f"http://{host}:{self.port}"
@@ -179,11 +175,6 @@ class SimulatorServer:
         for fault in spec.scripted:
             self.inject(fault.model_copy(update={"export_id": fault.export_id or spec.export_id}))
 
-    def export(self, export_id: str) -> ExportSpec:
-        """The spec of a served export."""
-        with self._lock:
-            return self._exports[export_id].spec
-
     def inject(self, *faults: Fault) -> None:
         """Apply each fault to the next ``fault.times`` matching requests, in order."""
         with self._lock:
@@ -196,7 +187,8 @@ class SimulatorServer:
 
     def content(self, export_id: str, file_id: str) -> FileContent:
         """The bytes (and expected content) of one served file."""
-        spec = self.export(export_id).find(file_id)
+        with self._lock:
+            spec = self._exports[export_id].spec.find(file_id)
         if spec is None:
             raise KeyError(file_id)
         return self.cache.get(export_id, spec)
@@ -212,7 +204,7 @@ class SimulatorServer:
     # ---------------------------------------------------------------- helpers
 
     def _sign(self, *parts: str) -> str:
-        mac = hmac.new(self._secret, "\x00".join(parts).encode(), hashlib.sha256)
+        mac = hmac.new(_SECRET, "\x00".join(parts).encode(), hashlib.sha256)
         return mac.hexdigest()[:32]
 
     def _cursor(self, export_id: str, offset: int, page: int) -> str:
