@@ -431,20 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the scenario; exit 0, or 2 on bad options. Prints the table, writes files."""
-    args = build_parser().parse_args(argv)
+    options = vars(build_parser().parse_args(argv))
+    out, no_plot = options.pop("out"), options.pop("no_plot")
     try:
-        scenario = WhaleScenario(
-            small_tenants=args.small_tenants,
-            exports_per_tenant=args.exports_per_tenant,
-            files_per_export=args.files_per_export,
-            whale_files=args.whale_files,
-            whale_hour=args.whale_hour,
-            recent_seconds=args.recent_seconds,
-            seed=args.seed,
-        )
-        report = run_whale(scenario)
+        report = run_whale(WhaleScenario(**options))  # every other option names a field
     except ValueError as exc:
         print(f"exportpipe plan whale: error: {exc}", file=sys.stderr)
         return 2
-    render = None if args.no_plot else partial(render_whale_png, report)
-    return publish(args.out, "whale", format_whale(report), report.to_json(), render)
+    render = None if no_plot else partial(render_whale_png, report)
+    return publish(out, "whale", format_whale(report), report.to_json(), render)
