@@ -412,7 +412,7 @@ def format_report(report: PlanReport) -> str:
     load = report.load
     dep = report.deployment
     worker = dep["worker"]
-    p50, p90, p99, pmax = load.duration_percentiles
+    spread = "p50 {}, p90 {}, p99 {}, max {}".format(*map(fmt_duration, load.duration_percentiles))
     days = report.window_hours / 24.0
     span = "day" if abs(days - 1.0) < 1e-9 else f"{report.window_hours:g} h window"
     lines = [f"exportpipe plan (seed {report.seed}) - one simulated {span}, costs per day", ""]
@@ -421,14 +421,12 @@ def format_report(report: PlanReport) -> str:
             f"workload: {load.events:,} export events, peak {arr['peak_factor']:g}x mean at "
             f"{arr['peak_hour']:g}:00 UTC (FWHM {arr['peak_width_hours']:g} h); "
             f"{wl['files_per_export']:g} files/export -> {load.jobs:,} jobs",
-            f"  durations {dur['kind']}: p50 {fmt_duration(p50)}, p90 {fmt_duration(p90)}, "
-            f"p99 {fmt_duration(p99)}, max {fmt_duration(pmax)}",
+            f"  durations {dur['kind']}: {spread}",
         ]
     else:
         lines += [
             f"workload: {report.source}: {load.events:,} export events -> {load.jobs:,} jobs",
-            f"  durations: p50 {fmt_duration(p50)}, p90 {fmt_duration(p90)}, "
-            f"p99 {fmt_duration(p99)}, max {fmt_duration(pmax)}",
+            f"  durations: {spread}",
         ]
     lines += [
         f"  Spot reclaims {wl['spot_interruptions_per_hour']:g}/Spot task-hour; offered load "
