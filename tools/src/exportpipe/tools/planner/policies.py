@@ -63,7 +63,6 @@ class Controller(Protocol):
 
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
         """Return the desired task count after this metric period."""
-        ...
 
 
 class ScalingPolicy(Protocol):
@@ -72,25 +71,20 @@ class ScalingPolicy(Protocol):
     @property
     def name(self) -> str:
         """Short column name for the report."""
-        ...
 
     @property
     def description(self) -> str:
         """One line saying what the policy does."""
-        ...
 
     @property
     def protect_busy(self) -> bool:
         """Whether busy workers hold ECS task scale-in protection."""
-        ...
 
     def initial_tasks(self, start: float) -> int:
         """Tasks already running when the simulation starts."""
-        ...
 
     def controller(self) -> Controller:
         """A fresh controller for one run."""
-        ...
 
 
 def percent_change(capacity: int, percent: float, min_magnitude: int = 0) -> int:
