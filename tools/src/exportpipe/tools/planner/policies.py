@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from exportpipe.common.sizing import Deployment, ScalingStep, WorkerScaling
 
@@ -267,10 +267,15 @@ class CpuTargetPolicy:
         return _CpuController(self)
 
 
-class _AlarmController:
+_P = TypeVar("_P", "CpuTargetPolicy", "QueueDepthPolicy")
+
+
+class _AlarmController(Generic[_P]):
     """State shared by the comparison policies: bounds, metric lag, cooldown clocks."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, policy: _P) -> None:
+        self.p: _P = policy
+        deployment = policy.deployment
         self.min = max(1, deployment.worker.min_tasks)
         self.max = deployment.worker.max_tasks
         s = deployment.worker_scaling
@@ -279,11 +284,7 @@ class _AlarmController:
         self.last_in = -math.inf
 
 
-class _CpuController(_AlarmController):
-    def __init__(self, policy: CpuTargetPolicy) -> None:
-        super().__init__(policy.deployment)
-        self.p = policy
-
+class _CpuController(_AlarmController[CpuTargetPolicy]):
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
         target = self.p.target_percent / 100.0
         high = _available(samples, self.lag, self.p.out_periods)
@@ -349,11 +350,7 @@ class QueueDepthPolicy:
         return _QueueDepthController(self)
 
 
-class _QueueDepthController(_AlarmController):
-    def __init__(self, policy: QueueDepthPolicy) -> None:
-        super().__init__(policy.deployment)
-        self.p = policy
-
+class _QueueDepthController(_AlarmController[QueueDepthPolicy]):
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
         p = self.p
         high = _available(samples, self.lag, p.out_periods)
