@@ -45,8 +45,7 @@ from exportpipe.tools.simulator.spec import ExportSpec, Fault, FileSpec
 
 __all__ = ["DEFAULT_TOKEN", "RequestRecord", "SimulatorServer"]
 
-_STATUS_RE = re.compile(r"^/v1/exports/([^/]+)$")
-_LISTING_RE = re.compile(r"^/v1/exports/([^/]+)/files$")
+_EXPORT_RE = re.compile(r"^/v1/exports/([^/]+)(/files)?$")  # status, or with /files listing
 _FILE_RE = re.compile(r"^/files/([^/]+)/([^/]+)/([^/]+)$")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MAX_LIMIT = 100_000
@@ -393,16 +392,10 @@ class SimulatorServer:
         path = parts.path
         query = parse_qs(parts.query)
         route, export_id, file_id = "other", None, None
-        match_file = _FILE_RE.match(path)
-        match_status = _STATUS_RE.match(path)
-        match_listing = _LISTING_RE.match(path)
-        if match_file:
-            route = "download"
-            export_id, file_id = unquote(match_file.group(1)), unquote(match_file.group(2))
-        elif match_listing:
-            route, export_id = "listing", unquote(match_listing.group(1))
-        elif match_status:
-            route, export_id = "status", unquote(match_status.group(1))
+        if match := _FILE_RE.match(path):
+            route, export_id, file_id = "download", unquote(match[1]), unquote(match[2])
+        elif match := _EXPORT_RE.match(path):
+            route, export_id = "listing" if match[2] else "status", unquote(match[1])
         elif path.startswith("/_sim/"):
             route = "control"
         h.record_route(route, export_id, file_id)
