@@ -232,18 +232,11 @@ def build(spec: FileSpec, *, export_id: str = "") -> FileContent:
     tag = f"{export_id}/{spec.file_id}"
     stem = _stem(spec.name, info.suffix)
     bad = spec.corrupt == "bad_record"
-
+    members: list[tuple[str, bytes]] | None = None  # a bomb's are too large to hold
     if spec.corrupt == "bomb":
         raw = _bomb(spec, stem)
-        return FileContent(
-            raw=raw,
-            listed_sha256=hashlib.sha256(raw).hexdigest(),
-            listed_size=len(raw),
-            members=None,
-        )
-
-    ext = "jsonl" if info.format == "jsonl" else "csv"
-    if info.archive:
+    elif info.archive:
+        ext = "jsonl" if info.format == "jsonl" else "csv"
         per = max(1, spec.size_bytes // spec.members)
         members = [
             (
@@ -280,7 +273,7 @@ def build(spec: FileSpec, *, export_id: str = "") -> FileContent:
         raw=raw,
         listed_sha256=listed_sha,
         listed_size=listed_size,
-        members=tuple(members),
+        members=None if members is None else tuple(members),
     )
 
 
