@@ -1,14 +1,9 @@
 """``exportpipe plan whale``: one tenant's huge export against everyone else's day.
 
-The scenario of issue 20 and ADR 0018, described in docs/planner.md, *Scenario: a whale
-export and fair queues*: four runs of one seed (no whale / whale, each oldest-first and
-with fair queues, :mod:`.fairqueue`) through the planner's worker simulator
-(:func:`.simulator.simulate_workers`) under :class:`.policies.ConfiguredPolicy`, from
-midnight until the last job is done, checking the target that small tenants' p95 wait
-with fair queues stays within 2x their p95 on a day without the whale. The orchestrator
-lists ``files_per_page`` files per ``page_seconds`` per export, one export's pages in
-sequence; no Spot reclaims, age drains, deployments or retries, to isolate delivery
-order.
+The scenario of issue 20 and ADR 0018 (its four runs, the target, what is left out) is
+docs/planner.md, *Scenario: a whale export and fair queues*. Beyond that page: the
+orchestrator is not simulated; it lists ``files_per_page`` files per ``page_seconds``
+per export, one export's pages in sequence.
 """
 
 from __future__ import annotations
