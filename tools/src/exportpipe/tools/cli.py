@@ -470,8 +470,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return planner_main(args_list[1:])
         args = build_parser().parse_args(args_list)
-        if not hasattr(args, "env_file"):
-            args.env_file = None
         return int(args.func(args))
     except CliError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)
