@@ -221,15 +221,6 @@ class SimulatorServer:
             raise _Respond(400, "invalid_cursor") from None
         return offset, page
 
-    def _state(self, export_id: str) -> _ExportState:
-        with self._lock:
-            state = self._exports.get(export_id)
-        if state is None:
-            raise _Respond(404, "export_not_found")
-        if state.spec.forbidden:
-            raise _Respond(403, "forbidden")
-        return state
-
     def _take_fault(self, route: str, export_id: str | None, file_id: str | None) -> Fault | None:
         with self._lock:
             for entry in self._faults:
@@ -250,10 +241,15 @@ class SimulatorServer:
         with self._lock:
             self._log.append(record)
 
-    def _status_of(self, state: _ExportState, *, count_poll: bool) -> str:
-        """The export's status now; each call during the pending phase counts a poll."""
-        spec = state.spec
+    def _poll(self, export_id: str) -> tuple[_ExportState, str]:
+        """The export and its status now; each call during the pending phase counts a poll."""
         with self._lock:
+            state = self._exports.get(export_id)
+            if state is None:
+                raise _Respond(404, "export_not_found")
+            if state.spec.forbidden:
+                raise _Respond(403, "forbidden")
+            spec = state.spec
             now = time.monotonic()
             if state.first_seen is None:
                 state.first_seen = now
@@ -261,11 +257,10 @@ class SimulatorServer:
                 now - state.first_seen < spec.pending_seconds
             )
             if pending:
-                if count_poll:
-                    state.polls += 1
+                state.polls += 1
                 half = max(1, spec.pending_polls // 2)
-                return "pending" if state.polls <= half else "running"
-        return spec.final_status
+                return state, "pending" if state.polls <= half else "running"
+        return state, spec.final_status
 
     def _random_fault(self, state: _ExportState, route: str) -> Fault | None:
         faults = state.spec.faults
@@ -286,15 +281,13 @@ class SimulatorServer:
     # ------------------------------------------------------------------ routes
 
     def _handle_status(self, h: _Handler, export_id: str) -> None:
-        state = self._state(export_id)
-        status = self._status_of(state, count_poll=True)
+        state, status = self._poll(export_id)
         spec = state.spec
         count = spec.count if (spec.report_file_count and status == "ready") else None
         h.send_json(200, {"export_id": export_id, "status": status, "file_count": count})
 
     def _handle_listing(self, h: _Handler, export_id: str, query: dict[str, list[str]]) -> None:
-        state = self._state(export_id)
-        status = self._status_of(state, count_poll=True)
+        state, status = self._poll(export_id)
         if status != "ready":
             h.send_json(409, {"error": "export_not_ready", "status": status})
             return
