@@ -378,16 +378,28 @@ def _clock(hour: float) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-class _Constant:
-    def __init__(self, schedule: ScheduledFleet | FixedFleet) -> None:
-        self.schedule = schedule
+class _Schedule:
+    """A fleet set by the clock alone: stateless, so it is its own controller."""
+
+    def tasks_at(self, now: float) -> int:
+        """Tasks wanted at ``now`` (seconds)."""
+        raise NotImplementedError
+
+    def initial_tasks(self, start: float) -> int:
+        """What the fleet wants at the start."""
+        return self.tasks_at(start)
+
+    def controller(self) -> Controller:
+        """Itself: nothing to reset between runs."""
+        return self
 
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
-        return self.schedule.tasks_at(now)
+        """What the clock says, whatever the metrics."""
+        return self.tasks_at(now)
 
 
 @dataclass(frozen=True, kw_only=True)
-class FixedFleet:
+class FixedFleet(_Schedule):
     """A constant number of worker tasks all day; no autoscaling."""
 
     tasks: int
@@ -403,17 +415,9 @@ class FixedFleet:
         """Always the same."""
         return self.tasks
 
-    def initial_tasks(self, start: float) -> int:
-        """All of them, from the start."""
-        return self.tasks
-
-    def controller(self) -> Controller:
-        """Returns the constant."""
-        return _Constant(self)
-
 
 @dataclass(frozen=True, kw_only=True)
-class ScheduledFleet:
+class ScheduledFleet(_Schedule):
     """Worker tasks on a daily schedule of ``(start_hour, hours, tasks)`` windows.
 
     Windows add up where they overlap. At a window's end its tasks are stopped whether
@@ -442,14 +446,6 @@ class ScheduledFleet:
             if (hour - start) % 24.0 < hours:
                 total += n
         return total
-
-    def initial_tasks(self, start: float) -> int:
-        """What the schedule wants at the start."""
-        return self.tasks_at(start)
-
-    def controller(self) -> Controller:
-        """Follows the schedule."""
-        return _Constant(self)
 
     @classmethod
     def analysis(cls, peak_hour: float) -> ScheduledFleet:
