@@ -4,10 +4,9 @@ Commands (each one's help string below is its description; docs/operations.md ha
 ``local up|ps|logs|down``, ``submit``, ``status``, ``dlq list|show|redrive``, ``plan``
 (the planner's own parser), ``demo``.
 
-Settings come from ``--env-file``, else ``EXPORTPIPE_ENV_FILE``, else
-``.exportpipe/local.env`` if present, else the environment (see
-:mod:`exportpipe.tools.envfile`). Expected problems end in one line on stderr and a
-non-zero exit status (see :mod:`exportpipe.tools.errors`), never a traceback.
+Where settings come from: :mod:`exportpipe.tools.envfile`. Expected problems end in one
+line on stderr and a non-zero exit status (:mod:`exportpipe.tools.errors`), never a
+traceback.
 """
 
 from __future__ import annotations
