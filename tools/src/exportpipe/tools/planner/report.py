@@ -170,11 +170,7 @@ def offered_load(stream: EventStream, fanout: FanoutResult, deployment: Deployme
             slot_seconds[k] = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0, None).sum()
         peak = float(slot_seconds.max()) / 3600.0
     worker = deployment.worker
-    pct = (
-        tuple(float(x) for x in np.percentile(durations, [50, 90, 99, 100]))
-        if durations.size
-        else (0.0, 0.0, 0.0, 0.0)
-    )
+    pct = np.percentile(durations, [50, 90, 99, 100]) if durations.size else np.zeros(4)
     return LoadSummary(
         events=events,
         jobs=int(mask.sum()),
@@ -184,7 +180,7 @@ def offered_load(stream: EventStream, fanout: FanoutResult, deployment: Deployme
         peak_tasks_needed=math.ceil(peak / deployment.worker_jobs_per_task),
         slots_at_max=worker.max_tasks * deployment.worker_jobs_per_task,
         jobs_per_task=deployment.worker_jobs_per_task,
-        duration_percentiles=(pct[0], pct[1], pct[2], pct[3]),
+        duration_percentiles=(float(pct[0]), float(pct[1]), float(pct[2]), float(pct[3])),
     )
 
 
