@@ -148,7 +148,6 @@ class _Task:
         "queued",
         "ready",
         "spot",
-        "stopped",
         "stopping",
     )
 
@@ -159,7 +158,6 @@ class _Task:
         self.cause = ""
         self.ready = False
         self.stopping = False
-        self.stopped = False
         self.busy = 0
         self.queued = False
         self.jobs: dict[int, float] = {}  # job -> start of the current attempt
@@ -478,15 +476,14 @@ class _Sim:
         if not self.old_tasks:
             self.run.deployment_seconds = 0.0
 
-    def finish_stop(self, task: _Task, t: float | None = None) -> None:
-        task.stopped = True
+    def finish_stop(self, task: _Task, t: float) -> None:
         if task.kept:
             self.active -= 1
             if not task.spot:
                 self.active_od -= 1
         if task.old:
             self.old_tasks.discard(task)
-            if not self.old_tasks and self.deploy_at is not None and t is not None:
+            if not self.old_tasks and self.deploy_at is not None:
                 self.run.deployment_seconds = t - self.deploy_at
         if task.spot:
             self.billed_spot -= 1
