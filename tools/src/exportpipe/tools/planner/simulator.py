@@ -138,29 +138,17 @@ class WorkerRun:
     wall_seconds: float = 0.0
 
 
+@dataclass(slots=True, eq=False)  # eq=False: tasks are sets' and lists' members by identity
 class _Task:
-    __slots__ = (
-        "busy",
-        "cause",
-        "jobs",
-        "kept",
-        "old",
-        "queued",
-        "ready",
-        "spot",
-        "stopping",
-    )
-
-    def __init__(self, spot: bool) -> None:
-        self.spot = spot
-        self.kept = False  # draining, still counted by the service until it exits
-        self.old = False  # of a deployment being replaced
-        self.cause = ""
-        self.ready = False
-        self.stopping = False
-        self.busy = 0
-        self.queued = False
-        self.jobs: dict[int, float] = {}  # job -> start of the current attempt
+    spot: bool
+    kept: bool = False  # draining, still counted by the service until it exits
+    old: bool = False  # of a deployment being replaced
+    cause: str = ""
+    ready: bool = False
+    stopping: bool = False
+    busy: int = 0
+    queued: bool = False
+    jobs: dict[int, float] = field(default_factory=dict)  # job -> start of the current attempt
 
 
 class _Sim:
