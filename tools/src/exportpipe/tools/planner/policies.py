@@ -116,10 +116,6 @@ def _available(samples: Sequence[MetricSample], lag: int, count: int) -> list[Me
     return list(samples[max(0, end - count) : end])
 
 
-def _lag(period: int, delay: int) -> int:
-    return math.ceil(delay / period)
-
-
 @dataclass(frozen=True, kw_only=True)
 class ConfiguredPolicy:
     """The deployed worker policy, read from :mod:`exportpipe.common.sizing`.
@@ -160,7 +156,7 @@ class _ConfiguredController:
         self.min = deployment.worker.min_tasks
         self.max = deployment.worker.max_tasks
         self.jobs_per_task = deployment.worker_jobs_per_task
-        self.lag = _lag(self.s.metric_period_seconds, self.s.metric_delay_seconds)
+        self.lag = math.ceil(self.s.metric_delay_seconds / self.s.metric_period_seconds)
         self.last_out = -math.inf
         self.cooldown_base = 0
         self.cooldown_change = 0
@@ -279,7 +275,7 @@ class _AlarmController(Generic[_P]):
         self.min = max(1, deployment.worker.min_tasks)
         self.max = deployment.worker.max_tasks
         s = deployment.worker_scaling
-        self.lag = _lag(s.metric_period_seconds, s.metric_delay_seconds)
+        self.lag = math.ceil(s.metric_delay_seconds / s.metric_period_seconds)
         self.last_out = -math.inf
         self.last_in = -math.inf
 
