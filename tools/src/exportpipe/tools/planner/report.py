@@ -1,6 +1,6 @@
 """Turn simulation runs into the planner's report: costs, waits, requests, checks.
 
-:func:`build_report` prices each policy's run with a :class:`PriceTable`;
+:func:`policy_report` prices a policy's run with a :class:`PriceTable`;
 :func:`format_report` renders the side-by-side text table; :meth:`PlanReport.to_json`
 gives the same figures for machines.
 """
@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from exportpipe.common.sizing import Deployment, ServiceSizing
-from exportpipe.tools.planner.config import DAY_SECONDS, Workload
 from exportpipe.tools.planner.fanout import FanoutResult
-from exportpipe.tools.planner.prices import PRICE_SOURCES, PriceTable
+from exportpipe.tools.planner.prices import PriceTable
 from exportpipe.tools.planner.simulator import WorkerRun
 from exportpipe.tools.planner.workload import EventStream
 
@@ -27,9 +26,9 @@ __all__ = [
     "PlanReport",
     "PolicyReport",
     "analysis_check",
-    "build_report",
     "format_report",
     "offered_load",
+    "policy_report",
 ]
 
 ANALYSIS_CLAIMS = {
@@ -207,7 +206,7 @@ def analysis_check(prices: PriceTable, concurrency: int) -> AnalysisCheck:
     )
 
 
-def _policy_report(
+def policy_report(
     run: WorkerRun,
     *,
     description: str,
@@ -216,6 +215,7 @@ def _policy_report(
     prices: PriceTable,
     per_day: float,
 ) -> PolicyReport:
+    """``run``'s figures, its costs at ``prices`` scaled by ``per_day`` to a day."""
     spot_h = run.spot_task_seconds / 3600.0
     od_h = run.on_demand_task_seconds / 3600.0
     orch_h = fanout.task_seconds / 3600.0
@@ -304,48 +304,6 @@ def _policy_report(
         sim_events=run.events,
         sim_seconds=run.wall_seconds,
         series=run.series,
-    )
-
-
-def build_report(
-    *,
-    seed: int,
-    source: str = "generated day",
-    stream: EventStream,
-    fanout: FanoutResult,
-    runs: list[tuple[WorkerRun, str]],
-    deployment: Deployment,
-    workload: Workload,
-    prices: PriceTable,
-    generate_seconds: float = 0.0,
-    fanout_seconds: float = 0.0,
-) -> PlanReport:
-    """Price every ``(run, description)`` and gather the report."""
-    per_day = DAY_SECONDS / stream.window_seconds
-    return PlanReport(
-        seed=seed,
-        source=source,
-        window_hours=stream.window_seconds / 3600.0,
-        workload=asdict(workload),
-        deployment=asdict(deployment),
-        prices=asdict(prices),
-        price_sources=dict(PRICE_SOURCES),
-        load=offered_load(stream, fanout, deployment),
-        policies=[
-            _policy_report(
-                run,
-                description=desc,
-                fanout=fanout,
-                deployment=deployment,
-                prices=prices,
-                per_day=per_day,
-            )
-            for run, desc in runs
-        ],
-        analysis=analysis_check(prices, deployment.worker_jobs_per_task),
-        orchestrator_max_backlog=fanout.max_backlog,
-        generate_seconds=generate_seconds,
-        fanout_seconds=fanout_seconds,
     )
 
 
