@@ -108,7 +108,7 @@ class PolicyReport:
     sim_events: int
     sim_seconds: float
     series: dict[str, list[float]] = field(repr=False)
-    # job-hours lost to releases by cause (spot, scale-in): (without, with resume)
+    # job-hours lost to releases by cause (spot, drain): (without, with resume)
     lost_job_hours: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
