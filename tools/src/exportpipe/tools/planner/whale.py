@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
-from exportpipe.tools.planner.command import option, publish
+from exportpipe.tools.planner.command import DEFAULT_OUT, option, publish
 from exportpipe.tools.planner.config import DAY_SECONDS, ArrivalCurve, DurationModel
 from exportpipe.tools.planner.fairqueue import Delivery
 from exportpipe.tools.planner.plot import stacked_axes
@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.recent_seconds,
         "averaging time of fair queues' recent processing-time share (an assumption)",
     )
-    p.add_argument("--out", type=Path, default=Path(".exportpipe/plan"))
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return p
 
