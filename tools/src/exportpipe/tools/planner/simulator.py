@@ -197,7 +197,6 @@ class _Sim:
         self.start = start if start is not None else math.floor(first / self.period) * self.period
         # Simulation draws, not secrets: seeded for reproducible reports.
         self.rng = random.Random(seed)  # noqa: S311
-        self.initial_tasks = initial_tasks
         self.run = WorkerRun(policy=policy.name)
         if drain_after_seconds is None:
             drain_after_seconds = scaling.drain_after_minutes * 60.0
@@ -225,7 +224,7 @@ class _Sim:
         self.busy_total = 0
         self.n_free = 0
         self.n_busy_tasks = 0
-        self.desired = 0
+        self.desired = policy.initial_tasks(self.start) if initial_tasks is None else initial_tasks
         self.terminal = 0
         self.visible_since = [0.0] * self.n
         self.wait = [0.0] * self.n
@@ -560,11 +559,6 @@ class _Sim:
             *(("noisy",) if self.fair else ()),
         ):
             self.run.series[key] = []
-        self.desired = (
-            self.initial_tasks
-            if self.initial_tasks is not None
-            else self.policy.initial_tasks(self.start)
-        )
         for _ in range(self.desired):
             self.launch(self.start, ready_now=True)
         if self.deploy_at is not None:
