@@ -362,10 +362,8 @@ def format_report(report: PlanReport) -> str:
     """The text report: workload, offered load, side-by-side policies, analysis check."""
     wl = report.workload
     arr = wl["arrivals"]
-    dur = wl["durations"]
     load = report.load
-    dep = report.deployment
-    worker = dep["worker"]
+    worker = report.deployment["worker"]
     spread = "p50 {}, p90 {}, p99 {}, max {}".format(*map(fmt_duration, load.duration_percentiles))
     days = report.window_hours / 24.0
     span = "day" if abs(days - 1.0) < 1e-9 else f"{report.window_hours:g} h window"
@@ -375,7 +373,7 @@ def format_report(report: PlanReport) -> str:
             f"workload: {load.events:,} export events, peak {arr['peak_factor']:g}x mean at "
             f"{arr['peak_hour']:g}:00 UTC (FWHM {arr['peak_width_hours']:g} h); "
             f"{wl['files_per_export']:g} files/export -> {load.jobs:,} jobs",
-            f"  durations {dur['kind']}: {spread}",
+            f"  durations {wl['durations']['kind']}: {spread}",
         ]
     else:
         lines += [
