@@ -79,6 +79,7 @@ from exportpipe.common.schemas import (
     encode,
     is_valid_id,
     job_id_for,
+    validation_problems,
 )
 from exportpipe.common.sqs import JobContext
 from exportpipe.common.tenancy import message_group_id
@@ -417,11 +418,7 @@ class PageHandler:
                 tenant=request.tenant,
             )
         except ValidationError as exc:
-            # Only locations and messages: pydantic's full text echoes the input values.
-            fields = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
-                for err in exc.errors()[:5]
-            )
+            fields = validation_problems(exc, whole="entry")
             raise UpstreamRejected(f"{where}: {fields}", reason="invalid_listing_entry") from None
 
     def _recheck_later(self, request: ExportRequested, status: str | None) -> None:
