@@ -196,21 +196,19 @@ class PageHandler:
             self._handle(ctx)
         except ExportPipeError as exc:
             self._metrics.add("Failures", reason=exc.reason)
-            if isinstance(exc, PermanentError) and not isinstance(exc, MessageError):
-                self._mark_failed(ctx.body, exc)
+            # An export-level permanent failure marks the export failed; a bad message
+            # names no export to mark.
+            permanent = isinstance(exc, PermanentError) and not isinstance(exc, MessageError)
+            if permanent and self._tracking is not None:
+                request = decode(ctx.body, ExportRequested)
+                self._tracking.tracker.mark_failed(
+                    request.export_id,
+                    f"{exc.reason}: {redact_text(exc.message)}",
+                    bucket=self._settings.bucket,
+                    prefix=self._destination(request).prefix,
+                    tenant=request.tenant,
+                )
             raise
-
-    def _mark_failed(self, body: str, exc: PermanentError) -> None:
-        if self._tracking is None:
-            return
-        request = decode(body, ExportRequested)
-        self._tracking.tracker.mark_failed(
-            request.export_id,
-            f"{exc.reason}: {redact_text(exc.message)}",
-            bucket=self._settings.bucket,
-            prefix=self._destination(request).prefix,
-            tenant=request.tenant,
-        )
 
     # ---------------------------------------------------------------- steps
 
