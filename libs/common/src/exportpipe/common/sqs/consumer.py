@@ -217,11 +217,6 @@ class QueueConsumer:
     # ------------------------------------------------------------------ public
 
     @property
-    def config(self) -> ConsumerConfig:
-        """This consumer's configuration."""
-        return self._config
-
-    @property
     def in_flight(self) -> int:
         """Messages currently held by this process."""
         with self._lock:
