@@ -1,22 +1,10 @@
 """The Export API simulator: reference contract v1 over real HTTP, plus the file bytes.
 
-Routes (all JSON; API routes need ``Authorization: Bearer <token>`` when a token is set):
-
-* ``GET /v1/exports/{export_id}`` -> ``{"export_id", "status", "file_count"}``.
-* ``GET /v1/exports/{export_id}/files?cursor=&limit=`` -> ``{"files", "next_cursor"}``;
-  409 while the export is not ready (and for a failed or expired export).
-* ``GET|HEAD /files/{export_id}/{file_id}/{name}?sig=...`` -> the file's bytes. Like a
-  presigned URL it needs no bearer token, only the signature in its query string, and
-  it honours ``Range`` (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) and ``If-Range``, so a
-  downloader can resume.
-* ``/_sim/...`` control routes for tests in another process: ``POST /_sim/exports``
-  (an :class:`ExportSpec`), ``POST /_sim/faults`` (a :class:`Fault` or a list),
-  ``GET /_sim/requests`` (the request log), ``GET /_sim/health``.
-
-Use it in-process::
-
-    with SimulatorServer([ExportSpec.mixed("exp-1", 40)], token="t") as sim:
-        client.get(f"{sim.url}/v1/exports/exp-1")
+Routes: the contract's ``GET /v1/exports/{export_id}`` and ``.../files`` (bearer token),
+the file bytes at ``GET|HEAD /files/{export_id}/{file_id}/{name}?sig=...`` (signature
+only, like a presigned URL; ``Range`` and ``If-Range`` honoured) and ``/_sim/...``
+control routes for tests in other processes. docs/export-api.md describes each
+(*Endpoints*; *The simulator*, which also shows it used in-process).
 """
 
 from __future__ import annotations
