@@ -23,7 +23,12 @@ def test_demo_passes_and_tears_everything_down(tmp_path: Path) -> None:
         Console(file=out, width=120),
     )
     text = out.getvalue()
-    assert code == 0, text
+    # On a failure, each service log's last lines say which process went wrong and how.
+    logs = "".join(
+        f"\n--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        for log in sorted((state_dir / "logs").glob("*.log"))
+    )
+    assert code == 0, text + logs
     assert text.count("PASS") == 8
     assert "FAIL" not in text
     assert f"{CORRUPT_FILE_ID}: sha256_mismatch" in text

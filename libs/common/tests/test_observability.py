@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis.provisional import urls
 
 from exportpipe.common.observability import Metrics, get_logger, redact_text, redact_url
 
@@ -15,10 +18,26 @@ from exportpipe.common.observability import Metrics, get_logger, redact_text, re
         ("https://user:pw@host:8443/p#frag", "https://host:8443/p"),
         ("s3://bucket/key?versionId=1", "s3://bucket/key"),
         ("http://[::1]:80/x?y=1", "http://[::1]:80/x"),
+        ("http://[::1]/x", "http://[::1]/x"),
+        ("http://[fe80::1]:0/x", "http://[fe80::1]:0/x"),  # port 0 kept, as for a name
+        ("http://h:0/x", "http://h:0/x"),
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
+
+
+@given(urls())
+def test_redact_url_keeps_where_and_drops_the_rest(url: str) -> None:
+    # hypothesis's URL strategy writes the URLs; the query and fragment it adds must go.
+    before, after = urlsplit(url), urlsplit(redact_url(url))
+    assert (after.scheme, after.hostname, after.port, after.path) == (
+        before.scheme,
+        before.hostname,
+        before.port,
+        before.path,
+    )
+    assert (after.query, after.fragment, after.username, after.password) == ("", "", None, None)
 
 
 def test_redact_text_masks_tokens_and_queries() -> None:

@@ -39,5 +39,15 @@ def test_group_of_an_encoded_body() -> None:
     assert group_id_for_body(encode(ExportRequested(export_id="e1", tenant="acme"))) == "acme"
     assert group_id_for_body(encode(ExportRequested(export_id="e1"))) == "e1"
     assert group_id_for_body('{"export_id": "e1", "tenant": "bad tenant!"}') == "e1"
-    for body in ("{not json", "[1]", '{"export_id": 3}', '{"export_id": "a b"}', "{}"):
+    # The id rule is matched whole: "$" alone would also accept a trailing newline,
+    # which SQS refuses in a MessageGroupId.
+    assert group_id_for_body('{"export_id": "e1", "tenant": "acme\\n"}') == "e1"
+    for body in (
+        "{not json",
+        "[1]",
+        '{"export_id": 3}',
+        '{"export_id": "a b"}',
+        "{}",
+        '{"export_id": "e1\\n"}',
+    ):
         assert group_id_for_body(body) is None

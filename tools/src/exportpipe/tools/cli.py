@@ -4,10 +4,9 @@ Commands (each one's help string below is its description; docs/operations.md ha
 ``local up|ps|logs|down``, ``submit``, ``status``, ``dlq list|show|redrive``, ``plan``
 (the planner's own parser), ``demo``.
 
-Settings come from ``--env-file``, else ``EXPORTPIPE_ENV_FILE``, else
-``.exportpipe/local.env`` if present, else the environment (see
-:mod:`exportpipe.tools.envfile`). Expected problems end in one line on stderr and a
-non-zero exit status (see :mod:`exportpipe.tools.errors`), never a traceback.
+Where settings come from: :mod:`exportpipe.tools.envfile`. Expected problems end in one
+line on stderr and a non-zero exit status (:mod:`exportpipe.tools.errors`), never a
+traceback.
 """
 
 from __future__ import annotations
@@ -318,14 +317,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
-def _run_planner(argv: Sequence[str]) -> int:
-    try:
-        from exportpipe.tools.planner import main as planner_main
-    except ImportError as exc:
-        raise CliError(f"the capacity planner is not available: {exc}") from None
-    return int(planner_main(list(argv)))
-
-
 # --------------------------------------------------------------------- parser
 
 
@@ -474,10 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         if args_list[:1] == ["plan"]:
-            return _run_planner(args_list[1:])
+            from exportpipe.tools.planner import main as planner_main
+
+            return planner_main(args_list[1:])
         args = build_parser().parse_args(args_list)
-        if not hasattr(args, "env_file"):
-            args.env_file = None
         return int(args.func(args))
     except CliError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)

@@ -173,18 +173,15 @@ class Stack:
                 "running? start it with `exportpipe local up`"
             ) from None
 
-    def session(self) -> boto3.session.Session:
-        """A boto3 session with this stack's region and credentials."""
-        return boto3.session.Session(
+    def client(self, service: str) -> Any:
+        """A boto3 client for ``service`` with this stack's endpoint, region and credentials."""
+        session = boto3.session.Session(
             aws_access_key_id=self.get("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=self.get("AWS_SECRET_ACCESS_KEY"),
             aws_session_token=self.get("AWS_SESSION_TOKEN"),
             region_name=self.region,
         )
-
-    def client(self, service: str) -> Any:
-        """A boto3 client for ``service`` on this stack's endpoint."""
-        return self.session().client(  # type: ignore[call-overload]
+        return session.client(  # type: ignore[call-overload]
             service, endpoint_url=self.endpoint, config=_CLIENT_CONFIG
         )
 

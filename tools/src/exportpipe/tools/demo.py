@@ -312,6 +312,9 @@ def run_demo(options: DemoOptions, console: Console) -> int:
             console.print(
                 f"  [red]{escape(verdict.file_id)}[/red]: {escape(verdict.problem or '')}"
             )
+        for name, code in outcome.exit_codes.items():
+            if code != 0:  # which process did not stop cleanly, for its log
+                console.print(f"  [red]{escape(name)}[/red] exited with {code} on SIGTERM")
         passed = all(ok for _, ok in checks)
     elapsed = time.monotonic() - started
     if passed:

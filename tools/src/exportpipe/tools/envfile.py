@@ -1,17 +1,9 @@
 """``.env``-style settings files: the one ``exportpipe local up`` writes, and finding it.
 
 The format is what the services read through ``EXPORTPIPE_ENV_FILE`` (python-dotenv):
-``KEY=value`` lines, ``#`` comments, optional ``export`` and quotes.
-
-The CLI looks for its settings, first match wins:
-
-1. ``--env-file PATH``;
-2. ``EXPORTPIPE_ENV_FILE``;
-3. ``.exportpipe/local.env`` in the current directory, if it exists;
-4. nothing: the process environment alone.
-
-Values from the file *override* the environment: the file names one stack, and a stale
-``AWS_ENDPOINT_URL`` left in a shell must not silently point the CLI at another.
+``KEY=value`` lines, ``#`` comments, optional ``export`` and quotes. Where the CLI looks
+(first match wins), and why the file's values override the environment, is
+docs/operations.md, *The exportpipe CLI*.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
 """Errors the operator CLI reports as one line on stderr, with a non-zero exit code.
 
-Exit codes (documented in ``docs/operations.md``)::
-
-    0  success; for ``submit --wait``: the export completed
-    1  the export failed, a wait timed out, or the demo's checks failed
-    2  the command could not run: bad arguments, missing settings, no stack
-       running / endpoint unreachable, unknown export, an AWS error
-    3  ``submit --wait``: the export completed with rejected files
+What each exit code means is docs/operations.md, *Exit status*.
 """
 
 from __future__ import annotations
@@ -37,6 +31,3 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
-
-    def __str__(self) -> str:
-        return self.message

@@ -78,13 +78,6 @@ class StackOptions:
         if self.visibility_timeout is not None and not 3 <= self.visibility_timeout <= 43200:
             raise CliError("--visibility-timeout must be between 3 and 43200 seconds")
 
-    def timing(self, base: QueueTiming) -> tuple[int, int]:
-        """``(visibility_timeout, max_receive_count)`` for a queue based on ``base``."""
-        return (
-            self.visibility_timeout or base.visibility_timeout_seconds,
-            self.max_receives or base.max_receive_count,
-        )
-
 
 @dataclass(frozen=True, kw_only=True)
 class LocalState:
@@ -202,7 +195,6 @@ def _queue_arn(sqs: Any, url: str) -> str:
 def _ensure_queue_pair(
     sqs: Any, name: str, timing: QueueTiming, options: StackOptions
 ) -> tuple[str, str]:
-    visibility, max_receives = options.timing(timing)
     dlq_url = _ensure_queue(
         sqs,
         f"{name}-dlq",
@@ -212,12 +204,14 @@ def _ensure_queue_pair(
         sqs,
         name,
         {
-            "VisibilityTimeout": str(visibility),
+            "VisibilityTimeout": str(
+                options.visibility_timeout or timing.visibility_timeout_seconds
+            ),
             "MessageRetentionPeriod": str(timing.retention_days * 86400),
             "RedrivePolicy": json.dumps(
                 {
                     "deadLetterTargetArn": _queue_arn(sqs, dlq_url),
-                    "maxReceiveCount": str(max_receives),
+                    "maxReceiveCount": str(options.max_receives or timing.max_receive_count),
                 }
             ),
         },

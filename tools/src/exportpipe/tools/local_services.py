@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -276,10 +277,7 @@ def start_services(
     for name, module in names:
         argv = [sys.executable, "-m", module]
         digest = _digest(argv, settings)
-
-        def start(name: str = name, argv: list[str] = argv, digest: str = digest) -> ServiceRecord:
-            return _spawn(name, argv, env=env, state_dir=state_dir, config=digest)
-
+        start = partial(_spawn, name, argv, env=env, state_dir=state_dir, config=digest)
         keep_or_start(name, digest, start)
     extra = list(recorded.values())  # workers beyond --workers
     stop_pids([r.pid for r in extra])

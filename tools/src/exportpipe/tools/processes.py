@@ -112,19 +112,14 @@ def stop_pids(pids: Sequence[int], *, grace: float = 10.0) -> list[int]:
         The pids that were running.
     """
     running = [pid for pid in pids if process_alive(pid)]
-    for pid in running:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(process_alive(pid) for pid in running):
-        time.sleep(0.05)
-    for pid in running:
-        if process_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(process_alive(pid) for pid in running):
-        time.sleep(0.05)
+    for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in running:
+            if process_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(process_alive(pid) for pid in running):
+            time.sleep(0.05)
     return running
 
 

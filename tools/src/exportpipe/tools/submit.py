@@ -1,11 +1,8 @@
 """``exportpipe submit``: put an ``ExportRequested`` on SQS 1 and, optionally, wait.
 
-With ``--wait`` a live progress bar follows the tracking table (files done + rejected
-out of expected, bytes, rate) until the export completes or fails, for at most 15
-minutes by default; piped output gets whole lines instead of the bar. If no
-orchestrator has taken the request after 15 s, it says so and what to run. The exit status then
-says how it ended: 0 completed, 3 completed with rejected files, 1 failed (or the wait
-timed out); see :mod:`exportpipe.tools.errors`.
+What ``--wait`` shows (a live bar, or whole lines when piped), its notice when no
+orchestrator takes the request, and how its exit status says the export ended are
+docs/operations.md, *exportpipe submit*.
 """
 
 from __future__ import annotations

@@ -85,9 +85,7 @@ class ExportCompleter:
             another process completes it.
         """
         state = self._tracker.get(export_id)
-        if state is None or state.finished or not state.listing_complete:
-            return None
-        if state.files_outstanding != 0:
+        if state is None or state.finished or not state.listing_complete or state.files_outstanding:
             return None
         if not self._tracker.try_claim_completion(export_id, self._owner):
             return None

@@ -44,10 +44,10 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable-url>"
     host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
     if port is not None:
         host = f"{host}:{port}"
-    if ":" in (parts.hostname or "") and not host.startswith("["):
-        host = f"[{parts.hostname}]" + (f":{port}" if port else "")
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 

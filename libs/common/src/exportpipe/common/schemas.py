@@ -48,6 +48,7 @@ __all__ = [
     "encode",
     "is_valid_id",
     "job_id_for",
+    "validation_problems",
 ]
 
 Compression = Literal["gzip", "zip", "tar", "tar.gz", "zstd", "none"]
@@ -83,7 +84,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
 
     SCHEMA: ClassVar[str]
-    VERSION: ClassVar[int]
+    VERSION: ClassVar[int] = 1
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready body including the envelope."""
@@ -100,7 +101,6 @@ class ExportRequested(Message):
     """
 
     SCHEMA: ClassVar[str] = "exportpipe.ExportRequested"
-    VERSION: ClassVar[int] = 1
 
     export_id: _Id
     tenant: _Id | None = None
@@ -137,7 +137,6 @@ class DownloadJob(Message):
     """SQS 2: download one listed file and land it, validated, under ``destination``."""
 
     SCHEMA: ClassVar[str] = "exportpipe.DownloadJob"
-    VERSION: ClassVar[int] = 1
 
     job_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     export_id: _Id
@@ -169,7 +168,6 @@ class ExportCompleted(Message):
     """Published once when every listed file of an export is done or rejected."""
 
     SCHEMA: ClassVar[str] = "exportpipe.ExportCompleted"
-    VERSION: ClassVar[int] = 1
 
     export_id: _Id
     tenant: _Id | None = None
@@ -217,8 +215,13 @@ def decode(body: str | bytes, kind: type[M]) -> M:
     try:
         return kind.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}"
-            for err in exc.errors()[:5]
-        )
+        problems = validation_problems(exc, whole="<body>")
         raise MalformedMessage(f"{kind.SCHEMA} v{version} is invalid: {problems}") from None
+
+
+def validation_problems(exc: ValidationError, *, whole: str) -> str:
+    """The first five of ``exc``'s errors as ``field: message`` (``whole`` names the
+    object itself): locations and messages only, since pydantic's text echoes the input."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors()[:5]
+    )

@@ -19,7 +19,7 @@ metric and the planner count jobs per task at ``Deployment.scaling_file_bytes``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_DEPLOYMENT",
@@ -226,58 +226,51 @@ class WorkerScaling:
 
 @dataclass(frozen=True, kw_only=True)
 class Deployment:
-    """Everything sizing- and scaling-related for one deployment."""
+    """Everything sizing- and scaling-related for one deployment (the defaults are
+    shared instances: every part is frozen)."""
 
-    orchestrator: ServiceSizing = field(
-        # 0.5 vCPU needs at least 1 GiB on Fargate (512 MB is only valid with 0.25 vCPU);
-        # the orchestrator is still held to a 512 MB memory budget (see ADR 0006).
-        default_factory=lambda: ServiceSizing(
-            cpu_units=512,
-            memory_mib=1024,
-            min_tasks=1,
-            max_tasks=2,
-            concurrency=8,
-            # The shutdown grace (90 s) plus the release wait (15 s) must fit before SIGKILL.
-            stop_timeout_seconds=120,
-        )
+    # 0.5 vCPU needs at least 1 GiB on Fargate (512 MB is only valid with 0.25 vCPU);
+    # the orchestrator is still held to a 512 MB memory budget (see ADR 0006).
+    orchestrator: ServiceSizing = ServiceSizing(
+        cpu_units=512,
+        memory_mib=1024,
+        min_tasks=1,
+        max_tasks=2,
+        concurrency=8,
+        # The shutdown grace (90 s) plus the release wait (15 s) must fit before SIGKILL.
+        stop_timeout_seconds=120,
     )
-    worker: ServiceSizing = field(
-        default_factory=lambda: ServiceSizing(
-            cpu_units=2048,
-            memory_mib=4096,
-            ephemeral_storage_gib=50,
-            min_tasks=0,
-            max_tasks=100,
-            spot=True,
-            on_demand_base=1,
-            stop_timeout_seconds=120,
-            # Small files: up to 32 at once (ADR 0015); the budget is four jobs of
-            # unknown size, so large files still run four per task, as they did when
-            # this was a fixed count of 4.
-            concurrency=32,
-            job_memory=JobMemory(),
-            job_budget_bytes=4 * JobMemory().need(None),
-        )
+    worker: ServiceSizing = ServiceSizing(
+        cpu_units=2048,
+        memory_mib=4096,
+        ephemeral_storage_gib=50,
+        min_tasks=0,
+        max_tasks=100,
+        spot=True,
+        on_demand_base=1,
+        stop_timeout_seconds=120,
+        # Small files: up to 32 at once (ADR 0015); the budget is four jobs of
+        # unknown size, so large files still run four per task, as they did when
+        # this was a fixed count of 4.
+        concurrency=32,
+        job_memory=JobMemory(),
+        job_budget_bytes=4 * JobMemory().need(None),
     )
-    requests_queue: QueueTiming = field(
-        # Every transient failure of a page (vendor 5xx, 429) costs a receive; with the
-        # runtime's backoff (10 s doubling to 900 s) 15 receives ride out ~2 h of vendor
-        # outage before a page is parked in the DLQ. 5 gave up after ~150 s.
-        default_factory=lambda: QueueTiming(
-            visibility_timeout_seconds=120, heartbeat_seconds=40, max_receive_count=15
-        )
+    # Every transient failure of a page (vendor 5xx, 429) costs a receive; with the
+    # runtime's backoff (10 s doubling to 900 s) 15 receives ride out ~2 h of vendor
+    # outage before a page is parked in the DLQ. 5 gave up after ~150 s.
+    requests_queue: QueueTiming = QueueTiming(
+        visibility_timeout_seconds=120, heartbeat_seconds=40, max_receive_count=15
     )
-    jobs_queue: QueueTiming = field(
-        # Spot reclaims release jobs and each release costs a receive, hence 10.
-        default_factory=lambda: QueueTiming(
-            visibility_timeout_seconds=180,
-            heartbeat_seconds=60,
-            max_receive_count=10,
-            # A burst is meant to queue while the fleet scales out; an hour of waiting is not.
-            oldest_message_alarm_seconds=3600,
-        )
+    # Spot reclaims release jobs and each release costs a receive, hence 10.
+    jobs_queue: QueueTiming = QueueTiming(
+        visibility_timeout_seconds=180,
+        heartbeat_seconds=60,
+        max_receive_count=10,
+        # A burst is meant to queue while the fleet scales out; an hour of waiting is not.
+        oldest_message_alarm_seconds=3600,
     )
-    worker_scaling: WorkerScaling = field(default_factory=WorkerScaling)
+    worker_scaling: WorkerScaling = WorkerScaling()
     orchestrator_scale_out_backlog: int = 100
     """Visible SQS 1 messages above which the orchestrator adds its second task."""
     orchestrator_scale_in_evaluation_periods: int = 15

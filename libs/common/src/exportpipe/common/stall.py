@@ -49,15 +49,11 @@ class StallWatcher:
                     "export_id": state.export_id,
                     "files_outstanding": state.files_outstanding,
                     "listing_complete": state.listing_complete,
-                    "idle_seconds": round(self._idle(state)),
+                    "idle_seconds": round(time.time() - state.last_activity),
                 },
             )
         self._metrics.add("ExportsStalled", len(stalled))
         return stalled
-
-    @staticmethod
-    def _idle(state: ExportState) -> float:
-        return time.time() - state.last_activity
 
     def start(self) -> None:
         """Check every ``interval`` seconds in a daemon thread until :meth:`stop`."""

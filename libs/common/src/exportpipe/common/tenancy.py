@@ -12,11 +12,10 @@ so an untagged whale export is still one group and cannot starve everyone else.
 from __future__ import annotations
 
 import hashlib
-import re
 
 import orjson
 
-from exportpipe.common.schemas import ID_PATTERN, DownloadJob, ExportRequested
+from exportpipe.common.schemas import DownloadJob, ExportRequested, is_valid_id
 
 __all__ = ["MAX_GROUP_ID_LENGTH", "group_id_for", "group_id_for_body", "message_group_id"]
 
@@ -25,7 +24,6 @@ MAX_GROUP_ID_LENGTH = 128
 128 characters); longer keys (callers outside that rule) are still bounded below."""
 
 _DIGEST_CHARS = 32
-_ID = re.compile(ID_PATTERN)  # the schemas' id rule
 
 
 def group_id_for(export_id: str, tenant: str | None) -> str:
@@ -62,7 +60,7 @@ def group_id_for_body(body: str | bytes) -> str | None:
     if not isinstance(raw, dict):
         return None
     export_id, tenant = raw.get("export_id"), raw.get("tenant")
-    if not isinstance(export_id, str) or not _ID.match(export_id):
+    if not isinstance(export_id, str) or not is_valid_id(export_id):
         return None
-    valid_tenant = isinstance(tenant, str) and _ID.match(tenant) is not None
+    valid_tenant = isinstance(tenant, str) and is_valid_id(tenant)
     return group_id_for(export_id, tenant if valid_tenant else None)

@@ -44,8 +44,8 @@ complete it (ADR 0015).
 
 from __future__ import annotations
 
-import functools
 import random
+import re
 import time
 import uuid
 from collections.abc import Collection, Iterator
@@ -56,7 +56,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from exportpipe.common.errors import AwsTransientError
-from exportpipe.common.retry import call_aws, call_aws_pages
+from exportpipe.common.retry import aws_error_code, call_aws, call_aws_pages
 
 __all__ = [
     "ACTIVE_INDEX",
@@ -76,16 +76,15 @@ it, because the export never listed it."""
 SUBMITTED = "submitted"
 """Status of an export submitted but not listed by an orchestrator yet."""
 _TTL_SECONDS = 90 * 24 * 3600
+_TRANSACT_ATTEMPTS = 6  # a transaction that conflicts with another one is tried again
 _MARKERS_IN_FLIGHT = 4  # conditional LISTED# puts of one page at once (x the
 # orchestrator's concurrent pages: within the client's 20 pooled connections)
 
 
-def _names(values: dict[str, Any]) -> dict[str, str]:
-    """Placeholders for the META attributes whose names DynamoDB reserves."""
-    names = {"#st": "status", "#bucket": "bucket", "#prefix": "prefix"}
-    if ":t" in values:
-        names["#tenant"] = "tenant"
-    return names
+def _names(*expressions: str) -> dict[str, str]:
+    """Placeholders for the attribute names the expressions write as ``#name``: each
+    stands for the attribute of that name (DynamoDB reserves ``status``, ``size``...)."""
+    return {f"#{name}": name for name in re.findall(r"#(\w+)", " ".join(expressions))}
 
 
 class _NotListed(Exception):
@@ -94,6 +93,10 @@ class _NotListed(Exception):
 
 def _pk(export_id: str) -> dict[str, str]:
     return {"S": f"EXPORT#{export_id}"}
+
+
+def _key(export_id: str, sk: str) -> dict[str, dict[str, str]]:
+    return {"pk": _pk(export_id), "sk": {"S": sk}}
 
 
 def _verdict(item: dict[str, Any] | None) -> str:
@@ -172,22 +175,20 @@ class ExportState:
 class ExportTracker:
     """Reads and writes the tracking table (``EXPORTPIPE_TABLE``)."""
 
-    def __init__(self, dynamodb: Any, table: str, *, ttl_seconds: int = _TTL_SECONDS) -> None:
+    def __init__(self, dynamodb: Any, table: str) -> None:
         self._db = dynamodb
         self._table = table
-        self._ttl = ttl_seconds
 
     @property
     def table(self) -> str:
         """The table name."""
         return self._table
 
-    def _meta_update(
-        self, export_id: str, *, bucket: str, prefix: str, tenant: str | None
-    ) -> tuple[str, dict[str, Any]]:
+    @staticmethod
+    def _meta_update(*, bucket: str, prefix: str, tenant: str | None) -> tuple[str, dict[str, Any]]:
         now = time.time()
         expr = (
-            "SET #st = if_not_exists(#st, :listing), #bucket = if_not_exists(#bucket, :b), "
+            "SET #status = if_not_exists(#status, :listing), #bucket = if_not_exists(#bucket, :b), "
             "#prefix = if_not_exists(#prefix, :p), first_activity = if_not_exists("
             "first_activity, :now), last_activity = :now, expires_at = :ttl, "
             "active = if_not_exists(active, :one)"
@@ -197,7 +198,7 @@ class ExportTracker:
             ":b": {"S": bucket},
             ":p": {"S": prefix},
             ":now": {"N": f"{now:.3f}"},
-            ":ttl": {"N": str(int(now) + self._ttl)},
+            ":ttl": {"N": str(int(now) + _TTL_SECONDS)},
             ":one": {"S": "1"},
         }
         if tenant:
@@ -205,22 +206,37 @@ class ExportTracker:
             values[":t"] = {"S": tenant}
         return expr, values
 
-    def _outcome_update(
+    def _update(
         self,
         export_id: str,
-        outcome: FileOutcome,
-        *,
-        size: int,
-        bucket: str,
-        prefix: str,
-        tenant: str | None,
-    ) -> tuple[str, dict[str, Any]]:
-        """META's update for one file outcome: its counter, outstanding and bytes."""
-        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
-        counter = "files_done" if outcome == "done" else "files_rejected"
-        expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
-        values.update({":one_n": {"N": "1"}, ":minus": {"N": "-1"}, ":size": {"N": str(size)}})
-        return expr, values
+        sk: str,
+        expr: str,
+        values: dict[str, Any],
+        condition: str | None = None,
+    ) -> dict[str, Any]:
+        """The request applying ``expr`` to item ``sk`` (only if ``condition`` holds), for
+        ``UpdateItem`` or, wrapped in ``{"Update": ...}``, for a transaction."""
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _key(export_id, sk),
+            "UpdateExpression": expr,
+            "ExpressionAttributeNames": _names(expr, condition or ""),
+            "ExpressionAttributeValues": values,
+        }
+        if condition is not None:
+            update["ConditionExpression"] = condition
+        return update
+
+    def _put_once(
+        self, export_id: str, sk: str, item: dict[str, Any], expires: dict[str, str]
+    ) -> dict[str, Any]:
+        """The request writing item ``sk`` unless it exists (``PutItem`` or, wrapped in
+        ``{"Put": ...}``, a transaction's)."""
+        return {
+            "TableName": self._table,
+            "Item": {**_key(export_id, sk), **item, "expires_at": expires},
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
 
     def record_page(
         self,
@@ -244,10 +260,10 @@ class ExportTracker:
         """
         if not isinstance(files, int):
             self._mark_listed(export_id, files)
-        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
+        expr, values = self._meta_update(bucket=bucket, prefix=prefix, tenant=tenant)
         # A newly listed page (re)opens the export: after a failure and a redrive of the
         # page that failed, it is listing again.
-        expr = expr.replace("#st = if_not_exists(#st, :listing)", "#st = :listing")
+        expr = expr.replace("#status = if_not_exists(#status, :listing)", "#status = :listing")
         expr = expr.replace("active = if_not_exists(active, :one)", "active = :one")
         expr += " REMOVE failure_reason"
         expr += " ADD pages_listed :one_n, files_expected :f, files_outstanding :f"
@@ -260,14 +276,13 @@ class ExportTracker:
         if is_last:
             expr = expr.replace("SET ", "SET listing_complete = :true, ", 1)
             values[":true"] = {"BOOL": True}
-        codes = self._record_codes(
-            export_id,
-            f"PAGE#{page:09d}",
-            item={"files": {"N": str(count)}},
-            expr=expr,
-            values=values,
+        page_item = self._put_once(
+            export_id, f"PAGE#{page:09d}", {"files": {"N": str(count)}}, values[":ttl"]
         )
-        return codes is None  # False: the page was counted before
+        reasons = self._transact(
+            [{"Put": page_item}, {"Update": self._update(export_id, "META", expr, values)}]
+        )
+        return reasons is None  # False: the page was counted before
 
     def _mark_listed(self, export_id: str, file_ids: Collection[str]) -> None:
         """Write each file id's ``LISTED#`` item unless it exists.
@@ -277,23 +292,17 @@ class ExportTracker:
         never replace an item that already carries the file's outcome -- the outcome
         would be counted again. ``BatchWriteItem`` cannot be conditional.
         """
-        expires = {"N": str(int(time.time()) + self._ttl)}
+        expires = {"N": str(int(time.time()) + _TTL_SECONDS)}
 
         def mark(file_id: str) -> None:
+            marker = {"counts_outcome": {"BOOL": True}}
             try:
                 call_aws(
                     self._db.put_item,
-                    TableName=self._table,
-                    Item={
-                        "pk": _pk(export_id),
-                        "sk": {"S": f"LISTED#{file_id}"},
-                        "counts_outcome": {"BOOL": True},
-                        "expires_at": expires,
-                    },
-                    ConditionExpression="attribute_not_exists(pk)",
+                    **self._put_once(export_id, f"LISTED#{file_id}", marker, expires),
                 )
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                if aws_error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 # Listed before (a re-run page): the item, and any outcome on it, stay.
 
@@ -361,76 +370,59 @@ class ExportTracker:
         release (no ``counts_outcome``) keeps its outcomes in ``FILE#`` items, and so
         does an export counted without ids (see the module docstring).
         """
-        expr, values = self._outcome_update(
-            export_id, outcome, size=size, bucket=bucket, prefix=prefix, tenant=tenant
+        expr, values = self._meta_update(bucket=bucket, prefix=prefix, tenant=tenant)
+        counter = "files_done" if outcome == "done" else "files_rejected"
+        expr += f" ADD {counter} :one_n, files_outstanding :minus, #bytes :size"
+        values.update({":one_n": {"N": "1"}, ":minus": {"N": "-1"}, ":size": {"N": str(size)}})
+        listed_sk = f"LISTED#{file_id}"
+        marker = self._update(
+            export_id,
+            listed_sk,
+            "SET outcome = :o, detail = :d, #size = :s",
+            {
+                ":o": {"S": outcome},
+                ":d": {"S": detail[:1000]},
+                ":s": {"N": str(size)},
+                ":yes": {"BOOL": True},
+            },
+            "counts_outcome = :yes AND attribute_not_exists(outcome)",
         )
-        marker = {
-            "Update": {
-                "TableName": self._table,
-                "Key": {"pk": _pk(export_id), "sk": {"S": f"LISTED#{file_id}"}},
-                "UpdateExpression": "SET outcome = :o, detail = :d, #size = :s",
-                "ConditionExpression": "counts_outcome = :yes AND attribute_not_exists(outcome)",
-                "ExpressionAttributeNames": {"#size": "size"},
-                "ExpressionAttributeValues": {
-                    ":o": {"S": outcome},
-                    ":d": {"S": detail[:1000]},
-                    ":s": {"N": str(size)},
-                    ":yes": {"BOOL": True},
-                },
-                # Tells "counted before" from "not listed" (or listed by an older
-                # release) without a read.
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        }
-
-        def meta(condition: str | None) -> dict[str, Any]:
-            given = values if condition is None else {**values, ":true": {"BOOL": True}}
-            return self._meta_write(export_id, expr, given, {"#bytes": "bytes"}, condition)
-
-        # Refused when this write would take the last outstanding file of a listed
-        # export: then, and only then, the caller has completion to do.
-        not_last = "NOT (listing_complete = :true AND files_outstanding <= :one_n)"
-        reasons = self._transact([marker, meta(not_last)])
-        if reasons is None:
-            return "counted"
-        found = self._marker_verdict(reasons)
-        if found is None:
-            # The marker took the outcome; only META's condition failed: the last file.
-            # Written again without that condition, the marker's keeps it to one count.
-            reasons = self._transact([marker, meta(None)])
-            if reasons is None:
-                return "last"
-            found = self._marker_verdict(reasons)
-            if found is None:
-                # DynamoDB gave no reasons: read the marker to know what happened.
-                found = self._read_marker(export_id, file_id)
+        # Tells "counted before" from "not listed" (or listed by an older release)
+        # without a read.
+        marker["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        written = self._count(export_id, [{"Update": marker}], expr, values)
+        if isinstance(written, str):
+            return written
+        # The marker refused the outcome; it says why (read, if DynamoDB gave no reasons).
+        found = _verdict(written.get("Item") if written else self._item(export_id, listed_sk))
         if found == "counted":
             return "already_counted"
         if found == "open":
             # Refused although it has no outcome: nothing is known; try again later.
             raise AwsTransientError("tracking table: a file's count was refused unexplained")
-        legacy = functools.partial(
-            self._count_file,
-            export_id,
-            file_id,
-            outcome,
-            size=size,
-            detail=detail,
-            bucket=bucket,
-            prefix=prefix,
-            tenant=tenant,
-        )
+
+        def count_in_file_item(*checks: dict[str, Any]) -> FileCount:
+            """The outcome as a ``FILE#`` item, kept to one count by that item."""
+            fields = {
+                "outcome": {"S": outcome},
+                "detail": {"S": detail[:1000]},
+                "size": {"N": str(size)},
+            }
+            item = self._put_once(export_id, f"FILE#{file_id}", fields, values[":ttl"])
+            written = self._count(export_id, [{"Put": item}, *checks], expr, values)
+            return written if isinstance(written, str) else "already_counted"
+
         if found == "legacy":
             # Listed by an older release: its outcomes are FILE# items, checked here.
             listed = {
                 "ConditionCheck": {
                     "TableName": self._table,
-                    "Key": {"pk": _pk(export_id), "sk": {"S": f"LISTED#{file_id}"}},
+                    "Key": _key(export_id, listed_sk),
                     "ConditionExpression": "attribute_exists(pk)",
                 }
             }
             try:
-                return legacy(checks=(listed,))
+                return count_in_file_item(listed)
             except _NotListed:
                 pass  # removed meanwhile (its TTL): treated as absent below
         state = self.get(export_id)
@@ -438,170 +430,54 @@ class ExportTracker:
             # Not this export's file (or no such export): counting it would drive the
             # export's outstanding count below zero or complete it early.
             return "not_listed"
-        return legacy(checks=())
+        return count_in_file_item()
 
-    @staticmethod
-    def _marker_verdict(reasons: list[dict[str, Any]]) -> str | None:
-        """What a cancelled count says of the file's ``LISTED#`` item.
+    def _count(
+        self, export_id: str, items: list[dict[str, Any]], expr: str, values: dict[str, Any]
+    ) -> FileCount | dict[str, Any] | None:
+        """Write ``items`` and apply ``expr`` (a file outcome) to META in one transaction.
 
-        ``None`` when the item took the outcome (only META's condition failed, or
-        DynamoDB gave no reasons); else ``"counted"`` (it carries an outcome),
-        ``"legacy"`` (written by an older release) or ``"absent"``.
-        """
-        if not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
-            return None
-        return _verdict(reasons[0].get("Item"))
+        The first item's own condition keeps the outcome to one count. The first write
+        is refused on META when it would take the last outstanding file of a listed
+        export; then, and only then, it is written again without that condition, and
+        the caller has completion to do.
 
-    def _read_marker(self, export_id: str, file_id: str) -> str:
-        item = call_aws(
-            self._db.get_item,
-            TableName=self._table,
-            Key={"pk": _pk(export_id), "sk": {"S": f"LISTED#{file_id}"}},
-            ConsistentRead=True,
-        ).get("Item")
-        return _verdict(item)
-
-    def _count_file(
-        self,
-        export_id: str,
-        file_id: str,
-        outcome: FileOutcome,
-        *,
-        size: int,
-        detail: str,
-        checks: tuple[dict[str, Any], ...],
-        bucket: str,
-        prefix: str,
-        tenant: str | None,
-    ) -> FileCount:
-        """One outcome, conditionally on not being the last (see the module docstring).
+        Returns:
+            ``"counted"``, or ``"last"`` for the second write; when the first item's
+            condition failed (counted before, or not listed), its cancellation reason;
+            ``None`` when the second write was refused and DynamoDB gave no reasons.
 
         Raises:
-            _NotListed: one of ``checks`` failed.
+            _NotListed: a condition check between the first item and META failed.
         """
-        expr, values = self._outcome_update(
-            export_id, outcome, size=size, bucket=bucket, prefix=prefix, tenant=tenant
-        )
-        item = {
-            "outcome": {"S": outcome},
-            "detail": {"S": detail[:1000]},
-            "size": {"N": str(size)},
-        }
-        record = functools.partial(
-            self._record_codes,
-            export_id,
-            f"FILE#{file_id}",
-            item=item,
-            expr=expr,
-            names={"#bytes": "bytes"},
-            checks=checks,
-        )
-        # Refused when this write would take the last outstanding file of a listed
-        # export: then, and only then, the caller has completion to do.
         not_last = "NOT (listing_complete = :true AND files_outstanding <= :one_n)"
-        codes = record(values={**values, ":true": {"BOOL": True}}, meta_condition=not_last)
-        if codes is None:
-            return "counted"
-        if codes and codes[0] == "ConditionalCheckFailed":
-            return "already_counted"
-        # The META condition failed (or DynamoDB gave no reasons): write it again
-        # without the condition; the FILE# marker still keeps it to one count.
-        codes = record(values=values, meta_condition=None)
-        return "last" if codes is None else "already_counted"
+        writes: list[tuple[FileCount, dict[str, Any], str | None]] = [
+            ("counted", {**values, ":true": {"BOOL": True}}, not_last),
+            ("last", values, None),
+        ]
+        for written, given, condition in writes:
+            meta = self._update(export_id, "META", expr, given, condition)
+            reasons = self._transact([*items, {"Update": meta}])
+            if reasons is None:
+                return written
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return reasons[0]
+            if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons[1:-1]):
+                raise _NotListed
+        return None
 
-    def _record_codes(
-        self,
-        export_id: str,
-        sk: str,
-        *,
-        item: dict[str, Any],
-        expr: str,
-        values: dict[str, Any],
-        names: dict[str, str] | None = None,
-        checks: tuple[dict[str, Any], ...] = (),
-        meta_condition: str | None = None,
-    ) -> list[str] | None:
-        """Write item ``sk`` once and apply ``expr`` to META in the same transaction.
-
-        ``checks`` (condition checks) go between the two writes; ``meta_condition`` is
-        an optional condition on META. Returns ``None`` when written, else the
-        cancellation codes per item (``[]`` when DynamoDB gave none): the first is
-        ``ConditionalCheckFailed`` when ``sk`` existed (counted before).
-
-        Raises:
-            _NotListed: one of ``checks`` failed.
-        """
-        return self._transact_codes(
-            [
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": {
-                            "pk": _pk(export_id),
-                            "sk": {"S": sk},
-                            **item,
-                            "expires_at": values[":ttl"],
-                        },
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
-                *checks,
-                self._meta_write(export_id, expr, values, names or {}, meta_condition),
-            ]
-        )
-
-    def _meta_write(
-        self,
-        export_id: str,
-        expr: str,
-        values: dict[str, Any],
-        names: dict[str, str],
-        condition: str | None,
-    ) -> dict[str, Any]:
-        """The transaction item applying ``expr`` to META (only if ``condition`` holds)."""
-        update: dict[str, Any] = {
-            "TableName": self._table,
-            "Key": {"pk": _pk(export_id), "sk": {"S": "META"}},
-            "UpdateExpression": expr,
-            "ExpressionAttributeNames": {**_names(values), **names},
-            "ExpressionAttributeValues": values,
-        }
-        if condition is not None:
-            update["ConditionExpression"] = condition
-        return {"Update": update}
-
-    def _transact_codes(
-        self, items: list[dict[str, Any]], *, attempts: int = 6
-    ) -> list[str] | None:
-        """Run the transaction; ``None`` when written, else the failed conditions' codes.
-
-        Raises:
-            _NotListed: a condition check between the first and last item failed (and
-                the first item's did not).
-        """
-        reasons = self._transact(items, attempts=attempts)
-        if reasons is None:
-            return None
-        codes = [str(r.get("Code", "None")) for r in reasons]
-        if codes and codes[0] == "ConditionalCheckFailed":
-            return codes  # already counted: a re-run page or a redelivered job
-        if "ConditionalCheckFailed" in codes[1:-1]:
-            raise _NotListed
-        return codes  # the condition on META ([] when DynamoDB gave no reasons)
-
-    def _transact(
-        self, items: list[dict[str, Any]], *, attempts: int = 6
-    ) -> list[dict[str, Any]] | None:
+    def _transact(self, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """Run the transaction; ``None`` when written, else its cancellation reasons
         (``[]`` when DynamoDB gave none) when a condition failed.
 
         Conflicts with another transaction on the same items are retried with backoff.
         """
-        for attempt in range(attempts):
+        for attempt in range(_TRANSACT_ATTEMPTS):
             try:
                 call_aws(self._db.transact_write_items, TransactItems=items)
+                return None
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                if aws_error_code(exc) != "TransactionCanceledException":
                     raise
                 raw: Any = exc.response.get("CancellationReasons", [])
                 reasons: list[dict[str, Any]] = [dict(r) for r in raw]
@@ -610,15 +486,20 @@ class ExportTracker:
                     return reasons
                 if not codes and "ConditionalCheckFailed" in str(exc):
                     return []
-                if "TransactionConflict" in codes and attempt + 1 < attempts:
-                    # Another transaction on the export's META item: back off and retry.
-                    time.sleep(random.uniform(0.05, 0.2) * 2**attempt)  # noqa: S311
-                    continue
-                if "TransactionConflict" in codes:
+                if "TransactionConflict" not in codes:
+                    raise
+                if attempt + 1 == _TRANSACT_ATTEMPTS:
                     raise AwsTransientError("tracking table: transaction kept conflicting") from exc
-                raise
-            return None
-        return None
+                # Another transaction on the export's META item: back off and retry.
+                time.sleep(random.uniform(0.05, 0.2) * 2**attempt)  # noqa: S311
+        return None  # not reached: the last attempt returns or raises
+
+    def _item(self, export_id: str, sk: str) -> dict[str, Any] | None:
+        """Item ``sk`` of the export (strongly consistent), or ``None``."""
+        item: dict[str, Any] | None = call_aws(
+            self._db.get_item, TableName=self._table, Key=_key(export_id, sk), ConsistentRead=True
+        ).get("Item")
+        return item
 
     def get(self, export_id: str, *, submitted: bool = False) -> ExportState | None:
         """The export's current state (strongly consistent), or ``None`` if unknown.
@@ -627,25 +508,11 @@ class ExportTracker:
         listed yet comes back with status :data:`SUBMITTED`, no counts, and its
         submission time as first and last activity.
         """
-        item = call_aws(
-            self._db.get_item,
-            TableName=self._table,
-            Key={"pk": _pk(export_id), "sk": {"S": "META"}},
-            ConsistentRead=True,
-        ).get("Item")
+        item = self._item(export_id, "META")
         if item:
             return ExportState.from_item(item)
-        if not submitted:
-            return None
-        request = call_aws(
-            self._db.get_item,
-            TableName=self._table,
-            Key={"pk": _pk(export_id), "sk": {"S": "REQUEST"}},
-            ConsistentRead=True,
-        ).get("Item")
-        if not request:
-            return None
-        return ExportState.from_item({**request, "status": {"S": SUBMITTED}})
+        request = self._item(export_id, "REQUEST") if submitted else None
+        return ExportState.from_item({**request, "status": {"S": SUBMITTED}}) if request else None
 
     def record_request(
         self, export_id: str, *, bucket: str, prefix: str, tenant: str | None = None
@@ -653,13 +520,12 @@ class ExportTracker:
         """Record that ``export_id`` was submitted (a re-submission updates the time)."""
         now = time.time()
         item: dict[str, Any] = {
-            "pk": _pk(export_id),
-            "sk": {"S": "REQUEST"},
+            **_key(export_id, "REQUEST"),
             "bucket": {"S": bucket},
             "prefix": {"S": prefix},
             "first_activity": {"N": f"{now:.3f}"},
             "last_activity": {"N": f"{now:.3f}"},
-            "expires_at": {"N": str(int(now) + self._ttl)},
+            "expires_at": {"N": str(int(now) + _TTL_SECONDS)},
         }
         if tenant:
             item["tenant"] = {"S": tenant}
@@ -702,70 +568,56 @@ class ExportTracker:
         """
         now = time.time()
         claim = f"{owner}#{uuid.uuid4().hex[:12]}"
+        values = {
+            ":me": {"S": claim},
+            ":now": {"N": f"{now:.3f}"},
+            ":true": {"BOOL": True},
+            ":zero": {"N": "0"},
+            ":listing": {"S": "listing"},
+            ":stale": {"N": f"{now - stale_after:.3f}"},
+        }
+        condition = (
+            "listing_complete = :true AND files_outstanding = :zero AND "
+            "#status = :listing AND (attribute_not_exists(claimed_at) OR "
+            "claimed_at < :stale OR claimed_by = :me)"
+        )
+        expr = "SET claimed_by = :me, claimed_at = :now"
         try:
             call_aws(
-                self._db.update_item,
-                TableName=self._table,
-                Key={"pk": _pk(export_id), "sk": {"S": "META"}},
-                UpdateExpression="SET claimed_by = :me, claimed_at = :now",
-                ConditionExpression=(
-                    "listing_complete = :true AND files_outstanding = :zero AND "
-                    "#st = :listing AND (attribute_not_exists(claimed_at) OR "
-                    "claimed_at < :stale OR claimed_by = :me)"
-                ),
-                ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={
-                    ":me": {"S": claim},
-                    ":now": {"N": f"{now:.3f}"},
-                    ":true": {"BOOL": True},
-                    ":zero": {"N": "0"},
-                    ":listing": {"S": "listing"},
-                    ":stale": {"N": f"{now - stale_after:.3f}"},
-                },
+                self._db.update_item, **self._update(export_id, "META", expr, values, condition)
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if aws_error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
 
     def mark_completed(self, export_id: str, *, status: str, manifest_key: str) -> None:
         """Record the export as finished and take it off the active index."""
-        call_aws(
-            self._db.update_item,
-            TableName=self._table,
-            Key={"pk": _pk(export_id), "sk": {"S": "META"}},
-            UpdateExpression=(
-                "SET #st = :status, manifest_key = :m, completed_at = :now, last_activity = :now "
-                "REMOVE active"
-            ),
-            ExpressionAttributeNames={"#st": "status"},
-            ExpressionAttributeValues={
-                ":status": {"S": status},
-                ":m": {"S": manifest_key},
-                ":now": {"N": f"{time.time():.3f}"},
-            },
+        expr = (
+            "SET #status = :status, manifest_key = :m, completed_at = :now, "
+            "last_activity = :now REMOVE active"
         )
+        values = {
+            ":status": {"S": status},
+            ":m": {"S": manifest_key},
+            ":now": {"N": f"{time.time():.3f}"},
+        }
+        call_aws(self._db.update_item, **self._update(export_id, "META", expr, values))
 
     def mark_failed(
         self, export_id: str, reason: str, *, bucket: str, prefix: str, tenant: str | None = None
     ) -> None:
         """Record an export-level failure (export failed/expired upstream, auth refused)."""
-        expr, values = self._meta_update(export_id, bucket=bucket, prefix=prefix, tenant=tenant)
-        expr = expr.replace("#st = if_not_exists(#st, :listing)", "#st = :failed")
+        expr, values = self._meta_update(bucket=bucket, prefix=prefix, tenant=tenant)
+        expr = expr.replace("#status = if_not_exists(#status, :listing)", "#status = :failed")
         expr = expr.replace(", active = if_not_exists(active, :one)", "")
         values.pop(":one")
         values.pop(":listing")
         values[":failed"] = {"S": "failed"}
         values[":reason"] = {"S": reason[:1000]}
-        call_aws(
-            self._db.update_item,
-            TableName=self._table,
-            Key={"pk": _pk(export_id), "sk": {"S": "META"}},
-            UpdateExpression=expr + ", failure_reason = :reason REMOVE active",
-            ExpressionAttributeNames=_names(values),
-            ExpressionAttributeValues=values,
-        )
+        expr += ", failure_reason = :reason REMOVE active"
+        call_aws(self._db.update_item, **self._update(export_id, "META", expr, values))
 
     def stalled(self, stall_seconds: float, *, now: float | None = None) -> list[ExportState]:
         """Active exports with no activity for ``stall_seconds`` (sparse-index query)."""

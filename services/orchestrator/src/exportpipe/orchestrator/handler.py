@@ -79,6 +79,7 @@ from exportpipe.common.schemas import (
     encode,
     is_valid_id,
     job_id_for,
+    validation_problems,
 )
 from exportpipe.common.sqs import JobContext
 from exportpipe.common.tenancy import message_group_id
@@ -195,21 +196,19 @@ class PageHandler:
             self._handle(ctx)
         except ExportPipeError as exc:
             self._metrics.add("Failures", reason=exc.reason)
-            if isinstance(exc, PermanentError) and not isinstance(exc, MessageError):
-                self._mark_failed(ctx.body, exc)
+            # An export-level permanent failure marks the export failed; a bad message
+            # names no export to mark.
+            permanent = isinstance(exc, PermanentError) and not isinstance(exc, MessageError)
+            if permanent and self._tracking is not None:
+                request = decode(ctx.body, ExportRequested)
+                self._tracking.tracker.mark_failed(
+                    request.export_id,
+                    f"{exc.reason}: {redact_text(exc.message)}",
+                    bucket=self._settings.bucket,
+                    prefix=self._destination(request).prefix,
+                    tenant=request.tenant,
+                )
             raise
-
-    def _mark_failed(self, body: str, exc: PermanentError) -> None:
-        if self._tracking is None:
-            return
-        request = decode(body, ExportRequested)
-        self._tracking.tracker.mark_failed(
-            request.export_id,
-            f"{exc.reason}: {redact_text(exc.message)}",
-            bucket=self._settings.bucket,
-            prefix=self._destination(request).prefix,
-            tenant=request.tenant,
-        )
 
     # ---------------------------------------------------------------- steps
 
@@ -417,11 +416,7 @@ class PageHandler:
                 tenant=request.tenant,
             )
         except ValidationError as exc:
-            # Only locations and messages: pydantic's full text echoes the input values.
-            fields = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
-                for err in exc.errors()[:5]
-            )
+            fields = validation_problems(exc, whole="entry")
             raise UpstreamRejected(f"{where}: {fields}", reason="invalid_listing_entry") from None
 
     def _recheck_later(self, request: ExportRequested, status: str | None) -> None:

@@ -25,6 +25,7 @@ Transport rules, and why:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from functools import partial
@@ -142,12 +143,10 @@ class HttpExportSource(ExportSource):
         status, body = self._call(path, query)
         if status == 409:
             state = None
-            try:
+            with contextlib.suppress(orjson.JSONDecodeError):  # its body (and status) is optional
                 parsed = orjson.loads(body)
                 if isinstance(parsed, dict) and isinstance(parsed.get("status"), str):
                     state = parsed["status"]
-            except orjson.JSONDecodeError:
-                pass
             raise ExportNotReady(f"GET {path}: 409, export not ready", status=state)
         if status != 200:
             self._reject(status, path)

@@ -174,9 +174,7 @@ def create_source(settings: OrchestratorSettings) -> ExportSource:
     with _registry_lock:
         factory = _registry.get(name)
     if factory is None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
-            factory = ep.load()
-            break
+        factory = next((ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP, name=name)), None)
     if factory is None:
         raise UnknownSource(
             f"EXPORTPIPE_EXPORT_SOURCE={name!r} is not a known export source; "

@@ -22,7 +22,7 @@ from exportpipe.tools.planner.policies import (
     percent_change,
 )
 from exportpipe.tools.planner.prices import PRICE_SOURCES, PriceTable
-from exportpipe.tools.planner.report import PlanReport, PolicyReport, build_report, format_report
+from exportpipe.tools.planner.report import PlanReport, PolicyReport, format_report, policy_report
 from exportpipe.tools.planner.simulator import ScalingAction, WorkerRun, simulate_workers
 from exportpipe.tools.planner.workload import EventStream, TraceError, generate_day, load_trace
 
@@ -50,13 +50,13 @@ __all__ = [
     "TraceError",
     "WorkerRun",
     "Workload",
-    "build_report",
     "default_policies",
     "format_report",
     "generate_day",
     "load_trace",
     "main",
     "percent_change",
+    "policy_report",
     "run_plan",
     "simulate_fanout",
     "simulate_workers",

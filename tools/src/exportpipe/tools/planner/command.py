@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -129,13 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         workload = Workload(
-            arrivals=ArrivalCurve(
-                events_per_day=args.events_per_day,
-                peak_factor=args.peak_factor,
-                peak_hour=args.peak_hour,
-                peak_width_hours=args.peak_width_hours,
-                diurnal_amplitude=args.diurnal_amplitude,
-            ),
+            # Each of the curve's fields has an option of its own name.
+            arrivals=ArrivalCurve(**{f.name: getattr(args, f.name) for f in fields(ArrivalCurve)}),
             files_per_export=args.files_per_export,
             files_per_page=args.files_per_page,
             page_seconds=args.page_seconds,

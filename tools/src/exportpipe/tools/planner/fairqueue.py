@@ -186,10 +186,6 @@ class TenantQueue:
 
     # -- the rules --------------------------------------------------------------
 
-    def in_flight(self, tenant: str) -> int:
-        """Messages of ``tenant`` in flight."""
-        return self._in_flight.get(tenant, 0)
-
     def processing_share(self, tenant: str, now: float) -> float:
         """``tenant``'s share of recent processing time (0..1)."""
         mine = self._advance(tenant, now)

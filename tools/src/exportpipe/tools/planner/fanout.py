@@ -1,15 +1,8 @@
 """The orchestrator stage: SQS 1 export events -> Export API pages -> jobs on SQS 2.
 
-The orchestrator long-polls SQS 1 and walks the Export API one page per message: it
-sends the page's download jobs to SQS 2 in ``SendMessageBatch`` calls of 10 and, if
-there is another page, a continuation message back to SQS 1. Each task runs
-``concurrency`` pages at once; every page takes ``Workload.page_seconds``.
-
-Scaling follows :mod:`exportpipe.common.sizing` as the CDK stack deploys it: one task
-more after one metric period with at least ``orchestrator_scale_out_backlog`` visible
-SQS 1 messages, one task less after ``orchestrator_scale_in_evaluation_periods`` periods
-with SQS 1 empty, with the worker's metric period, metric delay, cooldowns and task
-start-up time.
+The model (one page per message, batches of 10, a continuation per further page, and
+the orchestrator's scaling rules) is docs/planner.md, *The model*, step 1; scaling runs
+on the worker's metric period, metric delay, cooldowns and task start-up time.
 
 Request counting (per measured window): one send per export event (its producer) and
 per continuation; one receive, one delete per page; one empty long poll per

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from exportpipe.common.sizing import DEFAULT_DEPLOYMENT, Deployment
-from exportpipe.tools.planner.config import RunOptions, Workload
+from exportpipe.tools.planner.config import DAY_SECONDS, RunOptions, Workload
 from exportpipe.tools.planner.fanout import simulate_fanout
 from exportpipe.tools.planner.policies import (
     ConfiguredPolicy,
@@ -18,8 +19,14 @@ from exportpipe.tools.planner.policies import (
     ScalingPolicy,
     ScheduledFleet,
 )
-from exportpipe.tools.planner.prices import PriceTable
-from exportpipe.tools.planner.report import LoadSummary, PlanReport, build_report, offered_load
+from exportpipe.tools.planner.prices import PRICE_SOURCES, PriceTable
+from exportpipe.tools.planner.report import (
+    LoadSummary,
+    PlanReport,
+    analysis_check,
+    offered_load,
+    policy_report,
+)
 from exportpipe.tools.planner.simulator import simulate_workers
 from exportpipe.tools.planner.workload import generate_day, load_trace
 
@@ -97,8 +104,9 @@ def run_plan(
         fixed_tasks=fixed_tasks,
         keys=policy_keys,
     )
-    runs = [
-        (
+    per_day = DAY_SECONDS / stream.window_seconds
+    reports = [
+        policy_report(
             simulate_workers(
                 fanout.job_times,
                 fanout.job_durations,
@@ -109,19 +117,26 @@ def run_plan(
                 seed=options.seed,
                 drain_seconds=options.drain_seconds,
             ),
-            policy.description,
+            description=policy.description,
+            fanout=fanout,
+            deployment=deployment,
+            prices=prices,
+            per_day=per_day,
         )
         for policy in policies
     ]
-    return build_report(
+    return PlanReport(
         seed=options.seed,
         source=f"trace {trace}" if trace is not None else "generated day",
-        stream=stream,
-        fanout=fanout,
-        runs=runs,
-        deployment=deployment,
-        workload=workload,
-        prices=prices,
+        window_hours=stream.window_seconds / 3600.0,
+        workload=asdict(workload),
+        deployment=asdict(deployment),
+        prices=asdict(prices),
+        price_sources=dict(PRICE_SOURCES),
+        load=load,
+        policies=reports,
+        analysis=analysis_check(prices, deployment.worker_jobs_per_task),
+        orchestrator_max_backlog=fanout.max_backlog,
         generate_seconds=generated - began,
         fanout_seconds=fanned - generated,
     )

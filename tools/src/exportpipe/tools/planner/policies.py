@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from exportpipe.common.sizing import Deployment, ScalingStep, WorkerScaling
 
@@ -63,7 +63,6 @@ class Controller(Protocol):
 
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
         """Return the desired task count after this metric period."""
-        ...
 
 
 class ScalingPolicy(Protocol):
@@ -72,25 +71,20 @@ class ScalingPolicy(Protocol):
     @property
     def name(self) -> str:
         """Short column name for the report."""
-        ...
 
     @property
     def description(self) -> str:
         """One line saying what the policy does."""
-        ...
 
     @property
     def protect_busy(self) -> bool:
         """Whether busy workers hold ECS task scale-in protection."""
-        ...
 
     def initial_tasks(self, start: float) -> int:
         """Tasks already running when the simulation starts."""
-        ...
 
     def controller(self) -> Controller:
         """A fresh controller for one run."""
-        ...
 
 
 def percent_change(capacity: int, percent: float, min_magnitude: int = 0) -> int:
@@ -120,10 +114,6 @@ def _available(samples: Sequence[MetricSample], lag: int, count: int) -> list[Me
     if end <= 0:
         return []
     return list(samples[max(0, end - count) : end])
-
-
-def _lag(period: int, delay: int) -> int:
-    return math.ceil(delay / period)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,7 +156,7 @@ class _ConfiguredController:
         self.min = deployment.worker.min_tasks
         self.max = deployment.worker.max_tasks
         self.jobs_per_task = deployment.worker_jobs_per_task
-        self.lag = _lag(self.s.metric_period_seconds, self.s.metric_delay_seconds)
+        self.lag = math.ceil(self.s.metric_delay_seconds / self.s.metric_period_seconds)
         self.last_out = -math.inf
         self.cooldown_base = 0
         self.cooldown_change = 0
@@ -273,23 +263,24 @@ class CpuTargetPolicy:
         return _CpuController(self)
 
 
-class _AlarmController:
+_P = TypeVar("_P", "CpuTargetPolicy", "QueueDepthPolicy")
+
+
+class _AlarmController(Generic[_P]):
     """State shared by the comparison policies: bounds, metric lag, cooldown clocks."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, policy: _P) -> None:
+        self.p: _P = policy
+        deployment = policy.deployment
         self.min = max(1, deployment.worker.min_tasks)
         self.max = deployment.worker.max_tasks
         s = deployment.worker_scaling
-        self.lag = _lag(s.metric_period_seconds, s.metric_delay_seconds)
+        self.lag = math.ceil(s.metric_delay_seconds / s.metric_period_seconds)
         self.last_out = -math.inf
         self.last_in = -math.inf
 
 
-class _CpuController(_AlarmController):
-    def __init__(self, policy: CpuTargetPolicy) -> None:
-        super().__init__(policy.deployment)
-        self.p = policy
-
+class _CpuController(_AlarmController[CpuTargetPolicy]):
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
         target = self.p.target_percent / 100.0
         high = _available(samples, self.lag, self.p.out_periods)
@@ -355,11 +346,7 @@ class QueueDepthPolicy:
         return _QueueDepthController(self)
 
 
-class _QueueDepthController(_AlarmController):
-    def __init__(self, policy: QueueDepthPolicy) -> None:
-        super().__init__(policy.deployment)
-        self.p = policy
-
+class _QueueDepthController(_AlarmController[QueueDepthPolicy]):
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
         p = self.p
         high = _available(samples, self.lag, p.out_periods)
@@ -387,16 +374,28 @@ def _clock(hour: float) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-class _Constant:
-    def __init__(self, schedule: ScheduledFleet | FixedFleet) -> None:
-        self.schedule = schedule
+class _Schedule:
+    """A fleet set by the clock alone: stateless, so it is its own controller."""
+
+    def tasks_at(self, now: float) -> int:
+        """Tasks wanted at ``now`` (seconds)."""
+        raise NotImplementedError
+
+    def initial_tasks(self, start: float) -> int:
+        """What the fleet wants at the start."""
+        return self.tasks_at(start)
+
+    def controller(self) -> Controller:
+        """Itself: nothing to reset between runs."""
+        return self
 
     def decide(self, now: float, samples: Sequence[MetricSample], desired: int) -> int:
-        return self.schedule.tasks_at(now)
+        """What the clock says, whatever the metrics."""
+        return self.tasks_at(now)
 
 
 @dataclass(frozen=True, kw_only=True)
-class FixedFleet:
+class FixedFleet(_Schedule):
     """A constant number of worker tasks all day; no autoscaling."""
 
     tasks: int
@@ -412,17 +411,9 @@ class FixedFleet:
         """Always the same."""
         return self.tasks
 
-    def initial_tasks(self, start: float) -> int:
-        """All of them, from the start."""
-        return self.tasks
-
-    def controller(self) -> Controller:
-        """Returns the constant."""
-        return _Constant(self)
-
 
 @dataclass(frozen=True, kw_only=True)
-class ScheduledFleet:
+class ScheduledFleet(_Schedule):
     """Worker tasks on a daily schedule of ``(start_hour, hours, tasks)`` windows.
 
     Windows add up where they overlap. At a window's end its tasks are stopped whether
@@ -451,14 +442,6 @@ class ScheduledFleet:
             if (hour - start) % 24.0 < hours:
                 total += n
         return total
-
-    def initial_tasks(self, start: float) -> int:
-        """What the schedule wants at the start."""
-        return self.tasks_at(start)
-
-    def controller(self) -> Controller:
-        """Follows the schedule."""
-        return _Constant(self)
 
     @classmethod
     def analysis(cls, peak_hour: float) -> ScheduledFleet:

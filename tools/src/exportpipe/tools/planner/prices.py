@@ -145,11 +145,10 @@ class PriceTable:
 
     def task_hour(self, sizing: ServiceSizing, *, spot: bool = False) -> float:
         """Dollars for one task of ``sizing`` running one hour (on Spot if ``spot``)."""
-        extra_storage = max(0, sizing.ephemeral_storage_gib - FREE_EPHEMERAL_GIB)
         on_demand = (
             sizing.vcpu * self.vcpu_hour
             + sizing.memory_gib * self.gb_hour
-            + extra_storage * self.storage_gb_hour
+            + self.storage_hour(sizing)
         )
         return on_demand * (1.0 - self.spot_discount) if spot else on_demand
 

@@ -1,6 +1,6 @@
 """Turn simulation runs into the planner's report: costs, waits, requests, checks.
 
-:func:`build_report` prices each policy's run with a :class:`PriceTable`;
+:func:`policy_report` prices a policy's run with a :class:`PriceTable`;
 :func:`format_report` renders the side-by-side text table; :meth:`PlanReport.to_json`
 gives the same figures for machines.
 """
@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from exportpipe.common.sizing import Deployment, ServiceSizing
-from exportpipe.tools.planner.config import DAY_SECONDS, Workload
 from exportpipe.tools.planner.fanout import FanoutResult
-from exportpipe.tools.planner.prices import PRICE_SOURCES, PriceTable
+from exportpipe.tools.planner.prices import PriceTable
 from exportpipe.tools.planner.simulator import WorkerRun
 from exportpipe.tools.planner.workload import EventStream
 
@@ -27,9 +26,9 @@ __all__ = [
     "PlanReport",
     "PolicyReport",
     "analysis_check",
-    "build_report",
     "format_report",
     "offered_load",
+    "policy_report",
 ]
 
 ANALYSIS_CLAIMS = {
@@ -109,7 +108,7 @@ class PolicyReport:
     sim_events: int
     sim_seconds: float
     series: dict[str, list[float]] = field(repr=False)
-    # job-hours lost to releases by cause (spot, scale-in): (without, with resume)
+    # job-hours lost to releases by cause (spot, drain): (without, with resume)
     lost_job_hours: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -170,11 +169,7 @@ def offered_load(stream: EventStream, fanout: FanoutResult, deployment: Deployme
             slot_seconds[k] = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0, None).sum()
         peak = float(slot_seconds.max()) / 3600.0
     worker = deployment.worker
-    pct = (
-        tuple(float(x) for x in np.percentile(durations, [50, 90, 99, 100]))
-        if durations.size
-        else (0.0, 0.0, 0.0, 0.0)
-    )
+    pct = np.percentile(durations, [50, 90, 99, 100]) if durations.size else np.zeros(4)
     return LoadSummary(
         events=events,
         jobs=int(mask.sum()),
@@ -184,7 +179,7 @@ def offered_load(stream: EventStream, fanout: FanoutResult, deployment: Deployme
         peak_tasks_needed=math.ceil(peak / deployment.worker_jobs_per_task),
         slots_at_max=worker.max_tasks * deployment.worker_jobs_per_task,
         jobs_per_task=deployment.worker_jobs_per_task,
-        duration_percentiles=(pct[0], pct[1], pct[2], pct[3]),
+        duration_percentiles=(float(pct[0]), float(pct[1]), float(pct[2]), float(pct[3])),
     )
 
 
@@ -211,7 +206,7 @@ def analysis_check(prices: PriceTable, concurrency: int) -> AnalysisCheck:
     )
 
 
-def _policy_report(
+def policy_report(
     run: WorkerRun,
     *,
     description: str,
@@ -220,6 +215,7 @@ def _policy_report(
     prices: PriceTable,
     per_day: float,
 ) -> PolicyReport:
+    """``run``'s figures, its costs at ``prices`` scaled by ``per_day`` to a day."""
     spot_h = run.spot_task_seconds / 3600.0
     od_h = run.on_demand_task_seconds / 3600.0
     orch_h = fanout.task_seconds / 3600.0
@@ -311,48 +307,6 @@ def _policy_report(
     )
 
 
-def build_report(
-    *,
-    seed: int,
-    source: str = "generated day",
-    stream: EventStream,
-    fanout: FanoutResult,
-    runs: list[tuple[WorkerRun, str]],
-    deployment: Deployment,
-    workload: Workload,
-    prices: PriceTable,
-    generate_seconds: float = 0.0,
-    fanout_seconds: float = 0.0,
-) -> PlanReport:
-    """Price every ``(run, description)`` and gather the report."""
-    per_day = DAY_SECONDS / stream.window_seconds
-    return PlanReport(
-        seed=seed,
-        source=source,
-        window_hours=stream.window_seconds / 3600.0,
-        workload=asdict(workload),
-        deployment=asdict(deployment),
-        prices=asdict(prices),
-        price_sources=dict(PRICE_SOURCES),
-        load=offered_load(stream, fanout, deployment),
-        policies=[
-            _policy_report(
-                run,
-                description=desc,
-                fanout=fanout,
-                deployment=deployment,
-                prices=prices,
-                per_day=per_day,
-            )
-            for run, desc in runs
-        ],
-        analysis=analysis_check(prices, deployment.worker_jobs_per_task),
-        orchestrator_max_backlog=fanout.max_backlog,
-        generate_seconds=generate_seconds,
-        fanout_seconds=fanout_seconds,
-    )
-
-
 def fmt_duration(seconds: float) -> str:
     """``0 s``, ``42 s``, ``17 min``, ``3.4 h``."""
     if seconds < 90:
@@ -408,11 +362,9 @@ def format_report(report: PlanReport) -> str:
     """The text report: workload, offered load, side-by-side policies, analysis check."""
     wl = report.workload
     arr = wl["arrivals"]
-    dur = wl["durations"]
     load = report.load
-    dep = report.deployment
-    worker = dep["worker"]
-    p50, p90, p99, pmax = load.duration_percentiles
+    worker = report.deployment["worker"]
+    spread = "p50 {}, p90 {}, p99 {}, max {}".format(*map(fmt_duration, load.duration_percentiles))
     days = report.window_hours / 24.0
     span = "day" if abs(days - 1.0) < 1e-9 else f"{report.window_hours:g} h window"
     lines = [f"exportpipe plan (seed {report.seed}) - one simulated {span}, costs per day", ""]
@@ -421,14 +373,12 @@ def format_report(report: PlanReport) -> str:
             f"workload: {load.events:,} export events, peak {arr['peak_factor']:g}x mean at "
             f"{arr['peak_hour']:g}:00 UTC (FWHM {arr['peak_width_hours']:g} h); "
             f"{wl['files_per_export']:g} files/export -> {load.jobs:,} jobs",
-            f"  durations {dur['kind']}: p50 {fmt_duration(p50)}, p90 {fmt_duration(p90)}, "
-            f"p99 {fmt_duration(p99)}, max {fmt_duration(pmax)}",
+            f"  durations {wl['durations']['kind']}: {spread}",
         ]
     else:
         lines += [
             f"workload: {report.source}: {load.events:,} export events -> {load.jobs:,} jobs",
-            f"  durations: p50 {fmt_duration(p50)}, p90 {fmt_duration(p90)}, "
-            f"p99 {fmt_duration(p99)}, max {fmt_duration(pmax)}",
+            f"  durations: {spread}",
         ]
     lines += [
         f"  Spot reclaims {wl['spot_interruptions_per_hour']:g}/Spot task-hour; offered load "

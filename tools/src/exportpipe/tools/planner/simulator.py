@@ -138,31 +138,17 @@ class WorkerRun:
     wall_seconds: float = 0.0
 
 
+@dataclass(slots=True, eq=False)  # eq=False: tasks are sets' and lists' members by identity
 class _Task:
-    __slots__ = (
-        "busy",
-        "cause",
-        "jobs",
-        "kept",
-        "old",
-        "queued",
-        "ready",
-        "spot",
-        "stopped",
-        "stopping",
-    )
-
-    def __init__(self, spot: bool) -> None:
-        self.spot = spot
-        self.kept = False  # draining, still counted by the service until it exits
-        self.old = False  # of a deployment being replaced
-        self.cause = ""
-        self.ready = False
-        self.stopping = False
-        self.stopped = False
-        self.busy = 0
-        self.queued = False
-        self.jobs: dict[int, float] = {}  # job -> start of the current attempt
+    spot: bool
+    kept: bool = False  # draining, still counted by the service until it exits
+    old: bool = False  # of a deployment being replaced
+    cause: str = ""
+    ready: bool = False
+    stopping: bool = False
+    busy: int = 0
+    queued: bool = False
+    jobs: dict[int, float] = field(default_factory=dict)  # job -> start of the current attempt
 
 
 class _Sim:
@@ -211,7 +197,6 @@ class _Sim:
         self.start = start if start is not None else math.floor(first / self.period) * self.period
         # Simulation draws, not secrets: seeded for reproducible reports.
         self.rng = random.Random(seed)  # noqa: S311
-        self.initial_tasks = initial_tasks
         self.run = WorkerRun(policy=policy.name)
         if drain_after_seconds is None:
             drain_after_seconds = scaling.drain_after_minutes * 60.0
@@ -239,7 +224,7 @@ class _Sim:
         self.busy_total = 0
         self.n_free = 0
         self.n_busy_tasks = 0
-        self.desired = 0
+        self.desired = policy.initial_tasks(self.start) if initial_tasks is None else initial_tasks
         self.terminal = 0
         self.visible_since = [0.0] * self.n
         self.wait = [0.0] * self.n
@@ -478,15 +463,14 @@ class _Sim:
         if not self.old_tasks:
             self.run.deployment_seconds = 0.0
 
-    def finish_stop(self, task: _Task, t: float | None = None) -> None:
-        task.stopped = True
+    def finish_stop(self, task: _Task, t: float) -> None:
         if task.kept:
             self.active -= 1
             if not task.spot:
                 self.active_od -= 1
         if task.old:
             self.old_tasks.discard(task)
-            if not self.old_tasks and self.deploy_at is not None and t is not None:
+            if not self.old_tasks and self.deploy_at is not None:
                 self.run.deployment_seconds = t - self.deploy_at
         if task.spot:
             self.billed_spot -= 1
@@ -575,11 +559,6 @@ class _Sim:
             *(("noisy",) if self.fair else ()),
         ):
             self.run.series[key] = []
-        self.desired = (
-            self.initial_tasks
-            if self.initial_tasks is not None
-            else self.policy.initial_tasks(self.start)
-        )
         for _ in range(self.desired):
             self.launch(self.start, ready_now=True)
         if self.deploy_at is not None:

@@ -1,13 +1,7 @@
 """Export events for the simulation: a generated day, or a trace read from a CSV file.
 
-A trace is a CSV file with a header row and one export event per line:
-
-``time_s``
-    seconds from the start of the measured window (required);
-``files``
-    download jobs the export yields (optional; drawn from the workload if absent);
-``duration_s``
-    how long each of that event's jobs runs (optional; drawn if absent).
+A trace's columns (``time_s``, optional ``files`` and ``duration_s``) are docs/planner.md,
+*Traces*.
 """
 
 from __future__ import annotations

@@ -167,11 +167,8 @@ def _tar(members: list[tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, data in members:
-            info = tarfile.TarInfo(name)
+            info = tarfile.TarInfo(name)  # its defaults: mtime 0, mode 0o644, no owner
             info.size = len(data)
-            info.mtime = 0
-            info.mode = 0o644
-            info.uname = info.gname = ""
             tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -205,7 +202,7 @@ def _bomb(spec: FileSpec, stem: str) -> bytes:
     comp = zlib.compressobj(9, zlib.DEFLATED, 31)
     if compression == "tar.gz":
         header = tarfile.TarInfo(f"{stem}/0.jsonl")
-        header.size, header.mtime, header.mode = total, 0, 0o644
+        header.size = total  # as _tar: TarInfo's fixed defaults for the rest
         head = header.tobuf(format=tarfile.PAX_FORMAT)
         pad = b"\0" * ((512 - total % 512) % 512) + b"\0" * 1024
         parts = [comp.compress(head), *(comp.compress(c) for c in _zero_stream(total))]
@@ -232,18 +229,11 @@ def build(spec: FileSpec, *, export_id: str = "") -> FileContent:
     tag = f"{export_id}/{spec.file_id}"
     stem = _stem(spec.name, info.suffix)
     bad = spec.corrupt == "bad_record"
-
+    members: list[tuple[str, bytes]] | None = None  # a bomb's are too large to hold
     if spec.corrupt == "bomb":
         raw = _bomb(spec, stem)
-        return FileContent(
-            raw=raw,
-            listed_sha256=hashlib.sha256(raw).hexdigest(),
-            listed_size=len(raw),
-            members=None,
-        )
-
-    ext = "jsonl" if info.format == "jsonl" else "csv"
-    if info.archive:
+    elif info.archive:
+        ext = "jsonl" if info.format == "jsonl" else "csv"
         per = max(1, spec.size_bytes // spec.members)
         members = [
             (
@@ -280,7 +270,7 @@ def build(spec: FileSpec, *, export_id: str = "") -> FileContent:
         raw=raw,
         listed_sha256=listed_sha,
         listed_size=listed_size,
-        members=tuple(members),
+        members=None if members is None else tuple(members),
     )
 
 

@@ -1,22 +1,10 @@
 """The Export API simulator: reference contract v1 over real HTTP, plus the file bytes.
 
-Routes (all JSON; API routes need ``Authorization: Bearer <token>`` when a token is set):
-
-* ``GET /v1/exports/{export_id}`` -> ``{"export_id", "status", "file_count"}``.
-* ``GET /v1/exports/{export_id}/files?cursor=&limit=`` -> ``{"files", "next_cursor"}``;
-  409 while the export is not ready (and for a failed or expired export).
-* ``GET|HEAD /files/{export_id}/{file_id}/{name}?sig=...`` -> the file's bytes. Like a
-  presigned URL it needs no bearer token, only the signature in its query string, and
-  it honours ``Range`` (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) and ``If-Range``, so a
-  downloader can resume.
-* ``/_sim/...`` control routes for tests in another process: ``POST /_sim/exports``
-  (an :class:`ExportSpec`), ``POST /_sim/faults`` (a :class:`Fault` or a list),
-  ``GET /_sim/requests`` (the request log), ``GET /_sim/health``.
-
-Use it in-process::
-
-    with SimulatorServer([ExportSpec.mixed("exp-1", 40)], token="t") as sim:
-        client.get(f"{sim.url}/v1/exports/exp-1")
+Routes: the contract's ``GET /v1/exports/{export_id}`` and ``.../files`` (bearer token),
+the file bytes at ``GET|HEAD /files/{export_id}/{file_id}/{name}?sig=...`` (signature
+only, like a presigned URL; ``Range`` and ``If-Range`` honoured) and ``/_sim/...``
+control routes for tests in other processes. docs/export-api.md describes each
+(*Endpoints*; *The simulator*, which also shows it used in-process).
 """
 
 from __future__ import annotations
@@ -45,14 +33,14 @@ from exportpipe.tools.simulator.spec import ExportSpec, Fault, FileSpec
 
 __all__ = ["DEFAULT_TOKEN", "RequestRecord", "SimulatorServer"]
 
-_STATUS_RE = re.compile(r"^/v1/exports/([^/]+)$")
-_LISTING_RE = re.compile(r"^/v1/exports/([^/]+)/files$")
+_EXPORT_RE = re.compile(r"^/v1/exports/([^/]+)(/files)?$")  # status, or with /files listing
 _FILE_RE = re.compile(r"^/files/([^/]+)/([^/]+)/([^/]+)$")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _MAX_LIMIT = 100_000
 DEFAULT_TOKEN = "simulator-token"  # noqa: S105 - a local test server's well-known token
 _WRITE_CHUNK = 64 * 1024
 _FAULTS = TypeAdapter(Fault | list[Fault])
+_SECRET = b"exportpipe-simulator"  # signs cursors and file URLs; fixed: URLs are deterministic
 
 
 @dataclass(frozen=True)
@@ -96,8 +84,6 @@ class SimulatorServer:
         files_base_url: base of the file URLs in listings (default: this server's own
             URL); pointing it at another name for this host (``http://localhost:PORT``)
             makes the files look like they live on another host.
-        cache_bytes: memory budget for built file content.
-        secret: signs cursors and file URLs (fixed default keeps URLs deterministic).
     """
 
     def __init__(
@@ -108,16 +94,13 @@ class SimulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         files_base_url: str | None = None,
-        cache_bytes: int = 256 * 2**20,
-        secret: bytes = b"exportpipe-simulator",
     ) -> None:
         self.token = token
-        self._secret = secret
         self._lock = threading.Lock()
         self._exports: dict[str, _ExportState] = {}
         self._faults: list[list[Any]] = []  # [fault, remaining]
         self._log: deque[RequestRecord] = deque(maxlen=200_000)
-        self.cache = ContentCache(cache_bytes)
+        self.cache = ContentCache()
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.sim = self
         self.url = f"http://{host}:{self.port}"
@@ -179,11 +162,6 @@ class SimulatorServer:
         for fault in spec.scripted:
             self.inject(fault.model_copy(update={"export_id": fault.export_id or spec.export_id}))
 
-    def export(self, export_id: str) -> ExportSpec:
-        """The spec of a served export."""
-        with self._lock:
-            return self._exports[export_id].spec
-
     def inject(self, *faults: Fault) -> None:
         """Apply each fault to the next ``fault.times`` matching requests, in order."""
         with self._lock:
@@ -196,7 +174,8 @@ class SimulatorServer:
 
     def content(self, export_id: str, file_id: str) -> FileContent:
         """The bytes (and expected content) of one served file."""
-        spec = self.export(export_id).find(file_id)
+        with self._lock:
+            spec = self._exports[export_id].spec.find(file_id)
         if spec is None:
             raise KeyError(file_id)
         return self.cache.get(export_id, spec)
@@ -212,7 +191,7 @@ class SimulatorServer:
     # ---------------------------------------------------------------- helpers
 
     def _sign(self, *parts: str) -> str:
-        mac = hmac.new(self._secret, "\x00".join(parts).encode(), hashlib.sha256)
+        mac = hmac.new(_SECRET, "\x00".join(parts).encode(), hashlib.sha256)
         return mac.hexdigest()[:32]
 
     def _cursor(self, export_id: str, offset: int, page: int) -> str:
@@ -229,15 +208,6 @@ class SimulatorServer:
         except (ValueError, UnicodeDecodeError):
             raise _Respond(400, "invalid_cursor") from None
         return offset, page
-
-    def _state(self, export_id: str) -> _ExportState:
-        with self._lock:
-            state = self._exports.get(export_id)
-        if state is None:
-            raise _Respond(404, "export_not_found")
-        if state.spec.forbidden:
-            raise _Respond(403, "forbidden")
-        return state
 
     def _take_fault(self, route: str, export_id: str | None, file_id: str | None) -> Fault | None:
         with self._lock:
@@ -259,10 +229,15 @@ class SimulatorServer:
         with self._lock:
             self._log.append(record)
 
-    def _status_of(self, state: _ExportState, *, count_poll: bool) -> str:
-        """The export's status now; each call during the pending phase counts a poll."""
-        spec = state.spec
+    def _poll(self, export_id: str) -> tuple[_ExportState, str]:
+        """The export and its status now; each call during the pending phase counts a poll."""
         with self._lock:
+            state = self._exports.get(export_id)
+            if state is None:
+                raise _Respond(404, "export_not_found")
+            if state.spec.forbidden:
+                raise _Respond(403, "forbidden")
+            spec = state.spec
             now = time.monotonic()
             if state.first_seen is None:
                 state.first_seen = now
@@ -270,11 +245,10 @@ class SimulatorServer:
                 now - state.first_seen < spec.pending_seconds
             )
             if pending:
-                if count_poll:
-                    state.polls += 1
+                state.polls += 1
                 half = max(1, spec.pending_polls // 2)
-                return "pending" if state.polls <= half else "running"
-        return spec.final_status
+                return state, "pending" if state.polls <= half else "running"
+        return state, spec.final_status
 
     def _random_fault(self, state: _ExportState, route: str) -> Fault | None:
         faults = state.spec.faults
@@ -295,15 +269,13 @@ class SimulatorServer:
     # ------------------------------------------------------------------ routes
 
     def _handle_status(self, h: _Handler, export_id: str) -> None:
-        state = self._state(export_id)
-        status = self._status_of(state, count_poll=True)
+        state, status = self._poll(export_id)
         spec = state.spec
         count = spec.count if (spec.report_file_count and status == "ready") else None
         h.send_json(200, {"export_id": export_id, "status": status, "file_count": count})
 
     def _handle_listing(self, h: _Handler, export_id: str, query: dict[str, list[str]]) -> None:
-        state = self._state(export_id)
-        status = self._status_of(state, count_poll=True)
+        state, status = self._poll(export_id)
         if status != "ready":
             h.send_json(409, {"error": "export_not_ready", "status": status})
             return
@@ -401,16 +373,10 @@ class SimulatorServer:
         path = parts.path
         query = parse_qs(parts.query)
         route, export_id, file_id = "other", None, None
-        match_file = _FILE_RE.match(path)
-        match_status = _STATUS_RE.match(path)
-        match_listing = _LISTING_RE.match(path)
-        if match_file:
-            route = "download"
-            export_id, file_id = unquote(match_file.group(1)), unquote(match_file.group(2))
-        elif match_listing:
-            route, export_id = "listing", unquote(match_listing.group(1))
-        elif match_status:
-            route, export_id = "status", unquote(match_status.group(1))
+        if match := _FILE_RE.match(path):
+            route, export_id, file_id = "download", unquote(match[1]), unquote(match[2])
+        elif match := _EXPORT_RE.match(path):
+            route, export_id = "listing" if match[2] else "status", unquote(match[1])
         elif path.startswith("/_sim/"):
             route = "control"
         h.record_route(route, export_id, file_id)

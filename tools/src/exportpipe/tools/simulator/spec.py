@@ -237,10 +237,8 @@ class ExportSpec(BaseModel):
         if explicit is not None:
             return explicit
         match = _GENERATED_ID.match(file_id)
-        if match:
-            g = int(match.group(1))
-            if g < self.generated:
-                return self.file(len(self.files) + g)
+        if match and int(match[1]) < self.generated:
+            return self.file(len(self.files) + int(match[1]))
         return None
 
     @cached_property

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
@@ -218,11 +217,6 @@ class QueueConsumer:
     # ------------------------------------------------------------------ public
 
     @property
-    def config(self) -> ConsumerConfig:
-        """This consumer's configuration."""
-        return self._config
-
-    @property
     def in_flight(self) -> int:
         """Messages currently held by this process."""
         with self._lock:
@@ -355,14 +349,13 @@ class QueueConsumer:
                 self._admit()
 
     def _entry(self, raw: dict[str, Any]) -> _InFlight:
-        attrs = raw.get("Attributes", {})
+        receive_count = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         ctx = JobContext(
             message_id=raw["MessageId"],
             receipt_handle=raw["ReceiptHandle"],
             body=raw.get("Body", ""),
-            receive_count=int(attrs.get("ApproximateReceiveCount", "1")),
-            final_attempt=int(attrs.get("ApproximateReceiveCount", "1"))
-            >= self._config.max_receive_count,
+            receive_count=receive_count,
+            final_attempt=receive_count >= self._config.max_receive_count,
             attributes={
                 k: v.get("StringValue", "") for k, v in raw.get("MessageAttributes", {}).items()
             },
@@ -410,8 +403,10 @@ class QueueConsumer:
                 outcome = "retried"
                 self._retry_later(ctx, exc)
         finally:
-            if outcome == "succeeded":
-                self._finish_success(ctx)
+            # Once released, another consumer may own the message: its idempotency check
+            # acknowledges it.
+            if outcome == "succeeded" and not self._is_released(ctx):
+                self._outbox.delete(ctx.message_id, ctx.receipt_handle)
             with self._lock:
                 entry = self._inflight.pop(ctx.message_id, None)
                 if entry is not None:
@@ -430,12 +425,6 @@ class QueueConsumer:
         with self._lock:
             entry = self._inflight.get(ctx.message_id)
             return entry is None or entry.released
-
-    def _finish_success(self, ctx: JobContext) -> None:
-        if self._is_released(ctx):
-            # Another consumer may own the message now; its idempotency check acks it.
-            return
-        self._outbox.delete(ctx.message_id, ctx.receipt_handle)
 
     def _retry_later(self, ctx: JobContext, exc: BaseException) -> None:
         if self._is_released(ctx):
@@ -570,8 +559,7 @@ class QueueConsumer:
             self._cancel_and_release(ctx)
         with self._lock:
             while self._inflight and time.monotonic() < deadline():
-                waiting = [e for e in self._inflight.values() if not e.released]
-                if not waiting:
+                if all(e.released for e in self._inflight.values()):
                     break
                 self._lock.wait(timeout=min(1.0, max(0.0, deadline() - time.monotonic())))
             late = [e.ctx for e in self._inflight.values() if not e.released]
@@ -596,10 +584,9 @@ class QueueConsumer:
                 self._config.liveness_file.touch()
 
     def _set_busy(self, busy: bool) -> None:
-        if busy == self._busy or self._on_busy_change is None:
-            self._busy = busy
+        changed, self._busy = busy != self._busy, busy
+        if not changed or self._on_busy_change is None:
             return
-        self._busy = busy
         try:
             self._on_busy_change(busy)
         except Exception:
@@ -612,11 +599,8 @@ def run_consumer(consumer: QueueConsumer, *, metrics: Metrics | None = None) -> 
     Returns:
         The process exit code (0 after a clean shutdown).
     """
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        consumer.shutdown()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda *_: consumer.shutdown()) for sig in signals}
     if metrics is not None:
         metrics.start()
     try:
