@@ -584,7 +584,8 @@ class QueueConsumer:
                 self._config.liveness_file.touch()
 
     def _set_busy(self, busy: bool) -> None:
-        changed, self._busy = busy != self._busy, busy
+        changed = busy != self._busy
+        self._busy = busy
         if not changed or self._on_busy_change is None:
             return
         try:
