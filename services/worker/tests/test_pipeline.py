@@ -3,10 +3,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import subprocess
+import sys
 import tarfile
 import threading
 import time
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -145,6 +148,46 @@ def test_a_job_reports_the_time_s3_took_to_assemble_its_objects(
         file_server.add(small, name="s.jsonl"), body=small, file_name="s.jsonl", compression="none"
     )
     assert Pipeline(settings, s3=s3).run(job).complete_seconds == 0
+
+
+def _aws_cli(*args: str) -> bytes:
+    """Run the AWS CLI installed with the project (endpoint and keys from the environment)."""
+    aws = Path(sys.executable).with_name("aws")
+    done = subprocess.run([str(aws), *args], capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+def test_what_lands_reads_back_through_the_aws_cli(
+    s3: Any, bucket: str, settings: WorkerSettings, file_server: Any, make_job: Any
+) -> None:
+    # A client we did not write reads the multipart object, its checksum and its manifest.
+    payload = gzip.compress(BIG, 1)
+    job = make_job(
+        file_server.add(payload, name="big.jsonl.gz"), body=payload, file_name="big.jsonl.gz"
+    )
+    result = Pipeline(settings, s3=s3).run(job)
+    manifest = orjson.loads(_aws_cli("s3", "cp", f"s3://{bucket}/{result.manifest_key}", "-"))
+    [member] = manifest["members"]
+    body = _aws_cli("s3", "cp", f"s3://{bucket}/{member['key']}", "-")
+    assert body == BIG
+    assert member["sha256"] == hashlib.sha256(body).hexdigest()
+    head = orjson.loads(
+        _aws_cli(
+            "s3api",
+            "head-object",
+            "--checksum-mode",
+            "ENABLED",
+            "--bucket",
+            bucket,
+            "--key",
+            member["key"],
+        )
+    )
+    assert head["ContentLength"] == len(BIG)
+    # Written in 5 MiB parts (the test settings) and checked with the worker's CRC32.
+    assert head["ETag"].endswith(f'-{-(-len(BIG) // (5 * MIB))}"')
+    assert head["ChecksumCRC32"]
 
 
 @pytest.mark.parametrize(
